@@ -1,0 +1,15 @@
+//! The rescue environment's program: PID 1 on the stick, and a CLI on an ordinary Linux host.
+//!
+//! Data flows detect → plan → engine → store; the TUI and the CLI are thin front ends over the same API.
+//! Modules, one concept each:
+//! - [`sys`]: the only place with raw syscalls, ioctls and `unsafe`, behind safe functions.
+//! - [`init`]: PID 1 duties (mounts, console, supervisor, power off).
+//! - [`hw`]: kernel modules (index, coldplug, hotplug uevents, the `/sbin/modprobe` helper).
+//! - [`detect`]: block devices, partition tables and filesystems, read-only.
+//! - [`cli`]: the command-line front end.
+
+pub mod cli;
+pub mod detect;
+pub mod hw;
+pub mod init;
+pub mod sys;
