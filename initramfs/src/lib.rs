@@ -1,1 +1,9 @@
-//! placeholder
+//! Everything that turns a stock Debian kernel package into our initramfs, on the build host:
+//! unpacking the `.deb` ([`deb`]), reading each module's `.modinfo` and computing the dependency, alias
+//! and softdep tables the package does not ship ([`modinfo`], [`depmod`]), choosing the module set by
+//! rules ([`select`]), and writing a reproducible, compressed cpio newc archive ([`cpio`], [`build`]).
+//!
+//! [`index`] is the module index PID 1 reads; it is the only part built without the `build` feature, so
+//! the static `rescue` binary does not carry the archive and compression code.
+
+pub mod index;
