@@ -7,3 +7,20 @@
 //! the static `rescue` binary does not carry the archive and compression code.
 
 pub mod index;
+
+#[cfg(feature = "build")]
+pub mod build;
+#[cfg(feature = "build")]
+pub mod cpio;
+#[cfg(feature = "build")]
+pub mod deb;
+#[cfg(feature = "build")]
+pub mod depmod;
+#[cfg(feature = "build")]
+pub mod modinfo;
+#[cfg(feature = "build")]
+pub mod select;
+
+#[cfg(test)]
+#[cfg(feature = "build")]
+mod testutil;

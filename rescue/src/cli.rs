@@ -1,1 +1,174 @@
-//! TODO
+//! The command-line front end. It parses arguments, calls the library, and prints; no imaging or detection
+//! logic lives here.
+
+pub mod ui;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::detect::{self, DetectOptions, Disk, Report};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "rescue",
+    version,
+    about = "Disk imaging rescue environment: detect, capture, restore, verify"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// List disks, their partition tables, partitions and filesystems (read-only).
+    Disks {
+        /// Print the report as JSON (schema: docs/DISKS-JSON.md).
+        #[arg(long)]
+        json: bool,
+        /// Block devices or disk image files to inspect; every block device when none are given.
+        paths: Vec<PathBuf>,
+    },
+    /// The interactive front end PID 1 starts on the console.
+    #[command(hide = true)]
+    Ui,
+}
+
+/// Options for the running system: the real sysfs, /dev and mount table, and the boot medium's identity
+/// from the kernel command line.
+pub fn detect_options() -> DetectOptions {
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    DetectOptions {
+        boot_disk_guid: crate::init::cmdline::param(&cmdline, "rescue.stick"),
+        ..DetectOptions::default()
+    }
+}
+
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("rescue: error: {e:#}");
+            1
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Cmd::Disks { json, paths } => {
+            let opts = detect_options();
+            let report = if paths.is_empty() {
+                detect::detect_all(&opts)
+            } else {
+                detect::detect_paths(&paths, &opts)
+            };
+            let mut out = std::io::stdout().lock();
+            if json {
+                serde_json::to_writer_pretty(&mut out, &report)
+                    .context("writing the JSON report")?;
+                writeln!(out)?;
+            } else {
+                write!(out, "{}", render_report(&report))?;
+            }
+            Ok(0)
+        }
+        Cmd::Ui => Ok(ui::run()),
+    }
+}
+
+/// Sizes as people read them on disk labels and in partitioners (binary units).
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn disk_flags(d: &Disk) -> Vec<String> {
+    let mut flags = Vec::new();
+    if d.boot_medium {
+        flags.push("this rescue stick".to_string());
+    }
+    if d.removable {
+        flags.push("removable".into());
+    }
+    if d.read_only {
+        flags.push("read-only".into());
+    }
+    if !d.mounts.is_empty() || d.partitions.iter().any(|p| !p.mounts.is_empty()) {
+        flags.push("mounted".into());
+    }
+    if let Some(g) = &d.gpt {
+        if !g.primary_header_valid {
+            flags.push("damaged primary GPT".into());
+        }
+        if !g.backup_header_valid {
+            flags.push("damaged backup GPT".into());
+        }
+        if g.hybrid_mbr {
+            flags.push("hybrid MBR".into());
+        }
+    }
+    flags
+}
+
+/// The plain-text disk list (also what the console UI shows).
+pub fn render_report(report: &Report) -> String {
+    let mut s = String::new();
+    if report.disks.is_empty() {
+        s.push_str("No disks found.\n");
+    }
+    for d in &report.disks {
+        let ident = [d.model.as_deref(), d.serial.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" ");
+        s.push_str(&format!(
+            "{}  {}  {:?}  {:?}  {}-byte sectors  {}\n",
+            d.path,
+            human_size(d.size_bytes),
+            d.transport,
+            d.table,
+            d.logical_sector_size,
+            ident
+        ));
+        let flags = disk_flags(d);
+        if !flags.is_empty() {
+            s.push_str(&format!("    [{}]\n", flags.join(", ")));
+        }
+        for p in &d.partitions {
+            s.push_str(&format!(
+                "    {:>3}  {:>10}  {:<22} {:<6} {}{}\n",
+                p.number,
+                human_size(p.size_bytes),
+                p.type_name,
+                p.fs.map(|f| format!("{f:?}").to_lowercase())
+                    .unwrap_or_else(|| "-".into()),
+                p.fs_label.as_deref().unwrap_or(""),
+                if p.mounts.is_empty() {
+                    String::new()
+                } else {
+                    format!("  mounted on {}", p.mounts.join(", "))
+                }
+            ));
+        }
+        for problem in &d.problems {
+            s.push_str(&format!("    ! {problem}\n"));
+        }
+    }
+    s
+}

@@ -1,1 +1,609 @@
-//! TODO
+//! Read-only detection of disks, partition tables and filesystems.
+//!
+//! Works the same as PID 1 in the initramfs (devtmpfs, sysfs and proc only; no udev) and on an
+//! ordinary host, on block devices or disk image files. Nothing here ever opens a device for
+//! writing. Partition tables are read from the device's bytes, not from the kernel's partition
+//! nodes, so damaged or unusual tables are seen as they are on disk; the kernel's view (sysfs)
+//! only supplies device identity, partition device nodes and the device numbers mounts refer to.
+//!
+//! Detection never fails as a whole: every difficulty (unreadable device, damaged table, read
+//! errors) becomes a human-readable entry in a `problems` list and detection moves on.
+//!
+//! Layout: [`sysfs`] (kernel's view), [`mounts`] (mountinfo), `layout` (which table is
+//! authoritative, sanity checks) over `gpt`, `mbr` and `fs` (superblock probes), all reading
+//! through `io::Source`, which bounds every read.
+
+mod fs;
+mod gpt;
+mod io;
+mod layout;
+mod mbr;
+pub(crate) mod mounts;
+pub(crate) mod sysfs;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+mod proptests;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests;
+
+use std::fs::File;
+use std::io::{Read, Seek};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use self::io::Source;
+use self::layout::SectorSize;
+use self::mounts::{DevNum, MountTable};
+use self::sysfs::SysDisk;
+
+/// Where to look: the defaults are the running system's; tests point them at fake trees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DetectOptions {
+    /// Mounted sysfs (`/sys`).
+    pub sysfs: PathBuf,
+    /// Device nodes (`/dev`, devtmpfs in the initramfs).
+    pub dev: PathBuf,
+    /// The mount table (`/proc/self/mountinfo`).
+    pub mountinfo: PathBuf,
+    /// GPT disk GUID of the medium we booted from (kernel command line `rescue.stick=GUID`).
+    pub boot_disk_guid: Option<String>,
+}
+
+impl Default for DetectOptions {
+    fn default() -> Self {
+        DetectOptions {
+            sysfs: PathBuf::from("/sys"),
+            dev: PathBuf::from("/dev"),
+            mountinfo: PathBuf::from("/proc/self/mountinfo"),
+            boot_disk_guid: None,
+        }
+    }
+}
+
+/// The result of a detection run (schema: docs/DISKS-JSON.md).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct Report {
+    pub disks: Vec<Disk>,
+    /// Problems not tied to one disk (sysfs or the mount table unreadable).
+    #[serde(default)]
+    pub problems: Vec<String>,
+}
+
+/// One disk: a whole block device or an image file.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Disk {
+    pub path: String,
+    pub name: String,
+    pub size_bytes: u64,
+    pub logical_sector_size: u32,
+    pub physical_sector_size: u32,
+    pub model: Option<String>,
+    pub serial: Option<String>,
+    pub transport: Transport,
+    pub removable: bool,
+    pub read_only: bool,
+    pub rotational: bool,
+    pub table: PartitionTable,
+    pub gpt: Option<GptInfo>,
+    pub mbr: Option<MbrInfo>,
+    pub partitions: Vec<Partition>,
+    /// Filesystem on the whole disk, when it has no partition table ("superfloppy").
+    pub fs: Option<FsKind>,
+    pub fs_label: Option<String>,
+    pub fs_uuid: Option<String>,
+    /// Where the whole disk itself is mounted.
+    pub mounts: Vec<String>,
+    /// This disk is the medium we booted from.
+    pub boot_medium: bool,
+    /// Everything that went wrong or looks wrong with this disk, for people to read.
+    pub problems: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    Virtio,
+    Sata,
+    Nvme,
+    Usb,
+    Mmc,
+    Scsi,
+    File,
+    Unknown,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PartitionTable {
+    Gpt,
+    Mbr,
+    None,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FsKind {
+    Ext2,
+    Ext3,
+    Ext4,
+    Vfat,
+    Exfat,
+    Ntfs,
+    Xfs,
+    Btrfs,
+    Swap,
+    Luks,
+    Bitlocker,
+    Lvm,
+}
+
+/// Health and geometry of a GPT. LBAs are in units of the disk's logical sector size.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct GptInfo {
+    /// Upper-case GUID; `None` when no header could be parsed at all.
+    pub disk_guid: Option<String>,
+    pub primary_header_valid: bool,
+    pub backup_header_valid: bool,
+    /// `None` when the header is invalid, so its entry array could not be located.
+    pub primary_entries_valid: Option<bool>,
+    pub backup_entries_valid: Option<bool>,
+    /// LBA 0 holds exactly one entry, of type 0xEE.
+    pub protective_mbr: bool,
+    /// LBA 0 holds a 0xEE entry plus other partitions.
+    pub hybrid_mbr: bool,
+    pub first_usable_lba: u64,
+    pub last_usable_lba: u64,
+    pub partition_entry_count: u32,
+    pub partition_entry_size: u32,
+    pub primary_entries_lba: Option<u64>,
+    pub backup_header_lba: Option<u64>,
+    pub backup_entries_lba: Option<u64>,
+    /// GPT-specific problems (also included in the disk's `problems`).
+    pub problems: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct MbrInfo {
+    /// The 32-bit disk identifier at byte 440, as `0x%08x` (fdisk's "Disk identifier").
+    pub disk_signature: String,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Partition {
+    /// Partition number as Linux numbers it (GPT slot + 1; MBR 1–4, logical 5+).
+    pub number: u32,
+    /// The kernel's device node for it, when one exists.
+    pub path: Option<String>,
+    pub start_bytes: u64,
+    pub size_bytes: u64,
+    /// GPT type GUID (upper case) or MBR type id (`0x83`).
+    #[serde(rename = "type")]
+    pub part_type: String,
+    pub type_name: String,
+    /// GPT partition name.
+    pub name: Option<String>,
+    /// GPT unique partition GUID (upper case).
+    pub uuid: Option<String>,
+    /// MBR active flag; for GPT the "legacy BIOS bootable" attribute (bit 2).
+    pub bootable: bool,
+    /// An MBR logical partition (inside an extended one).
+    pub logical: bool,
+    /// An MBR extended container: holds logical partitions, has no data of its own.
+    pub extended: bool,
+    pub fs: Option<FsKind>,
+    pub fs_label: Option<String>,
+    pub fs_uuid: Option<String>,
+    pub mounts: Vec<String>,
+}
+
+impl Partition {
+    pub(crate) fn new(
+        number: u32,
+        start: u64,
+        size: u64,
+        part_type: String,
+        type_name: &str,
+    ) -> Self {
+        Partition {
+            number,
+            path: None,
+            start_bytes: start,
+            size_bytes: size,
+            part_type,
+            type_name: type_name.to_string(),
+            name: None,
+            uuid: None,
+            bootable: false,
+            logical: false,
+            extended: false,
+            fs: None,
+            fs_label: None,
+            fs_uuid: None,
+            mounts: Vec::new(),
+        }
+    }
+}
+
+/// Why something could not be detected. Detection itself never fails; these end up as text in
+/// `problems`, so each message says what happened and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum DetectError {
+    #[error("cannot list block devices in {path}: {source} (is sysfs mounted on /sys?)")]
+    ListDevices {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot read the mount table {path}: {source}; mount status is unknown, treat every disk \
+         as possibly in use"
+    )]
+    MountTable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open {path} read-only: {source} (check the path; reading disks needs root)")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot inspect {path}: {source}")]
+    Stat {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is neither a block device nor a regular file; give a disk (/dev/sda) or an image file")]
+    NotADisk { path: PathBuf },
+    #[error("{path} has a size of 0 bytes (no medium inserted?)")]
+    Empty { path: PathBuf },
+    #[error(
+        "read error on {path} at byte {offset}: {source}; the disk may be failing (image it before \
+         anything else) or the image file is truncated"
+    )]
+    Read {
+        path: PathBuf,
+        offset: u64,
+        source: std::io::Error,
+    },
+    #[error(
+        "stopped reading {path} after repeated read errors; what is shown for it is incomplete"
+    )]
+    GaveUp { path: PathBuf },
+}
+
+/// Every block device the kernel lists in `<sysfs>/block`, except ramdisks, zram, optical and
+/// floppy drives and unused loop/nbd devices.
+pub fn detect_all(opts: &DetectOptions) -> Report {
+    let mut report = Report::default();
+    let mounts = load_mounts(opts, &mut report.problems);
+    let names = match sysfs::list_disks(&opts.sysfs) {
+        Ok(n) => n,
+        Err(source) => {
+            let path = opts.sysfs.join("block");
+            report
+                .problems
+                .push(DetectError::ListDevices { path, source }.to_string());
+            return report;
+        }
+    };
+    for name in names {
+        let sys = sysfs::read_disk(&opts.sysfs.join("block").join(&name));
+        let path = opts.dev.join(&name);
+        report.disks.push(block_device(sys, &path, &mounts, opts));
+    }
+    report
+}
+
+/// The given block devices (whole disks or single partitions) and image files, in order. A path
+/// that cannot be inspected still gets an entry, with the reason in its `problems`.
+pub fn detect_paths(paths: &[PathBuf], opts: &DetectOptions) -> Report {
+    let mut report = Report::default();
+    let mounts = load_mounts(opts, &mut report.problems);
+    for path in paths {
+        let disk = match std::fs::metadata(path) {
+            Err(source) => {
+                let err = DetectError::Stat {
+                    path: path.clone(),
+                    source,
+                };
+                failed_disk(path, Transport::Unknown, err)
+            }
+            Ok(meta) if meta.file_type().is_block_device() => {
+                let dev = devnum(meta.rdev());
+                match sysfs::dir_of_devnum(&opts.sysfs, dev) {
+                    Some(dir) => {
+                        let mut sys = sysfs::read_disk(&dir);
+                        sys.dev = sys.dev.or(Some(dev));
+                        block_device(sys, path, &mounts, opts)
+                    }
+                    None => block_device_without_sysfs(path, dev, &mounts, opts),
+                }
+            }
+            Ok(meta) if meta.file_type().is_file() => match File::open(path) {
+                Ok(file) => {
+                    let mut disk = detect_image(file, meta.len(), &path.to_string_lossy(), opts);
+                    disk.name = file_name(path);
+                    disk.read_only =
+                        nix::unistd::access(path, nix::unistd::AccessFlags::W_OK).is_err();
+                    disk
+                }
+                Err(source) => failed_disk(
+                    path,
+                    Transport::File,
+                    DetectError::Open {
+                        path: path.clone(),
+                        source,
+                    },
+                ),
+            },
+            Ok(_) => failed_disk(
+                path,
+                Transport::Unknown,
+                DetectError::NotADisk { path: path.clone() },
+            ),
+        };
+        report.disks.push(disk);
+    }
+    report
+}
+
+/// Detects the layout of a disk image already open as `reader` (`size_bytes` long). `path` is
+/// only used in messages and the `path` field. The sector size is 512 bytes unless a GPT is found
+/// where 4096-byte sectors put it.
+pub fn detect_image<R: Read + Seek>(
+    reader: R,
+    size_bytes: u64,
+    path: &str,
+    opts: &DetectOptions,
+) -> Disk {
+    let mut disk = empty_disk(path, file_name(Path::new(path)), Transport::File);
+    disk.size_bytes = size_bytes;
+    let mut src = Source::new(reader, size_bytes);
+    fill_layout(&mut disk, &mut src, SectorSize::Image, opts);
+    disk.physical_sector_size = disk.logical_sector_size;
+    disk
+}
+
+fn block_device(sys: SysDisk, path: &Path, mounts: &MountTable, opts: &DetectOptions) -> Disk {
+    let mut disk = empty_disk(&path.to_string_lossy(), sys.name.clone(), sys.transport);
+    disk.size_bytes = sys.size_bytes;
+    disk.logical_sector_size = sys.logical_sector_size;
+    disk.physical_sector_size = sys.physical_sector_size;
+    disk.model = sys.model.clone();
+    disk.serial = sys.serial.clone();
+    disk.removable = sys.removable;
+    disk.read_only = sys.read_only;
+    disk.rotational = sys.rotational;
+    disk.mounts = mounts.mounts_of(sys.dev);
+    if sys.size_bytes == 0 {
+        disk.problems.push(
+            DetectError::Empty {
+                path: path.to_path_buf(),
+            }
+            .to_string(),
+        );
+        return disk;
+    }
+    match File::open(path) {
+        Ok(file) => {
+            let mut src = Source::new(file, sys.size_bytes);
+            fill_layout(
+                &mut disk,
+                &mut src,
+                SectorSize::Device(sys.logical_sector_size),
+                opts,
+            );
+            attach_kernel_partitions(&mut disk, &sys, mounts, opts);
+        }
+        Err(source) => {
+            let err = DetectError::Open {
+                path: path.to_path_buf(),
+                source,
+            };
+            disk.problems.push(err.to_string());
+        }
+    }
+    disk
+}
+
+/// A block device whose sysfs entry cannot be found (sysfs not mounted): the size comes from the
+/// device itself and the identity fields stay unknown.
+fn block_device_without_sysfs(
+    path: &Path,
+    dev: DevNum,
+    mounts: &MountTable,
+    opts: &DetectOptions,
+) -> Disk {
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(source) => {
+            return failed_disk(
+                path,
+                Transport::Unknown,
+                DetectError::Open {
+                    path: path.to_path_buf(),
+                    source,
+                },
+            )
+        }
+    };
+    let size = match file.seek(std::io::SeekFrom::End(0)) {
+        Ok(s) => s,
+        Err(source) => {
+            return failed_disk(
+                path,
+                Transport::Unknown,
+                DetectError::Stat {
+                    path: path.to_path_buf(),
+                    source,
+                },
+            )
+        }
+    };
+    let sys = SysDisk {
+        name: file_name(path),
+        dev: Some(dev),
+        size_bytes: size,
+        logical_sector_size: 512,
+        physical_sector_size: 512,
+        removable: false,
+        read_only: false,
+        rotational: false,
+        model: None,
+        serial: None,
+        transport: Transport::Unknown,
+        partitions: Vec::new(),
+    };
+    let mut disk = block_device(sys, path, mounts, opts);
+    disk.problems.push(format!(
+        "no sysfs entry for {path:?} (is sysfs mounted?): sector size, identity and partition \
+         device nodes are unknown; 512-byte sectors were assumed"
+    ));
+    disk
+}
+
+fn fill_layout<R: Read + Seek>(
+    disk: &mut Disk,
+    src: &mut Source<R>,
+    sector: SectorSize,
+    opts: &DetectOptions,
+) {
+    let l = layout::probe(src, sector);
+    if sector == SectorSize::Image {
+        disk.logical_sector_size = l.sector_size;
+    }
+    disk.table = l.table;
+    disk.gpt = l.gpt;
+    disk.mbr = l.mbr;
+    disk.partitions = l.partitions;
+    if let Some(fs) = l.fs {
+        disk.fs = Some(fs.kind);
+        disk.fs_label = fs.label;
+        disk.fs_uuid = fs.uuid;
+    }
+    disk.problems.extend(l.problems);
+    let (failures, gave_up) = src.take_failures();
+    let path = PathBuf::from(&disk.path);
+    for f in failures {
+        let err = DetectError::Read {
+            path: path.clone(),
+            offset: f.offset,
+            source: f.source,
+        };
+        disk.problems.push(err.to_string());
+    }
+    if gave_up {
+        disk.problems.push(DetectError::GaveUp { path }.to_string());
+    }
+    disk.boot_medium = match (
+        &opts.boot_disk_guid,
+        disk.gpt.as_ref().and_then(|g| g.disk_guid.as_ref()),
+    ) {
+        (Some(want), Some(have)) => want.trim().eq_ignore_ascii_case(have),
+        _ => false,
+    };
+}
+
+/// Gives partitions their device nodes and mounts, and notes where the kernel's idea of the
+/// partitions differs from the table on disk (a table changed without a re-read is dangerous:
+/// the kernel would read and write the old ranges).
+fn attach_kernel_partitions(
+    disk: &mut Disk,
+    sys: &SysDisk,
+    mounts: &MountTable,
+    opts: &DetectOptions,
+) {
+    for p in disk.partitions.iter_mut() {
+        let Some(k) = sys.partitions.iter().find(|k| k.number == p.number) else {
+            continue;
+        };
+        let node = opts.dev.join(&k.name);
+        if node.exists() {
+            p.path = Some(node.to_string_lossy().into_owned());
+        }
+        p.mounts = mounts.mounts_of(k.dev);
+        // The kernel sizes an extended container at 1 KiB; only data partitions are compared.
+        let differs = !p.extended
+            && (k.start_bytes.is_some_and(|s| s != p.start_bytes)
+                || k.size_bytes.is_some_and(|s| s != p.size_bytes));
+        if differs {
+            disk.problems.push(format!(
+                "the kernel's partition {} ({}) does not match the table on disk; the table was \
+                 changed without being re-read (run `blockdev --rereadpt` or reboot before using it)",
+                p.number, k.name
+            ));
+        }
+    }
+    for k in &sys.partitions {
+        if !disk.partitions.iter().any(|p| p.number == k.number) {
+            disk.problems.push(format!(
+                "the kernel knows partition {} ({}) which is not in the table on disk; the table \
+                 was changed or damaged after the kernel read it",
+                k.number, k.name
+            ));
+        }
+    }
+}
+
+fn load_mounts(opts: &DetectOptions, problems: &mut Vec<String>) -> MountTable {
+    match std::fs::read_to_string(&opts.mountinfo) {
+        Ok(text) => mounts::parse_mountinfo(&text),
+        Err(source) => {
+            let path = opts.mountinfo.clone();
+            problems.push(DetectError::MountTable { path, source }.to_string());
+            MountTable::default()
+        }
+    }
+}
+
+fn empty_disk(path: &str, name: String, transport: Transport) -> Disk {
+    Disk {
+        path: path.to_string(),
+        name,
+        size_bytes: 0,
+        logical_sector_size: 512,
+        physical_sector_size: 512,
+        model: None,
+        serial: None,
+        transport,
+        removable: false,
+        read_only: false,
+        rotational: false,
+        table: PartitionTable::None,
+        gpt: None,
+        mbr: None,
+        partitions: Vec::new(),
+        fs: None,
+        fs_label: None,
+        fs_uuid: None,
+        mounts: Vec::new(),
+        boot_medium: false,
+        problems: Vec::new(),
+    }
+}
+
+fn failed_disk(path: &Path, transport: Transport, err: DetectError) -> Disk {
+    let mut disk = empty_disk(&path.to_string_lossy(), file_name(path), transport);
+    disk.problems.push(err.to_string());
+    disk
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.to_string_lossy().into_owned())
+}
+
+/// Splits a `st_rdev` into major and minor the way glibc encodes it.
+fn devnum(rdev: u64) -> DevNum {
+    let major = ((rdev >> 32) & 0xFFFF_F000) | ((rdev >> 8) & 0x0FFF);
+    let minor = ((rdev >> 12) & 0xFFFF_FF00) | (rdev & 0xFF);
+    // Both are masked to 32 bits above, so the conversions cannot fail.
+    (
+        u32::try_from(major).unwrap_or(0),
+        u32::try_from(minor).unwrap_or(0),
+    )
+}

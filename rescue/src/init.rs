@@ -1,1 +1,326 @@
-//! TODO
+//! PID 1 on the rescue stick: mounts the kernel filesystems, takes the console, loads modules (coldplug,
+//! then hotplug for the rest of the session), and supervises the front end — the UI, or the one command
+//! given as `rescue.cmd=` — restarting it if it dies. PID 1 itself never exits: the kernel would panic.
+
+pub mod cmdline;
+
+use std::ffi::OsString;
+use std::fs::OpenOptions;
+use std::os::fd::AsFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::mount::MsFlags;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+
+use crate::hw::{self, uevent, ModuleLoader};
+use crate::sys::{self, PowerAction};
+
+/// Exit codes the front-end child uses to ask PID 1 for an action.
+pub const EXIT_POWEROFF: i32 = 10;
+pub const EXIT_REBOOT: i32 = 11;
+
+/// Lines the test harness looks for on the serial console.
+pub const CMD_BEGIN: &str = "@@RESCUE-CMD-BEGIN@@";
+pub const CMD_END: &str = "@@RESCUE-CMD-END";
+pub const READY: &str = "rescue: ready";
+
+/// Entry point when we are process 1. Never returns.
+pub fn run_pid1() -> ! {
+    let start = Instant::now();
+    loop {
+        let r = std::panic::catch_unwind(|| pid1_main(start));
+        // Only a bug gets here. Keep the machine alive and reachable: report, then supervise the UI again.
+        eprintln!(
+            "rescue: PID 1 recovered from an internal error ({r:?}); restarting the front end"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+fn log(msg: &str) {
+    eprintln!("rescue: {msg}");
+}
+
+fn mount_basics() {
+    let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
+    let mounts: [(&str, &str, &str, MsFlags, Option<&str>); 6] = [
+        (
+            "devtmpfs",
+            "/dev",
+            "devtmpfs",
+            MsFlags::MS_NOSUID,
+            Some("mode=0755"),
+        ),
+        ("proc", "/proc", "proc", nosuid, None),
+        ("sysfs", "/sys", "sysfs", nosuid, None),
+        (
+            "tmpfs",
+            "/run",
+            "tmpfs",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=0755"),
+        ),
+        (
+            "tmpfs",
+            "/tmp",
+            "tmpfs",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=1777"),
+        ),
+        (
+            "devpts",
+            "/dev/pts",
+            "devpts",
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            Some("gid=5,mode=0620,ptmxmode=0666"),
+        ),
+    ];
+    for (src, target, fstype, flags, data) in mounts {
+        if let Err(e) = sys::mount_fs(src, target, fstype, flags, data) {
+            log(&format!("cannot mount {fstype} on {target}: {e}"));
+        }
+    }
+}
+
+/// efivarfs exists only on UEFI boots and needs its module; ENODEV on BIOS is expected.
+fn mount_efivarfs() {
+    if Path::new("/sys/firmware/efi").is_dir() {
+        let flags = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
+        if let Err(e) = sys::mount_fs(
+            "efivarfs",
+            "/sys/firmware/efi/efivars",
+            "efivarfs",
+            flags,
+            None,
+        ) {
+            log(&format!("cannot mount efivarfs: {e}"));
+        }
+    }
+}
+
+/// Open the primary console's real tty (the last one in `console/active` is `/dev/console`), make it our
+/// controlling terminal and our stdio, and give a serial console that reports 0×0 a usable size.
+fn take_console() {
+    let active = std::fs::read_to_string("/sys/class/tty/console/active").unwrap_or_default();
+    let name = active
+        .split_whitespace()
+        .last()
+        .unwrap_or("console")
+        .to_string();
+    let path = format!("/dev/{name}");
+    let tty = match OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(&path)
+    {
+        Ok(f) => f,
+        Err(e) => {
+            log(&format!(
+                "cannot open console {path}: {e}; staying on /dev/console"
+            ));
+            return;
+        }
+    };
+    if let Err(e) = sys::make_controlling_tty(tty.as_fd()) {
+        log(&format!("cannot make {path} the controlling terminal: {e}"));
+    }
+    if let Err(e) = sys::redirect_stdio(tty.as_fd()) {
+        log(&format!("cannot redirect stdio to {path}: {e}"));
+    }
+    match sys::window_size(tty.as_fd()) {
+        Ok((0, _)) | Ok((_, 0)) | Err(_) => {
+            let _ = sys::set_window_size(tty.as_fd(), 80, 24);
+        }
+        Ok(_) => {}
+    }
+    std::env::set_var(
+        "TERM",
+        if name.starts_with("ttyS") {
+            "vt220"
+        } else {
+            "linux"
+        },
+    );
+}
+
+fn pid1_main(start: Instant) {
+    mount_basics();
+    take_console();
+    std::env::set_var("PATH", "/sbin:/bin");
+    std::env::set_var("HOME", "/");
+    if let Err(e) = sys::disable_ctrl_alt_del() {
+        log(&format!("cannot disable Ctrl-Alt-Del: {e}"));
+    }
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let verbose = cmdline::flag(&cmdline, "rescue.verbose");
+
+    bring_up_hardware(start);
+    mount_efivarfs();
+
+    if !verbose {
+        // The UI owns the console from here on; kernel messages stay in the kernel log.
+        let _ = sys::set_console_loglevel(1);
+    }
+    match cmdline::param(&cmdline, "rescue.cmd") {
+        Some(cmd) => {
+            let args = cmdline::split_args(&cmd);
+            println!("{CMD_BEGIN}");
+            let rc = run_child(&args.iter().map(OsString::from).collect::<Vec<_>>());
+            println!("\n{CMD_END} rc={rc}@@");
+            shutdown(PowerAction::PowerOff);
+        }
+        None => loop {
+            println!("{READY}");
+            match run_child(&[OsString::from("ui")]) {
+                EXIT_POWEROFF => shutdown(PowerAction::PowerOff),
+                EXIT_REBOOT => shutdown(PowerAction::Reboot),
+                rc => {
+                    log(&format!(
+                        "the user interface ended (status {rc}); starting it again"
+                    ));
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        },
+    }
+}
+
+/// Load the modules every boot needs, then coldplug, then wait until devices stop appearing.
+fn bring_up_hardware(start: Instant) {
+    let dir = hw::modules_dir(Path::new("/"));
+    let loader = match ModuleLoader::open(&dir) {
+        Ok(l) => Arc::new(l),
+        Err(e) => {
+            log(&format!("{e}; continuing without loadable modules"));
+            return;
+        }
+    };
+    let socket = sys::UeventSocket::open();
+    let activity = match socket {
+        Ok(s) => Some(uevent::spawn_listener(s, loader.clone(), |_| {})),
+        Err(e) => {
+            log(&format!(
+                "cannot listen for device events: {e}; hotplugged devices will not be seen"
+            ));
+            None
+        }
+    };
+    // Storage and USB controllers first: they decide when the disks appear. Filesystems and the other
+    // boot modules load meanwhile on their own thread; only the front end waits for them.
+    let aliases = uevent::coldplug_aliases(Path::new("/sys"));
+    let uefi = Path::new("/sys/firmware/efi").is_dir();
+    let boot: Vec<String> = loader
+        .index()
+        .boot
+        .iter()
+        .filter(|m| uefi || m.as_str() != "efivarfs")
+        .cloned()
+        .collect();
+    let boot_loader = loader.clone();
+    let boot_thread = std::thread::spawn(move || boot_loader.load_all(&boot, 1));
+    let report = loader.load_all(&aliases, 2);
+    let settled = activity
+        .as_ref()
+        .map(|a| {
+            a.wait_settled(
+                Path::new("/sys"),
+                Duration::from_millis(300),
+                Duration::from_secs(15),
+            )
+        })
+        .unwrap_or(true);
+    let detected_ms = start.elapsed().as_millis();
+    let boot_report = boot_thread.join().unwrap_or_default();
+    for (name, err) in boot_report.failed.iter().chain(&report.failed) {
+        log(&format!("module {name}: {err}"));
+    }
+    let disks = std::fs::read_dir("/sys/block")
+        .map(|d| d.count())
+        .unwrap_or(0);
+    let uptime = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
+    log(&format!(
+        "{} modules loaded ({} at boot, {} for {} devices); all disks detected{} in {} ms since /init started \
+         ({} block devices; kernel uptime {} s)",
+        loader.loaded().len(),
+        boot_report.loaded.len(),
+        report.loaded.len(),
+        aliases.len(),
+        if settled { "" } else { " (timed out waiting for devices)" },
+        detected_ms,
+        disks,
+        uptime.split_whitespace().next().unwrap_or("?"),
+    ));
+}
+
+/// Run `/init ARGS` on the console and wait for it, reaping every other child meanwhile.
+fn run_child(args: &[OsString]) -> i32 {
+    let exe = std::env::current_exe().unwrap_or_else(|_| "/init".into());
+    let child = match Command::new(&exe).args(args).spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            log(&format!("cannot start {}: {e}", exe.display()));
+            return 127;
+        }
+    };
+    let pid = Pid::from_raw(child.id() as i32);
+    loop {
+        // As PID 1 we inherit every orphan; reaping them here keeps the process table clean.
+        match waitpid(None, None) {
+            Ok(WaitStatus::Exited(p, rc)) if p == pid => return rc,
+            Ok(WaitStatus::Signaled(p, sig, _)) if p == pid => {
+                log(&format!("the front end was killed by {sig:?}"));
+                return 128 + sig as i32;
+            }
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => {
+                log(&format!("waiting for children failed: {e}"));
+                return 1;
+            }
+        }
+    }
+}
+
+/// Stop everything, flush, unmount what was mounted from disks, then power off or reboot.
+fn shutdown(action: PowerAction) -> ! {
+    let _ = kill(Pid::from_raw(-1), Signal::SIGTERM);
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
+    while let Ok(status) = waitpid(None, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+        if status == WaitStatus::StillAlive {
+            break;
+        }
+    }
+    nix::unistd::sync();
+    unmount_disks();
+    let err = sys::power(action);
+    log(&format!(
+        "power off/reboot failed: {err}; it is safe to switch the machine off now"
+    ));
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+fn unmount_disks() {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let virtual_fs = [
+        "proc", "sysfs", "devtmpfs", "tmpfs", "devpts", "efivarfs", "rootfs", "ramfs",
+    ];
+    for line in mounts.lines().rev() {
+        let f: Vec<&str> = line.split(' ').collect();
+        if f.len() > 2 && !virtual_fs.contains(&f[2]) {
+            let target = f[1].replace("\\040", " ");
+            if let Err(e) = sys::unmount(&target) {
+                log(&format!("cannot unmount {target}: {e}"));
+            }
+        }
+    }
+}

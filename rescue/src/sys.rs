@@ -1,1 +1,181 @@
-//! TODO
+//! The only module that talks to the kernel below what `std` offers: module loading, mounts, the console's
+//! controlling tty and window size, the uevent netlink socket, power off. Every function here is safe to call;
+//! the few `unsafe` blocks carry a `// SAFETY:` comment.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+use nix::errno::Errno;
+use nix::mount::MsFlags;
+
+/// Load a kernel module from an open `.ko` file. `Ok(false)` means it was already loaded.
+pub fn finit_module(file: &File, params: &str) -> io::Result<bool> {
+    let params = std::ffi::CString::new(params).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "module parameters contain a NUL byte",
+        )
+    })?;
+    match nix::kmod::finit_module(file, &params, nix::kmod::ModuleInitFlags::empty()) {
+        Ok(()) => Ok(true),
+        Err(Errno::EEXIST) => Ok(false),
+        Err(e) => Err(io::Error::from(e)),
+    }
+}
+
+/// Mount `fstype` at `target`, creating the directory. An already mounted target is not an error.
+pub fn mount_fs(
+    source: &str,
+    target: &str,
+    fstype: &str,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> io::Result<()> {
+    std::fs::create_dir_all(target)?;
+    match nix::mount::mount(Some(source), target, Some(fstype), flags, data) {
+        Ok(()) | Err(Errno::EBUSY) => Ok(()),
+        Err(e) => Err(io::Error::from(e)),
+    }
+}
+
+/// Unmount, falling back to a lazy detach so power off is never blocked by a busy mount.
+pub fn unmount(target: &str) -> io::Result<()> {
+    match nix::mount::umount2(target, nix::mount::MntFlags::empty()) {
+        Ok(()) => Ok(()),
+        Err(Errno::EBUSY) => {
+            nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH).map_err(io::Error::from)
+        }
+        Err(e) => Err(io::Error::from(e)),
+    }
+}
+
+/// Ctrl-Alt-Del must not cut a running restore short: have the kernel send SIGINT to PID 1 instead.
+pub fn disable_ctrl_alt_del() -> io::Result<()> {
+    nix::sys::reboot::set_cad_enabled(false).map_err(io::Error::from)
+}
+
+pub enum PowerAction {
+    PowerOff,
+    Reboot,
+}
+
+/// Flush and power off or reboot. Only returns on failure.
+pub fn power(action: PowerAction) -> io::Error {
+    nix::unistd::sync();
+    let how = match action {
+        PowerAction::PowerOff => nix::sys::reboot::RebootMode::RB_POWER_OFF,
+        PowerAction::Reboot => nix::sys::reboot::RebootMode::RB_AUTOBOOT,
+    };
+    match nix::sys::reboot::reboot(how) {
+        Ok(never) => match never {},
+        Err(e) => io::Error::from(e),
+    }
+}
+
+/// Start a new session and make `tty` its controlling terminal, so that job control and Ctrl-C work
+/// on the console (the kernel starts PID 1 without one).
+pub fn make_controlling_tty(tty: BorrowedFd<'_>) -> io::Result<()> {
+    // Fails with EPERM when we already lead a session (PID 1 does after the first call); harmless.
+    let _ = nix::unistd::setsid();
+    // SAFETY: TIOCSCTTY takes an integer argument (0: do not steal from another session) and the fd is
+    // borrowed, so it is open for the duration of the call.
+    let rc = unsafe { libc::ioctl(tty.as_raw_fd(), libc::TIOCSCTTY, 0) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Terminal size as (columns, rows); a serial console reports 0×0.
+pub fn window_size(tty: BorrowedFd<'_>) -> io::Result<(u16, u16)> {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one `winsize` into the pointed-to struct, which lives for the call.
+    let rc = unsafe { libc::ioctl(tty.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((ws.ws_col, ws.ws_row))
+}
+
+pub fn set_window_size(tty: BorrowedFd<'_>, cols: u16, rows: u16) -> io::Result<()> {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one `winsize` from the pointer, valid for the call.
+    let rc = unsafe { libc::ioctl(tty.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Point stdin, stdout and stderr at `fd`.
+pub fn redirect_stdio(fd: BorrowedFd<'_>) -> io::Result<()> {
+    for target in 0..=2 {
+        // SAFETY: dup2 onto the standard descriptors; the source fd is borrowed and open, and replacing
+        // 0–2 cannot invalidate any Rust-owned descriptor (std never takes ownership of them).
+        let rc = unsafe { libc::dup2(fd.as_raw_fd(), target) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// A socket on the kernel's uevent multicast group: every device add/remove and its MODALIAS.
+pub struct UeventSocket {
+    fd: OwnedFd,
+}
+
+impl UeventSocket {
+    pub fn open() -> io::Result<Self> {
+        use nix::sys::socket::{
+            bind, setsockopt, socket, sockopt, AddressFamily, NetlinkAddr, SockFlag, SockProtocol,
+            SockType,
+        };
+        let fd = socket(
+            AddressFamily::Netlink,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC,
+            SockProtocol::NetlinkKObjectUEvent,
+        )
+        .map_err(io::Error::from)?;
+        // A burst of uevents at boot (hundreds of devices) must not overflow the default buffer.
+        let _ = setsockopt(&fd, sockopt::RcvBuf, &(4 * 1024 * 1024));
+        bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 1)).map_err(io::Error::from)?;
+        Ok(UeventSocket { fd })
+    }
+
+    /// Wait up to `timeout_ms` for one uevent; `Ok(None)` on timeout.
+    pub fn recv(&self, timeout_ms: u16) -> io::Result<Option<Vec<u8>>> {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
+        let n = poll(&mut fds, PollTimeout::from(timeout_ms)).map_err(io::Error::from)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        let mut buf = vec![0u8; 16 * 1024];
+        let len = nix::sys::socket::recv(
+            self.fd.as_raw_fd(),
+            &mut buf,
+            nix::sys::socket::MsgFlags::empty(),
+        )
+        .map_err(io::Error::from)?;
+        buf.truncate(len);
+        Ok(Some(buf))
+    }
+}
+
+/// Set the console log level (what printk shows on the console); the rest still reaches the kernel log.
+pub fn set_console_loglevel(level: u8) -> io::Result<()> {
+    std::fs::write("/proc/sys/kernel/printk", format!("{level}\n"))
+}

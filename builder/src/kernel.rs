@@ -1,0 +1,124 @@
+//! Where the kernel comes from: by default Debian 12's current `linux-image-amd64` dependency, fetched with
+//! `apt-get download` into a cache outside the repository and reused; or a given `.deb`; or a kernel file
+//! and a modules directory.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context};
+
+/// Cache root: `$RESCUE_CACHE_DIR`, else `$XDG_CACHE_HOME/rescue-builder`, else `~/.cache/rescue-builder`.
+pub fn cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("RESCUE_CACHE_DIR") {
+        return PathBuf::from(d);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("/var/cache"));
+    base.join("rescue-builder")
+}
+
+/// The versioned package `linux-image-amd64` currently depends on, e.g. `linux-image-6.1.0-56-amd64`.
+/// The number moves with point releases and old packages vanish from the mirror, so it is never hard-coded.
+pub fn resolve_kernel_package(meta: &str) -> anyhow::Result<String> {
+    let out = Command::new("apt-cache")
+        .args(["depends", meta])
+        .output()
+        .context("running apt-cache (is this a Debian system with apt?)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    parse_depends(&text).with_context(|| {
+        format!(
+            "apt-cache knows no dependency of {meta} (status {}). Run `apt-get update` as root, or pass \
+             --kernel-deb PATH",
+            out.status
+        )
+    })
+}
+
+fn parse_depends(text: &str) -> Option<String> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("Depends: "))
+        .map(|d| d.trim_matches(|c| c == '<' || c == '>').to_string())
+        .find(|d| d.starts_with("linux-image-") && !d.contains("-unsigned"))
+}
+
+/// A cached `.deb` of `package`, downloading it when absent.
+pub fn fetch_kernel_deb(package: &str) -> anyhow::Result<PathBuf> {
+    let dir = cache_dir().join("debs");
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("creating the cache directory {}", dir.display()))?;
+    if let Some(found) = find_cached(&dir, package)? {
+        return Ok(found);
+    }
+    eprintln!("builder: downloading {package} into {}", dir.display());
+    let status = Command::new("apt-get")
+        .args(["download", "-q", package])
+        .current_dir(&dir)
+        .status()
+        .context("running apt-get download")?;
+    if !status.success() {
+        bail!(
+            "apt-get download {package} failed ({status}). Check the network and `apt-get update`, or pass \
+             --kernel-deb PATH"
+        );
+    }
+    find_cached(&dir, package)?.with_context(|| {
+        format!(
+            "apt-get download left no {package}_*.deb in {}",
+            dir.display()
+        )
+    })
+}
+
+fn find_cached(dir: &Path, package: &str) -> anyhow::Result<Option<PathBuf>> {
+    find_with_prefix(dir, &format!("{package}_"))
+}
+
+fn find_with_prefix(dir: &Path, prefix: &str) -> anyhow::Result<Option<PathBuf>> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let n = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            n.starts_with(prefix) && n.ends_with(".deb")
+        })
+        .collect();
+    found.sort();
+    Ok(found.pop())
+}
+
+/// The default kernel: resolve, fetch (or reuse), and fall back to the newest cached package when apt
+/// cannot be asked (offline).
+pub fn default_kernel_deb() -> anyhow::Result<PathBuf> {
+    match resolve_kernel_package("linux-image-amd64") {
+        Ok(pkg) => fetch_kernel_deb(&pkg),
+        Err(e) => {
+            let dir = cache_dir().join("debs");
+            if let Ok(Some(p)) = find_with_prefix(&dir, "linux-image-") {
+                eprintln!("builder: {e:#}; using the cached {}", p.display());
+                return Ok(p);
+            }
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_apt_cache_depends() {
+        let text = "linux-image-amd64\n  Depends: linux-image-6.1.0-56-amd64\n";
+        assert_eq!(
+            parse_depends(text).as_deref(),
+            Some("linux-image-6.1.0-56-amd64")
+        );
+        assert_eq!(parse_depends("linux-image-amd64\n"), None);
+    }
+}

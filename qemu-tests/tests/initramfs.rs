@@ -1,0 +1,79 @@
+//! The built initramfs, from the real kernel package: reproducible, and its `/init` is fully static.
+
+use std::collections::BTreeMap;
+
+use builder::artifacts::{self, KernelSource};
+use qemu_tests::boot_files;
+
+/// Files of a cpio newc archive, by path (a minimal reader, independent of the writer under test).
+fn cpio_files(data: &[u8]) -> BTreeMap<String, (u32, Vec<u8>)> {
+    let mut out = BTreeMap::new();
+    let mut pos = 0;
+    let hex = |b: &[u8]| u32::from_str_radix(std::str::from_utf8(b).unwrap(), 16).unwrap();
+    let align = |x: usize| (x + 3) & !3;
+    while pos + 110 <= data.len() {
+        let h = &data[pos..pos + 110];
+        assert_eq!(&h[..6], b"070701", "bad cpio magic at {pos}");
+        let mode = hex(&h[14..22]);
+        let filesize = hex(&h[54..62]) as usize;
+        let namesize = hex(&h[94..102]) as usize;
+        let name = String::from_utf8(data[pos + 110..pos + 110 + namesize - 1].to_vec()).unwrap();
+        let body = align(pos + 110 + namesize);
+        if name == "TRAILER!!!" {
+            break;
+        }
+        out.insert(name, (mode, data[body..body + filesize].to_vec()));
+        pos = align(body + filesize);
+    }
+    out
+}
+
+fn unpack(path: &std::path::Path) -> BTreeMap<String, (u32, Vec<u8>)> {
+    let compressed = std::fs::read(path).unwrap();
+    let raw = zstd::decode_all(&compressed[..]).expect("the initramfs is zstd");
+    cpio_files(&raw)
+}
+
+#[test]
+fn init_is_a_static_executable() {
+    let files = unpack(&boot_files().initramfs);
+    let (mode, init) = files.get("init").expect("/init in the archive");
+    assert_eq!(mode & 0o111, 0o111, "/init is executable");
+    let problems = builder::static_build::static_problems(init).unwrap();
+    assert!(problems.is_empty(), "/init is not static: {problems:?}");
+    assert!(
+        files.contains_key("sbin/modprobe"),
+        "the kernel's modprobe helper is there"
+    );
+    assert!(
+        files.keys().any(|k| k.ends_with("/modules.rescue")),
+        "the module index is there"
+    );
+}
+
+#[test]
+fn two_builds_are_byte_identical() {
+    let boot = boot_files();
+    let dir = tempfile::tempdir().unwrap();
+    let rescue = builder::static_build::build_rescue().unwrap();
+    let again = artifacts::build(dir.path(), &KernelSource::Default, Some(&rescue)).unwrap();
+    let a = std::fs::read(&boot.initramfs).unwrap();
+    let b = std::fs::read(&again.initramfs).unwrap();
+    assert!(
+        a == b,
+        "initramfs differs between two builds ({} vs {} bytes)",
+        a.len(),
+        b.len()
+    );
+    assert_eq!(
+        std::fs::read(&boot.vmlinuz).unwrap(),
+        std::fs::read(&again.vmlinuz).unwrap()
+    );
+    eprintln!(
+        "initramfs: {} modules, {} bytes compressed ({:.2} MB); rebuilt from the cached package in {:.2} s",
+        again.module_count,
+        again.compressed_bytes,
+        again.compressed_bytes as f64 / 1e6,
+        again.seconds
+    );
+}
