@@ -125,7 +125,10 @@ fn run_with_input(cmd: &mut Command, input: &str, what: &str) -> anyhow::Result<
 
 /// (start sector, size in sectors, number) of each partition: 1 MiB aligned, logical partitions one MiB
 /// apart so each has room for its EBR; the extended container spans all logical ones.
-fn layout(spec: &DiskSpec) -> (Vec<(u64, u64, u32)>, Option<(u64, u64)>) {
+/// Per partition (start sector, sectors, number), and the extended container (start, sectors) if any.
+type Layout = (Vec<(u64, u64, u32)>, Option<(u64, u64)>);
+
+fn layout(spec: &DiskSpec) -> Layout {
     let ss = spec.sector_size as u64;
     let mut pos = MIB;
     let mut out = Vec::new();

@@ -1,6 +1,8 @@
 //! Boots the rescue initramfs under QEMU with fixture disks on each bus a PC has, and checks that
 //! `rescue disks --json`, run by PID 1 from the kernel command line, reports exactly the fixture's layout.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -93,10 +95,21 @@ fn assert_layout(disk: &Value, spec: &DiskSpec, expected: &[Expected], transport
     }
 }
 
-fn detect_on_bus(bus: Bus, spec: DiskSpec, serial: &str, transport: &str) {
+/// Boot with the fixture on `bus`, check its report, and return it. `stick` marks the disk as the medium we
+/// booted from (its GPT disk GUID on the kernel command line, as the stick's boot menu passes it).
+fn detect_on_bus(bus: Bus, spec: DiskSpec, serial: &str, transport: &str, stick: bool) -> Value {
     let dir = tempfile::tempdir().unwrap();
     let (path, expected) = make(dir.path(), "disk.img", &spec);
     let mut vm = vm();
+    if stick {
+        let out = std::process::Command::new("sfdisk")
+            .arg("--disk-id")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let guid = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        vm.append = format!("rescue.stick={guid}");
+    }
     vm.disks.push(
         Disk::new(&path, bus)
             .serial(serial)
@@ -117,31 +130,51 @@ fn detect_on_bus(bus: Bus, spec: DiskSpec, serial: &str, transport: &str) {
         "PID 1 did not report detection time:\n{}",
         run.serial
     );
+    assert_eq!(disk["boot_medium"], stick, "boot medium flag: {disk:#}");
+    disk.clone()
 }
 
 #[test]
 fn virtio_gpt_disk() {
-    detect_on_bus(Bus::Virtio, fixtures::demo_gpt(), "VIRTIO-GPT", "virtio");
+    detect_on_bus(
+        Bus::Virtio,
+        fixtures::demo_gpt(),
+        "VIRTIO-GPT",
+        "virtio",
+        false,
+    );
 }
 
 #[test]
 fn ahci_mbr_disk_with_logical_partitions() {
-    detect_on_bus(Bus::Ahci, fixtures::demo_mbr(), "AHCI-MBR", "sata");
+    let disk = detect_on_bus(Bus::Ahci, fixtures::demo_mbr(), "AHCI-MBR", "sata", false);
+    assert_eq!(disk["model"], "QEMU HARDDISK");
 }
 
 #[test]
 fn nvme_gpt_disk() {
-    detect_on_bus(Bus::Nvme, fixtures::demo_gpt(), "NVME-GPT", "nvme");
+    detect_on_bus(Bus::Nvme, fixtures::demo_gpt(), "NVME-GPT", "nvme", false);
 }
 
 #[test]
 fn usb_storage_mbr_disk() {
-    detect_on_bus(Bus::Usb, fixtures::demo_mbr(), "USB-MBR", "usb");
+    detect_on_bus(Bus::Usb, fixtures::demo_mbr(), "USB-MBR", "usb", false);
 }
 
 #[test]
 fn virtio_4kn_gpt_disk() {
-    detect_on_bus(Bus::Virtio, fixtures::demo_4kn(), "VIRTIO-4KN", "virtio");
+    detect_on_bus(
+        Bus::Virtio,
+        fixtures::demo_4kn(),
+        "VIRTIO-4KN",
+        "virtio",
+        false,
+    );
+}
+
+#[test]
+fn the_boot_medium_is_recognised_by_its_disk_guid() {
+    detect_on_bus(Bus::Virtio, fixtures::demo_gpt(), "STICK", "virtio", true);
 }
 
 #[test]

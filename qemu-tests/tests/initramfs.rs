@@ -1,5 +1,7 @@
 //! The built initramfs, from the real kernel package: reproducible, and its `/init` is fully static.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
 use std::collections::BTreeMap;
 
 use builder::artifacts::{self, KernelSource};

@@ -81,6 +81,14 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
+/// The name an enum has in the JSON report (`usb`, `gpt`, `ext4`), for the text output too.
+fn json_name<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|j| j.as_str().map(str::to_string))
+        .unwrap_or_else(|| "?".to_string())
+}
+
 /// Sizes as people read them on disk labels and in partitioners (binary units).
 pub fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -138,11 +146,11 @@ pub fn render_report(report: &Report) -> String {
             .collect::<Vec<_>>()
             .join(" ");
         s.push_str(&format!(
-            "{}  {}  {:?}  {:?}  {}-byte sectors  {}\n",
+            "{}  {}  {}  {}  {}-byte sectors  {}\n",
             d.path,
             human_size(d.size_bytes),
-            d.transport,
-            d.table,
+            json_name(&d.transport),
+            json_name(&d.table),
             d.logical_sector_size,
             ident
         ));
@@ -156,8 +164,7 @@ pub fn render_report(report: &Report) -> String {
                 p.number,
                 human_size(p.size_bytes),
                 p.type_name,
-                p.fs.map(|f| format!("{f:?}").to_lowercase())
-                    .unwrap_or_else(|| "-".into()),
+                p.fs.map(|f| json_name(&f)).unwrap_or_else(|| "-".into()),
                 p.fs_label.as_deref().unwrap_or(""),
                 if p.mounts.is_empty() {
                     String::new()
@@ -169,6 +176,9 @@ pub fn render_report(report: &Report) -> String {
         for problem in &d.problems {
             s.push_str(&format!("    ! {problem}\n"));
         }
+    }
+    for problem in &report.problems {
+        s.push_str(&format!("! {problem}\n"));
     }
     s
 }

@@ -9,17 +9,18 @@
 //! Detection never fails as a whole: every difficulty (unreadable device, damaged table, read
 //! errors) becomes a human-readable entry in a `problems` list and detection moves on.
 //!
-//! Layout: [`sysfs`] (kernel's view), [`mounts`] (mountinfo), `layout` (which table is
-//! authoritative, sanity checks) over `gpt`, `mbr` and `fs` (superblock probes), all reading
-//! through `io::Source`, which bounds every read.
+//! Layout: `sysfs` (the kernel's view), `mounts` (mountinfo), `layout` (which table is
+//! authoritative, sanity checks) over `gpt`, `mbr`, `fs` (superblock probes) and `names`
+//! (friendly type names), all reading through `io::Source`, which bounds every read.
 
 mod fs;
 mod gpt;
 mod io;
 mod layout;
 mod mbr;
-pub(crate) mod mounts;
-pub(crate) mod sysfs;
+mod mounts;
+mod names;
+mod sysfs;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design

@@ -6,10 +6,14 @@
 //! - [`init`]: PID 1 duties (mounts, console, supervisor, power off).
 //! - [`hw`]: kernel modules (index, coldplug, hotplug uevents, the `/sbin/modprobe` helper).
 //! - [`detect`]: block devices, partition tables and filesystems, read-only.
+//! - [`fs`]: which bytes of a filesystem are in use (what capture must read).
+//! - [`image`]: the image file format: writer, reader, index.
 //! - [`cli`]: the command-line front end.
 
 pub mod cli;
 pub mod detect;
+pub mod fs;
 pub mod hw;
+pub mod image;
 pub mod init;
 pub mod sys;

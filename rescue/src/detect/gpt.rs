@@ -8,13 +8,14 @@
 //! when the entry array's CRC is wrong instead of falling back to the other copy. The crate does
 //! decode the entry array (type and unique GUIDs, LBAs, attributes, UTF-16 names): we hand it an
 //! in-memory copy of the array, already read with bounds and checked, so it never touches the disk.
-//! The crate's partition-type constants key the friendly-name table.
+//! The crate's partition-type constants key the friendly-name table (`names`).
 
 use std::io::{Cursor, Read, Seek};
 
 use gpt::partition_types as pt;
 
 use super::io::{crc32, guid_mixed, has, le32, le64, Source};
+use super::names;
 use super::{GptInfo, Partition};
 
 /// Most partition entries accepted. Every real GPT has 128; anything past a few hundred means a
@@ -414,7 +415,7 @@ fn decode_entries(
             start,
             size,
             type_guid.clone(),
-            type_name(&p.part_type_guid, &type_guid),
+            names::gpt_type_name(&p.part_type_guid, &type_guid),
         );
         part.name = (!p.name.is_empty()).then(|| p.name.clone());
         part.uuid = Some(format!("{:X}", p.part_guid));
@@ -425,85 +426,10 @@ fn decode_entries(
     out
 }
 
-/// Friendly names for GPT partition types, as gdisk/fdisk spell them.
-pub(crate) fn type_name(t: &pt::Type, guid_upper: &str) -> &'static str {
-    let known = [
-        (pt::EFI, "EFI System"),
-        (pt::BIOS, "BIOS boot"),
-        (pt::MICROSOFT_RESERVED, "Microsoft reserved"),
-        (pt::BASIC, "Microsoft basic data"),
-        (pt::WINDOWS_METADATA, "Microsoft LDM metadata"),
-        (pt::WINDOWS_DATA, "Microsoft LDM data"),
-        (pt::WINDOWS_RECOVERY, "Windows recovery environment"),
-        (pt::WINDOWS_STORAGESPACES, "Microsoft Storage Spaces"),
-        (pt::LINUX_FS, "Linux filesystem"),
-        (pt::LINUX_SWAP, "Linux swap"),
-        (pt::LINUX_LVM, "Linux LVM"),
-        (pt::LINUX_RAID, "Linux RAID"),
-        (pt::LINUX_HOME, "Linux home"),
-        (pt::LINUX_SRV, "Linux server data"),
-        (pt::LINUX_ROOT_X86, "Linux root (x86)"),
-        (pt::LINUX_ROOT_X64, "Linux root (x86-64)"),
-        (pt::LINUX_ROOT_ARM_32, "Linux root (ARM)"),
-        (pt::LINUX_ROOT_ARM_64, "Linux root (ARM-64)"),
-        (pt::LINUX_DMCRYPT, "Linux dm-crypt"),
-        (pt::LINUX_LUKS, "Linux LUKS"),
-        (pt::LINUX_RESERVED, "Linux reserved"),
-        (pt::FREEDESK_BOOT, "Linux extended boot"),
-        (pt::MACOS_HFSPLUS, "Apple HFS/HFS+"),
-        (pt::MACOS_APFS, "Apple APFS"),
-        (pt::MACOS_RECOVERY, "Apple boot"),
-        (pt::FREEBSD_BOOT, "FreeBSD boot"),
-        (pt::FREEBSD_DATA, "FreeBSD data"),
-        (pt::FREEBSD_SWAP, "FreeBSD swap"),
-        (pt::FREEBSD_UFS, "FreeBSD UFS"),
-        (pt::FREEBSD_ZFS, "FreeBSD ZFS"),
-        (pt::CHROME_KERNEL, "ChromeOS kernel"),
-        (pt::CHROME_ROOTFS, "ChromeOS root fs"),
-        (pt::VMWARE_VMFS, "VMware VMFS"),
-        (pt::MBR, "MBR partition scheme"),
-    ];
-    if let Some((_, name)) = known.iter().find(|(k, _)| k.guid == t.guid) {
-        return name;
-    }
-    // Types newer than the crate's table.
-    match guid_upper {
-        "8484680C-9521-48C6-9C11-B0720656F69E" => "Linux /usr (x86-64)",
-        "4D21B016-B534-45C2-A9FB-5C16E091FD2D" => "Linux variable data",
-        "7EC6F557-3BC5-4ACA-B293-16EF5DF639D1" => "Linux /tmp",
-        "773F91EF-66D4-49B5-BD83-D683BF40AD16" => "Linux user's home",
-        _ => "Unknown",
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_for_common_types() {
-        let efi = pt::EFI;
-        assert_eq!(
-            type_name(&efi, "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"),
-            "EFI System"
-        );
-        let t: pt::Type = "0FC63DAF-8483-4772-8E79-3D69D8477DE4".parse().unwrap();
-        assert_eq!(
-            type_name(&t, "0FC63DAF-8483-4772-8E79-3D69D8477DE4"),
-            "Linux filesystem"
-        );
-        let usr: pt::Type = "8484680C-9521-48C6-9C11-B0720656F69E".parse().unwrap();
-        assert_eq!(
-            type_name(&usr, "8484680C-9521-48C6-9C11-B0720656F69E"),
-            "Linux /usr (x86-64)"
-        );
-        let odd: pt::Type = "01234567-89AB-CDEF-0123-456789ABCDEF".parse().unwrap();
-        assert_eq!(
-            type_name(&odd, "01234567-89AB-CDEF-0123-456789ABCDEF"),
-            "Unknown"
-        );
-    }
 
     /// A header + entry array with correct CRCs but hostile contents.
     fn handmade(entries: &[(u64, u64)], count: u32, entry_size: u32) -> Vec<u8> {

@@ -12,6 +12,7 @@ use std::collections::HashSet;
 use std::io::{Cursor, Read, Seek};
 
 use super::io::{le32, Source};
+use super::names;
 use super::Partition;
 
 /// Longest EBR chain followed. Linux stops after 100 consecutive empty EBRs; real tables have a few
@@ -96,7 +97,7 @@ pub(crate) fn partitions<R: Read + Seek>(
             u64::from(e.start_lba) * ss,
             u64::from(e.sectors) * ss,
             format!("{:#04x}", e.sys),
-            type_name(e.sys),
+            names::mbr_type_name(e.sys),
         );
         p.bootable = e.boot == 0x80;
         p.extended = e.is_extended();
@@ -203,7 +204,7 @@ fn walk_chain<R: Read + Seek>(
                 start * ss,
                 u64::from(e.sectors) * ss,
                 format!("{:#04x}", e.sys),
-                type_name(e.sys),
+                names::mbr_type_name(e.sys),
             );
             p.logical = true;
             p.bootable = e.boot == 0x80;
@@ -217,44 +218,6 @@ fn walk_chain<R: Read + Seek>(
             Some(link) => ebr = ext_start + u64::from(link.start_lba),
             None => return,
         }
-    }
-}
-
-/// Friendly names for MBR partition ids, as fdisk spells the common ones.
-pub(crate) fn type_name(sys: u8) -> &'static str {
-    match sys {
-        0x01 => "FAT12",
-        0x04 => "FAT16 <32M",
-        0x05 | 0x0F | 0x85 => "Extended",
-        0x06 => "FAT16",
-        0x07 => "HPFS/NTFS/exFAT",
-        0x0B => "W95 FAT32",
-        0x0C => "W95 FAT32 (LBA)",
-        0x0E => "W95 FAT16 (LBA)",
-        0x11 => "Hidden FAT12",
-        0x12 => "Compaq diagnostics",
-        0x14 | 0x16 | 0x1E => "Hidden FAT16",
-        0x17 => "Hidden HPFS/NTFS",
-        0x1B | 0x1C => "Hidden W95 FAT32",
-        0x27 => "Hidden NTFS WinRE",
-        0x42 => "Windows dynamic (LDM)",
-        0x82 => "Linux swap",
-        0x83 => "Linux",
-        0x84 => "Hibernation",
-        0x8E => "Linux LVM",
-        0xA5 => "FreeBSD",
-        0xA6 => "OpenBSD",
-        0xA8 => "Darwin UFS",
-        0xA9 => "NetBSD",
-        0xAB => "Darwin boot",
-        0xAF => "HFS / HFS+",
-        0xBF => "Solaris",
-        0xDE => "Dell Utility",
-        0xEE => "GPT protective",
-        0xEF => "EFI System",
-        0xFB => "VMware VMFS",
-        0xFD => "Linux raid autodetect",
-        _ => "Unknown",
     }
 }
 

@@ -135,10 +135,12 @@ fn partitions(dir: &Path) -> Vec<SysPartition> {
 }
 
 /// Serial numbers live in a different place per driver: virtio_blk exposes `serial` on the disk,
-/// NVMe and MMC on the controller (`device/serial`), SCSI/SATA/USB only in VPD page 0x80.
+/// NVMe and MMC on the controller (`device/serial`), USB disks on the USB device (its iSerial string,
+/// what udev calls ID_SERIAL_SHORT), SCSI/SATA only in VPD page 0x80.
 fn serial(dir: &Path) -> Option<String> {
     read_trim(dir, "serial")
         .or_else(|| read_trim(dir, "device/serial"))
+        .or_else(|| usb_serial(dir))
         .or_else(|| {
             let page = fs::read(dir.join("device/vpd_pg80")).ok()?;
             // Header: device type, page code, 16-bit big-endian page length, then the serial.
@@ -147,6 +149,17 @@ fn serial(dir: &Path) -> Option<String> {
             let body = &body[..len.min(body.len())];
             clean(&String::from_utf8_lossy(body))
         })
+}
+
+/// The `serial` of the USB device above this disk: the first ancestor of the resolved `device` link
+/// that has `idVendor` (USB interfaces and SCSI nodes sit below it).
+fn usb_serial(dir: &Path) -> Option<String> {
+    let device = fs::canonicalize(dir.join("device")).ok()?;
+    device
+        .ancestors()
+        .take_while(|a| a.as_os_str().len() > 1)
+        .find(|a| a.join("idVendor").is_file())
+        .and_then(|usb| read_trim(usb, "serial"))
 }
 
 fn transport(dir: &Path) -> Transport {

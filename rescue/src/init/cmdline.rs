@@ -41,7 +41,7 @@ pub fn param(cmdline: &str, key: &str) -> Option<String> {
                 .filter(|(k, _)| *k == key)
                 .map(|(_, v)| v.to_string())
         })
-        .last()
+        .next_back()
 }
 
 /// Whether a bare flag such as `rescue.verbose` is present.

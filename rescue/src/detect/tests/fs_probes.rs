@@ -35,6 +35,12 @@ fn make_fs(dir: &Path, kind: &str, size: u64) -> PathBuf {
             &["-F", "32", "-n", "BIG32", "-i", "CAFEF00D", f_s],
             None,
         ),
+        "fat4k" => run("mkfs.vfat", &["-S", "4096", "-n", "ESP4K", f_s], None),
+        "ntfs4k" => run(
+            "mkntfs",
+            &["-F", "-Q", "-q", "-s", "4096", "-L", "Win4k", f_s],
+            None,
+        ),
         "exfat" => run("mkfs.exfat", &["-L", "Exchange", f_s], None),
         "ntfs" => run("mkntfs", &["-F", "-Q", "-L", "Windows", f_s], None),
         "swap" => run(
@@ -58,9 +64,9 @@ fn expected_kind(kind: &str) -> FsKind {
         "ext2" => FsKind::Ext2,
         "ext3" => FsKind::Ext3,
         "ext4" => FsKind::Ext4,
-        "fat12" | "fat16" | "fat32" => FsKind::Vfat,
+        "fat12" | "fat16" | "fat32" | "fat4k" => FsKind::Vfat,
         "exfat" => FsKind::Exfat,
-        "ntfs" => FsKind::Ntfs,
+        "ntfs" | "ntfs4k" => FsKind::Ntfs,
         _ => FsKind::Swap,
     }
 }
@@ -75,6 +81,8 @@ fn whole_device_filesystems_match_blkid() {
         ("fat12", 4 << 20),
         ("fat16", 32 << 20),
         ("fat32", 64 << 20),
+        ("fat4k", 32 << 20),
+        ("ntfs4k", 32 << 20),
         ("exfat", 16 << 20),
         ("ntfs", 16 << 20),
         ("swap", 8 << 20),

@@ -1,0 +1,1 @@
+//! Used-block maps per filesystem. Being written.

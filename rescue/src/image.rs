@@ -1,0 +1,1 @@
+//! The image file format (see docs/FORMAT.md). Being written.
