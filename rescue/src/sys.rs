@@ -179,3 +179,109 @@ impl UeventSocket {
 pub fn set_console_loglevel(level: u8) -> io::Result<()> {
     std::fs::write("/proc/sys/kernel/printk", format!("{level}\n"))
 }
+
+// Block device ioctls (linux/fs.h). Computed by hand because nix does not export them.
+const BLKROSET: libc::c_ulong = 0x125d; // _IO(0x12, 93)
+const BLKROGET: libc::c_ulong = 0x125e; // _IO(0x12, 94)
+const BLKRRPART: libc::c_ulong = 0x125f; // _IO(0x12, 95)
+const BLKSSZGET: libc::c_ulong = 0x1268; // _IO(0x12, 104)
+const BLKPBSZGET: libc::c_ulong = 0x127b; // _IO(0x12, 123)
+const BLKGETSIZE64: libc::c_ulong = 0x8008_1272; // _IOR(0x12, 114, u64)
+const BLKDISCARD: libc::c_ulong = 0x1277; // _IO(0x12, 119)
+const BLKZEROOUT: libc::c_ulong = 0x127f; // _IO(0x12, 127)
+
+fn ioctl_int_get(fd: BorrowedFd<'_>, req: libc::c_ulong) -> io::Result<libc::c_int> {
+    let mut v: libc::c_int = 0;
+    // SAFETY: these requests write one int through the pointer, which is valid for the call.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), req, &mut v) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(v)
+}
+
+/// Whether the kernel's read-only flag is set on a block device.
+pub fn block_read_only(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    ioctl_int_get(fd, BLKROGET).map(|v| v != 0)
+}
+
+/// Set or clear the kernel's read-only flag on a block device: with it set, no write from anyone
+/// (us, a filesystem mount, another program) reaches the disk.
+pub fn set_block_read_only(fd: BorrowedFd<'_>, read_only: bool) -> io::Result<()> {
+    let v: libc::c_int = read_only.into();
+    // SAFETY: BLKROSET reads one int through the pointer, valid for the call.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), BLKROSET, &v) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Size in bytes of a block device.
+pub fn block_size_bytes(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    let mut v: u64 = 0;
+    // SAFETY: BLKGETSIZE64 writes one u64 through the pointer, valid for the call.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), BLKGETSIZE64, &mut v) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(v)
+}
+
+/// (logical, physical) sector sizes of a block device.
+pub fn block_sector_sizes(fd: BorrowedFd<'_>) -> io::Result<(u32, u32)> {
+    let logical = ioctl_int_get(fd, BLKSSZGET)?;
+    let physical = ioctl_int_get(fd, BLKPBSZGET).unwrap_or(logical);
+    Ok((logical.max(512) as u32, physical.max(logical) as u32))
+}
+
+/// Ask the kernel to re-read the partition table (after a restore wrote a new one).
+pub fn reread_partition_table(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: BLKRRPART takes no argument.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), BLKRRPART, 0) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn range_ioctl(fd: BorrowedFd<'_>, req: libc::c_ulong, offset: u64, len: u64) -> io::Result<()> {
+    let range: [u64; 2] = [offset, len];
+    // SAFETY: BLKDISCARD/BLKZEROOUT read two u64 (start, length) through the pointer, valid for the call.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), req, &range) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Discard (TRIM) a byte range of a block device.
+pub fn discard(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
+    range_ioctl(fd, BLKDISCARD, offset, len)
+}
+
+/// Zero a byte range of a block device (the device may do it without transferring zeros).
+pub fn zero_out(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
+    range_ioctl(fd, BLKZEROOUT, offset, len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_ioctls_on_a_regular_file_fail_cleanly() {
+        let f = tempfile::tempfile().unwrap();
+        assert!(block_read_only(f.as_fd()).is_err());
+        assert!(block_size_bytes(f.as_fd()).is_err());
+        assert!(set_block_read_only(f.as_fd(), true).is_err());
+    }
+
+    #[test]
+    fn ioctl_numbers_match_the_kernel_headers() {
+        // _IOR(0x12, 114, size_t) with the generic encoding: dir 2 << 30 | size 8 << 16 | type << 8 | nr.
+        assert_eq!(BLKGETSIZE64, (2 << 30) | (8 << 16) | (0x12 << 8) | 114);
+        assert_eq!(BLKROSET, (0x12 << 8) | 93);
+        assert_eq!(BLKZEROOUT, (0x12 << 8) | 127);
+    }
+}
