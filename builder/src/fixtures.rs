@@ -125,6 +125,18 @@ fn run_with_input(cmd: &mut Command, input: &str, what: &str) -> anyhow::Result<
 
 /// (start sector, size in sectors, number) of each partition: 1 MiB aligned, logical partitions one MiB
 /// apart so each has room for its EBR; the extended container spans all logical ones.
+/// Byte offset just past the last partition.
+fn parts_end(spec: &DiskSpec) -> u64 {
+    let (parts, ext) = layout(spec);
+    let ss = spec.sector_size as u64;
+    let data = parts
+        .iter()
+        .map(|(s, n, _)| (s + n) * ss)
+        .max()
+        .unwrap_or(MIB);
+    data.max(ext.map(|(s, n)| (s + n) * ss).unwrap_or(0))
+}
+
 /// Per partition (start sector, sectors, number), and the extended container (start, sectors) if any.
 type Layout = (Vec<(u64, u64, u32)>, Option<(u64, u64)>);
 
@@ -236,6 +248,15 @@ fn make_fs(
                 c.arg("-d").arg(dir);
             }
             run(c.arg(file), "mkfs.ext4")?;
+            if content.is_some() {
+                // Deleted data stays in free blocks: what a filesystem-aware capture must skip.
+                run(
+                    Command::new("debugfs")
+                        .args(["-w", "-R", "rm /deleted.bin"])
+                        .arg(file),
+                    "debugfs",
+                )?;
+            }
         }
         Fs::Vfat => {
             run(
@@ -278,6 +299,25 @@ fn make_fs(
                     .arg(file),
                 "mkntfs",
             )?;
+            if let Some(dir) = content {
+                // ntfscp writes into an unmounted volume; it copies files, not directories, so the tree
+                // is flattened into the root.
+                for f in files_under(dir)? {
+                    let name = f
+                        .strip_prefix(dir)
+                        .unwrap_or(&f)
+                        .to_string_lossy()
+                        .replace('/', "_");
+                    run(
+                        Command::new("ntfscp")
+                            .arg("-f")
+                            .arg(file)
+                            .arg(&f)
+                            .arg(format!("/{name}")),
+                        "ntfscp",
+                    )?;
+                }
+            }
         }
         Fs::Swap => {
             run(
@@ -305,9 +345,43 @@ fn blkid(file: &Path) -> anyhow::Result<(Option<String>, Option<String>, Option<
     Ok((get("TYPE"), get("LABEL"), get("UUID")))
 }
 
-/// Sample content: a few directories and files, so filesystems are not empty.
+/// Regular files below `dir`, sorted.
+pub fn files_under(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d)?.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Pseudo-random bytes (a fixed xorshift sequence): incompressible, and the same on every run.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Sample content: a few directories and files, so filesystems are not empty. `deleted.bin` is removed
+/// again after an ext4 is made from it, leaving stale data in free space.
 pub fn sample_tree(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir.join("docs/notes"))?;
+    std::fs::write(dir.join("deleted.bin"), noise(2 << 20, 99))?;
+    std::fs::write(dir.join("random.bin"), noise(3 << 20, 7))?;
     std::fs::write(
         dir.join("README.TXT"),
         "Demo disk made by the rescue builder.\n",
@@ -364,6 +438,12 @@ pub fn create_disk(path: &Path, spec: &DiskSpec) -> anyhow::Result<Vec<Expected>
             label,
             uuid,
         });
+    }
+    // Stale data in unpartitioned space after the last partition, as a used disk has.
+    let end = parts_end(spec);
+    if end + 2 * MIB <= spec.size_mib * MIB {
+        disk.seek(SeekFrom::Start(end))?;
+        disk.write_all(&noise(MIB as usize, 3))?;
     }
     disk.sync_all()?;
     Ok(expected)

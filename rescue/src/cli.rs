@@ -1,6 +1,7 @@
 //! The command-line front end. It parses arguments, calls the library, and prints; no imaging or detection
 //! logic lives here.
 
+pub mod imaging;
 pub mod ui;
 
 use std::io::Write;
@@ -31,6 +32,24 @@ pub enum Cmd {
         json: bool,
         /// Block devices or disk image files to inspect; every block device when none are given.
         paths: Vec<PathBuf>,
+    },
+    /// Capture a disk (or chosen partitions) into an image file, reading only what filesystems use.
+    Capture(imaging::CaptureArgs),
+    /// Restore an image onto a disk (or one partition of it). Destroys what the target holds.
+    Restore(imaging::RestoreArgs),
+    /// Check every chunk hash and the root hash of an image; with --against, compare a device with it.
+    Verify {
+        image: PathBuf,
+        #[arg(long)]
+        against: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show an image's source layout, streams, sizes, root hash, creation info and unreadable ranges.
+    Inspect {
+        image: PathBuf,
+        #[arg(long)]
+        json: bool,
     },
     /// The interactive front end PID 1 starts on the console.
     #[command(hide = true)]
@@ -77,17 +96,19 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
+        Cmd::Capture(args) => imaging::capture(args),
+        Cmd::Restore(args) => imaging::restore(args),
+        Cmd::Verify {
+            image,
+            against,
+            json,
+        } => imaging::verify(&image, against.as_deref(), json),
+        Cmd::Inspect { image, json } => imaging::inspect(&image, json),
         Cmd::Ui => Ok(ui::run()),
     }
 }
 
-/// The name an enum has in the JSON report (`usb`, `gpt`, `ext4`), for the text output too.
-fn json_name<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|j| j.as_str().map(str::to_string))
-        .unwrap_or_else(|| "?".to_string())
-}
+use crate::engine::json_name;
 
 /// Sizes as people read them on disk labels and in partitioners (binary units).
 pub fn human_size(bytes: u64) -> String {

@@ -15,7 +15,7 @@
 
 mod fs;
 mod gpt;
-mod io;
+pub(crate) mod io;
 mod layout;
 mod mbr;
 mod mounts;
@@ -607,4 +607,20 @@ fn devnum(rdev: u64) -> DevNum {
         u32::try_from(major).unwrap_or(0),
         u32::try_from(minor).unwrap_or(0),
     )
+}
+
+/// The whole disk (`/dev/NAME`) whose filesystem holds `path`, found through the file's device number
+/// and sysfs. `None` for files on non-disk filesystems (tmpfs, network, overlay) or when sysfs is missing.
+/// The plan uses it to refuse writing onto the disk that holds the image being read (or written).
+pub fn disk_holding(path: &Path, opts: &DetectOptions) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    let dir = sysfs::dir_of_devnum(&opts.sysfs, devnum(meta.dev()))?;
+    let disk_dir = if dir.join("partition").exists() {
+        dir.parent()?.to_path_buf()
+    } else {
+        dir
+    };
+    let name = disk_dir.file_name()?.to_string_lossy().into_owned();
+    Some(opts.dev.join(name).to_string_lossy().into_owned())
 }

@@ -6,14 +6,18 @@
 //! - [`init`]: PID 1 duties (mounts, console, supervisor, power off).
 //! - [`hw`]: kernel modules (index, coldplug, hotplug uevents, the `/sbin/modprobe` helper).
 //! - [`detect`]: block devices, partition tables and filesystems, read-only.
+//! - [`engine`]: capture, restore, verify and clone pipelines, threads, progress events.
+//! - [`plan`]: pure decisions: what a capture reads, where a restore writes, every safety refusal.
 //! - [`fs`]: which bytes of a filesystem are in use (what capture must read).
 //! - [`image`]: the image file format: writer, reader, index.
 //! - [`cli`]: the command-line front end.
 
 pub mod cli;
 pub mod detect;
+pub mod engine;
 pub mod fs;
 pub mod hw;
 pub mod image;
 pub mod init;
+pub mod plan;
 pub mod sys;

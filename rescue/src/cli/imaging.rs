@@ -1,0 +1,485 @@
+//! `capture`, `restore`, `verify`, `inspect` and `clone`: argument handling, progress display and the
+//! final report. The work itself is `plan` + `engine`.
+
+use std::fs::File;
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::{channel, Sender};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use serde_json::json;
+
+use super::human_size;
+use crate::detect::{self, Disk};
+use crate::engine::{self, capture, device, progress::Progress, restore, verify};
+use crate::image::{ExtentKind, Index, SharedReader};
+use crate::plan;
+
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+}
+
+/// Detect one disk (device or image file), or fail saying why.
+pub fn detect_one(path: &Path) -> anyhow::Result<Disk> {
+    let report = detect::detect_paths(&[path.to_path_buf()], &super::detect_options());
+    match report.disks.into_iter().next() {
+        Some(d) if d.size_bytes > 0 => Ok(d),
+        Some(d) => bail!("{}: {}", path.display(), d.problems.join("; ")),
+        None => bail!("{}: {}", path.display(), report.problems.join("; ")),
+    }
+}
+
+/// Show progress: a one-line bar on a terminal, JSON lines with `--json`, nothing otherwise.
+fn progress_printer(
+    json_lines: bool,
+) -> (
+    Option<Sender<Progress>>,
+    Option<std::thread::JoinHandle<()>>,
+) {
+    let tty = std::io::stderr().is_terminal();
+    if !json_lines && !tty {
+        return (None, None);
+    }
+    let (tx, rx) = channel::<Progress>();
+    let handle = std::thread::spawn(move || {
+        for p in rx {
+            let mut err = std::io::stderr().lock();
+            if json_lines {
+                let _ = serde_json::to_writer(&mut err, &p);
+                let _ = writeln!(err);
+            } else {
+                let pct = if p.bytes_total > 0 {
+                    p.bytes_done as f64 * 100.0 / p.bytes_total as f64
+                } else {
+                    100.0
+                };
+                let eta = p
+                    .eta_seconds
+                    .map(|s| format!("{s:.0} s left"))
+                    .unwrap_or_default();
+                let _ = write!(
+                    err,
+                    "\r{} {:5.1}%  {} of {}  {}/s  {}  {:<40}",
+                    p.phase,
+                    pct,
+                    human_size(p.bytes_done),
+                    human_size(p.bytes_total),
+                    human_size(p.rate as u64),
+                    eta,
+                    p.current
+                );
+            }
+        }
+        if !json_lines {
+            let _ = writeln!(std::io::stderr());
+        }
+    });
+    (Some(tx), Some(handle))
+}
+
+fn finish_progress(handle: Option<std::thread::JoinHandle<()>>) {
+    if let Some(h) = handle {
+        let _ = h.join();
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CaptureArgs {
+    /// The disk to capture: a block device or a disk image file. It is only read.
+    pub source: PathBuf,
+    /// The image file to write (`-` for stdout). Written as IMAGE.partial until complete.
+    #[arg(short = 'o', long = "output")]
+    pub output: PathBuf,
+    /// Capture only this partition (repeatable); the partition table is still recorded.
+    #[arg(long = "partition")]
+    pub partitions: Vec<u32>,
+    /// zstd compression level.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub level: i32,
+    /// Compression threads (default: every core).
+    #[arg(long, default_value_t = default_threads())]
+    pub threads: usize,
+    /// Read every sector (zero-skipped) instead of only what filesystems use.
+    #[arg(long)]
+    pub raw: bool,
+    /// Progress as JSON lines on stderr and the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn capture(a: CaptureArgs) -> anyhow::Result<i32> {
+    let disk = detect_one(&a.source)?;
+    let to_stdout = a.output.as_os_str() == "-";
+    let opts = super::detect_options();
+    let image_disk = if to_stdout {
+        None
+    } else {
+        let dir = a
+            .output
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        detect::disk_holding(dir, &opts)
+    };
+    let plan = plan::plan_capture(
+        &disk,
+        &plan::CaptureRequest {
+            partitions: a.partitions.clone(),
+            raw: a.raw,
+        },
+        image_disk.as_deref(),
+    )?;
+    let mut source = device::Source::open(&a.source)?;
+    source.set_sector(disk.logical_sector_size);
+    let capture_opts = capture::CaptureOptions {
+        level: a.level,
+        threads: a.threads.max(1),
+        chunk_size: crate::image::DEFAULT_CHUNK_SIZE,
+        creation: engine::creation_info(),
+        cancel: Arc::new(AtomicBool::new(false)),
+    };
+    let (tx, printer) = progress_printer(a.json);
+    let report = if to_stdout {
+        let out = BufWriter::with_capacity(8 << 20, std::io::stdout());
+        let (report, out) = capture::capture(&source, &disk, &plan, out, &capture_opts, tx)?;
+        out.into_inner()
+            .map_err(|e| e.into_error())
+            .context("flushing the image to stdout")?;
+        report
+    } else {
+        if a.output.exists() {
+            bail!(
+                "{} already exists; remove it or choose another name",
+                a.output.display()
+            );
+        }
+        let partial = partial_path(&a.output);
+        let file =
+            File::create(&partial).with_context(|| format!("creating {}", partial.display()))?;
+        let out = BufWriter::with_capacity(8 << 20, file);
+        let result = capture::capture(&source, &disk, &plan, out, &capture_opts, tx);
+        let (report, out) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                // Nothing that looks complete is left behind.
+                let _ = std::fs::remove_file(&partial);
+                return Err(e.into());
+            }
+        };
+        let file = out
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .context("flushing the image")?;
+        file.sync_all()
+            .with_context(|| format!("flushing {} to disk", partial.display()))?;
+        std::fs::rename(&partial, &a.output)
+            .with_context(|| format!("renaming {} to {}", partial.display(), a.output.display()))?;
+        if let Some(dir) = a.output.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        report
+    };
+    finish_progress(printer);
+    let summary = json!({
+        "image": if to_stdout { "-".to_string() } else { a.output.display().to_string() },
+        "source": disk.path,
+        "root_hash": report.root_hash,
+        "image_bytes": report.image_bytes,
+        "used_bytes": report.used_bytes,
+        "stored_bytes": report.stored_bytes,
+        "zero_bytes": report.zero_bytes,
+        "seconds": report.seconds,
+        "unreadable": report.unreadable.iter().map(|(s, r)| json!({"stream": s, "start": r.start, "end": r.end})).collect::<Vec<_>>(),
+        "notes": report.notes,
+    });
+    if a.json {
+        if to_stdout {
+            eprintln!("{summary}");
+        } else {
+            println!("{summary}");
+        }
+    } else {
+        eprintln!(
+            "captured {} of {} used in {:.1} s into {} bytes ({}); root hash {}",
+            disk.path,
+            human_size(report.used_bytes),
+            report.seconds,
+            report.image_bytes,
+            human_size(report.image_bytes),
+            report.root_hash
+        );
+        for (s, r) in &report.unreadable {
+            eprintln!(
+                "warning: unreadable on the source ({s}): bytes {}..{}; saved as a hole",
+                r.start, r.end
+            );
+        }
+        for n in &report.notes {
+            eprintln!("note: {n}");
+        }
+    }
+    Ok(0)
+}
+
+fn partial_path(output: &Path) -> PathBuf {
+    let mut s = output.as_os_str().to_owned();
+    s.push(".partial");
+    PathBuf::from(s)
+}
+
+/// Open an image for reading, with the path in every error.
+pub fn open_image(path: &Path) -> anyhow::Result<SharedReader<File>> {
+    let file = File::open(path).with_context(|| format!("opening the image {}", path.display()))?;
+    SharedReader::open(Arc::new(file))
+        .with_context(|| format!("reading the image {}", path.display()))
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RestoreArgs {
+    pub image: PathBuf,
+    /// The disk (or partition, or file) to write.
+    pub target: PathBuf,
+    /// Restore only this partition of the image.
+    #[arg(long)]
+    pub partition: Option<u32>,
+    /// Into this partition of the target (with --partition).
+    #[arg(long, requires = "partition")]
+    pub to_partition: Option<u32>,
+    /// Confirm that everything on the target may be destroyed.
+    #[arg(long)]
+    pub yes: bool,
+    /// Skip reading the target back to verify it.
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Write zeros where the filesystem had free space (default: leave the target's old bytes).
+    #[arg(long, conflicts_with = "discard_unused")]
+    pub zero_unused: bool,
+    /// Discard (TRIM) the free space instead.
+    #[arg(long)]
+    pub discard_unused: bool,
+    #[arg(long, default_value_t = default_threads())]
+    pub threads: usize,
+    /// Progress as JSON lines on stderr and the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn restore(a: RestoreArgs) -> anyhow::Result<i32> {
+    let image = open_image(&a.image)?;
+    let layout = engine::layout_of(image.index());
+    let mut target_disk = detect_one(&a.target)?;
+    if target_disk.transport == detect::Transport::File {
+        // An image file has no sector size of its own: it takes the image's.
+        target_disk.logical_sector_size = layout.logical_sector_size;
+    }
+    let env = plan::Environment {
+        image_disk: detect::disk_holding(&a.image, &super::detect_options()),
+        image_path: a.image.display().to_string(),
+    };
+    let plan = match a.partition {
+        Some(n) => {
+            plan::plan_restore_partition(&layout, n, &target_disk, a.to_partition, &env, a.yes)?
+        }
+        None => plan::plan_restore_disk(&layout, &target_disk, &env, a.yes)?,
+    };
+    let target = device::Target::open(&a.target)?;
+    let opts = restore::RestoreOptions {
+        threads: a.threads.max(1),
+        verify: !a.no_verify,
+        unused: if a.zero_unused {
+            restore::UnusedPolicy::Zero
+        } else if a.discard_unused {
+            restore::UnusedPolicy::Discard
+        } else {
+            restore::UnusedPolicy::Leave
+        },
+        cancel: Arc::new(AtomicBool::new(false)),
+    };
+    let (tx, printer) = progress_printer(a.json);
+    let report = restore::restore(&image, &layout, &plan, &target, &opts, tx);
+    finish_progress(printer);
+    let report = report?;
+    if a.json {
+        println!(
+            "{}",
+            json!({
+                "target": a.target.display().to_string(),
+                "bytes_written": report.bytes_written,
+                "verified": report.verified,
+                "seconds": report.seconds,
+                "unreadable": report.unreadable.iter().map(|(s, r)| json!({"stream": s, "start": r.start, "end": r.end})).collect::<Vec<_>>(),
+                "notes": report.notes,
+            })
+        );
+    } else {
+        eprintln!(
+            "restored {} onto {}: {} written{}",
+            a.image.display(),
+            a.target.display(),
+            human_size(report.bytes_written),
+            if report.verified {
+                ", read back and verified"
+            } else {
+                " (not verified: --no-verify)"
+            }
+        );
+        for (s, r) in &report.unreadable {
+            eprintln!(
+                "warning: {s}: bytes {}..{} were unreadable when captured; written as zeros",
+                r.start, r.end
+            );
+        }
+        for n in &report.notes {
+            eprintln!("note: {n}");
+        }
+    }
+    Ok(0)
+}
+
+pub fn verify(image_path: &Path, against: Option<&Path>, json_out: bool) -> anyhow::Result<i32> {
+    let file = File::open(image_path)
+        .with_context(|| format!("opening the image {}", image_path.display()))?;
+    let file = Arc::new(file);
+    let image = match SharedReader::open(file) {
+        Ok(i) => i,
+        Err(e) => {
+            if json_out {
+                println!(
+                    "{}",
+                    json!({"image": image_path.display().to_string(), "ok": false, "problems": [e.to_string()]})
+                );
+            }
+            bail!("{}: {e}", image_path.display());
+        }
+    };
+    let report = image.verify(|_| {});
+    let mut problems = report.problems();
+    if let Some(dev) = against {
+        let source = device::Source::open(dev)?;
+        let r = verify::verify_against(image.index(), &source, None, None)?;
+        problems.extend(r.differences);
+    }
+    if json_out {
+        println!(
+            "{}",
+            json!({"image": image_path.display().to_string(), "ok": problems.is_empty(), "root_hash": image.root_hash().to_string(), "problems": problems})
+        );
+    } else if problems.is_empty() {
+        eprintln!(
+            "{}: OK, every chunk and the root hash {} check out",
+            image_path.display(),
+            image.root_hash()
+        );
+    } else {
+        for p in &problems {
+            eprintln!("{}: {p}", image_path.display());
+        }
+    }
+    Ok(if problems.is_empty() { 0 } else { 2 })
+}
+
+fn unreadable_ranges(index: &Index) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for s in &index.streams {
+        for e in s
+            .extents
+            .iter()
+            .filter(|e| e.kind == ExtentKind::Unreadable)
+        {
+            let start = s.info.disk_offset + e.offset;
+            out.push(json!({"stream": s.info.label, "start": start, "end": start + e.len}));
+        }
+    }
+    out
+}
+
+pub fn inspect(image_path: &Path, json_out: bool) -> anyhow::Result<i32> {
+    let image = open_image(image_path)?;
+    let index = image.index();
+    let file_len = std::fs::metadata(image_path).map(|m| m.len()).unwrap_or(0);
+    let used: u64 = index.streams.iter().map(|s| s.used_bytes).sum();
+    let d = &index.disk;
+    let value = json!({
+        "image": image_path.display().to_string(),
+        "image_bytes": file_len,
+        "root_hash": image.root_hash().to_string(),
+        "created_unix": index.creation.created_unix,
+        "host": index.creation.host_name,
+        "tool": format!("{} {}", index.creation.tool_name, index.creation.tool_version),
+        "source": {"path": d.path, "model": d.model, "serial": d.serial, "transport": d.transport, "size_bytes": d.size,
+                   "logical_sector_size": d.logical_sector_size, "physical_sector_size": d.physical_sector_size,
+                   "table": format!("{:?}", d.table_kind).to_lowercase(), "table_id": d.table_id},
+        "partitions": d.partitions.iter().map(|p| json!({"number": p.number, "start_bytes": p.start, "size_bytes": p.size,
+            "type": p.type_id, "name": p.name, "fs": p.fs_kind, "fs_label": p.fs_label, "fs_uuid": p.fs_uuid})).collect::<Vec<_>>(),
+        "streams": index.streams.iter().map(|s| json!({"label": s.info.label, "disk_offset": s.info.disk_offset,
+            "length": s.info.length, "used_bytes": s.used_bytes, "stored_bytes": s.stored_bytes,
+            "capture": format!("{:?}", s.info.capture), "reason": s.info.capture_reason})).collect::<Vec<_>>(),
+        "used_bytes": used,
+        "ratio": if file_len > 0 { used as f64 / file_len as f64 } else { 0.0 },
+        "unreadable": unreadable_ranges(index),
+        "notes": index.creation.notes,
+    });
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(0);
+    }
+    println!(
+        "image       {} ({})",
+        image_path.display(),
+        human_size(file_len)
+    );
+    println!("root hash   {}", image.root_hash());
+    println!(
+        "created     {} on {} by {} {}",
+        index.creation.created_unix,
+        index.creation.host_name,
+        index.creation.tool_name,
+        index.creation.tool_version
+    );
+    println!(
+        "source      {} {} {} ({}, {}, {}-byte sectors, {:?} table)",
+        d.path,
+        d.model,
+        d.serial,
+        human_size(d.size),
+        d.transport,
+        d.logical_sector_size,
+        d.table_kind
+    );
+    println!(
+        "used        {} stored in {} (ratio {:.2})",
+        human_size(used),
+        human_size(file_len),
+        if file_len > 0 {
+            used as f64 / file_len as f64
+        } else {
+            0.0
+        }
+    );
+    println!("streams:");
+    for s in &index.streams {
+        println!(
+            "  {:<28} at {:>12}  {:>10} used of {:>10}, {:>10} stored  {:?}: {}",
+            s.info.label,
+            s.info.disk_offset,
+            human_size(s.used_bytes),
+            human_size(s.info.length),
+            human_size(s.stored_bytes),
+            s.info.capture,
+            s.info.capture_reason
+        );
+    }
+    for u in unreadable_ranges(index) {
+        println!("unreadable  {u}");
+    }
+    for n in &index.creation.notes {
+        println!("note        {n}");
+    }
+    Ok(0)
+}

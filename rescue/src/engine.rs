@@ -1,0 +1,140 @@
+//! The imaging pipelines: capture, restore, verify and clone. Each runs a plan (from [`crate::plan`])
+//! against devices ([`device`]) and images ([`crate::image`]), reporting [`progress`] as it goes.
+
+pub mod capture;
+pub mod device;
+pub mod progress;
+pub mod restore;
+pub mod verify;
+
+use crate::detect::{Disk, FsKind, PartitionTable};
+use crate::image::{DiskInfo, Index, PartitionInfo, TableKind};
+use crate::plan::{Layout, PlannedStream, StreamKind};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Device(#[from] device::DeviceError),
+    #[error(transparent)]
+    Image(#[from] crate::image::ImageError),
+    #[error(transparent)]
+    Refused(#[from] crate::plan::Refusal),
+    #[error("cancelled by the user")]
+    Cancelled,
+    #[error("internal error: {0}. Please report it with the log")]
+    Internal(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The name an enum has in the JSON report (`usb`, `gpt`, `ext4`).
+pub fn json_name<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|j| j.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// The source's description as the image records it.
+pub fn disk_info(disk: &Disk) -> DiskInfo {
+    DiskInfo {
+        size: disk.size_bytes,
+        logical_sector_size: disk.logical_sector_size,
+        physical_sector_size: disk.physical_sector_size,
+        model: disk.model.clone().unwrap_or_default(),
+        serial: disk.serial.clone().unwrap_or_default(),
+        transport: json_name(&disk.transport),
+        path: disk.path.clone(),
+        table_kind: match disk.table {
+            PartitionTable::Gpt => TableKind::Gpt,
+            PartitionTable::Mbr => TableKind::Mbr,
+            PartitionTable::None => TableKind::None,
+        },
+        table_id: match disk.table {
+            PartitionTable::Gpt => disk
+                .gpt
+                .as_ref()
+                .and_then(|g| g.disk_guid.clone())
+                .unwrap_or_default(),
+            PartitionTable::Mbr => disk
+                .mbr
+                .as_ref()
+                .map(|m| m.disk_signature.clone())
+                .unwrap_or_default(),
+            PartitionTable::None => String::new(),
+        },
+        partitions: disk
+            .partitions
+            .iter()
+            .map(|p| PartitionInfo {
+                number: p.number,
+                start: p.start_bytes,
+                size: p.size_bytes,
+                type_id: p.part_type.clone(),
+                name: p.name.clone().unwrap_or_default(),
+                uuid: p.uuid.clone().unwrap_or_default(),
+                fs_kind: p.fs.map(|f| json_name(&f)).unwrap_or_default(),
+                fs_label: p.fs_label.clone().unwrap_or_default(),
+                fs_uuid: p.fs_uuid.clone().unwrap_or_default(),
+            })
+            .collect(),
+    }
+}
+
+fn parse_fs(name: &str) -> Option<FsKind> {
+    serde_json::from_value(serde_json::Value::String(name.to_string())).ok()
+}
+
+/// The source layout an image describes, for planning a restore.
+pub fn layout_of(index: &Index) -> Layout {
+    use crate::image::StreamKind as I;
+    let streams = index
+        .streams
+        .iter()
+        .map(|s| {
+            let (kind, partition) = match s.info.kind {
+                I::Table(role) => (StreamKind::Table(role), None),
+                I::Gap => (StreamKind::Gap, None),
+                I::Partition { number } => (StreamKind::Partition, Some(number)),
+                I::WholeDisk => (StreamKind::WholeDisk, None),
+            };
+            let fs = partition
+                .and_then(|n| index.disk.partitions.iter().find(|p| p.number == n))
+                .and_then(|p| parse_fs(&p.fs_kind));
+            PlannedStream {
+                kind,
+                disk_offset: s.info.disk_offset,
+                len: s.info.length,
+                partition,
+                fs,
+                fs_aware: s.info.capture == crate::image::CaptureMode::FilesystemAware,
+            }
+        })
+        .collect();
+    Layout {
+        size_bytes: index.disk.size,
+        logical_sector_size: index.disk.logical_sector_size,
+        table: match index.disk.table_kind {
+            TableKind::Gpt => PartitionTable::Gpt,
+            TableKind::Mbr => PartitionTable::Mbr,
+            TableKind::None | TableKind::Other => PartitionTable::None,
+        },
+        streams,
+    }
+}
+
+/// Who made the image: this tool, this host, now.
+pub fn creation_info() -> crate::image::CreationInfo {
+    crate::image::CreationInfo {
+        tool_name: "rescue".into(),
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        created_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0),
+        host_name: std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default(),
+        notes: Vec::new(),
+    }
+}

@@ -1,0 +1,410 @@
+//! The source and target of a job: a block device or an image file. A source is opened read-only and, when
+//! it is a block device, also set read-only in the kernel for as long as we hold it, so that nothing — not
+//! us, not a stray mount — can write to the disk being rescued. Reads survive bad sectors: a failing read
+//! is retried, then narrowed down to the sector, and the unreadable sectors are reported, not fatal.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::ops::Range;
+use std::os::fd::AsFd;
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::sys;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[error("cannot open {path}: {source}")]
+    Open { path: PathBuf, source: io::Error },
+    #[error("{path} is in use (mounted, or open by another program): {source}; unmount it and close whatever uses it")]
+    Busy { path: PathBuf, source: io::Error },
+    #[error("writing {path} at byte {offset} failed: {source}. The target may be failing; the restore did not complete")]
+    Write {
+        path: PathBuf,
+        offset: u64,
+        source: io::Error,
+    },
+    #[error("reading {path} at byte {offset} failed: {source}")]
+    Read {
+        path: PathBuf,
+        offset: u64,
+        source: io::Error,
+    },
+    #[error("flushing {path} failed: {source}; the data may not all be on the disk")]
+    Sync { path: PathBuf, source: io::Error },
+}
+
+/// Bytes read from a range, with the sub-ranges that could not be read (zero-filled in `data`).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct TolerantRead {
+    pub data: Vec<u8>,
+    pub unreadable: Vec<Range<u64>>,
+}
+
+/// Positional reads; a `File` in production, a medium with injected bad sectors in tests.
+pub trait Medium: Send + Sync {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+}
+
+impl Medium for File {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        FileExt::read_exact_at(self, buf, offset)
+    }
+}
+
+/// A disk or image file being read.
+pub struct Source {
+    file: Box<dyn Medium>,
+    /// Kept to clear the kernel read-only flag again on drop.
+    block_fd: Option<File>,
+    path: PathBuf,
+    size: u64,
+    sector: u32,
+    /// Restores the kernel read-only flag to its previous value on drop.
+    restore_rw: bool,
+    /// How often a failing sector is retried before it is declared unreadable.
+    pub retries: u32,
+}
+
+fn open_error(path: &Path, source: io::Error) -> DeviceError {
+    if source.raw_os_error() == Some(libc::EBUSY) {
+        DeviceError::Busy {
+            path: path.to_path_buf(),
+            source,
+        }
+    } else {
+        DeviceError::Open {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+fn is_block(file: &File) -> bool {
+    file.metadata()
+        .map(|m| m.file_type().is_block_device())
+        .unwrap_or(false)
+}
+
+impl Source {
+    pub fn open(path: &Path) -> Result<Source, DeviceError> {
+        let file = File::open(path).map_err(|e| open_error(path, e))?;
+        let mut restore_rw = false;
+        let (size, sector) = if is_block(&file) {
+            let fd = file.as_fd();
+            // Setting the flag needs CAP_SYS_ADMIN; without it we still only ever read.
+            if let Ok(false) = sys::block_read_only(fd) {
+                restore_rw = sys::set_block_read_only(fd, true).is_ok();
+            }
+            let size = sys::block_size_bytes(fd).map_err(|e| open_error(path, e))?;
+            let (logical, _) = sys::block_sector_sizes(fd).unwrap_or((512, 512));
+            (size, logical)
+        } else {
+            (file.metadata().map_err(|e| open_error(path, e))?.len(), 512)
+        };
+        let block_fd = if restore_rw {
+            file.try_clone().ok()
+        } else {
+            None
+        };
+        Ok(Source {
+            file: Box::new(file),
+            block_fd,
+            path: path.to_path_buf(),
+            size,
+            sector,
+            restore_rw,
+            retries: 1,
+        })
+    }
+
+    /// A source over any medium (tests inject read errors this way).
+    pub fn from_medium(medium: Box<dyn Medium>, path: &Path, size: u64, sector: u32) -> Source {
+        Source {
+            file: medium,
+            block_fd: None,
+            path: path.to_path_buf(),
+            size,
+            sector,
+            restore_rw: false,
+            retries: 1,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The device's logical sector size (512 for files): the precision of bad-sector reports.
+    pub fn sector(&self) -> u32 {
+        self.sector
+    }
+
+    /// Use another sector size for files (an image of a 4Kn disk).
+    pub fn set_sector(&mut self, sector: u32) {
+        self.sector = sector.max(512);
+    }
+
+    pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<(), DeviceError> {
+        self.file
+            .read_exact_at(buf, offset)
+            .map_err(|source| DeviceError::Read {
+                path: self.path.clone(),
+                offset,
+                source,
+            })
+    }
+
+    /// Read `len` bytes at `offset`, never failing on bad sectors: unreadable sectors are zero-filled and
+    /// listed. Only a read past the end of the source is an error.
+    pub fn read_tolerant(&self, offset: u64, len: usize) -> Result<TolerantRead, DeviceError> {
+        if offset + len as u64 > self.size {
+            return Err(DeviceError::Read {
+                path: self.path.clone(),
+                offset,
+                source: io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "read past the end of the device",
+                ),
+            });
+        }
+        let mut out = TolerantRead {
+            data: vec![0; len],
+            unreadable: Vec::new(),
+        };
+        self.fill(&mut out, offset, 0, len);
+        Ok(out)
+    }
+
+    fn try_read(&self, buf: &mut [u8], offset: u64) -> bool {
+        (0..=self.retries).any(|_| self.file.read_exact_at(buf, offset).is_ok())
+    }
+
+    /// Read `[at, at+len)` of `out.data` from `base + at`, halving failing ranges down to one sector.
+    fn fill(&self, out: &mut TolerantRead, base: u64, at: usize, len: usize) {
+        let sector = self.sector as usize;
+        let whole = len <= sector || !len.is_multiple_of(sector);
+        let buf = &mut out.data[at..at + len];
+        if whole || !at.is_multiple_of(sector) {
+            if !self.try_read(buf, base + at as u64) {
+                buf.fill(0);
+                let start = base + at as u64;
+                push_merged(&mut out.unreadable, start..start + len as u64);
+            }
+            return;
+        }
+        if self.file.read_exact_at(buf, base + at as u64).is_ok() {
+            return;
+        }
+        let sectors = len / sector;
+        let half = sectors / 2 * sector;
+        self.fill(out, base, at, half);
+        self.fill(out, base, at + half, len - half);
+    }
+}
+
+fn push_merged(v: &mut Vec<Range<u64>>, r: Range<u64>) {
+    if let Some(last) = v.last_mut() {
+        if last.end == r.start {
+            last.end = r.end;
+            return;
+        }
+    }
+    v.push(r);
+}
+
+impl Drop for Source {
+    fn drop(&mut self) {
+        if let (true, Some(f)) = (self.restore_rw, &self.block_fd) {
+            let _ = sys::set_block_read_only(f.as_fd(), false);
+        }
+    }
+}
+
+/// A disk or file being written (restore, clone).
+pub struct Target {
+    file: File,
+    path: PathBuf,
+    size: u64,
+    sector: u32,
+    block: bool,
+}
+
+impl Target {
+    /// Open for writing. Block devices are opened exclusively (`O_EXCL`): the kernel refuses while any
+    /// partition is mounted or another program holds it exclusively.
+    pub fn open(path: &Path) -> Result<Target, DeviceError> {
+        let probe = File::open(path).map_err(|e| open_error(path, e))?;
+        let block = is_block(&probe);
+        drop(probe);
+        let mut opts = OpenOptions::new();
+        opts.read(true).write(true);
+        if block {
+            opts.custom_flags(libc::O_EXCL);
+        }
+        let file = opts.open(path).map_err(|e| open_error(path, e))?;
+        let (size, sector) = if block {
+            let fd = file.as_fd();
+            let size = sys::block_size_bytes(fd).map_err(|e| open_error(path, e))?;
+            (
+                size,
+                sys::block_sector_sizes(fd).map(|s| s.0).unwrap_or(512),
+            )
+        } else {
+            (file.metadata().map_err(|e| open_error(path, e))?.len(), 512)
+        };
+        Ok(Target {
+            file,
+            path: path.to_path_buf(),
+            size,
+            sector,
+            block,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub fn sector(&self) -> u32 {
+        self.sector
+    }
+
+    pub fn is_block_device(&self) -> bool {
+        self.block
+    }
+
+    pub fn write_at(&self, data: &[u8], offset: u64) -> Result<(), DeviceError> {
+        self.file
+            .write_all_at(data, offset)
+            .map_err(|source| DeviceError::Write {
+                path: self.path.clone(),
+                offset,
+                source,
+            })
+    }
+
+    pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<(), DeviceError> {
+        FileExt::read_exact_at(&self.file, buf, offset).map_err(|source| DeviceError::Read {
+            path: self.path.clone(),
+            offset,
+            source,
+        })
+    }
+
+    /// Make `[offset, offset+len)` read as zeros: the device's zero-out, else plain zero writes.
+    pub fn zero(&self, offset: u64, len: u64) -> Result<(), DeviceError> {
+        if self.block && sys::zero_out(self.file.as_fd(), offset, len).is_ok() {
+            return Ok(());
+        }
+        let buf = vec![0u8; 1 << 20];
+        let mut pos = offset;
+        while pos < offset + len {
+            let n = (offset + len - pos).min(buf.len() as u64) as usize;
+            self.write_at(&buf[..n], pos)?;
+            pos += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Tell the device a range is unused (TRIM). Best effort: devices without discard just keep the bytes.
+    pub fn discard(&self, offset: u64, len: u64) {
+        if self.block {
+            let _ = sys::discard(self.file.as_fd(), offset, len);
+        }
+    }
+
+    pub fn sync(&self) -> Result<(), DeviceError> {
+        self.file.sync_all().map_err(|source| DeviceError::Sync {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// Have the kernel pick up the new partition table. Best effort: a busy disk keeps the old view until
+    /// reboot, which the caller reports.
+    pub fn reread_partitions(&self) -> io::Result<()> {
+        if self.block {
+            sys::reread_partition_table(self.file.as_fd())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_read_and_write_by_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("d.img");
+        std::fs::write(&p, vec![7u8; 8192]).unwrap();
+        let t = Target::open(&p).unwrap();
+        t.write_at(b"hello", 4096).unwrap();
+        t.zero(0, 512).unwrap();
+        t.sync().unwrap();
+        drop(t);
+        let s = Source::open(&p).unwrap();
+        assert_eq!(s.size(), 8192);
+        let r = s.read_tolerant(0, 8192).unwrap();
+        assert!(r.unreadable.is_empty());
+        assert_eq!(&r.data[4096..4101], b"hello");
+        assert!(r.data[..512].iter().all(|&b| b == 0));
+        assert_eq!(r.data[512], 7);
+        assert!(s.read_tolerant(8000, 512).is_err(), "past the end");
+    }
+
+    /// Fails every read that touches a bad sector, like a disk with media errors.
+    struct Flaky {
+        data: Vec<u8>,
+        bad: Vec<Range<u64>>,
+    }
+
+    impl Medium for Flaky {
+        fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+            let r = offset..offset + buf.len() as u64;
+            if self.bad.iter().any(|b| b.start < r.end && r.start < b.end) {
+                return Err(io::Error::from_raw_os_error(libc::EIO));
+            }
+            buf.copy_from_slice(&self.data[r.start as usize..r.end as usize]);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn bad_sectors_are_narrowed_to_the_sector() {
+        let data: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8 + 1).collect();
+        let bad = vec![4096..4608, 5120..6144, 1_000_448..1_000_960];
+        let s = Source::from_medium(
+            Box::new(Flaky {
+                data: data.clone(),
+                bad: bad.clone(),
+            }),
+            Path::new("flaky"),
+            1 << 20,
+            512,
+        );
+        let r = s.read_tolerant(0, 1 << 20).unwrap();
+        assert_eq!(r.unreadable, bad);
+        for (i, (&got, &want)) in r.data.iter().zip(&data).enumerate() {
+            let is_bad = bad.iter().any(|b| b.contains(&(i as u64)));
+            assert_eq!(got, if is_bad { 0 } else { want }, "byte {i}");
+        }
+    }
+
+    #[test]
+    fn missing_paths_are_named() {
+        let e = Source::open(Path::new("/nonexistent/disk")).err().unwrap();
+        assert!(e.to_string().contains("/nonexistent/disk"), "{e}");
+    }
+}

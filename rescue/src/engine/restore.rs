@@ -1,0 +1,290 @@
+//! Restore: image → target, following a [`RestorePlan`]. The target's table areas are wiped first and the
+//! partition tables are written last, so an interrupted restore leaves a disk with no valid-looking table
+//! rather than a half-restored one that seems fine. Worker threads read chunks (each one's blake3 checked
+//! before a byte of it is written) and write them at their offsets; writes of different chunks never
+//! overlap, so no ordering is needed. Afterwards every written range is read back and checked.
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+
+use super::device::Target;
+use super::progress::{Meter, Progress};
+use super::EngineError;
+use crate::image::{ChunkId, ExtentKind, Hash, ReadAt, SharedReader, TableRole};
+use crate::plan::{tables, Layout, RestorePlan, StreamKind, TablePlan};
+
+/// What to do with bytes the filesystem did not use (not captured).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnusedPolicy {
+    /// Leave whatever the target holds there (fastest).
+    #[default]
+    Leave,
+    /// Write zeros.
+    Zero,
+    /// Discard (TRIM) them: fast on SSDs, and they read as zeros on most.
+    Discard,
+}
+
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    pub threads: usize,
+    pub verify: bool,
+    pub unused: UnusedPolicy,
+    pub cancel: Arc<AtomicBool>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RestoreReport {
+    pub bytes_written: u64,
+    /// Ranges (target offsets) the source could not read at capture time: written as zeros.
+    pub unreadable: Vec<(String, Range<u64>)>,
+    pub verified: bool,
+    pub notes: Vec<String>,
+    pub seconds: f64,
+}
+
+/// One piece of work: a data chunk to put at a target offset.
+#[derive(Debug, Clone)]
+struct ChunkWrite {
+    id: ChunkId,
+    target_offset: u64,
+    len: u64,
+}
+
+/// The whole stream's bytes (tables are small: a few sectors).
+fn stream_bytes<F: ReadAt>(image: &SharedReader<F>, stream: usize) -> Result<Vec<u8>, EngineError> {
+    let s = &image.index().streams[stream];
+    let mut out = vec![0u8; s.info.length as usize];
+    for e in &s.extents {
+        if let ExtentKind::Data(id) = e.kind {
+            let data = image.read_chunk(id)?;
+            let at = e.offset as usize;
+            out[at..at + data.len()].copy_from_slice(&data);
+        }
+    }
+    Ok(out)
+}
+
+fn table_role(layout: &Layout, stream: usize) -> Option<TableRole> {
+    match layout.streams[stream].kind {
+        StreamKind::Table(role) => Some(role),
+        _ => None,
+    }
+}
+
+/// Restore per `plan`. On failure after the first write, the error says the target is now invalid.
+pub fn restore<F: ReadAt>(
+    image: &SharedReader<F>,
+    layout: &Layout,
+    plan: &RestorePlan,
+    target: &Target,
+    opts: &RestoreOptions,
+    progress: Option<Sender<Progress>>,
+) -> Result<RestoreReport, EngineError> {
+    let result = run(image, layout, plan, target, opts, progress);
+    result.map_err(|e| match e {
+        EngineError::Refused(r) => EngineError::Refused(r),
+        other if plan.tables != TablePlan::Untouched => EngineError::Failed(format!(
+            "{other}. The restore did not complete: {} now has no valid partition table and must not be used \
+             until a restore completes",
+            target.path().display()
+        )),
+        other => EngineError::Failed(format!(
+            "{other}. The restore did not complete: the target partition of {} holds partial data",
+            target.path().display()
+        )),
+    })
+}
+
+fn run<F: ReadAt>(
+    image: &SharedReader<F>,
+    layout: &Layout,
+    plan: &RestorePlan,
+    target: &Target,
+    opts: &RestoreOptions,
+    progress: Option<Sender<Progress>>,
+) -> Result<RestoreReport, EngineError> {
+    let index = image.index();
+    let mut report = RestoreReport::default();
+    for r in &plan.invalidate {
+        target.zero(r.start, r.end - r.start)?;
+    }
+    // Everything but the tables, as a list of chunk writes plus the direct zero/discard work.
+    let mut writes = Vec::new();
+    let mut total = 0u64;
+    for p in &plan.placements {
+        if table_role(layout, p.stream).is_some() {
+            continue;
+        }
+        let s = &index.streams[p.stream];
+        for e in &s.extents {
+            let at = p.target_offset + e.offset;
+            match e.kind {
+                ExtentKind::Data(id) => {
+                    writes.push(ChunkWrite {
+                        id,
+                        target_offset: at,
+                        len: e.len,
+                    });
+                    total += e.len;
+                }
+                ExtentKind::Zero => target.zero(at, e.len)?,
+                ExtentKind::Unreadable => {
+                    target.zero(at, e.len)?;
+                    report
+                        .unreadable
+                        .push((s.info.label.clone(), at..at + e.len));
+                }
+                ExtentKind::Unused => match opts.unused {
+                    UnusedPolicy::Leave => {}
+                    UnusedPolicy::Zero => target.zero(at, e.len)?,
+                    UnusedPolicy::Discard => target.discard(at, e.len),
+                },
+            }
+        }
+    }
+    let meter = Mutex::new(Meter::new("restore", total, progress.clone()));
+    parallel(&writes, opts, |w| {
+        let data = image.read_chunk(w.id)?;
+        target.write_at(&data, w.target_offset)?;
+        if let Ok(mut m) = meter.lock() {
+            m.advance(w.len, 0);
+        }
+        Ok(())
+    })?;
+    report.bytes_written = total;
+
+    write_tables(image, layout, plan, target, &mut report)?;
+    target.sync()?;
+    if plan.tables != TablePlan::Untouched {
+        if let Err(e) = target.reread_partitions() {
+            report.notes.push(format!(
+                "the kernel could not re-read the partition table of {} ({e}); reboot before using the new partitions",
+                target.path().display()
+            ));
+        }
+    }
+    if opts.verify {
+        let meter = Mutex::new(Meter::new("read-back", total, progress));
+        parallel(&writes, opts, |w| {
+            let mut buf = vec![0u8; w.len as usize];
+            target.read_exact_at(&mut buf, w.target_offset)?;
+            let want = index.chunks.get(w.id.0 as usize).map(|c| c.hash);
+            if want != Some(Hash::of(&buf)) {
+                return Err(EngineError::Failed(format!(
+                    "read-back verification failed: {} bytes at byte {} of {} differ from the image ({}); the target \
+                     may be failing",
+                    w.len,
+                    w.target_offset,
+                    target.path().display(),
+                    w.id
+                )));
+            }
+            if let Ok(mut m) = meter.lock() {
+                m.advance(w.len, 0);
+            }
+            Ok(())
+        })?;
+        report.verified = true;
+    }
+    Ok(report)
+}
+
+/// Run `f` over `items` on `opts.threads` threads; the first error stops the rest.
+fn parallel<T: Sync>(
+    items: &[T],
+    opts: &RestoreOptions,
+    f: impl Fn(&T) -> Result<(), EngineError> + Sync,
+) -> Result<(), EngineError> {
+    let next = AtomicUsize::new(0);
+    let failed: Mutex<Option<EngineError>> = Mutex::new(None);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        for _ in 0..opts.threads.max(1) {
+            scope.spawn(|| loop {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                if opts.cancel.load(Ordering::Relaxed) {
+                    stop.store(true, Ordering::Relaxed);
+                    if let Ok(mut slot) = failed.lock() {
+                        slot.get_or_insert(EngineError::Cancelled);
+                    }
+                    return;
+                }
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(item) = items.get(i) else { return };
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(item)))
+                    .unwrap_or_else(|_| {
+                        Err(EngineError::Internal("a restore worker panicked".into()))
+                    });
+                if let Err(e) = r {
+                    stop.store(true, Ordering::Relaxed);
+                    if let Ok(mut slot) = failed.lock() {
+                        slot.get_or_insert(e);
+                    }
+                    return;
+                }
+            });
+        }
+    });
+    match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+fn write_tables<F: ReadAt>(
+    image: &SharedReader<F>,
+    layout: &Layout,
+    plan: &RestorePlan,
+    target: &Target,
+    report: &mut RestoreReport,
+) -> Result<(), EngineError> {
+    match &plan.tables {
+        TablePlan::Untouched => Ok(()),
+        TablePlan::AsCaptured => {
+            // Backup structures first and LBA 0 last: until LBA 0 lands, nothing points at the rest.
+            let mut table_placements: Vec<_> = plan
+                .placements
+                .iter()
+                .filter(|p| table_role(layout, p.stream).is_some())
+                .collect();
+            table_placements.sort_by_key(|p| std::cmp::Reverse(p.target_offset));
+            for p in table_placements {
+                let bytes = stream_bytes(image, p.stream)?;
+                target.write_at(&bytes, p.target_offset)?;
+            }
+            Ok(())
+        }
+        TablePlan::RelocateGpt { target_size } => {
+            let find = |role: TableRole| {
+                layout.streams.iter().position(|s| s.kind == StreamKind::Table(role)).ok_or_else(|| {
+                    EngineError::Failed(format!(
+                        "the image has no {role:?} stream, so its GPT cannot be moved to a disk of another size; \
+                         restore onto a disk of exactly {} bytes",
+                        layout.size_bytes
+                    ))
+                })
+            };
+            let lba0 = stream_bytes(image, find(TableRole::Mbr)?)?;
+            let mut primary = stream_bytes(image, find(TableRole::GptPrimaryHeader)?)?;
+            primary.extend(stream_bytes(image, find(TableRole::GptPrimaryEntries)?)?);
+            let writes =
+                tables::relocate_gpt(&lba0, &primary, layout.logical_sector_size, *target_size)
+                    .map_err(|e| EngineError::Failed(e.to_string()))?;
+            let mut w = writes.writes;
+            w.sort_by_key(|(off, _)| std::cmp::Reverse(*off));
+            for (off, bytes) in w {
+                target.write_at(&bytes, off)?;
+            }
+            report.notes.push(format!(
+                "the GPT was moved to the end of the {target_size}-byte target (the source had {} bytes)",
+                layout.size_bytes
+            ));
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! One chunk's hashing, compression and decompression: the work capture and restore spread over
+//! threads. Nothing here touches the image file.
+
+use super::{ChunkFault, Compression, Hash, ImageError, MAX_CHUNK_SIZE};
+
+/// A chunk ready for [`super::ImageWriter::write_chunk`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompressedChunk {
+    /// blake3 of the uncompressed bytes.
+    pub hash: Hash,
+    pub uncompressed_len: u32,
+    pub compression: Compression,
+    /// What goes into the frame: the zstd frame, or the bytes themselves when zstd did not help.
+    pub payload: Vec<u8>,
+}
+
+/// A reusable compressor, one per worker thread: reusing the zstd context avoids reallocating
+/// its tables (megabytes at high levels) for every chunk.
+pub struct ChunkCompressor {
+    zstd: zstd::bulk::Compressor<'static>,
+}
+
+impl ChunkCompressor {
+    /// A compressor at zstd `level` (1..=22; negative levels are zstd's fast modes).
+    pub fn new(level: i32) -> Result<ChunkCompressor, ImageError> {
+        let zstd =
+            zstd::bulk::Compressor::new(level).map_err(|source| ImageError::Compress { source })?;
+        Ok(ChunkCompressor { zstd })
+    }
+
+    /// Hashes and compresses `data` (1..=[`MAX_CHUNK_SIZE`] bytes), keeping the bytes as they are
+    /// when zstd would not make them smaller, so a chunk never costs more than its size.
+    pub fn compress(&mut self, data: &[u8]) -> Result<CompressedChunk, ImageError> {
+        let uncompressed_len = chunk_len(data.len())?;
+        let hash = Hash::of(data);
+        let z = self
+            .zstd
+            .compress(data)
+            .map_err(|source| ImageError::Compress { source })?;
+        let (compression, payload) = if z.len() < data.len() {
+            (Compression::Zstd, z)
+        } else {
+            (Compression::Stored, data.to_vec())
+        };
+        Ok(CompressedChunk {
+            hash,
+            uncompressed_len,
+            compression,
+            payload,
+        })
+    }
+}
+
+fn chunk_len(len: usize) -> Result<u32, ImageError> {
+    match u32::try_from(len) {
+        Ok(n) if n > 0 && n <= MAX_CHUNK_SIZE => Ok(n),
+        _ => Err(ImageError::InvalidUse {
+            reason: format!("a chunk must hold 1..={MAX_CHUNK_SIZE} bytes, not {len}"),
+        }),
+    }
+}
+
+/// Hashes and compresses one chunk with a fresh compressor (see [`ChunkCompressor`] to reuse one).
+pub fn compress_chunk(data: &[u8], level: i32) -> Result<CompressedChunk, ImageError> {
+    ChunkCompressor::new(level)?.compress(data)
+}
+
+/// Turns a payload back into the chunk's bytes and checks them against the expected length and
+/// hash, so bytes that come out of here can be written to a disk.
+pub fn decompress_chunk(
+    compression: Compression,
+    payload: &[u8],
+    uncompressed_len: u32,
+    hash: &Hash,
+) -> Result<Vec<u8>, ChunkFault> {
+    match compression {
+        Compression::Stored => check(payload.to_vec(), uncompressed_len, hash),
+        Compression::Zstd => check(unzstd(payload, uncompressed_len)?, uncompressed_len, hash),
+    }
+}
+
+/// [`decompress_chunk`] taking the payload by value, so stored chunks are not copied.
+pub(crate) fn decompress_owned(
+    compression: Compression,
+    payload: Vec<u8>,
+    uncompressed_len: u32,
+    hash: &Hash,
+) -> Result<Vec<u8>, ChunkFault> {
+    match compression {
+        Compression::Stored => check(payload, uncompressed_len, hash),
+        Compression::Zstd => check(unzstd(&payload, uncompressed_len)?, uncompressed_len, hash),
+    }
+}
+
+fn unzstd(payload: &[u8], uncompressed_len: u32) -> Result<Vec<u8>, ChunkFault> {
+    if uncompressed_len > MAX_CHUNK_SIZE {
+        return Err(ChunkFault::Length {
+            expected: uncompressed_len.into(),
+            got: 0,
+        });
+    }
+    // The capacity caps what a damaged or hostile frame can make us allocate.
+    zstd::bulk::decompress(payload, uncompressed_len as usize)
+        .map_err(|e| ChunkFault::Decompress(e.to_string()))
+}
+
+fn check(data: Vec<u8>, uncompressed_len: u32, hash: &Hash) -> Result<Vec<u8>, ChunkFault> {
+    if data.len() as u64 != u64::from(uncompressed_len) {
+        return Err(ChunkFault::Length {
+            expected: uncompressed_len.into(),
+            got: data.len() as u64,
+        });
+    }
+    let got = Hash::of(&data);
+    if got != *hash {
+        return Err(ChunkFault::HashMismatch {
+            expected: *hash,
+            got,
+        });
+    }
+    Ok(data)
+}

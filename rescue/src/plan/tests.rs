@@ -1,0 +1,377 @@
+use super::*;
+use crate::detect::{GptInfo, Partition, Transport};
+
+const MIB: u64 = 1 << 20;
+
+fn part(number: u32, start_mib: u64, size_mib: u64, fs: Option<FsKind>) -> Partition {
+    Partition {
+        number,
+        path: Some(format!("/dev/sdx{number}")),
+        start_bytes: start_mib * MIB,
+        size_bytes: size_mib * MIB,
+        part_type: "0FC63DAF-8483-4772-8E79-3D69D8477DE4".into(),
+        type_name: "Linux filesystem".into(),
+        name: None,
+        uuid: None,
+        bootable: false,
+        logical: false,
+        extended: false,
+        fs,
+        fs_label: None,
+        fs_uuid: None,
+        mounts: Vec::new(),
+    }
+}
+
+fn gpt_disk(path: &str, size_mib: u64) -> Disk {
+    let ls = 512u64;
+    let total = size_mib * MIB / ls;
+    Disk {
+        path: path.into(),
+        name: path.trim_start_matches("/dev/").into(),
+        size_bytes: size_mib * MIB,
+        logical_sector_size: 512,
+        physical_sector_size: 512,
+        model: Some("TESTDISK".into()),
+        serial: Some(format!("SER-{path}")),
+        transport: Transport::Sata,
+        removable: false,
+        read_only: false,
+        rotational: false,
+        table: PartitionTable::Gpt,
+        gpt: Some(GptInfo {
+            disk_guid: Some("11111111-2222-3333-4444-555555555555".into()),
+            primary_header_valid: true,
+            backup_header_valid: true,
+            primary_entries_valid: Some(true),
+            backup_entries_valid: Some(true),
+            protective_mbr: true,
+            hybrid_mbr: false,
+            first_usable_lba: 34,
+            last_usable_lba: total - 34,
+            partition_entry_count: 128,
+            partition_entry_size: 128,
+            primary_entries_lba: Some(2),
+            backup_header_lba: Some(total - 1),
+            backup_entries_lba: Some(total - 33),
+            problems: Vec::new(),
+        }),
+        mbr: None,
+        partitions: vec![
+            part(1, 1, 32, Some(FsKind::Vfat)),
+            part(2, 33, 64, Some(FsKind::Ext4)),
+            part(3, 97, 16, Some(FsKind::Xfs)),
+        ],
+        fs: None,
+        fs_label: None,
+        fs_uuid: None,
+        mounts: Vec::new(),
+        boot_medium: false,
+        problems: Vec::new(),
+    }
+}
+
+fn mbr_disk(path: &str) -> Disk {
+    let mut d = gpt_disk(path, 128);
+    d.table = PartitionTable::Mbr;
+    d.gpt = None;
+    let mut ext = part(2, 40, 80, None);
+    ext.extended = true;
+    let mut l5 = part(5, 41, 30, Some(FsKind::Vfat));
+    l5.logical = true;
+    let mut l6 = part(6, 72, 40, Some(FsKind::Exfat));
+    l6.logical = true;
+    d.partitions = vec![part(1, 1, 32, Some(FsKind::Ext4)), ext, l5, l6];
+    d
+}
+
+/// Streams must tile the disk exactly: no byte twice, none missing.
+fn assert_tiles(layout: &Layout) {
+    let mut ranges: Vec<Range<u64>> = layout.streams.iter().map(|s| s.range()).collect();
+    ranges.sort_by_key(|r| r.start);
+    let mut pos = 0;
+    for r in &ranges {
+        assert_eq!(r.start, pos, "gap or overlap at {pos}: {ranges:?}");
+        pos = r.end;
+    }
+    assert_eq!(pos, layout.size_bytes);
+}
+
+#[test]
+fn whole_gpt_disk_capture_tiles_the_disk() {
+    let d = gpt_disk("/dev/sdx", 256);
+    let plan = plan_capture(&d, &CaptureRequest::default(), None).unwrap();
+    assert_tiles(&plan.layout);
+    let kinds: Vec<StreamKind> = plan.layout.streams.iter().map(|s| s.kind).collect();
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| matches!(k, StreamKind::Table(_)))
+            .count(),
+        5
+    );
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == StreamKind::Partition)
+            .count(),
+        3
+    );
+    let xfs = plan
+        .layout
+        .streams
+        .iter()
+        .find(|s| s.partition == Some(3))
+        .unwrap();
+    assert!(!xfs.fs_aware, "no used-block map for xfs: raw");
+    let ext4 = plan
+        .layout
+        .streams
+        .iter()
+        .find(|s| s.partition == Some(2))
+        .unwrap();
+    assert!(ext4.fs_aware);
+    let raw = plan_capture(
+        &d,
+        &CaptureRequest {
+            partitions: vec![],
+            raw: true,
+        },
+        None,
+    )
+    .unwrap();
+    assert!(raw.layout.streams.iter().all(|s| !s.fs_aware));
+}
+
+#[test]
+fn mbr_capture_keeps_ebrs_in_gaps_and_skips_the_extended_container() {
+    let d = mbr_disk("/dev/sdx");
+    let plan = plan_capture(&d, &CaptureRequest::default(), None).unwrap();
+    assert_tiles(&plan.layout);
+    assert!(plan.layout.streams.iter().all(|s| s.partition != Some(2)));
+    // The EBR of partition 5 sits in the 1 MiB before it: a gap stream must cover it.
+    let ebr = 40 * MIB;
+    assert!(plan
+        .layout
+        .streams
+        .iter()
+        .any(|s| s.kind == StreamKind::Gap && s.range().contains(&ebr)));
+}
+
+#[test]
+fn partition_capture_and_its_refusals() {
+    let d = mbr_disk("/dev/sdx");
+    let plan = plan_capture(
+        &d,
+        &CaptureRequest {
+            partitions: vec![5],
+            raw: false,
+        },
+        None,
+    )
+    .unwrap();
+    let parts: Vec<_> = plan
+        .layout
+        .streams
+        .iter()
+        .filter_map(|s| s.partition)
+        .collect();
+    assert_eq!(parts, [5]);
+    assert!(!plan.whole_disk);
+    let e = plan_capture(
+        &d,
+        &CaptureRequest {
+            partitions: vec![9],
+            raw: false,
+        },
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("no partition 9") && e.to_string().contains("1, 5, 6"),
+        "{e}"
+    );
+    let e = plan_capture(
+        &d,
+        &CaptureRequest {
+            partitions: vec![2],
+            raw: false,
+        },
+        None,
+    )
+    .unwrap_err();
+    assert!(matches!(e, Refusal::ExtendedPartition { .. }), "{e}");
+    assert!(e.to_string().contains("5, 6"), "{e}");
+}
+
+#[test]
+fn capture_refuses_mounted_sources_and_images_on_the_source() {
+    let mut d = gpt_disk("/dev/sdx", 256);
+    let e = plan_capture(&d, &CaptureRequest::default(), Some("/dev/sdx")).unwrap_err();
+    assert!(matches!(e, Refusal::ImageOnDisk { .. }), "{e}");
+    d.partitions[1].mounts = vec!["/home".into()];
+    let e = plan_capture(&d, &CaptureRequest::default(), None).unwrap_err();
+    assert!(
+        e.to_string().contains("/home") && e.to_string().contains("unmount"),
+        "{e}"
+    );
+    // Capturing only another partition is fine.
+    assert!(plan_capture(
+        &d,
+        &CaptureRequest {
+            partitions: vec![1],
+            raw: false
+        },
+        None
+    )
+    .is_ok());
+}
+
+fn layout_of(d: &Disk) -> Layout {
+    plan_capture(d, &CaptureRequest::default(), None)
+        .unwrap()
+        .layout
+}
+
+#[test]
+fn restore_to_same_larger_and_smaller_disks() {
+    let src = gpt_disk("/dev/sdx", 256);
+    let layout = layout_of(&src);
+    let env = Environment::default();
+    let same = plan_restore_disk(&layout, &gpt_disk("/dev/sdy", 256), &env, true).unwrap();
+    assert_eq!(same.tables, TablePlan::AsCaptured);
+    assert_eq!(same.placements.len(), layout.streams.len());
+    let larger = plan_restore_disk(&layout, &gpt_disk("/dev/sdy", 512), &env, true).unwrap();
+    assert_eq!(
+        larger.tables,
+        TablePlan::RelocateGpt {
+            target_size: 512 * MIB
+        }
+    );
+    assert!(larger
+        .placements
+        .iter()
+        .all(|p| !layout.streams[p.stream].is_table()));
+    // Partitions end at 113 MiB: a 120 MiB disk fits them and the backup GPT.
+    let smaller = plan_restore_disk(&layout, &gpt_disk("/dev/sdy", 120), &env, true).unwrap();
+    assert!(!smaller.skipped.is_empty());
+    for p in &smaller.placements {
+        assert!(p.target_offset + layout.streams[p.stream].len <= 120 * MIB);
+    }
+    assert_eq!(smaller.invalidate.len(), 2);
+}
+
+#[test]
+fn restore_refusals_name_the_target_and_the_reason() {
+    let layout = layout_of(&gpt_disk("/dev/sdx", 256));
+    let env = Environment {
+        image_disk: Some("/dev/sdz".into()),
+        image_path: "/mnt/img/disk.rimg".into(),
+    };
+    let small = gpt_disk("/dev/sdy", 100);
+    let e = plan_restore_disk(&layout, &small, &env, true).unwrap_err();
+    assert!(
+        matches!(e, Refusal::TooSmall { need, .. } if need == 113 * MIB + 33 * 512),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("/dev/sdy") && e.to_string().contains("at least"),
+        "{e}"
+    );
+
+    let mut stick = gpt_disk("/dev/sdy", 512);
+    stick.boot_medium = true;
+    assert!(matches!(
+        plan_restore_disk(&layout, &stick, &env, true),
+        Err(Refusal::TargetIsBootMedium { .. })
+    ));
+
+    let holder = gpt_disk("/dev/sdz", 512);
+    let e = plan_restore_disk(&layout, &holder, &env, true).unwrap_err();
+    assert!(
+        matches!(e, Refusal::ImageOnDisk { .. }) && e.to_string().contains("/mnt/img/disk.rimg"),
+        "{e}"
+    );
+
+    let mut mounted = gpt_disk("/dev/sdy", 512);
+    mounted.partitions[0].mounts = vec!["/boot/efi".into()];
+    assert!(matches!(
+        plan_restore_disk(&layout, &mounted, &env, true),
+        Err(Refusal::Mounted { .. })
+    ));
+
+    let mut ro = gpt_disk("/dev/sdy", 512);
+    ro.read_only = true;
+    assert!(matches!(
+        plan_restore_disk(&layout, &ro, &env, true),
+        Err(Refusal::ReadOnly { .. })
+    ));
+
+    let mut fourk = gpt_disk("/dev/sdy", 512);
+    fourk.logical_sector_size = 4096;
+    assert!(matches!(
+        plan_restore_disk(&layout, &fourk, &env, true),
+        Err(Refusal::SectorSize { .. })
+    ));
+
+    let e = plan_restore_disk(&layout, &gpt_disk("/dev/sdy", 512), &env, false).unwrap_err();
+    assert!(
+        e.to_string().contains("--yes") && e.to_string().contains("partition 2"),
+        "{e}"
+    );
+}
+
+#[test]
+fn partition_restore_checks_room_and_numbers() {
+    let layout = layout_of(&gpt_disk("/dev/sdx", 256));
+    let env = Environment::default();
+    let target = gpt_disk("/dev/sdy", 256);
+    let ok = plan_restore_partition(&layout, 1, &target, Some(2), &env, true).unwrap();
+    assert_eq!(ok.placements[0].target_offset, 33 * MIB);
+    assert_eq!(ok.tables, TablePlan::Untouched);
+    let e = plan_restore_partition(&layout, 2, &target, Some(1), &env, true).unwrap_err();
+    assert!(matches!(e, Refusal::TooSmall { .. }), "{e}");
+    let e = plan_restore_partition(&layout, 7, &target, Some(1), &env, true).unwrap_err();
+    assert!(matches!(e, Refusal::NoSuchImagePartition { .. }), "{e}");
+    let e = plan_restore_partition(&layout, 1, &target, Some(9), &env, true).unwrap_err();
+    assert!(matches!(e, Refusal::NoSuchPartition { .. }), "{e}");
+}
+
+#[test]
+fn clone_refuses_the_source_as_target() {
+    let src = gpt_disk("/dev/sdx", 256);
+    assert!(matches!(
+        plan_clone(&src, &src, false, true),
+        Err(Refusal::TargetIsSource { .. })
+    ));
+    let mut same_serial = gpt_disk("/dev/sdy", 256);
+    same_serial.serial = src.serial.clone();
+    assert!(matches!(
+        plan_clone(&src, &same_serial, false, true),
+        Err(Refusal::TargetIsSource { .. })
+    ));
+    assert!(plan_clone(&src, &gpt_disk("/dev/sdy", 300), false, true).is_ok());
+}
+
+proptest::proptest! {
+    #[test]
+    fn random_layouts_always_tile(sizes in proptest::collection::vec(1u64..50, 0..6), disk_extra in 1u64..100) {
+        let mut d = gpt_disk("/dev/sdx", 1);
+        let mut start = 1;
+        d.partitions = sizes.iter().enumerate().map(|(i, s)| {
+            let p = part(i as u32 + 1, start, *s, Some(FsKind::Ext4));
+            start += s;
+            p
+        }).collect();
+        let size_mib = start + disk_extra;
+        let total = size_mib * MIB / 512;
+        d.size_bytes = size_mib * MIB;
+        if let Some(g) = d.gpt.as_mut() {
+            g.backup_header_lba = Some(total - 1);
+            g.backup_entries_lba = Some(total - 33);
+        }
+        let plan = plan_capture(&d, &CaptureRequest::default(), None).unwrap();
+        assert_tiles(&plan.layout);
+        proptest::prop_assert!(plan.layout.min_target_size() <= d.size_bytes);
+    }
+}

@@ -1,0 +1,363 @@
+//! Capture → restore round trips through the `rescue` CLI on generated disks: tables valid (`sgdisk -v`,
+//! `sfdisk -V`), filesystems clean (`e2fsck -fn`, `fsck.vfat -n`, `ntfsfix -n`), every file identical; raw
+//! round trips byte-identical; damaged images named; refusals leave the target untouched.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use builder::fixtures::{self, DiskSpec, Expected, Fs};
+
+const MIB: u64 = 1 << 20;
+
+fn rescue(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_rescue"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !text.contains("panicked"),
+        "rescue {args:?} panicked:\n{text}"
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+fn tool(cmd: &mut Command) -> (bool, String) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e} (install it: scripts/setup)"));
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    dir: PathBuf,
+    disk: PathBuf,
+    spec: DiskSpec,
+    expected: Vec<Expected>,
+    content: PathBuf,
+}
+
+fn fixture(spec: DiskSpec) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let disk = path.join("source.img");
+    let expected = fixtures::create_disk(&disk, &spec).unwrap();
+    let content = path.join("content");
+    fixtures::sample_tree(&content).unwrap();
+    std::fs::remove_file(content.join("deleted.bin")).unwrap();
+    Fixture {
+        _dir: dir,
+        dir: path,
+        disk,
+        spec,
+        expected,
+        content,
+    }
+}
+
+fn capture(f: &Fixture, extra: &[&str]) -> PathBuf {
+    let image = f.dir.join(format!("image{}.rimg", extra.join("")));
+    let mut args = vec!["capture", s(&f.disk), "-o", s(&image)];
+    args.extend_from_slice(extra);
+    let (rc, out) = rescue(&args);
+    assert_eq!(rc, 0, "capture failed:\n{out}");
+    assert!(!PathBuf::from(format!("{}.partial", image.display())).exists());
+    image
+}
+
+fn restore_to(f: &Fixture, image: &Path, size: u64, name: &str) -> PathBuf {
+    let target = f.dir.join(name);
+    let file = std::fs::File::create(&target).unwrap();
+    file.set_len(size).unwrap();
+    // Old contents on the target, as a reused disk has.
+    std::fs::write(&target, fixtures::noise(size as usize, 42)).unwrap();
+    let (rc, out) = rescue(&["restore", s(image), s(&target), "--yes"]);
+    assert_eq!(rc, 0, "restore onto {size} bytes failed:\n{out}");
+    assert!(out.contains("verified"), "{out}");
+    target
+}
+
+/// Copy one partition of a disk image into its own file.
+fn extract(disk: &Path, e: &Expected, out: &Path) {
+    let data = std::fs::read(disk).unwrap();
+    std::fs::write(
+        out,
+        &data[e.start_bytes as usize..(e.start_bytes + e.size_bytes) as usize],
+    )
+    .unwrap();
+}
+
+/// The filesystem in `part` is clean and holds every sample file with the right bytes.
+fn check_filesystem(fs: Fs, part: &Path, content: &Path, work: &Path) {
+    let files = fixtures::files_under(content).unwrap();
+    match fs {
+        Fs::Ext4 => {
+            let (ok, out) = tool(Command::new("e2fsck").arg("-fn").arg(part));
+            assert!(ok, "e2fsck on {}:\n{out}", part.display());
+            for f in &files {
+                let rel = f.strip_prefix(content).unwrap();
+                let dumped = work.join("dumped");
+                let _ = std::fs::remove_file(&dumped);
+                tool(
+                    Command::new("debugfs")
+                        .arg("-R")
+                        .arg(format!("dump /{} {}", rel.display(), dumped.display()))
+                        .arg(part),
+                );
+                assert_eq!(
+                    std::fs::read(&dumped).ok(),
+                    std::fs::read(f).ok(),
+                    "ext4 file {}",
+                    rel.display()
+                );
+            }
+        }
+        Fs::Vfat => {
+            let (ok, out) = tool(Command::new("fsck.vfat").arg("-n").arg(part));
+            assert!(ok, "fsck.vfat on {}:\n{out}", part.display());
+            for f in &files {
+                let rel = f.strip_prefix(content).unwrap();
+                let dumped = work.join("dumped");
+                let _ = std::fs::remove_file(&dumped);
+                tool(
+                    Command::new("mcopy")
+                        .env("MTOOLS_SKIP_CHECK", "1")
+                        .arg("-n")
+                        .arg("-i")
+                        .arg(part)
+                        .arg(format!("::/{}", rel.display()))
+                        .arg(&dumped),
+                );
+                assert_eq!(
+                    std::fs::read(&dumped).ok(),
+                    std::fs::read(f).ok(),
+                    "vfat file {}",
+                    rel.display()
+                );
+            }
+        }
+        Fs::Ntfs => {
+            let (ok, out) = tool(Command::new("ntfsfix").arg("-n").arg(part));
+            assert!(ok, "ntfsfix -n on {}:\n{out}", part.display());
+            for f in &files {
+                let name = f
+                    .strip_prefix(content)
+                    .unwrap()
+                    .to_string_lossy()
+                    .replace('/', "_");
+                let out = Command::new("ntfscat")
+                    .arg(part)
+                    .arg(format!("/{name}"))
+                    .output()
+                    .unwrap();
+                assert_eq!(Some(out.stdout), std::fs::read(f).ok(), "ntfs file {name}");
+            }
+        }
+        Fs::Swap | Fs::Exfat | Fs::None => {}
+    }
+}
+
+fn check_restored(f: &Fixture, target: &Path) {
+    if f.spec.sector_size == 512 {
+        let (_, out) = match f.spec.table {
+            fixtures::Table::Gpt => tool(Command::new("sgdisk").arg("-v").arg(target)),
+            fixtures::Table::Mbr => tool(Command::new("sfdisk").arg("-V").arg(target)),
+        };
+        assert!(
+            out.contains("No problems found") || out.contains("No errors detected"),
+            "table check on {}:\n{out}",
+            target.display()
+        );
+    }
+    let (rc, json) = rescue(&["disks", "--json", s(target)]);
+    assert_eq!(rc, 0, "{json}");
+    let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let parts: Vec<&serde_json::Value> = report["disks"][0]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["extended"] != true)
+        .collect();
+    assert_eq!(parts.len(), f.expected.len(), "{json}");
+    for (e, p) in f.expected.iter().zip(&f.spec.parts) {
+        let part = f.dir.join(format!("restored-part{}.img", e.number));
+        extract(target, e, &part);
+        check_filesystem(p.fs, &part, &f.content, &f.dir);
+    }
+}
+
+#[test]
+fn gpt_disk_round_trips_to_same_larger_and_smaller_disks() {
+    let f = fixture(fixtures::demo_gpt());
+    let image = capture(&f, &[]);
+    // Filesystem awareness: the image is much smaller than the disk, deleted data and free space skipped.
+    let image_len = std::fs::metadata(&image).unwrap().len();
+    assert!(image_len < 20 * MIB, "image of {image_len} bytes");
+    let (rc, out) = rescue(&["verify", s(&image), "--against", s(&f.disk)]);
+    assert_eq!(rc, 0, "{out}");
+    let size = f.spec.size_mib * MIB;
+    let last_end = f
+        .expected
+        .iter()
+        .map(|e| e.start_bytes + e.size_bytes)
+        .max()
+        .unwrap();
+    for (target_size, name) in [
+        (size, "same.img"),
+        (size + 64 * MIB, "larger.img"),
+        (last_end + MIB, "smaller.img"),
+    ] {
+        let target = restore_to(&f, &image, target_size, name);
+        check_restored(&f, &target);
+    }
+}
+
+#[test]
+fn mbr_disk_with_logical_partitions_round_trips() {
+    let f = fixture(fixtures::demo_mbr());
+    let image = capture(&f, &[]);
+    let target = restore_to(&f, &image, f.spec.size_mib * MIB, "same.img");
+    check_restored(&f, &target);
+    let target = restore_to(&f, &image, (f.spec.size_mib + 32) * MIB, "larger.img");
+    check_restored(&f, &target);
+}
+
+#[test]
+fn a_4kn_disk_round_trips() {
+    let f = fixture(fixtures::demo_4kn());
+    let image = capture(&f, &[]);
+    let (rc, inspect) = rescue(&["inspect", "--json", s(&image)]);
+    assert_eq!(rc, 0, "{inspect}");
+    let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    assert_eq!(v["source"]["logical_sector_size"], 4096, "{inspect}");
+    let target = restore_to(&f, &image, f.spec.size_mib * MIB, "same.img");
+    check_restored(&f, &target);
+}
+
+#[test]
+fn raw_round_trip_is_byte_identical() {
+    let f = fixture(fixtures::demo_mbr());
+    let image = capture(&f, &["--raw"]);
+    let target = restore_to(&f, &image, f.spec.size_mib * MIB, "raw.img");
+    assert!(
+        std::fs::read(&target).unwrap() == std::fs::read(&f.disk).unwrap(),
+        "raw restore differs from the source"
+    );
+}
+
+#[test]
+fn a_single_partition_is_captured_and_restored_into_a_partition() {
+    let f = fixture(fixtures::demo_gpt());
+    let image = capture(&f, &["--partition", "2"]);
+    let target = f.dir.join("other.img");
+    fixtures::create_disk(&target, &fixtures::demo_gpt()).unwrap();
+    let (rc, out) = rescue(&[
+        "restore",
+        s(&image),
+        s(&target),
+        "--partition",
+        "2",
+        "--to-partition",
+        "3",
+        "--yes",
+    ]);
+    assert_eq!(rc, 0, "{out}");
+    // Partition 3 of the target now holds the ext4 from partition 2 (it is as large: 48 MiB each).
+    let part = f.dir.join("p3.img");
+    extract(&target, &f.expected[2], &part);
+    check_filesystem(Fs::Ext4, &part, &f.content, &f.dir);
+}
+
+#[test]
+fn damaged_images_are_named_and_never_restored() {
+    let f = fixture(fixtures::demo_mbr());
+    let image = capture(&f, &[]);
+    let good = std::fs::read(&image).unwrap();
+
+    // A flipped byte inside chunk data (the first chunk frame starts right after the 64-byte header).
+    let mut flipped = good.clone();
+    flipped[64 + 200] ^= 0x40;
+    let bad = f.dir.join("flipped.rimg");
+    std::fs::write(&bad, &flipped).unwrap();
+    let (rc, out) = rescue(&["verify", s(&bad)]);
+    assert_ne!(rc, 0, "verify passed a damaged image:\n{out}");
+    assert!(out.contains("chunk"), "{out}");
+    let target = f.dir.join("target.img");
+    std::fs::write(&target, vec![0u8; (f.spec.size_mib * MIB) as usize]).unwrap();
+    let (rc, out) = rescue(&["restore", s(&bad), s(&target), "--yes"]);
+    assert_ne!(rc, 0, "restore of a damaged image succeeded:\n{out}");
+    assert!(out.contains("no valid partition table"), "{out}");
+
+    // A truncated tail: never taken for a complete image.
+    let cut = f.dir.join("cut.rimg");
+    std::fs::write(&cut, &good[..good.len() - 50]).unwrap();
+    for cmd in ["verify", "inspect"] {
+        let (rc, out) = rescue(&[cmd, s(&cut)]);
+        assert_ne!(rc, 0, "{cmd} accepted a truncated image:\n{out}");
+        assert!(
+            out.to_lowercase().contains("footer")
+                || out.contains("not finalized")
+                || out.contains("truncated"),
+            "{cmd}: {out}"
+        );
+    }
+    let (rc, _) = rescue(&["restore", s(&cut), s(&target), "--yes"]);
+    assert_ne!(rc, 0);
+
+    // A newer major version is refused.
+    let mut newer = good.clone();
+    newer[8] = 9;
+    let v = f.dir.join("v9.rimg");
+    std::fs::write(&v, &newer).unwrap();
+    let (rc, out) = rescue(&["verify", s(&v)]);
+    assert_ne!(rc, 0);
+    assert!(out.contains("version"), "{out}");
+}
+
+#[test]
+fn refused_restores_leave_the_target_untouched() {
+    let f = fixture(fixtures::demo_gpt());
+    let image = capture(&f, &[]);
+    let small = f.dir.join("small.img");
+    let before = fixtures::noise((64 * MIB) as usize, 5);
+    std::fs::write(&small, &before).unwrap();
+    let (rc, out) = rescue(&["restore", s(&image), s(&small), "--yes"]);
+    assert_ne!(rc, 0);
+    assert!(
+        out.contains("too small") && out.contains("at least"),
+        "{out}"
+    );
+    assert!(
+        std::fs::read(&small).unwrap() == before,
+        "a refused restore wrote to the target"
+    );
+
+    let big = f.dir.join("big.img");
+    let before = fixtures::noise((200 * MIB) as usize, 6);
+    std::fs::write(&big, &before).unwrap();
+    let (rc, out) = rescue(&["restore", s(&image), s(&big)]);
+    assert_ne!(rc, 0);
+    assert!(out.contains("--yes"), "{out}");
+    assert!(
+        std::fs::read(&big).unwrap() == before,
+        "an unconfirmed restore wrote to the target"
+    );
+}
