@@ -37,6 +37,8 @@ pub enum Cmd {
     Capture(imaging::CaptureArgs),
     /// Restore an image onto a disk (or one partition of it). Destroys what the target holds.
     Restore(imaging::RestoreArgs),
+    /// Copy a disk onto another disk directly, reading only what filesystems use. Destroys the target.
+    Clone(imaging::CloneArgs),
     /// Check every chunk hash and the root hash of an image; with --against, compare a device with it.
     Verify {
         image: PathBuf,
@@ -98,6 +100,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Cmd::Capture(args) => imaging::capture(args),
         Cmd::Restore(args) => imaging::restore(args),
+        Cmd::Clone(args) => imaging::clone(args),
         Cmd::Verify {
             image,
             against,

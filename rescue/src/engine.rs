@@ -2,6 +2,7 @@
 //! against devices ([`device`]) and images ([`crate::image`]), reporting [`progress`] as it goes.
 
 pub mod capture;
+pub mod clone;
 pub mod device;
 pub mod progress;
 pub mod restore;

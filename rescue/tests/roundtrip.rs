@@ -361,3 +361,22 @@ fn refused_restores_leave_the_target_untouched() {
         "an unconfirmed restore wrote to the target"
     );
 }
+
+#[test]
+fn clone_copies_a_disk_onto_a_larger_one_and_refuses_itself() {
+    let f = fixture(fixtures::demo_gpt());
+    let target = f.dir.join("clone.img");
+    std::fs::write(&target, fixtures::noise(((f.spec.size_mib + 40) * MIB) as usize, 11)).unwrap();
+    let before = std::fs::read(&target).unwrap();
+    let (rc, out) = rescue(&["clone", s(&f.disk), s(&target)]);
+    assert_ne!(rc, 0);
+    assert!(out.contains("--yes"), "{out}");
+    assert!(std::fs::read(&target).unwrap() == before, "an unconfirmed clone wrote to the target");
+    let (rc, out) = rescue(&["clone", s(&f.disk), s(&f.disk), "--yes"]);
+    assert_ne!(rc, 0);
+    assert!(out.contains("source disk"), "{out}");
+    let (rc, out) = rescue(&["clone", s(&f.disk), s(&target), "--yes"]);
+    assert_eq!(rc, 0, "{out}");
+    assert!(out.contains("verified"), "{out}");
+    check_restored(&f, &target);
+}

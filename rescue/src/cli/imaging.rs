@@ -483,3 +483,81 @@ pub fn inspect(image_path: &Path, json_out: bool) -> anyhow::Result<i32> {
     }
     Ok(0)
 }
+
+#[derive(clap::Args, Debug)]
+pub struct CloneArgs {
+    /// The disk to copy. It is only read.
+    pub source: PathBuf,
+    /// The disk to overwrite.
+    pub target: PathBuf,
+    /// Confirm that everything on the target may be destroyed.
+    #[arg(long)]
+    pub yes: bool,
+    /// Copy every sector instead of only what filesystems use.
+    #[arg(long)]
+    pub raw: bool,
+    /// Skip reading the target back to verify it.
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Progress as JSON lines on stderr and the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn clone(a: CloneArgs) -> anyhow::Result<i32> {
+    let source_disk = detect_one(&a.source)?;
+    let mut target_disk = detect_one(&a.target)?;
+    if target_disk.transport == detect::Transport::File {
+        target_disk.logical_sector_size = source_disk.logical_sector_size;
+    }
+    let (capture_plan, restore_plan) = plan::plan_clone(&source_disk, &target_disk, a.raw, a.yes)?;
+    let mut source = device::Source::open(&a.source)?;
+    source.set_sector(source_disk.logical_sector_size);
+    let target = device::Target::open(&a.target)?;
+    let opts = engine::clone::CloneOptions {
+        verify: !a.no_verify,
+        cancel: Arc::new(AtomicBool::new(false)),
+    };
+    let (tx, printer) = progress_printer(a.json);
+    let report =
+        engine::clone::clone_disk(&source, &target, &capture_plan, &restore_plan, &opts, tx);
+    finish_progress(printer);
+    let report = report.map_err(|e| {
+        anyhow::anyhow!(
+            "{e}. The clone did not complete: {} has no valid partition table now",
+            a.target.display()
+        )
+    })?;
+    if a.json {
+        println!(
+            "{}",
+            json!({"source": a.source.display().to_string(), "target": a.target.display().to_string(),
+                   "bytes_copied": report.bytes_copied, "verified": report.verified, "seconds": report.seconds,
+                   "unreadable": report.unreadable.iter().map(|(s, r)| json!({"stream": s, "start": r.start, "end": r.end})).collect::<Vec<_>>(),
+                   "notes": report.notes})
+        );
+    } else {
+        eprintln!(
+            "cloned {} onto {}: {} copied in {:.1} s{}",
+            a.source.display(),
+            a.target.display(),
+            human_size(report.bytes_copied),
+            report.seconds,
+            if report.verified {
+                ", read back and verified"
+            } else {
+                ""
+            }
+        );
+        for (s, r) in &report.unreadable {
+            eprintln!(
+                "warning: unreadable on the source ({s}): bytes {}..{}; written as zeros",
+                r.start, r.end
+            );
+        }
+        for n in &report.notes {
+            eprintln!("note: {n}");
+        }
+    }
+    Ok(0)
+}

@@ -142,7 +142,7 @@ fn image_kind(s: &PlannedStream) -> crate::image::StreamKind {
 }
 
 /// Ranges (relative to the stream) to read, and why: the filesystem's used blocks, or everything.
-fn ranges_to_read(
+pub(crate) fn ranges_to_read(
     source: &Source,
     s: &PlannedStream,
     notes: &mut Vec<String>,
