@@ -139,3 +139,6 @@ pub fn creation_info() -> crate::image::CreationInfo {
         notes: Vec::new(),
     }
 }
+
+#[cfg(test)]
+mod tests;

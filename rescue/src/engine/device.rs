@@ -402,6 +402,37 @@ mod tests {
         }
     }
 
+    /// Needs root and loop devices (CI and the development machines have both).
+    #[test]
+    fn a_block_device_source_is_read_only_while_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("disk.img");
+        std::fs::write(&file, vec![1u8; 4 << 20]).unwrap();
+        let out = std::process::Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(&file)
+            .output()
+            .expect("losetup (util-linux) runs");
+        assert!(out.status.success(), "losetup failed (this test needs root): {}", String::from_utf8_lossy(&out.stderr));
+        let loopdev = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        let ro = || std::fs::read_to_string(format!("/sys/block/{}/ro", loopdev.trim_start_matches("/dev/"))).unwrap();
+        let result = std::panic::catch_unwind(|| {
+            let source = Source::open(Path::new(&loopdev)).unwrap();
+            assert_eq!(ro().trim(), "1", "the kernel read-only flag is set while the source is held");
+            assert_eq!(source.size(), 4 << 20);
+            assert!(std::fs::OpenOptions::new().write(true).open(&loopdev).and_then(|f| {
+                use std::io::Write;
+                (&f).write_all(&[0u8; 512])
+            }).is_err(), "writes to the held source are refused");
+            drop(source);
+            assert_eq!(ro().trim(), "0", "the flag is cleared again afterwards");
+        });
+        let _ = std::process::Command::new("losetup").arg("-d").arg(&loopdev).status();
+        if let Err(e) = result {
+            std::panic::resume_unwind(e);
+        }
+    }
+
     #[test]
     fn missing_paths_are_named() {
         let e = Source::open(Path::new("/nonexistent/disk")).err().unwrap();
