@@ -380,3 +380,37 @@ fn clone_copies_a_disk_onto_a_larger_one_and_refuses_itself() {
     assert!(out.contains("verified"), "{out}");
     check_restored(&f, &target);
 }
+
+/// Needs root, loop devices and an ext4-capable host kernel (CI and the development machines have them).
+#[test]
+fn a_mounted_target_is_refused_and_untouched() {
+    let f = fixture(fixtures::demo_mbr());
+    let image = capture(&f, &[]);
+    let backing = f.dir.join("mounted.img");
+    std::fs::File::create(&backing).unwrap().set_len(256 * MIB).unwrap();
+    let (ok, out) = tool(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&backing));
+    assert!(ok, "{out}");
+    let out = Command::new("losetup").args(["-f", "--show"]).arg(&backing).output().unwrap();
+    assert!(out.status.success(), "losetup failed (this test needs root): {}", String::from_utf8_lossy(&out.stderr));
+    let loopdev = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let mnt = f.dir.join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let mounted = Command::new("mount").arg(&loopdev).arg(&mnt).status().unwrap().success();
+    let result = std::panic::catch_unwind(|| {
+        assert!(mounted, "mounting {loopdev} failed");
+        std::fs::write(mnt.join("keep.txt"), b"precious").unwrap();
+        let (rc, out) = rescue(&["restore", s(&image), &loopdev, "--yes"]);
+        assert_ne!(rc, 0, "restore onto a mounted disk succeeded:\n{out}");
+        assert!(out.contains("mounted") && out.contains(&loopdev), "{out}");
+        let (rc, out) = rescue(&["clone", s(&f.disk), &loopdev, "--yes"]);
+        assert_ne!(rc, 0, "clone onto a mounted disk succeeded:\n{out}");
+        assert_eq!(std::fs::read(mnt.join("keep.txt")).unwrap(), b"precious");
+    });
+    let _ = Command::new("umount").arg(&mnt).status();
+    let _ = Command::new("losetup").arg("-d").arg(&loopdev).status();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+    let (ok, out) = tool(Command::new("e2fsck").arg("-fn").arg(&backing));
+    assert!(ok, "the mounted filesystem was damaged:\n{out}");
+}
