@@ -366,12 +366,19 @@ fn refused_restores_leave_the_target_untouched() {
 fn clone_copies_a_disk_onto_a_larger_one_and_refuses_itself() {
     let f = fixture(fixtures::demo_gpt());
     let target = f.dir.join("clone.img");
-    std::fs::write(&target, fixtures::noise(((f.spec.size_mib + 40) * MIB) as usize, 11)).unwrap();
+    std::fs::write(
+        &target,
+        fixtures::noise(((f.spec.size_mib + 40) * MIB) as usize, 11),
+    )
+    .unwrap();
     let before = std::fs::read(&target).unwrap();
     let (rc, out) = rescue(&["clone", s(&f.disk), s(&target)]);
     assert_ne!(rc, 0);
     assert!(out.contains("--yes"), "{out}");
-    assert!(std::fs::read(&target).unwrap() == before, "an unconfirmed clone wrote to the target");
+    assert!(
+        std::fs::read(&target).unwrap() == before,
+        "an unconfirmed clone wrote to the target"
+    );
     let (rc, out) = rescue(&["clone", s(&f.disk), s(&f.disk), "--yes"]);
     assert_ne!(rc, 0);
     assert!(out.contains("source disk"), "{out}");
@@ -387,15 +394,31 @@ fn a_mounted_target_is_refused_and_untouched() {
     let f = fixture(fixtures::demo_mbr());
     let image = capture(&f, &[]);
     let backing = f.dir.join("mounted.img");
-    std::fs::File::create(&backing).unwrap().set_len(256 * MIB).unwrap();
+    std::fs::File::create(&backing)
+        .unwrap()
+        .set_len(256 * MIB)
+        .unwrap();
     let (ok, out) = tool(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&backing));
     assert!(ok, "{out}");
-    let out = Command::new("losetup").args(["-f", "--show"]).arg(&backing).output().unwrap();
-    assert!(out.status.success(), "losetup failed (this test needs root): {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("losetup")
+        .args(["-f", "--show"])
+        .arg(&backing)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "losetup failed (this test needs root): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let loopdev = String::from_utf8(out.stdout).unwrap().trim().to_string();
     let mnt = f.dir.join("mnt");
     std::fs::create_dir_all(&mnt).unwrap();
-    let mounted = Command::new("mount").arg(&loopdev).arg(&mnt).status().unwrap().success();
+    let mounted = Command::new("mount")
+        .arg(&loopdev)
+        .arg(&mnt)
+        .status()
+        .unwrap()
+        .success();
     let result = std::panic::catch_unwind(|| {
         assert!(mounted, "mounting {loopdev} failed");
         std::fs::write(mnt.join("keep.txt"), b"precious").unwrap();
@@ -413,4 +436,35 @@ fn a_mounted_target_is_refused_and_untouched() {
     }
     let (ok, out) = tool(Command::new("e2fsck").arg("-fn").arg(&backing));
     assert!(ok, "the mounted filesystem was damaged:\n{out}");
+}
+
+#[test]
+fn capture_streams_to_stdout() {
+    let f = fixture(fixtures::demo_mbr());
+    let out = Command::new(env!("CARGO_BIN_EXE_rescue"))
+        .args(["capture", s(&f.disk), "-o", "-", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let streamed = f.dir.join("streamed.rimg");
+    std::fs::write(&streamed, &out.stdout).unwrap();
+    // The summary goes to stderr so stdout holds only the image.
+    let summary: serde_json::Value = serde_json::from_str(
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .filter(|l| l.contains("root_hash"))
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    let (rc, verify) = rescue(&["verify", "--json", s(&streamed)]);
+    assert_eq!(rc, 0, "{verify}");
+    let v: serde_json::Value = serde_json::from_str(&verify).unwrap();
+    assert_eq!(v["root_hash"], summary["root_hash"], "{verify}");
+    let target = restore_to(&f, &streamed, f.spec.size_mib * MIB, "from-stdout.img");
+    check_restored(&f, &target);
 }
