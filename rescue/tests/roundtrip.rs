@@ -457,7 +457,7 @@ fn capture_streams_to_stdout() {
         String::from_utf8_lossy(&out.stderr)
             .lines()
             .filter(|l| l.contains("root_hash"))
-            .last()
+            .next_back()
             .unwrap(),
     )
     .unwrap();

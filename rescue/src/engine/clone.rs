@@ -98,6 +98,7 @@ pub fn clone_disk(
     }
     report.bytes_copied = total;
     if opts.verify {
+        target.drop_cache();
         let mut meter = Meter::new("read-back", total, progress);
         for (off, len, hash) in &copied {
             let mut buf = vec![0u8; *len as usize];

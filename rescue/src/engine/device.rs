@@ -305,6 +305,16 @@ impl Target {
         if self.block && sys::zero_out(self.file.as_fd(), offset, len).is_ok() {
             return Ok(());
         }
+        if !self.block {
+            // A file target (an image of a disk): punch a hole, which reads as zeros and costs no writes.
+            use nix::fcntl::{fallocate, FallocateFlags};
+            let flags = FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
+            if let (Ok(off), Ok(l)) = (i64::try_from(offset), i64::try_from(len)) {
+                if fallocate(&self.file, flags, off, l).is_ok() {
+                    return Ok(());
+                }
+            }
+        }
         let buf = vec![0u8; 1 << 20];
         let mut pos = offset;
         while pos < offset + len {
@@ -327,6 +337,13 @@ impl Target {
             path: self.path.clone(),
             source,
         })
+    }
+
+    /// Drop the target's pages from the page cache (after `sync`), so that a read-back verification reads
+    /// the device rather than our own writes still in memory.
+    pub fn drop_cache(&self) {
+        use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
+        let _ = posix_fadvise(&self.file, 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED);
     }
 
     /// Have the kernel pick up the new partition table. Best effort: a busy disk keeps the old view until
@@ -413,21 +430,45 @@ mod tests {
             .arg(&file)
             .output()
             .expect("losetup (util-linux) runs");
-        assert!(out.status.success(), "losetup failed (this test needs root): {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "losetup failed (this test needs root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let loopdev = String::from_utf8(out.stdout).unwrap().trim().to_string();
-        let ro = || std::fs::read_to_string(format!("/sys/block/{}/ro", loopdev.trim_start_matches("/dev/"))).unwrap();
+        let ro = || {
+            std::fs::read_to_string(format!(
+                "/sys/block/{}/ro",
+                loopdev.trim_start_matches("/dev/")
+            ))
+            .unwrap()
+        };
         let result = std::panic::catch_unwind(|| {
             let source = Source::open(Path::new(&loopdev)).unwrap();
-            assert_eq!(ro().trim(), "1", "the kernel read-only flag is set while the source is held");
+            assert_eq!(
+                ro().trim(),
+                "1",
+                "the kernel read-only flag is set while the source is held"
+            );
             assert_eq!(source.size(), 4 << 20);
-            assert!(std::fs::OpenOptions::new().write(true).open(&loopdev).and_then(|f| {
-                use std::io::Write;
-                (&f).write_all(&[0u8; 512])
-            }).is_err(), "writes to the held source are refused");
+            assert!(
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&loopdev)
+                    .and_then(|f| {
+                        use std::io::Write;
+                        (&f).write_all(&[0u8; 512])
+                    })
+                    .is_err(),
+                "writes to the held source are refused"
+            );
             drop(source);
             assert_eq!(ro().trim(), "0", "the flag is cleared again afterwards");
         });
-        let _ = std::process::Command::new("losetup").arg("-d").arg(&loopdev).status();
+        let _ = std::process::Command::new("losetup")
+            .arg("-d")
+            .arg(&loopdev)
+            .status();
         if let Err(e) = result {
             std::panic::resume_unwind(e);
         }

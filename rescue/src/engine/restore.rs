@@ -167,6 +167,7 @@ fn run<F: ReadAt>(
         }
     }
     if opts.verify {
+        target.drop_cache();
         let meter = Mutex::new(Meter::new("read-back", total, progress));
         parallel(&writes, opts, |w| {
             let mut buf = vec![0u8; w.len as usize];

@@ -36,13 +36,31 @@ fn bad_sectors_are_recorded_and_restored_as_zeros() {
     let path = dir.path().join("source.img");
     builder::fixtures::create_disk(&path, &builder::fixtures::demo_mbr()).unwrap();
     let data = std::fs::read(&path).unwrap();
-    let disk = detect_image(Cursor::new(&data), data.len() as u64, "flaky.img", &DetectOptions::default());
+    let disk = detect_image(
+        Cursor::new(&data),
+        data.len() as u64,
+        "flaky.img",
+        &DetectOptions::default(),
+    );
     // One bad sector in ext4 metadata (block 1 of partition 1 at 1 MiB), a run of three in the first logical
     // partition's boot area, and one in the gap before partition 1 (bootloader area).
     let p1 = 1 << 20;
-    let p5 = disk.partitions.iter().find(|p| p.number == 5).unwrap().start_bytes;
+    let p5 = disk
+        .partitions
+        .iter()
+        .find(|p| p.number == 5)
+        .unwrap()
+        .start_bytes;
     let bad = vec![4096..4608, p1 + 4096..p1 + 4608, p5 + 512..p5 + 2048];
-    let source = Source::from_medium(Box::new(Flaky { data: data.clone(), bad: bad.clone() }), Path::new("flaky.img"), data.len() as u64, 512);
+    let source = Source::from_medium(
+        Box::new(Flaky {
+            data: data.clone(),
+            bad: bad.clone(),
+        }),
+        Path::new("flaky.img"),
+        data.len() as u64,
+        512,
+    );
     let plan = plan_capture(&disk, &CaptureRequest::default(), None).unwrap();
     let opts = CaptureOptions {
         level: 3,
@@ -59,13 +77,23 @@ fn bad_sectors_are_recorded_and_restored_as_zeros() {
     let reader = SharedReader::open(Arc::new(image)).unwrap();
     let mut in_index = Vec::new();
     for s in &reader.index().streams {
-        for e in s.extents.iter().filter(|e| e.kind == ExtentKind::Unreadable) {
+        for e in s
+            .extents
+            .iter()
+            .filter(|e| e.kind == ExtentKind::Unreadable)
+        {
             in_index.push(s.info.disk_offset + e.offset..s.info.disk_offset + e.offset + e.len);
         }
     }
     in_index.sort_by_key(|r| r.start);
-    assert_eq!(in_index, bad, "the image records exactly the unreadable ranges");
-    assert!(reader.verify(|_| {}).is_ok(), "an image with holes still verifies");
+    assert_eq!(
+        in_index, bad,
+        "the image records exactly the unreadable ranges"
+    );
+    assert!(
+        reader.verify(|_| {}).is_ok(),
+        "an image with holes still verifies"
+    );
 
     let target_path = dir.path().join("target.img");
     std::fs::write(&target_path, vec![0xAAu8; data.len()]).unwrap();
@@ -87,7 +115,12 @@ fn bad_sectors_are_recorded_and_restored_as_zeros() {
     assert_eq!(zeroed, bad, "restore reports the holes");
     let restored = std::fs::read(&target_path).unwrap();
     for r in &bad {
-        assert!(restored[r.start as usize..r.end as usize].iter().all(|&b| b == 0), "hole {r:?} is zeros");
+        assert!(
+            restored[r.start as usize..r.end as usize]
+                .iter()
+                .all(|&b| b == 0),
+            "hole {r:?} is zeros"
+        );
     }
     // Outside the holes the partition table and the first partition's used blocks are the source's.
     assert_eq!(restored[..4096], data[..4096]);
