@@ -456,8 +456,7 @@ fn capture_streams_to_stdout() {
     let summary: serde_json::Value = serde_json::from_str(
         String::from_utf8_lossy(&out.stderr)
             .lines()
-            .filter(|l| l.contains("root_hash"))
-            .next_back()
+            .rfind(|l| l.contains("root_hash"))
             .unwrap(),
     )
     .unwrap();
