@@ -2,6 +2,7 @@
 //! logic lives here.
 
 pub mod imaging;
+pub mod mounts;
 pub mod ui;
 
 use std::io::Write;
@@ -53,6 +54,10 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Mount a filesystem (to write images to or read them from); its type is detected when not given.
+    Mount(mounts::MountArgs),
+    /// Flush and unmount a filesystem mounted with `mount`.
+    Umount(mounts::UmountArgs),
     /// The interactive front end PID 1 starts on the console.
     #[command(hide = true)]
     Ui,
@@ -107,6 +112,8 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             json,
         } => imaging::verify(&image, against.as_deref(), json),
         Cmd::Inspect { image, json } => imaging::inspect(&image, json),
+        Cmd::Mount(args) => mounts::mount(args),
+        Cmd::Umount(args) => mounts::umount(args),
         Cmd::Ui => Ok(ui::run()),
     }
 }

@@ -1,6 +1,7 @@
 //! PID 1 on the rescue stick: mounts the kernel filesystems, takes the console, loads modules (coldplug,
-//! then hotplug for the rest of the session), and supervises the front end — the UI, or the one command
-//! given as `rescue.cmd=` — restarting it if it dies. PID 1 itself never exits: the kernel would panic.
+//! then hotplug for the rest of the session), and supervises the front end — the UI, restarting it if it
+//! dies, or the commands given as `rescue.cmd=` (separated by a standalone `;`), run in order until one
+//! fails. PID 1 itself never exits: the kernel would panic.
 
 pub mod cmdline;
 
@@ -170,9 +171,8 @@ fn pid1_main(start: Instant) {
     }
     match cmdline::param(&cmdline, "rescue.cmd") {
         Some(cmd) => {
-            let args = cmdline::split_args(&cmd);
             println!("{CMD_BEGIN}");
-            let rc = run_child(&args.iter().map(OsString::from).collect::<Vec<_>>());
+            let rc = run_commands(&cmdline::split_commands(&cmd));
             println!("\n{CMD_END} rc={rc}@@");
             shutdown(PowerAction::PowerOff);
         }
@@ -257,6 +257,48 @@ fn bring_up_hardware(start: Instant) {
         disks,
         uptime.split_whitespace().next().unwrap_or("?"),
     ));
+}
+
+/// Run the `rescue.cmd` commands in order, each as its own child, and stop at the first that fails: a
+/// capture whose mount failed must not write into the initramfs instead. Returns the failing status, or 0.
+fn run_commands(commands: &[Vec<String>]) -> i32 {
+    if commands.is_empty() {
+        log("rescue.cmd= holds no command; nothing to run (example: rescue.cmd=\"disks --json\")");
+        return 2;
+    }
+    let n = commands.len();
+    for (i, args) in commands.iter().enumerate() {
+        let name = args.first().map(String::as_str).unwrap_or("");
+        // With one command the output between the markers is exactly the command's (tests parse it).
+        if n > 1 {
+            log(&format!("command {} of {n}: {}", i + 1, args.join(" ")));
+        }
+        let started = Instant::now();
+        let rc = run_child(&args.iter().map(OsString::from).collect::<Vec<_>>());
+        let took = started.elapsed().as_secs_f64();
+        if rc != 0 {
+            if n > 1 {
+                let skipped = n - i - 1;
+                log(&format!(
+                    "command {} of {n} ({name}) failed with status {rc} after {took:.1} s{}",
+                    i + 1,
+                    if skipped > 0 {
+                        format!("; the {skipped} after it were not run")
+                    } else {
+                        String::new()
+                    }
+                ));
+            }
+            return rc;
+        }
+        if n > 1 {
+            log(&format!(
+                "command {} of {n} ({name}) done in {took:.1} s",
+                i + 1
+            ));
+        }
+    }
+    0
 }
 
 /// Run `/init ARGS` on the console and wait for it, reaping every other child meanwhile.

@@ -5,6 +5,7 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::Path;
 
 use nix::errno::Errno;
 use nix::mount::MsFlags;
@@ -48,6 +49,43 @@ pub fn unmount(target: &str) -> io::Result<()> {
         }
         Err(e) => Err(io::Error::from(e)),
     }
+}
+
+/// Mount the filesystem on `device` at the existing directory `target`. Unlike [`mount_fs`], every error
+/// is reported (EBUSY means the device or the directory is in use), for the user-facing `rescue mount`.
+pub fn mount_device(
+    device: &Path,
+    target: &Path,
+    fstype: &str,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> io::Result<()> {
+    nix::mount::mount(Some(device), target, Some(fstype), flags, data).map_err(io::Error::from)
+}
+
+/// How [`unmount_or_detach`] got the filesystem off its mount point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unmounted {
+    /// Unmounted at once: the filesystem is clean and the device can be removed.
+    Now,
+    /// Still in use: detached from the tree, the kernel unmounts it when the last user lets go.
+    Detached,
+}
+
+/// Unmount `target`; if it is busy, detach it lazily and say so.
+pub fn unmount_or_detach(target: &Path) -> io::Result<Unmounted> {
+    match nix::mount::umount2(target, nix::mount::MntFlags::empty()) {
+        Ok(()) => Ok(Unmounted::Now),
+        Err(Errno::EBUSY) => nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH)
+            .map(|()| Unmounted::Detached)
+            .map_err(io::Error::from),
+        Err(e) => Err(io::Error::from(e)),
+    }
+}
+
+/// Flush everything written to the filesystem that `file` (any file or directory on it) belongs to.
+pub fn sync_filesystem(file: &File) -> io::Result<()> {
+    nix::unistd::syncfs(file.as_fd()).map_err(io::Error::from)
 }
 
 /// Ctrl-Alt-Del must not cut a running restore short: have the kernel send SIGINT to PID 1 instead.

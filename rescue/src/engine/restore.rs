@@ -107,6 +107,7 @@ fn run<F: ReadAt>(
     progress: Option<Sender<Progress>>,
 ) -> Result<RestoreReport, EngineError> {
     let index = image.index();
+    let started = std::time::Instant::now();
     let mut report = RestoreReport::default();
     for r in &plan.invalidate {
         target.zero(r.start, r.end - r.start)?;
@@ -190,6 +191,7 @@ fn run<F: ReadAt>(
         })?;
         report.verified = true;
     }
+    report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }
 

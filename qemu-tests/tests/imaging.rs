@@ -1,0 +1,550 @@
+//! Imaging inside the rescue system, end to end: PID 1 runs a chain of commands from the kernel command
+//! line — mount an ext4 drive, capture a disk into an image on it, verify it, restore it onto a third
+//! disk, unmount — and the host then checks the results with independent tools (debugfs, sgdisk, e2fsck,
+//! fsck.vfat, ntfsfix, mtools, ntfscat). A second boot checks that restoring onto the disk that holds the
+//! image is refused by the plan, with nothing written.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use builder::fixtures::{self, DiskSpec, Expected, Fs};
+use builder::qemu::{Bus, Disk, Vm};
+use qemu_tests::{boot_files, CmdRun, Guest, BOOT_TIMEOUT};
+use serde_json::Value;
+
+const MIB: u64 = 1 << 20;
+
+/// Capture, verify and a restore with read-back under TCG take minutes, not seconds.
+const CHAIN_TIMEOUT: Duration = Duration::from_secs(900);
+
+fn vm() -> Vm {
+    let f = boot_files();
+    Vm::new(&f.vmlinuz, &f.initramfs)
+}
+
+/// Like `qemu_tests::run_command`, with a timeout for a whole imaging chain rather than one quick command.
+fn run_chain(mut vm: Vm, cmd: &str) -> CmdRun {
+    vm.append = format!("{} rescue.cmd=\"{cmd}\"", vm.append);
+    let mut g = Guest::boot(vm).unwrap_or_else(|e| panic!("{e:#}"));
+    let begin = g
+        .wait_for(rescue::init::CMD_BEGIN, BOOT_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let end_marker = format!("{} rc=", rescue::init::CMD_END);
+    let end = g
+        .wait_for_from(&end_marker, begin, CHAIN_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    g.wait_for_from("@@", end, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let out = g.output();
+    let stdout = out[begin..end - end_marker.len()].replace("\r\n", "\n");
+    let rc: i32 = out[end..]
+        .split("@@")
+        .next()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(-1);
+    g.wait_exit(Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    CmdRun {
+        stdout: stdout.trim().to_string(),
+        rc,
+        serial: g.output(),
+    }
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn tool(cmd: &mut Command) -> (bool, String) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e} (install it: scripts/setup)"));
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// The fixtures of one test: the source disk (demo GPT) and the sample files its filesystems hold.
+struct Source {
+    path: PathBuf,
+    spec: DiskSpec,
+    expected: Vec<Expected>,
+    content: PathBuf,
+}
+
+fn source_disk(dir: &Path) -> Source {
+    let spec = fixtures::demo_gpt();
+    let path = dir.join("source.img");
+    let expected = fixtures::create_disk(&path, &spec).expect("creating the source disk");
+    let content = dir.join("content");
+    fixtures::sample_tree(&content).unwrap();
+    // Deleted on the source's ext4 after it was made: not a file any filesystem holds.
+    std::fs::remove_file(content.join("deleted.bin")).unwrap();
+    Source {
+        path,
+        spec,
+        expected,
+        content,
+    }
+}
+
+/// A blank disk formatted ext4 as a whole (no partition table), as an image drive often is.
+fn ext4_drive(path: &Path, size_mib: u64) {
+    std::fs::File::create(path)
+        .unwrap()
+        .set_len(size_mib * MIB)
+        .unwrap();
+    let (ok, out) = tool(Command::new("mkfs.ext4").args(["-F", "-q"]).arg(path));
+    assert!(ok, "mkfs.ext4 on {}: {out}", path.display());
+}
+
+/// The first JSON document in `text` that starts on a line of its own with `{` (PID 1 and the commands
+/// print other lines around it).
+fn first_json_block(text: &str) -> Option<Value> {
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        if line.trim_end() == "{" {
+            let mut it = serde_json::Deserializer::from_str(&text[offset..]).into_iter::<Value>();
+            if let Some(Ok(v)) = it.next() {
+                return Some(v);
+            }
+        }
+        offset += line.len();
+    }
+    None
+}
+
+/// One-line JSON objects in `text` that have `key` (summaries; progress lines have `phase` instead).
+fn json_lines_with(text: &str, key: &str) -> Vec<Value> {
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
+        .filter(|v| v.get(key).is_some())
+        .collect()
+}
+
+/// How long PID 1 says the command `name` of a chain took (`command 3 of 6 (capture) done in 12.3 s`).
+fn command_seconds(text: &str, name: &str) -> Option<f64> {
+    let needle = format!("({name}) done in ");
+    text.lines().find_map(|l| {
+        let rest = &l[l.find(&needle)? + needle.len()..];
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// The virtio disks appear as vda, vdb, ... in the order they are attached; the commands rely on that, so
+/// check it against the serial numbers in the guest's own report.
+fn assert_device_order(run: &CmdRun, order: &[(&str, &str)]) {
+    let report = first_json_block(&run.stdout).unwrap_or_else(|| {
+        panic!(
+            "no `disks --json` report in the output:\n{}",
+            tail(&run.serial, 80)
+        )
+    });
+    for (path, serial) in order {
+        let disk = report["disks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["path"] == *path)
+            .unwrap_or_else(|| panic!("no {path} in the guest's disk report:\n{report:#}"));
+        assert_eq!(
+            disk["serial"], *serial,
+            "{path} is not the disk with serial {serial}: virtio names did not follow the attach order:\n{report:#}"
+        );
+    }
+}
+
+/// Copy one partition of a disk image into its own file.
+fn extract(disk: &Path, e: &Expected, out: &Path) {
+    let data = std::fs::read(disk).unwrap();
+    std::fs::write(
+        out,
+        &data[e.start_bytes as usize..(e.start_bytes + e.size_bytes) as usize],
+    )
+    .unwrap();
+}
+
+/// The filesystem in `part` is clean and holds every sample file with the right bytes.
+fn check_filesystem(fs: Fs, part: &Path, content: &Path, work: &Path) {
+    let files = fixtures::files_under(content).unwrap();
+    let dumped = work.join("dumped");
+    match fs {
+        Fs::Ext4 => {
+            let (ok, out) = tool(Command::new("e2fsck").arg("-fn").arg(part));
+            assert!(ok, "e2fsck -fn on {}:\n{out}", part.display());
+            for f in &files {
+                let rel = f.strip_prefix(content).unwrap();
+                let _ = std::fs::remove_file(&dumped);
+                tool(
+                    Command::new("debugfs")
+                        .arg("-R")
+                        .arg(format!("dump /{} {}", rel.display(), dumped.display()))
+                        .arg(part),
+                );
+                assert!(
+                    std::fs::read(&dumped).ok() == std::fs::read(f).ok(),
+                    "ext4 file {} differs from the source's",
+                    rel.display()
+                );
+            }
+        }
+        Fs::Vfat => {
+            let (ok, out) = tool(Command::new("fsck.vfat").arg("-n").arg(part));
+            assert!(ok, "fsck.vfat -n on {}:\n{out}", part.display());
+            for f in &files {
+                let rel = f.strip_prefix(content).unwrap();
+                let _ = std::fs::remove_file(&dumped);
+                tool(
+                    Command::new("mcopy")
+                        .env("MTOOLS_SKIP_CHECK", "1")
+                        .arg("-n")
+                        .arg("-i")
+                        .arg(part)
+                        .arg(format!("::/{}", rel.display()))
+                        .arg(&dumped),
+                );
+                assert!(
+                    std::fs::read(&dumped).ok() == std::fs::read(f).ok(),
+                    "vfat file {} differs from the source's",
+                    rel.display()
+                );
+            }
+        }
+        Fs::Ntfs => {
+            let (ok, out) = tool(Command::new("ntfsfix").arg("-n").arg(part));
+            assert!(ok, "ntfsfix -n on {}:\n{out}", part.display());
+            for f in &files {
+                // The fixture flattens the tree into NTFS's root (ntfscp copies files only).
+                let name = f
+                    .strip_prefix(content)
+                    .unwrap()
+                    .to_string_lossy()
+                    .replace('/', "_");
+                let out = Command::new("ntfscat")
+                    .arg(part)
+                    .arg(format!("/{name}"))
+                    .output()
+                    .unwrap();
+                assert!(
+                    Some(out.stdout) == std::fs::read(f).ok(),
+                    "ntfs file {name} differs from the source's"
+                );
+            }
+        }
+        // Swap holds no files; its identity (label, UUID) is compared with the partition table.
+        Fs::Swap | Fs::Exfat | Fs::None => {}
+    }
+}
+
+/// What `rescue disks --json` says about a disk image file on the host.
+fn host_report(path: &Path) -> Value {
+    let report = rescue::detect::detect_paths(
+        &[path.to_path_buf()],
+        &rescue::detect::DetectOptions::default(),
+    );
+    let v = serde_json::to_value(&report).unwrap();
+    v["disks"][0].clone()
+}
+
+/// `rescue verify IMAGE [--against DEV]` on the host, through the same code the CLI runs.
+fn host_verify(image: &Path, against: Option<&Path>) {
+    let rc = rescue::cli::imaging::verify(image, against, false)
+        .unwrap_or_else(|e| panic!("verify {} failed: {e:#}", image.display()));
+    assert_eq!(
+        rc,
+        0,
+        "verify {}{} found problems (see above)",
+        image.display(),
+        against
+            .map(|a| format!(" --against {}", a.display()))
+            .unwrap_or_default()
+    );
+}
+
+#[test]
+fn capture_and_restore_in_the_guest() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let src = source_disk(work);
+    let image_drive = work.join("images.img");
+    ext4_drive(&image_drive, 256);
+    let target = work.join("target.img");
+    std::fs::File::create(&target)
+        .unwrap()
+        .set_len(src.spec.size_mib * MIB)
+        .unwrap();
+
+    let mut vm = vm();
+    vm.disks
+        .push(Disk::new(&src.path, Bus::Virtio).serial("SRC"));
+    vm.disks
+        .push(Disk::new(&image_drive, Bus::Virtio).serial("IMG"));
+    vm.disks.push(Disk::new(&target, Bus::Virtio).serial("DST"));
+    let chain = "disks --json ; mount /dev/vdb /mnt/t ; capture /dev/vda -o /mnt/t/disk.rimg --json ; \
+                 verify /mnt/t/disk.rimg --against /dev/vda ; restore /mnt/t/disk.rimg /dev/vdc --yes --json ; \
+                 umount /mnt/t";
+    let booted = Instant::now();
+    let run = run_chain(vm, chain);
+    let boot_seconds = booted.elapsed().as_secs_f64();
+    assert_eq!(
+        run.rc,
+        0,
+        "the imaging chain failed in the guest; serial log tail:\n{}",
+        tail(&run.serial, 80)
+    );
+    assert_device_order(
+        &run,
+        &[
+            ("/dev/vda", "SRC"),
+            ("/dev/vdb", "IMG"),
+            ("/dev/vdc", "DST"),
+        ],
+    );
+    assert!(
+        run.stdout.contains("mounted /dev/vdb (ext4) on /mnt/t"),
+        "{}",
+        tail(&run.serial, 80)
+    );
+    assert!(
+        run.stdout.contains("OK, every chunk"),
+        "the in-guest verify did not report success:\n{}",
+        tail(&run.serial, 80)
+    );
+    assert!(
+        run.stdout.contains("unmounted /mnt/t"),
+        "{}",
+        tail(&run.serial, 80)
+    );
+    let captured = json_lines_with(&run.stdout, "root_hash");
+    let restored = json_lines_with(&run.stdout, "bytes_written");
+    assert!(
+        captured.len() == 1 && restored.len() == 1,
+        "expected one capture and one restore summary:\n{}",
+        tail(&run.serial, 80)
+    );
+    let (captured, restored) = (&captured[0], &restored[0]);
+    assert_eq!(restored["verified"], true, "{restored}");
+    let took = |name: &str| command_seconds(&run.stdout, name).unwrap_or(f64::NAN);
+    eprintln!(
+        "in the guest (TCG): capture {:.1} s as a command, {:.1} s by its summary ({} bytes used, image {} \
+         bytes); verify --against {:.1} s; restore with read-back {:.1} s as a command, {:.1} s by its summary \
+         ({} bytes written); whole boot {boot_seconds:.1} s",
+        took("capture"),
+        captured["seconds"].as_f64().unwrap_or(f64::NAN),
+        captured["used_bytes"],
+        captured["image_bytes"],
+        took("verify"),
+        took("restore"),
+        restored["seconds"].as_f64().unwrap_or(f64::NAN),
+        restored["bytes_written"],
+    );
+
+    // The image is a finished file in the ext4 of disk 2, and the filesystem was unmounted cleanly.
+    let (ok, out) = tool(Command::new("e2fsck").arg("-fn").arg(&image_drive));
+    assert!(
+        ok,
+        "the image drive's ext4 is not clean after umount:\n{out}"
+    );
+    let (_, listing) = tool(
+        Command::new("debugfs")
+            .args(["-R", "ls -l /"])
+            .arg(&image_drive),
+    );
+    assert!(
+        !listing.contains("disk.rimg.partial"),
+        "a .partial file was left behind:\n{listing}"
+    );
+    let image = work.join("disk.rimg");
+    tool(
+        Command::new("debugfs")
+            .arg("-R")
+            .arg(format!("dump /disk.rimg {}", image.display()))
+            .arg(&image_drive),
+    );
+    let image_len = std::fs::metadata(&image).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        image_len > 0,
+        "no /disk.rimg in the image drive's ext4:\n{listing}"
+    );
+    assert_eq!(captured["image_bytes"], image_len, "{captured}");
+    let root = rescue::cli::imaging::open_image(&image)
+        .unwrap()
+        .root_hash()
+        .to_string();
+    assert_eq!(captured["root_hash"], root.as_str(), "{captured}");
+    host_verify(&image, None);
+    host_verify(&image, Some(&src.path));
+
+    // Disk 3 now has the source's partition table and filesystems.
+    let (_, out) = tool(Command::new("sgdisk").arg("-v").arg(&target));
+    assert!(
+        out.contains("No problems found"),
+        "sgdisk -v on the restored disk:\n{out}"
+    );
+    let (want, have) = (host_report(&src.path), host_report(&target));
+    assert_eq!(have["table"], "gpt", "{have:#}");
+    assert_eq!(
+        have["gpt"]["disk_guid"], want["gpt"]["disk_guid"],
+        "disk GUID: {have:#}"
+    );
+    assert_eq!(
+        have["partitions"], want["partitions"],
+        "partitions of the restored disk differ from the source's:\nsource: {want:#}\nrestored: {have:#}"
+    );
+    for (e, p) in src.expected.iter().zip(&src.spec.parts) {
+        let part = work.join(format!("restored-part{}.img", e.number));
+        extract(&target, e, &part);
+        check_filesystem(p.fs, &part, &src.content, work);
+        std::fs::remove_file(&part).unwrap();
+    }
+}
+
+#[test]
+fn restore_onto_the_disk_holding_the_image_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let src = source_disk(work);
+    // An image made on the host and copied into the drive's ext4, as if captured earlier.
+    let image = work.join("disk.rimg");
+    let args = rescue::cli::imaging::CaptureArgs {
+        source: src.path.clone(),
+        output: image.clone(),
+        partitions: Vec::new(),
+        level: 3,
+        threads: 2,
+        raw: false,
+        json: false,
+    };
+    assert_eq!(rescue::cli::imaging::capture(args).unwrap(), 0);
+    let image_drive = work.join("images.img");
+    ext4_drive(&image_drive, 64);
+    let (ok, out) = tool(
+        Command::new("debugfs")
+            .arg("-w")
+            .arg("-R")
+            .arg(format!("write {} disk.rimg", image.display()))
+            .arg(&image_drive),
+    );
+    assert!(ok && !out.contains("rror"), "debugfs write: {out}");
+    let before = std::fs::read(&image_drive).unwrap();
+
+    let mut vm = vm();
+    vm.disks
+        .push(Disk::new(&src.path, Bus::Virtio).serial("SRC"));
+    vm.disks
+        .push(Disk::new(&image_drive, Bus::Virtio).serial("IMG"));
+    // Read-only, so that the drive is byte-for-byte unchanged unless the restore wrote to it (a read-write
+    // mount updates the superblock). The plan refuses the same way either way.
+    let chain = "disks --json ; mount /dev/vdb /mnt/t --read-only ; restore /mnt/t/disk.rimg /dev/vdb --yes";
+    let run = run_chain(vm, chain);
+    assert_device_order(&run, &[("/dev/vda", "SRC"), ("/dev/vdb", "IMG")]);
+    assert!(
+        run.stdout
+            .contains("mounted /dev/vdb (ext4, read-only) on /mnt/t"),
+        "{}",
+        tail(&run.serial, 60)
+    );
+    assert_ne!(
+        run.rc,
+        0,
+        "restoring onto the disk holding the image was not refused:\n{}",
+        tail(&run.serial, 60)
+    );
+    let refusal = "the image /mnt/t/disk.rimg is on /dev/vdb, the disk being overwritten; put the image on another disk";
+    assert!(
+        run.stdout.contains(refusal),
+        "the refusal does not say that the image is on the target (the plan must refuse before the \
+         device is opened):\n{}",
+        tail(&run.serial, 60)
+    );
+    assert!(
+        !run.stdout.contains("in use (mounted"),
+        "the kernel's EBUSY answered before the plan did:\n{}",
+        tail(&run.serial, 60)
+    );
+    let after = std::fs::read(&image_drive).unwrap();
+    assert!(
+        before == after,
+        "the disk holding the image changed although the restore was refused"
+    );
+}
+
+/// USB sticks and external drives usually come formatted FAT32 or exFAT: images are written to both in the
+/// guest (the kernel drivers the initramfs loads), verified there, and the drives stay clean.
+#[test]
+fn images_are_written_to_fat32_and_exfat_partitions_in_the_guest() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let src = source_disk(work);
+    // Primary ext4 (1), then logical FAT32 "DATA" (5) and exFAT "MEDIA" (6), 40 MiB each.
+    let drive_spec = fixtures::demo_mbr();
+    let drive = work.join("drive.img");
+    let drive_parts = fixtures::create_disk(&drive, &drive_spec).unwrap();
+
+    let mut vm = vm();
+    vm.disks
+        .push(Disk::new(&src.path, Bus::Virtio).serial("SRC"));
+    vm.disks
+        .push(Disk::new(&drive, Bus::Virtio).serial("DRIVE"));
+    let chain = "disks --json ; mount /dev/vdb5 /mnt/fat ; mount /dev/vdb6 /mnt/exfat ; \
+                 capture /dev/vda -o /mnt/fat/disk.rimg ; capture /dev/vda -o /mnt/exfat/disk.rimg ; \
+                 umount /mnt/fat ; umount /mnt/exfat ; \
+                 mount /dev/vdb5 /mnt/fat --read-only ; mount /dev/vdb6 /mnt/exfat --read-only ; \
+                 verify /mnt/fat/disk.rimg --against /dev/vda ; verify /mnt/exfat/disk.rimg --against /dev/vda";
+    let run = run_chain(vm, chain);
+    assert_eq!(
+        run.rc,
+        0,
+        "the chain failed in the guest; serial log tail:\n{}",
+        tail(&run.serial, 80)
+    );
+    assert_device_order(&run, &[("/dev/vda", "SRC"), ("/dev/vdb", "DRIVE")]);
+    for needle in [
+        "mounted /dev/vdb5 (vfat, \"DATA\") on /mnt/fat",
+        "mounted /dev/vdb6 (exfat, \"MEDIA\") on /mnt/exfat",
+        "mounted /dev/vdb5 (vfat, \"DATA\", read-only) on /mnt/fat",
+        "/mnt/fat/disk.rimg: OK, every chunk",
+        "/mnt/exfat/disk.rimg: OK, every chunk",
+    ] {
+        assert!(
+            run.stdout.contains(needle),
+            "no {needle:?} in the output:\n{}",
+            tail(&run.serial, 80)
+        );
+    }
+    eprintln!(
+        "in the guest (TCG): capture onto FAT32 {:.1} s",
+        command_seconds(&run.stdout, "capture").unwrap_or(f64::NAN)
+    );
+
+    // Both filesystems are clean after the guest's umount, and the FAT32 copy verifies on the host too.
+    let fat = work.join("fat.img");
+    extract(&drive, &drive_parts[1], &fat);
+    let (ok, out) = tool(Command::new("fsck.vfat").arg("-n").arg(&fat));
+    assert!(ok, "fsck.vfat -n after the guest wrote the image:\n{out}");
+    let image = work.join("from-fat.rimg");
+    let (ok, out) = tool(
+        Command::new("mcopy")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .arg("-n")
+            .arg("-i")
+            .arg(&fat)
+            .arg("::/disk.rimg")
+            .arg(&image),
+    );
+    assert!(ok, "mcopy of the image out of the FAT32 partition: {out}");
+    host_verify(&image, Some(&src.path));
+    let exfat = work.join("exfat.img");
+    extract(&drive, &drive_parts[2], &exfat);
+    let (ok, out) = tool(Command::new("fsck.exfat").arg("-n").arg(&exfat));
+    assert!(ok, "fsck.exfat -n after the guest wrote the image:\n{out}");
+}
