@@ -259,9 +259,14 @@ fn make_fs(
             }
         }
         Fs::Vfat => {
+            // FAT32 from 36 MiB on (as ESPs and USB sticks are); mkfs picks FAT12/16 below.
+            let len = std::fs::metadata(file)?.len();
+            let mut c = Command::new("mkfs.vfat");
+            if sector_size == 512 && len >= 36 * MIB {
+                c.args(["-F", "32"]);
+            }
             run(
-                Command::new("mkfs.vfat")
-                    .args(["-S", &sector_size.to_string(), "-n", label])
+                c.args(["-S", &sector_size.to_string(), "-n", label])
                     .arg(file),
                 "mkfs.vfat",
             )?;
@@ -449,14 +454,14 @@ pub fn create_disk(path: &Path, spec: &DiskSpec) -> anyhow::Result<Vec<Expected>
     Ok(expected)
 }
 
-/// The demo GPT disk: an EFI system partition, a Linux root, a Windows data partition and swap.
+/// The demo GPT disk: a FAT32 EFI system partition, a Linux root, a Windows data partition and swap.
 pub fn demo_gpt() -> DiskSpec {
     DiskSpec {
-        size_mib: 160,
+        size_mib: 168,
         sector_size: 512,
         table: Table::Gpt,
         parts: vec![
-            part(32, Fs::Vfat, Some("ESP")),
+            part(40, Fs::Vfat, Some("ESP")),
             part(48, Fs::Ext4, Some("linux-root")),
             part(48, Fs::Ntfs, Some("Windows")),
             part(16, Fs::Swap, Some("swap")),
