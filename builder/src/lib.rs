@@ -4,6 +4,7 @@
 
 pub mod artifacts;
 pub mod fixtures;
+pub mod image;
 pub mod kernel;
 pub mod qemu;
 pub mod static_build;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use builder::artifacts::{self, KernelSource};
-use builder::{fixtures, qemu};
+use builder::{fixtures, image, qemu};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
@@ -70,6 +70,24 @@ enum Cmd {
         #[command(flatten)]
         kernel: KernelArgs,
     },
+    /// Write the bootable stick image (GPT, FAT32 ESP with the signed shim + grub, kernel and
+    /// initramfs, and a RESCUE-DATA partition). Write it to a stick with dd.
+    Image {
+        /// The image file to write.
+        #[arg(short = 'o', long = "out")]
+        out: PathBuf,
+        /// Make the serial-console (ttyS0, 115200) menu entry the default.
+        #[arg(long)]
+        serial: bool,
+        /// Image size in MiB (the data partition gets what the ESP does not use).
+        #[arg(long, default_value_t = boot::DEFAULT_SIZE >> 20)]
+        size: u64,
+        /// Where the kernel and initramfs are built.
+        #[arg(long, default_value = "target/rescue-image")]
+        work_dir: PathBuf,
+        #[command(flatten)]
+        kernel: KernelArgs,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -108,6 +126,33 @@ fn main() -> anyhow::Result<()> {
             if !status.success() {
                 anyhow::bail!("QEMU exited with {status}");
             }
+        }
+        Cmd::Image {
+            out,
+            serial,
+            size,
+            work_dir,
+            kernel,
+        } => {
+            let built =
+                artifacts::build(&work_dir, &kernel.source(), kernel.rescue_bin.as_deref())?;
+            print_built(&built);
+            let opts = image::ImageOptions {
+                size: size
+                    .checked_mul(1 << 20)
+                    .context("--size is in MiB and too large")?,
+                serial_default: serial,
+                ..Default::default()
+            };
+            let r = image::write_image(&out, &built.vmlinuz, &built.initramfs, &opts)?;
+            eprintln!(
+                "builder: wrote {}: {} bytes ({:.1} MB), disk GUID {}, in {:.2} s",
+                r.path.display(),
+                r.info.size,
+                r.info.size as f64 / 1e6,
+                r.info.disk_guid,
+                r.seconds
+            );
         }
     }
     Ok(())

@@ -24,6 +24,8 @@ pub struct Disk {
     pub block_size: u32,
     /// Attach read-only (QEMU refuses writes).
     pub read_only: bool,
+    /// The firmware boots from this disk first.
+    pub boot: bool,
 }
 
 impl Disk {
@@ -34,7 +36,13 @@ impl Disk {
             serial: None,
             block_size: 512,
             read_only: false,
+            boot: false,
         }
+    }
+
+    pub fn boot_first(mut self) -> Self {
+        self.boot = true;
+        self
     }
 
     pub fn serial(mut self, s: &str) -> Self {
@@ -63,6 +71,40 @@ pub fn accel_from_env() -> Accel {
     }
 }
 
+/// Boot through UEFI firmware (OVMF) from a disk, as a PC does, instead of handing QEMU the kernel.
+#[derive(Debug, Clone)]
+pub struct Uefi {
+    /// Secure Boot enforced: Microsoft keys enrolled, SMM, secure flash.
+    pub secure: bool,
+    /// A writable copy of the firmware variables (the firmware stores boot entries there).
+    pub vars: PathBuf,
+}
+
+/// Where OVMF's files are (package `ovmf`).
+pub const OVMF_DIR: &str = "/usr/share/OVMF";
+
+impl Uefi {
+    /// Copy the matching variable store into `dir` (each VM needs its own).
+    pub fn new(secure: bool, dir: &Path) -> std::io::Result<Uefi> {
+        let name = if secure {
+            "OVMF_VARS_4M.ms.fd"
+        } else {
+            "OVMF_VARS_4M.fd"
+        };
+        let vars = dir.join(name);
+        std::fs::copy(Path::new(OVMF_DIR).join(name), &vars)?;
+        Ok(Uefi { secure, vars })
+    }
+
+    fn code(&self) -> PathBuf {
+        Path::new(OVMF_DIR).join(if self.secure {
+            "OVMF_CODE_4M.ms.fd"
+        } else {
+            "OVMF_CODE_4M.fd"
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Vm {
     pub kernel: PathBuf,
@@ -78,6 +120,8 @@ pub struct Vm {
     pub interactive: bool,
     /// Always present a USB controller, so USB disks can be hotplugged later.
     pub usb_controller: bool,
+    /// Boot through firmware from a disk; `kernel`, `initrd` and `append` are then unused.
+    pub uefi: Option<Uefi>,
 }
 
 impl Vm {
@@ -92,16 +136,20 @@ impl Vm {
             monitor: None,
             interactive: false,
             usb_controller: true,
+            uefi: None,
         }
     }
 
     pub fn command(&self) -> Command {
         let mut c = Command::new("qemu-system-x86_64");
+        let secure = self.uefi.as_ref().is_some_and(|u| u.secure);
+        let machine = if secure { "q35,smm=on" } else { "q35" };
+        let memory = self.memory_mib.to_string();
         c.args([
             "-machine",
-            "q35",
+            machine,
             "-m",
-            &self.memory_mib.to_string(),
+            &memory,
             "-smp",
             "2",
             "-no-reboot",
@@ -110,14 +158,28 @@ impl Vm {
             Accel::Tcg => c.args(["-accel", "tcg", "-cpu", "max"]),
             Accel::Kvm => c.args(["-accel", "kvm", "-cpu", "host"]),
         };
-        c.arg("-kernel")
-            .arg(&self.kernel)
-            .arg("-initrd")
-            .arg(&self.initrd);
-        let append = format!("console=ttyS0,115200 panic=-1 {}", self.append)
-            .trim()
-            .to_string();
-        c.arg("-append").arg(append);
+        match &self.uefi {
+            None => {
+                c.arg("-kernel")
+                    .arg(&self.kernel)
+                    .arg("-initrd")
+                    .arg(&self.initrd);
+                let append = format!("console=ttyS0,115200 panic=-1 {}", self.append);
+                c.arg("-append").arg(append.trim());
+            }
+            Some(u) => {
+                if u.secure {
+                    c.args(["-global", "driver=cfi.pflash01,property=secure,value=on"]);
+                }
+                let code = u.code();
+                c.arg("-drive").arg(format!(
+                    "if=pflash,format=raw,readonly=on,file={}",
+                    code.display()
+                ));
+                c.arg("-drive")
+                    .arg(format!("if=pflash,format=raw,file={}", u.vars.display()));
+            }
+        }
         if self.interactive {
             c.arg("-nographic");
         } else {
