@@ -4,65 +4,17 @@
 //! [`crate::artifacts::build`]; the image itself is written by the `boot` crate.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 
-use anyhow::{bail, Context};
-
-use crate::kernel::cache_dir;
+use anyhow::Context;
 
 pub const SHIM_PACKAGE: &str = "shim-signed";
 pub const SHIM_FILE: &str = "usr/lib/shim/shimx64.efi.signed";
 pub const GRUB_PACKAGE: &str = "grub-efi-amd64-signed";
 pub const GRUB_FILE: &str = "usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed";
 
-/// The cached `PACKAGE_*.deb` (the newest by name), downloading it when there is none.
-pub fn fetch_deb(package: &str) -> anyhow::Result<PathBuf> {
-    let dir = cache_dir().join("debs");
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("creating the cache directory {}", dir.display()))?;
-    let cached = |dir: &Path| -> anyhow::Result<Option<PathBuf>> {
-        let prefix = format!("{package}_");
-        let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
-            .with_context(|| format!("reading {}", dir.display()))?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".deb"))
-            })
-            .collect();
-        found.sort();
-        Ok(found.pop())
-    };
-    if let Some(p) = cached(&dir)? {
-        return Ok(p);
-    }
-    eprintln!("builder: downloading {package} into {}", dir.display());
-    let status = Command::new("apt-get")
-        .args(["download", "-q", package])
-        .current_dir(&dir)
-        .status()
-        .context("running apt-get download (is this a Debian system with apt?)")?;
-    if !status.success() {
-        bail!(
-            "apt-get download {package} failed ({status}). Check the network and run `apt-get update` as \
-             root, or put a {package}_*.deb into {}",
-            dir.display()
-        );
-    }
-    cached(&dir)?.with_context(|| {
-        format!(
-            "apt-get download left no {package}_*.deb in {}",
-            dir.display()
-        )
-    })
-}
-
-/// One file out of a (downloaded) package.
 fn package_file(package: &str, file: &str) -> anyhow::Result<Vec<u8>> {
-    let deb = fetch_deb(package)?;
+    let deb = crate::kernel::fetch_deb(package)?;
     let mut files = boot::deb::extract(&deb, &[file])?;
     files
         .remove(file)

@@ -43,8 +43,9 @@ fn parse_depends(text: &str) -> Option<String> {
         .find(|d| d.starts_with("linux-image-") && !d.contains("-unsigned"))
 }
 
-/// A cached `.deb` of `package`, downloading it when absent.
-pub fn fetch_kernel_deb(package: &str) -> anyhow::Result<PathBuf> {
+/// A cached `PACKAGE_*.deb` (the newest by name), downloading it by package name when absent: the kernel,
+/// and the bootloader packages of the stick.
+pub fn fetch_deb(package: &str) -> anyhow::Result<PathBuf> {
     let dir = cache_dir().join("debs");
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("creating the cache directory {}", dir.display()))?;
@@ -96,7 +97,7 @@ fn find_with_prefix(dir: &Path, prefix: &str) -> anyhow::Result<Option<PathBuf>>
 /// cannot be asked (offline).
 pub fn default_kernel_deb() -> anyhow::Result<PathBuf> {
     match resolve_kernel_package("linux-image-amd64") {
-        Ok(pkg) => fetch_kernel_deb(&pkg),
+        Ok(pkg) => fetch_deb(&pkg),
         Err(e) => {
             let dir = cache_dir().join("debs");
             if let Ok(Some(p)) = find_with_prefix(&dir, "linux-image-") {

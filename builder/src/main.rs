@@ -35,6 +35,13 @@ struct KernelArgs {
 }
 
 impl KernelArgs {
+    /// Kernel and initramfs into `dir`, with the figures printed.
+    fn build(&self, dir: &std::path::Path) -> anyhow::Result<artifacts::Built> {
+        let built = artifacts::build(dir, &self.source(), self.rescue_bin.as_deref())?;
+        print_built(&built);
+        Ok(built)
+    }
+
     fn source(&self) -> KernelSource {
         match (&self.kernel_deb, &self.kernel, &self.modules_dir) {
             (Some(d), _, _) => KernelSource::Deb(d.clone()),
@@ -94,8 +101,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Initramfs { out_dir, kernel } => {
-            let built = artifacts::build(&out_dir, &kernel.source(), kernel.rescue_bin.as_deref())?;
-            print_built(&built);
+            kernel.build(&out_dir)?;
         }
         Cmd::Run {
             disks,
@@ -103,9 +109,7 @@ fn main() -> anyhow::Result<()> {
             work_dir,
             kernel,
         } => {
-            let built =
-                artifacts::build(&work_dir, &kernel.source(), kernel.rescue_bin.as_deref())?;
-            print_built(&built);
+            let built = kernel.build(&work_dir)?;
             let disks = if disks.is_empty() {
                 demo_disks(&work_dir)?
             } else {
@@ -134,9 +138,7 @@ fn main() -> anyhow::Result<()> {
             work_dir,
             kernel,
         } => {
-            let built =
-                artifacts::build(&work_dir, &kernel.source(), kernel.rescue_bin.as_deref())?;
-            print_built(&built);
+            let built = kernel.build(&work_dir)?;
             let opts = image::ImageOptions {
                 size: size
                     .checked_mul(1 << 20)
