@@ -140,27 +140,26 @@ fn command_seconds(text: &str, name: &str) -> Option<f64> {
     })
 }
 
-/// The virtio disks appear as vda, vdb, ... in the order they are attached; the commands rely on that, so
-/// check it against the serial numbers in the guest's own report.
-fn assert_device_order(run: &CmdRun, order: &[(&str, &str)]) {
+/// The kernel name (`/dev/vdb`) the guest gave the disk with this serial number, from its own report.
+/// Kernel names follow probe order, which is not stable, so the commands name disks by serial (selectors)
+/// and the assertions look the names up here.
+fn path_of(run: &CmdRun, serial: &str) -> String {
     let report = first_json_block(&run.stdout).unwrap_or_else(|| {
         panic!(
             "no `disks --json` report in the output:\n{}",
             tail(&run.serial, 80)
         )
     });
-    for (path, serial) in order {
-        let disk = report["disks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|d| d["path"] == *path)
-            .unwrap_or_else(|| panic!("no {path} in the guest's disk report:\n{report:#}"));
-        assert_eq!(
-            disk["serial"], *serial,
-            "{path} is not the disk with serial {serial}: virtio names did not follow the attach order:\n{report:#}"
-        );
-    }
+    report["disks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["serial"] == serial)
+        .and_then(|d| d["path"].as_str())
+        .unwrap_or_else(|| {
+            panic!("no disk with serial {serial} in the guest's report:\n{report:#}")
+        })
+        .to_string()
 }
 
 /// Copy one partition of a disk image into its own file.
@@ -289,8 +288,8 @@ fn capture_and_restore_in_the_guest() {
     vm.disks
         .push(Disk::new(&image_drive, Bus::Virtio).serial("IMG"));
     vm.disks.push(Disk::new(&target, Bus::Virtio).serial("DST"));
-    let chain = "disks --json ; mount /dev/vdb /mnt/t ; capture /dev/vda -o /mnt/t/disk.rimg --json ; \
-                 verify /mnt/t/disk.rimg --against /dev/vda ; restore /mnt/t/disk.rimg /dev/vdc --yes --json ; \
+    let chain = "disks --json ; mount serial=IMG /mnt/t ; capture serial=SRC -o /mnt/t/disk.rimg --json ; \
+                 verify /mnt/t/disk.rimg --against serial=SRC ; restore /mnt/t/disk.rimg serial=DST --yes --json ; \
                  umount /mnt/t";
     let booted = Instant::now();
     let run = run_chain(vm, chain);
@@ -301,16 +300,15 @@ fn capture_and_restore_in_the_guest() {
         "the imaging chain failed in the guest; serial log tail:\n{}",
         tail(&run.serial, 80)
     );
-    assert_device_order(
-        &run,
-        &[
-            ("/dev/vda", "SRC"),
-            ("/dev/vdb", "IMG"),
-            ("/dev/vdc", "DST"),
-        ],
+    let img = path_of(&run, "IMG");
+    assert!(
+        run.stdout.contains(&format!("rescue: serial=IMG is {img}")),
+        "{}",
+        tail(&run.serial, 80)
     );
     assert!(
-        run.stdout.contains("mounted /dev/vdb (ext4) on /mnt/t"),
+        run.stdout
+            .contains(&format!("mounted {img} (ext4) on /mnt/t")),
         "{}",
         tail(&run.serial, 80)
     );
@@ -444,12 +442,13 @@ fn restore_onto_the_disk_holding_the_image_is_refused() {
         .push(Disk::new(&image_drive, Bus::Virtio).serial("IMG"));
     // Read-only, so that the drive is byte-for-byte unchanged unless the restore wrote to it (a read-write
     // mount updates the superblock). The plan refuses the same way either way.
-    let chain = "disks --json ; mount /dev/vdb /mnt/t --read-only ; restore /mnt/t/disk.rimg /dev/vdb --yes";
+    let chain =
+        "disks --json ; mount serial=IMG /mnt/t --read-only ; restore /mnt/t/disk.rimg serial=IMG --yes";
     let run = run_chain(vm, chain);
-    assert_device_order(&run, &[("/dev/vda", "SRC"), ("/dev/vdb", "IMG")]);
+    let img = path_of(&run, "IMG");
     assert!(
         run.stdout
-            .contains("mounted /dev/vdb (ext4, read-only) on /mnt/t"),
+            .contains(&format!("mounted {img} (ext4, read-only) on /mnt/t")),
         "{}",
         tail(&run.serial, 60)
     );
@@ -459,9 +458,11 @@ fn restore_onto_the_disk_holding_the_image_is_refused() {
         "restoring onto the disk holding the image was not refused:\n{}",
         tail(&run.serial, 60)
     );
-    let refusal = "the image /mnt/t/disk.rimg is on /dev/vdb, the disk being overwritten; put the image on another disk";
+    let refusal = format!(
+        "the image /mnt/t/disk.rimg is on {img}, the disk being overwritten; put the image on another disk"
+    );
     assert!(
-        run.stdout.contains(refusal),
+        run.stdout.contains(&refusal),
         "the refusal does not say that the image is on the target (the plan must refuse before the \
          device is opened):\n{}",
         tail(&run.serial, 60)
@@ -495,11 +496,12 @@ fn images_are_written_to_fat32_and_exfat_partitions_in_the_guest() {
         .push(Disk::new(&src.path, Bus::Virtio).serial("SRC"));
     vm.disks
         .push(Disk::new(&drive, Bus::Virtio).serial("DRIVE"));
-    let chain = "disks --json ; mount /dev/vdb5 /mnt/fat ; mount /dev/vdb6 /mnt/exfat ; \
-                 capture /dev/vda -o /mnt/fat/disk.rimg ; capture /dev/vda -o /mnt/exfat/disk.rimg ; \
+    // Partitions by filesystem label, the source by serial: kernel names are not stable.
+    let chain = "disks --json ; mount label=DATA /mnt/fat ; mount serial=DRIVE,part=6 /mnt/exfat ; \
+                 capture serial=SRC -o /mnt/fat/disk.rimg ; capture serial=SRC -o /mnt/exfat/disk.rimg ; \
                  umount /mnt/fat ; umount /mnt/exfat ; \
-                 mount /dev/vdb5 /mnt/fat --read-only ; mount /dev/vdb6 /mnt/exfat --read-only ; \
-                 verify /mnt/fat/disk.rimg --against /dev/vda ; verify /mnt/exfat/disk.rimg --against /dev/vda";
+                 mount label=DATA /mnt/fat --read-only ; mount label=MEDIA /mnt/exfat --read-only ; \
+                 verify /mnt/fat/disk.rimg --against serial=SRC ; verify /mnt/exfat/disk.rimg --against serial=SRC";
     let run = run_chain(vm, chain);
     assert_eq!(
         run.rc,
@@ -507,16 +509,16 @@ fn images_are_written_to_fat32_and_exfat_partitions_in_the_guest() {
         "the chain failed in the guest; serial log tail:\n{}",
         tail(&run.serial, 80)
     );
-    assert_device_order(&run, &[("/dev/vda", "SRC"), ("/dev/vdb", "DRIVE")]);
+    let drive_dev = path_of(&run, "DRIVE");
     for needle in [
-        "mounted /dev/vdb5 (vfat, \"DATA\") on /mnt/fat",
-        "mounted /dev/vdb6 (exfat, \"MEDIA\") on /mnt/exfat",
-        "mounted /dev/vdb5 (vfat, \"DATA\", read-only) on /mnt/fat",
-        "/mnt/fat/disk.rimg: OK, every chunk",
-        "/mnt/exfat/disk.rimg: OK, every chunk",
+        format!("mounted {drive_dev}5 (vfat, \"DATA\") on /mnt/fat"),
+        format!("mounted {drive_dev}6 (exfat, \"MEDIA\") on /mnt/exfat"),
+        format!("mounted {drive_dev}5 (vfat, \"DATA\", read-only) on /mnt/fat"),
+        "/mnt/fat/disk.rimg: OK, every chunk".to_string(),
+        "/mnt/exfat/disk.rimg: OK, every chunk".to_string(),
     ] {
         assert!(
-            run.stdout.contains(needle),
+            run.stdout.contains(&needle),
             "no {needle:?} in the output:\n{}",
             tail(&run.serial, 80)
         );

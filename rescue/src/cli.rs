@@ -6,7 +6,7 @@ pub mod mounts;
 pub mod ui;
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -84,8 +84,47 @@ pub fn main() -> i32 {
     }
 }
 
+/// A device argument as given: a path, or a selector such as `serial=WD123` or `label=RESCUE-DATA`
+/// (see `detect::select`), which is resolved to the one device it matches.
+pub fn device_arg(arg: &Path) -> anyhow::Result<PathBuf> {
+    let text = arg.to_string_lossy();
+    if arg.exists() || !detect::select::looks_like_selector(&text) {
+        return Ok(arg.to_path_buf());
+    }
+    let selector =
+        detect::select::Selector::parse(&text).map_err(|e| anyhow::anyhow!("{text}: {e}"))?;
+    let report = detect::detect_all(&detect_options());
+    let path = selector
+        .resolve(&report)
+        .map_err(|e| anyhow::anyhow!("{text}: {e}"))?;
+    eprintln!("rescue: {text} is {path}");
+    Ok(PathBuf::from(path))
+}
+
+fn device_args(paths: &mut [PathBuf]) -> anyhow::Result<()> {
+    for p in paths {
+        *p = device_arg(p)?;
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> anyhow::Result<i32> {
-    match cli.command {
+    let mut command = cli.command;
+    match &mut command {
+        Cmd::Disks { paths, .. } => device_args(paths)?,
+        Cmd::Capture(a) => a.source = device_arg(&a.source)?,
+        Cmd::Restore(a) => a.target = device_arg(&a.target)?,
+        Cmd::Clone(a) => {
+            a.source = device_arg(&a.source)?;
+            a.target = device_arg(&a.target)?;
+        }
+        Cmd::Verify {
+            against: Some(dev), ..
+        } => *dev = device_arg(dev)?,
+        Cmd::Mount(a) => a.device = device_arg(&a.device)?,
+        _ => {}
+    }
+    match command {
         Cmd::Disks { json, paths } => {
             let opts = detect_options();
             let report = if paths.is_empty() {

@@ -20,6 +20,7 @@ mod layout;
 mod mbr;
 mod mounts;
 mod names;
+pub mod select;
 mod sysfs;
 
 #[cfg(test)]

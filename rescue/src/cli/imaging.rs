@@ -89,7 +89,8 @@ fn finish_progress(handle: Option<std::thread::JoinHandle<()>>) {
 
 #[derive(clap::Args, Debug)]
 pub struct CaptureArgs {
-    /// The disk to capture: a block device or a disk image file. It is only read.
+    /// The disk to capture: a block device, a disk image file, or a selector such as serial=WD123
+    /// (rules: docs/SELECTORS.md). It is only read.
     pub source: PathBuf,
     /// The image file to write (`-` for stdout). Written as IMAGE.partial until complete.
     #[arg(short = 'o', long = "output")]
@@ -243,7 +244,7 @@ pub fn open_image(path: &Path) -> anyhow::Result<SharedReader<File>> {
 #[derive(clap::Args, Debug)]
 pub struct RestoreArgs {
     pub image: PathBuf,
-    /// The disk (or partition, or file) to write.
+    /// The disk (or partition, or file) to write; or a selector such as serial=WD123 (docs/SELECTORS.md).
     pub target: PathBuf,
     /// Restore only this partition of the image.
     #[arg(long)]
@@ -486,9 +487,9 @@ pub fn inspect(image_path: &Path, json_out: bool) -> anyhow::Result<i32> {
 
 #[derive(clap::Args, Debug)]
 pub struct CloneArgs {
-    /// The disk to copy. It is only read.
+    /// The disk to copy (a path or a selector, docs/SELECTORS.md). It is only read.
     pub source: PathBuf,
-    /// The disk to overwrite.
+    /// The disk to overwrite (a path or a selector).
     pub target: PathBuf,
     /// Confirm that everything on the target may be destroyed.
     #[arg(long)]

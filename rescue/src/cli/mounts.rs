@@ -16,7 +16,8 @@ use crate::sys::{self, Unmounted};
 
 #[derive(clap::Args, Debug)]
 pub struct MountArgs {
-    /// The device holding the filesystem: a partition (/dev/sdb1), or a disk formatted as a whole.
+    /// The device holding the filesystem: a partition (/dev/sdb1), a disk formatted as a whole, or a
+    /// selector such as label=RESCUE-DATA (docs/SELECTORS.md).
     pub device: PathBuf,
     /// Where to mount it; created if missing.
     pub dir: PathBuf,

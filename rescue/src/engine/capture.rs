@@ -355,7 +355,7 @@ fn read_streams(
                 }
                 let next = ((off / chunk) + 1) * chunk;
                 let len = (next.min(r.end) - off) as usize;
-                let read = source
+                let mut read = source
                     .read_tolerant(s.disk_offset + off, len)
                     .map_err(EngineError::Device)?;
                 for piece in split_readable(off, len as u64, &read.unreadable, s.disk_offset) {
@@ -398,10 +398,17 @@ fn read_streams(
                                     m.advance(data.len() as u64, 0);
                                 }
                             } else {
+                                // The usual case, a clean read: hand the buffer over instead of copying it.
+                                let whole = range.start == off && range.end == off + len as u64;
+                                let data = if whole {
+                                    std::mem::take(&mut read.data)
+                                } else {
+                                    data.to_vec()
+                                };
                                 let job = Job {
                                     seq,
                                     offset: range.start,
-                                    data: data.to_vec(),
+                                    data,
                                 };
                                 seq += 1;
                                 jobs.send(job).map_err(|_| {
