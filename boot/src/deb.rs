@@ -15,7 +15,7 @@ pub enum DebError {
     Read { path: PathBuf, source: io::Error },
     #[error("the package {path} has no data.tar.xz or data.tar (it has: {members}). Delete it from the builder cache and run again")]
     NoData { path: PathBuf, members: String },
-    #[error("the package {path} contains no {file}. Is it the right package (shim-signed, grub-efi-amd64-signed)?")]
+    #[error("the package {path} contains no {file}. Is it the right package (shim-signed, grub-efi-amd64-signed, grub-pc-bin, grub-common)?")]
     NoFile { path: PathBuf, file: String },
 }
 
@@ -81,8 +81,10 @@ fn resolve(link: &str, target: &str) -> String {
     parts.join("/")
 }
 
-/// The contents of each of `wanted` (package paths such as `usr/lib/shim/shimx64.efi.signed`).
-pub fn extract(deb: &Path, wanted: &[&str]) -> Result<BTreeMap<String, Vec<u8>>, DebError> {
+/// Regular files and symlinks (resolved to package paths) of the package's data archive.
+type Contents = (BTreeMap<String, Vec<u8>>, BTreeMap<String, String>);
+
+fn contents(deb: &Path) -> Result<Contents, DebError> {
     let tar_bytes = data_tar(deb)?;
     let mut files = BTreeMap::new();
     let mut links = BTreeMap::new();
@@ -104,6 +106,30 @@ pub fn extract(deb: &Path, wanted: &[&str]) -> Result<BTreeMap<String, Vec<u8>>,
             _ => {}
         }
     }
+    Ok((files, links))
+}
+
+/// Every regular file under the package directory `dir` (e.g. `usr/lib/grub/i386-pc`), by its path
+/// relative to `dir`. An empty result is an error: the package is not the one expected.
+pub fn extract_dir(deb: &Path, dir: &str) -> Result<BTreeMap<String, Vec<u8>>, DebError> {
+    let (files, _) = contents(deb)?;
+    let prefix = format!("{}/", normalize(dir).trim_end_matches('/'));
+    let out: BTreeMap<String, Vec<u8>> = files
+        .into_iter()
+        .filter_map(|(p, data)| p.strip_prefix(&prefix).map(|rel| (rel.to_string(), data)))
+        .collect();
+    if out.is_empty() {
+        return Err(DebError::NoFile {
+            path: deb.to_path_buf(),
+            file: prefix,
+        });
+    }
+    Ok(out)
+}
+
+/// The contents of each of `wanted` (package paths such as `usr/lib/shim/shimx64.efi.signed`).
+pub fn extract(deb: &Path, wanted: &[&str]) -> Result<BTreeMap<String, Vec<u8>>, DebError> {
+    let (mut files, links) = contents(deb)?;
     let mut out = BTreeMap::new();
     for w in wanted {
         let mut p = normalize(w);
@@ -177,6 +203,13 @@ mod tests {
         assert_eq!(got["usr/lib/shim/shimx64.efi.signed"], b"SHIM");
         let e = extract(&deb, &["usr/lib/grub/grubx64.efi.signed"]).unwrap_err();
         assert!(e.to_string().contains("grubx64.efi.signed"), "{e}");
+        let all = extract_dir(&deb, "./usr/lib/shim/").unwrap();
+        assert_eq!(
+            all.keys().collect::<Vec<_>>(),
+            ["shimx64.efi.signed.latest"]
+        );
+        let e = extract_dir(&deb, "usr/lib/grub").unwrap_err();
+        assert!(e.to_string().contains("usr/lib/grub/"), "{e}");
         let e = extract(&dir.path().join("none.deb"), &["x"]).unwrap_err();
         assert!(e.to_string().contains("none.deb"), "{e}");
     }

@@ -27,6 +27,16 @@ impl Guid {
         0xEB, 0xD0, 0xA0, 0xA2, 0xB9, 0xE5, 0x44, 0x33, 0x87, 0xC0, 0x68, 0xB6, 0xB7, 0x26, 0x99,
         0xC7,
     ]);
+    /// Linux filesystem data (an ext4 data partition).
+    pub const LINUX_DATA: Guid = Guid([
+        0x0F, 0xC6, 0x3D, 0xAF, 0x84, 0x83, 0x47, 0x72, 0x8E, 0x79, 0x3D, 0x69, 0xD8, 0x47, 0x7D,
+        0xE4,
+    ]);
+    /// BIOS boot partition: GRUB's i386-pc core image ("Hah!IdontNeedEFI").
+    pub const BIOS_BOOT: Guid = Guid([
+        0x21, 0x68, 0x61, 0x48, 0x64, 0x49, 0x6E, 0x6F, 0x74, 0x4E, 0x65, 0x65, 0x64, 0x45, 0x46,
+        0x49,
+    ]);
 
     /// A version-4-shaped GUID from hash bytes: deterministic, yet valid for tools that check the variant.
     pub fn from_hash(bytes: &[u8; 32]) -> Guid {
@@ -125,7 +135,8 @@ fn header(disk: Guid, total: u64, backup: bool, array_crc: u32) -> [u8; SECTOR a
     h
 }
 
-fn protective_mbr(total: u64) -> [u8; SECTOR as usize] {
+/// The protective MBR alone: one 0xEE entry over the whole disk and no boot code.
+pub fn protective_mbr(total: u64) -> [u8; SECTOR as usize] {
     let mut m = [0u8; SECTOR as usize];
     let e = &mut m[446..462];
     // Status 0, CHS start 0/0/2, type 0xEE, CHS end saturated: what the UEFI spec asks of a protective MBR.
@@ -177,5 +188,13 @@ mod tests {
         let g = Guid::from_hash(&[0xFF; 32]);
         assert_eq!(g.0[6] >> 4, 4);
         assert_eq!(g.0[8] >> 6, 0b10);
+        assert_eq!(
+            Guid::BIOS_BOOT.to_string(),
+            "21686148-6449-6E6F-744E-656564454649"
+        );
+        assert_eq!(
+            Guid::LINUX_DATA.to_string(),
+            "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
+        );
     }
 }

@@ -46,34 +46,69 @@ fn parse_depends(text: &str) -> Option<String> {
 /// A cached `PACKAGE_*.deb` (the newest by name), downloading it by package name when absent: the kernel,
 /// and the bootloader packages of the stick.
 pub fn fetch_deb(package: &str) -> anyhow::Result<PathBuf> {
+    fetch(&format!("{package}_"), package, || {
+        "Check the network and `apt-get update`, or pass --kernel-deb PATH".to_string()
+    })
+}
+
+/// A cached `PACKAGE_VERSION_*.deb`, downloading exactly that version when absent: for packages whose
+/// files must match another package's (grub-common's `grub-mkimage` and grub-pc-bin's modules).
+pub fn fetch_deb_version(package: &str, version: &str) -> anyhow::Result<PathBuf> {
+    let dir = cache_dir().join("debs");
+    fetch(
+        &format!("{package}_{version}_"),
+        &format!("{package}={}", version.replace("%3a", ":")),
+        || {
+            format!(
+                "The archive may have moved on: delete the cached {package}* and grub-pc-bin* packages in {} \
+                 and run again",
+                dir.display()
+            )
+        },
+    )
+}
+
+/// The cached package whose file name starts with `prefix`, else `apt-get download apt_name`. The package
+/// directory is locked meanwhile: builds running in parallel (tests) would otherwise download one package
+/// into the same file at once, or read it half written.
+fn fetch(prefix: &str, apt_name: &str, advice: impl FnOnce() -> String) -> anyhow::Result<PathBuf> {
     let dir = cache_dir().join("debs");
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("creating the cache directory {}", dir.display()))?;
-    if let Some(found) = find_cached(&dir, package)? {
+    let lock_path = dir.join(".lock");
+    let lock = std::fs::File::create(&lock_path)
+        .with_context(|| format!("creating {}", lock_path.display()))?;
+    lock.lock()
+        .with_context(|| format!("locking {}", lock_path.display()))?;
+    if let Some(found) = find_with_prefix(&dir, prefix)? {
         return Ok(found);
     }
-    eprintln!("builder: downloading {package} into {}", dir.display());
+    eprintln!("builder: downloading {apt_name} into {}", dir.display());
     let status = Command::new("apt-get")
-        .args(["download", "-q", package])
+        .args(["download", "-q", apt_name])
         .current_dir(&dir)
         .status()
         .context("running apt-get download")?;
     if !status.success() {
         bail!(
-            "apt-get download {package} failed ({status}). Check the network and `apt-get update`, or pass \
-             --kernel-deb PATH"
+            "apt-get download {apt_name} failed ({status}). {}",
+            advice()
         );
     }
-    find_cached(&dir, package)?.with_context(|| {
+    find_with_prefix(&dir, prefix)?.with_context(|| {
         format!(
-            "apt-get download left no {package}_*.deb in {}",
+            "apt-get download left no {prefix}*.deb in {}",
             dir.display()
         )
     })
 }
 
-fn find_cached(dir: &Path, package: &str) -> anyhow::Result<Option<PathBuf>> {
-    find_with_prefix(dir, &format!("{package}_"))
+/// The version in a package file name `NAME_VERSION_ARCH.deb` (an epoch's `:` stays escaped as `%3a`).
+pub fn deb_version(deb: &Path) -> Option<String> {
+    let name = deb.file_name()?.to_str()?;
+    let mut fields = name.strip_suffix(".deb")?.split('_');
+    fields.next()?;
+    fields.next().map(str::to_string)
 }
 
 fn find_with_prefix(dir: &Path, prefix: &str) -> anyhow::Result<Option<PathBuf>> {
@@ -121,5 +156,16 @@ mod tests {
             Some("linux-image-6.1.0-56-amd64")
         );
         assert_eq!(parse_depends("linux-image-amd64\n"), None);
+    }
+
+    #[test]
+    fn versions_from_package_file_names() {
+        let v = |p: &str| deb_version(Path::new(p));
+        assert_eq!(
+            v("/c/grub-pc-bin_2.06-13+deb12u2_amd64.deb").as_deref(),
+            Some("2.06-13+deb12u2")
+        );
+        assert_eq!(v("x_1%3a2.0-1_all.deb").as_deref(), Some("1%3a2.0-1"));
+        assert_eq!(v("notadeb.txt"), None);
     }
 }

@@ -1,6 +1,9 @@
-//! The builder: gets the kernel package, builds the static `rescue`, assembles the initramfs (and later the
-//! stick image), and boots the result in QEMU. The binary is a thin CLI over these modules; `qemu-tests`
-//! uses them too.
+//! The builder: gets the kernel package, builds the static `rescue`, assembles the initramfs, the stick
+//! image and the network boot files, and boots the result in QEMU. The binary is a thin CLI over these
+//! modules; `qemu-tests` uses them too.
+
+/// The stick image library, for callers that inspect what [`image::write_image`] reports.
+pub use boot;
 
 pub mod artifacts;
 pub mod fixtures;

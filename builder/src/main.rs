@@ -1,4 +1,5 @@
-//! `builder`: build the rescue initramfs from the stock Debian kernel, and boot it in QEMU.
+//! `builder`: build the rescue initramfs from the stock Debian kernel, the stick image and the network boot
+//! files, and boot them in QEMU.
 
 use std::path::PathBuf;
 
@@ -63,22 +64,35 @@ enum Cmd {
         #[command(flatten)]
         kernel: KernelArgs,
     },
-    /// Build, then boot in QEMU on this terminal (serial console; Ctrl-A X quits). Without --disk, demo
-    /// disks (a GPT and an MBR disk with real filesystems) are made.
+    /// Build the stick image, then boot it in QEMU on this terminal through UEFI firmware (OVMF), or
+    /// SeaBIOS with --bios, from a USB stick (serial console; Ctrl-A X quits). Without --disk, demo disks (a
+    /// GPT and an MBR disk with real filesystems) are attached too.
     Run {
         /// Disk image files to attach (virtio).
         #[arg(long = "disk")]
         disks: Vec<PathBuf>,
-        /// Extra kernel command line, e.g. rescue.cmd="disks".
+        /// Extra kernel command line, e.g. rescue.cmd="disks" (added to every menu entry of the stick).
         #[arg(long, default_value = "")]
         append: String,
+        /// Boot through SeaBIOS (legacy BIOS) instead of UEFI.
+        #[arg(long, conflicts_with_all = ["direct", "secure_boot"])]
+        bios: bool,
+        /// UEFI with Secure Boot enforced (Microsoft keys enrolled).
+        #[arg(long, conflicts_with = "direct")]
+        secure_boot: bool,
+        /// No firmware and no stick: hand QEMU the kernel and initramfs (-kernel/-initrd), the quickest boot.
+        #[arg(long)]
+        direct: bool,
+        /// The stick's data partition filesystem.
+        #[arg(long, default_value = "exfat", value_name = "exfat|ext4|vfat")]
+        data_fs: boot::DataFs,
         #[arg(long, default_value = "target/rescue-run")]
         work_dir: PathBuf,
         #[command(flatten)]
         kernel: KernelArgs,
     },
     /// Write the bootable stick image (GPT, FAT32 ESP with the signed shim + grub, kernel and
-    /// initramfs, and a RESCUE-DATA partition). Write it to a stick with dd.
+    /// initramfs, GRUB's BIOS boot code, and a RESCUE-DATA partition). Write it to a stick with dd.
     Image {
         /// The image file to write.
         #[arg(short = 'o', long = "out")]
@@ -89,9 +103,23 @@ enum Cmd {
         /// Image size in MiB (the data partition gets what the ESP does not use).
         #[arg(long, default_value_t = boot::DEFAULT_SIZE >> 20)]
         size: u64,
+        /// The data partition's filesystem: exfat holds image files over 4 GiB and is read by every OS.
+        #[arg(long, default_value = "exfat", value_name = "exfat|ext4|vfat")]
+        data_fs: boot::DataFs,
         /// Where the kernel and initramfs are built.
         #[arg(long, default_value = "target/rescue-image")]
         work_dir: PathBuf,
+        #[command(flatten)]
+        kernel: KernelArgs,
+    },
+    /// Write OUT_DIR/vmlinuz, OUT_DIR/initramfs.img and OUT_DIR/boot.ipxe (an iPXE script with the
+    /// stick's menu) for PXE or HTTP boot: serve the directory and point iPXE at boot.ipxe.
+    Netboot {
+        #[arg(long)]
+        out_dir: PathBuf,
+        /// Make the serial-console (ttyS0, 115200) menu entry the default.
+        #[arg(long)]
+        serial: bool,
         #[command(flatten)]
         kernel: KernelArgs,
     },
@@ -106,6 +134,10 @@ fn main() -> anyhow::Result<()> {
         Cmd::Run {
             disks,
             append,
+            bios,
+            secure_boot,
+            direct,
+            data_fs,
             work_dir,
             kernel,
         } => {
@@ -117,12 +149,44 @@ fn main() -> anyhow::Result<()> {
             };
             let mut vm = qemu::Vm::new(&built.vmlinuz, &built.initramfs);
             vm.interactive = true;
-            vm.append = append;
             vm.disks = disks
                 .iter()
                 .map(|d| qemu::Disk::new(d, qemu::Bus::Virtio))
                 .collect();
-            eprintln!("builder: booting under QEMU; quit with Ctrl-A then X");
+            let how = if direct {
+                vm.append = append;
+                "-kernel/-initrd".to_string()
+            } else {
+                // The terminal is the serial console, so the serial entry is the default.
+                let opts = image::ImageOptions {
+                    serial_default: true,
+                    data_fs,
+                    extra_args: append,
+                    ..Default::default()
+                };
+                let stick = work_dir.join("rescue-stick.img");
+                let r = image::write_image(&stick, &built.vmlinuz, &built.initramfs, &opts)?;
+                print_image(&r);
+                vm.disks
+                    .push(qemu::Disk::new(&stick, qemu::Bus::Usb).boot_first());
+                if bios {
+                    vm.bios = true;
+                    "SeaBIOS from the USB stick".to_string()
+                } else {
+                    vm.uefi = Some(qemu::Uefi::new(secure_boot, &work_dir).with_context(|| {
+                        format!(
+                            "copying the OVMF variable store from {} into {} (install the ovmf package: scripts/setup)",
+                            qemu::OVMF_DIR,
+                            work_dir.display()
+                        )
+                    })?);
+                    format!(
+                        "UEFI (Secure Boot {}) from the USB stick",
+                        if secure_boot { "on" } else { "off" }
+                    )
+                }
+            };
+            eprintln!("builder: booting under QEMU through {how}; quit with Ctrl-A then X");
             let status = vm
                 .command()
                 .status()
@@ -135,6 +199,7 @@ fn main() -> anyhow::Result<()> {
             out,
             serial,
             size,
+            data_fs,
             work_dir,
             kernel,
         } => {
@@ -144,16 +209,23 @@ fn main() -> anyhow::Result<()> {
                     .checked_mul(1 << 20)
                     .context("--size is in MiB and too large")?,
                 serial_default: serial,
+                data_fs,
                 ..Default::default()
             };
             let r = image::write_image(&out, &built.vmlinuz, &built.initramfs, &opts)?;
+            print_image(&r);
+        }
+        Cmd::Netboot {
+            out_dir,
+            serial,
+            kernel,
+        } => {
+            kernel.build(&out_dir)?;
+            let script = image::write_ipxe_script(&out_dir, serial)?;
             eprintln!(
-                "builder: wrote {}: {} bytes ({:.1} MB), disk GUID {}, in {:.2} s",
-                r.path.display(),
-                r.info.size,
-                r.info.size as f64 / 1e6,
-                r.info.disk_guid,
-                r.seconds
+                "builder: wrote {}; serve {} over TFTP or HTTP and chain-load boot.ipxe from iPXE (see README)",
+                script.display(),
+                out_dir.display()
             );
         }
     }
@@ -172,6 +244,24 @@ fn demo_disks(dir: &std::path::Path) -> anyhow::Result<Vec<PathBuf>> {
         out.push(path);
     }
     Ok(out)
+}
+
+fn print_image(r: &image::ImageReport) {
+    eprintln!(
+        "builder: wrote {}: {} bytes ({:.1} MB), disk GUID {}, {} boot, {} data partition (UUID {}), in {:.2} s",
+        r.path.display(),
+        r.info.size,
+        r.info.size as f64 / 1e6,
+        r.info.disk_guid,
+        if r.info.bios_boot.is_some() {
+            "UEFI + BIOS"
+        } else {
+            "UEFI"
+        },
+        r.info.data_fs,
+        r.info.data_id,
+        r.seconds
+    );
 }
 
 fn print_built(b: &artifacts::Built) {

@@ -1,5 +1,7 @@
 //! QEMU command lines: a q35 machine under TCG (KVM only when asked for and a probe shows it really works
-//! here), the kernel and initramfs given directly, and disks on the buses a real PC has.
+//! here), disks on the buses a real PC has, and one of four ways to boot: the kernel and initramfs given
+//! directly (`-kernel`/`-initrd`), UEFI firmware (OVMF, optionally with Secure Boot) or SeaBIOS from the
+//! disk marked `boot`, or SeaBIOS's iPXE network boot from a TFTP directory.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -80,6 +82,9 @@ pub struct Uefi {
     pub vars: PathBuf,
 }
 
+/// The file DHCP names on a network boot (see [`Vm::netboot`]).
+pub const NETBOOT_SCRIPT: &str = "boot.ipxe";
+
 /// Where OVMF's files are (package `ovmf`).
 pub const OVMF_DIR: &str = "/usr/share/OVMF";
 
@@ -120,8 +125,14 @@ pub struct Vm {
     pub interactive: bool,
     /// Always present a USB controller, so USB disks can be hotplugged later.
     pub usb_controller: bool,
-    /// Boot through firmware from a disk; `kernel`, `initrd` and `append` are then unused.
+    /// Boot through UEFI firmware from a disk; `kernel`, `initrd` and `append` are then unused.
     pub uefi: Option<Uefi>,
+    /// Boot through SeaBIOS (QEMU's default firmware) from a disk, as a legacy PC does; ignored when `uefi`
+    /// is set. `kernel`, `initrd` and `append` are then unused.
+    pub bios: bool,
+    /// Network boot: a virtio NIC on QEMU's user network whose DHCP names `boot.ipxe` in this TFTP root;
+    /// the firmware's iPXE fetches and runs it. Implies firmware boot (SeaBIOS unless `uefi` is set).
+    pub netboot: Option<PathBuf>,
 }
 
 impl Vm {
@@ -137,6 +148,8 @@ impl Vm {
             interactive: false,
             usb_controller: true,
             uefi: None,
+            bios: false,
+            netboot: None,
         }
     }
 
@@ -159,6 +172,7 @@ impl Vm {
             Accel::Kvm => c.args(["-accel", "kvm", "-cpu", "host"]),
         };
         match &self.uefi {
+            None if self.bios || self.netboot.is_some() => {}
             None => {
                 c.arg("-kernel")
                     .arg(&self.kernel)
@@ -188,6 +202,14 @@ impl Vm {
         if let Some(sock) = &self.monitor {
             c.arg("-qmp")
                 .arg(format!("unix:{},server=on,wait=off", sock.display()));
+        }
+        if let Some(root) = &self.netboot {
+            c.arg("-netdev").arg(format!(
+                "user,id=net0,tftp={},bootfile={}",
+                root.display(),
+                NETBOOT_SCRIPT
+            ));
+            c.args(["-device", "virtio-net-pci,netdev=net0,bootindex=0"]);
         }
         if self.usb_controller || self.disks.iter().any(|d| d.bus == Bus::Usb) {
             c.args(["-device", "qemu-xhci,id=xhci"]);
@@ -229,7 +251,13 @@ impl Vm {
                 ),
                 Bus::Usb => format!("usb-storage,bus=xhci.0,drive={id}{serial}"),
             };
-            c.arg("-device").arg(dev);
+            // Firmware tries this disk first (QEMU's boot order, which SeaBIOS and OVMF both follow).
+            let boot = if d.boot && self.netboot.is_none() {
+                ",bootindex=1"
+            } else {
+                ""
+            };
+            c.arg("-device").arg(format!("{dev}{boot}"));
         }
         c
     }
@@ -269,5 +297,50 @@ mod tests {
             "{joined}"
         );
         assert!(joined.contains("-accel tcg"), "{joined}");
+        assert!(joined.contains("-kernel /k"), "{joined}");
+        assert!(!joined.contains("bootindex"), "{joined}");
+    }
+
+    #[test]
+    fn firmware_boots_from_the_boot_disk() {
+        let mut vm = Vm::new(Path::new("/k"), Path::new("/i"));
+        vm.bios = true;
+        vm.disks = vec![
+            Disk::new("/demo.img", Bus::Virtio),
+            Disk::new("/stick.img", Bus::Usb).boot_first(),
+        ];
+        let joined = vm
+            .command()
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            !joined.contains("-kernel") && !joined.contains("pflash"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("usb-storage,bus=xhci.0,drive=disk1,bootindex=1"),
+            "{joined}"
+        );
+        assert!(joined.contains("virtio-blk-pci,drive=disk0 "), "{joined}");
+
+        let mut vm = Vm::new(Path::new("/k"), Path::new("/i"));
+        vm.netboot = Some(PathBuf::from("/srv/tftp"));
+        let joined = vm
+            .command()
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(!joined.contains("-kernel"), "{joined}");
+        assert!(
+            joined.contains("user,id=net0,tftp=/srv/tftp,bootfile=boot.ipxe"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("virtio-net-pci,netdev=net0,bootindex=0"),
+            "{joined}"
+        );
     }
 }
