@@ -374,7 +374,7 @@ fn capture_and_restore_in_the_guest() {
         "no /disk.rimg in the image drive's ext4:\n{listing}"
     );
     assert_eq!(captured["image_bytes"], image_len, "{captured}");
-    let root = rescue::cli::imaging::open_image(&image)
+    let root = rescue::ops::open_image(&image)
         .unwrap()
         .root_hash()
         .to_string();
