@@ -106,14 +106,16 @@ fn event_loop(
 ) -> io::Result<i32> {
     let mut cancel: Option<Arc<AtomicBool>> = None;
     let mut quitting = false;
+    let mut esc = EscJoiner::default();
     loop {
         terminal.draw(|f| super::view::draw(f, app))?;
         let mut effects = Vec::new();
-        if event::poll(Duration::from_millis(150))? {
+        let mut keys = Vec::new();
+        if event::poll(Duration::from_millis(if esc.pending() { 30 } else { 150 }))? {
             match event::read()? {
                 Event::Key(k) if k.kind != KeyEventKind::Release => {
                     if let Some(key) = map_key(k) {
-                        effects = app.on_key(key);
+                        keys = esc.feed(key, Instant::now());
                     }
                 }
                 Event::Resize(_, _) => {
@@ -121,6 +123,11 @@ fn event_loop(
                 }
                 _ => {}
             }
+        } else {
+            keys = esc.flush_stale(Instant::now());
+        }
+        for key in keys {
+            effects.extend(app.on_key(key));
         }
         while let Ok(msg) = rx.try_recv() {
             match msg {
@@ -178,6 +185,60 @@ fn event_loop(
                     spawn_job(spec, flag, detect_opts.clone(), tx.clone());
                 }
             }
+        }
+    }
+}
+
+/// Joins arrow keys that a slow line (a serial console) split into a lone Esc and the characters `[B`:
+/// the terminal library sees Esc alone when the rest has not arrived yet. An Esc followed within a
+/// moment by `[` or `O` and a final letter is the arrow it was sent as; anything else passes through.
+#[derive(Debug, Default)]
+pub struct EscJoiner {
+    held: Vec<Key>,
+    since: Option<Instant>,
+}
+
+const ESC_WAIT: Duration = Duration::from_millis(80);
+
+impl EscJoiner {
+    pub fn pending(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    pub fn feed(&mut self, key: Key, now: Instant) -> Vec<Key> {
+        let mut out = self.flush_stale(now);
+        match (self.held.as_slice(), key) {
+            ([], Key::Esc) => {
+                self.held.push(key);
+                self.since = Some(now);
+            }
+            ([Key::Esc], Key::Char('[' | 'O')) => self.held.push(key),
+            ([Key::Esc, _], Key::Char(c @ ('A' | 'B' | 'C' | 'D' | 'H' | 'F'))) => {
+                self.held.clear();
+                out.push(match c {
+                    'A' => Key::Up,
+                    'B' => Key::Down,
+                    'C' => Key::Right,
+                    'D' => Key::Left,
+                    'H' => Key::Home,
+                    _ => Key::End,
+                });
+            }
+            _ => {
+                out.append(&mut self.held);
+                out.push(key);
+            }
+        }
+        out
+    }
+
+    /// Held keys older than the wait are what they seemed: a real Esc (and whatever followed).
+    pub fn flush_stale(&mut self, now: Instant) -> Vec<Key> {
+        match self.since {
+            Some(t) if !self.held.is_empty() && now.duration_since(t) > ESC_WAIT => {
+                std::mem::take(&mut self.held)
+            }
+            _ => Vec::new(),
         }
     }
 }
@@ -513,4 +574,30 @@ fn write_log(spec: &JobSpec, r: &JobResult) -> Option<PathBuf> {
         }
     };
     ops::append_log(&base, &lines).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_arrow_keys_are_joined_and_a_real_esc_is_kept() {
+        let t0 = Instant::now();
+        let mut j = EscJoiner::default();
+        assert!(j.feed(Key::Esc, t0).is_empty());
+        assert!(j.feed(Key::Char('['), t0).is_empty());
+        assert_eq!(j.feed(Key::Char('B'), t0), vec![Key::Down]);
+        // A lone Esc comes out once the wait is over.
+        assert!(j.feed(Key::Esc, t0).is_empty());
+        assert!(j.flush_stale(t0 + Duration::from_millis(10)).is_empty());
+        assert_eq!(
+            j.flush_stale(t0 + Duration::from_millis(200)),
+            vec![Key::Esc]
+        );
+        // Esc then an ordinary key: both, in order.
+        j.feed(Key::Esc, t0);
+        assert_eq!(j.feed(Key::Char('c'), t0), vec![Key::Esc, Key::Char('c')]);
+        // Text with '[' is not swallowed.
+        assert_eq!(j.feed(Key::Char('['), t0), vec![Key::Char('[')]);
+    }
 }
