@@ -164,6 +164,49 @@ impl Guest {
         self.wait_for_from(needle, 0, timeout)
     }
 
+    /// Bytes printed so far: an offset for [`Guest::screen`] and [`Guest::wait_for_from`].
+    pub fn output_len(&self) -> usize {
+        self.output.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// The 80×24 screen a terminal shows after everything the guest printed from byte `from` on (the
+    /// TUI draws on the serial console, which reports no size, at 80×24).
+    pub fn screen(&self, from: usize) -> String {
+        let out = self.output.lock().unwrap_or_else(|p| p.into_inner());
+        const ROWS: std::num::NonZeroU16 = std::num::NonZeroU16::new(24).unwrap();
+        const COLS: std::num::NonZeroU16 = std::num::NonZeroU16::new(80).unwrap();
+        let mut parser = vt100::Parser::new(ROWS, COLS, 0);
+        parser.process(out.get(from..).unwrap_or_default());
+        parser.screen().contents()
+    }
+
+    /// Wait until the screen shows `needle`; returns the screen.
+    pub fn wait_screen(
+        &mut self,
+        from: usize,
+        needle: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let screen = self.screen(from);
+            if screen.contains(needle) {
+                return Ok(screen);
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                bail!(
+                    "QEMU exited ({status}) while waiting for {needle:?} on the screen:\n{screen}"
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "timed out after {timeout:?} waiting for {needle:?} on the screen:\n{screen}"
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Type on the serial console.
     pub fn send(&mut self, text: &str) -> anyhow::Result<()> {
         let stdin = self

@@ -185,9 +185,8 @@ fn usb_disk_plugged_in_after_boot_is_detected() {
     let ready = g
         .wait_for(rescue::init::READY, BOOT_TIMEOUT)
         .unwrap_or_else(|e| panic!("{e:#}"));
-    // The disk list is on screen; now plug a USB stick in.
-    let start = g
-        .wait_for_from("Enter: refresh", ready, BOOT_TIMEOUT)
+    // The full-screen disk list is up (no disks yet); now plug a USB stick in.
+    g.wait_screen(ready, "Disks: none found yet", BOOT_TIMEOUT)
         .unwrap_or_else(|e| panic!("{e:#}"));
     g.qmp(
         "blockdev-add",
@@ -201,8 +200,13 @@ fn usb_disk_plugged_in_after_boot_is_detected() {
     )
     .unwrap_or_else(|e| panic!("{e:#}"));
     let plugged = std::time::Instant::now();
-    g.wait_for_from("HOTPLUG1", start, Duration::from_secs(60))
+    let screen = g
+        .wait_screen(ready, "Disks (1)", Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(
+        screen.contains("HOTPLUG1") && screen.contains("usb"),
+        "the new disk's row does not show its serial and bus:\n{screen}"
+    );
     eprintln!(
         "hotplugged USB disk shown {:.1} s after device_add",
         plugged.elapsed().as_secs_f64()

@@ -6,24 +6,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use builder::fixtures::{self, DiskSpec, Expected, Fs};
+use builder::fixtures;
 use builder::qemu::{Bus, Disk, Vm};
-use qemu_tests::{boot_files, CmdRun, Guest, BOOT_TIMEOUT};
-use serde_json::Value;
+use qemu_tests::{CmdRun, Guest, BOOT_TIMEOUT};
 
-const MIB: u64 = 1 << 20;
+mod common;
+use common::*;
+use serde_json::Value;
 
 /// Capture, verify and a restore with read-back under TCG take minutes, not seconds.
 const CHAIN_TIMEOUT: Duration = Duration::from_secs(900);
-
-fn vm() -> Vm {
-    let f = boot_files();
-    Vm::new(&f.vmlinuz, &f.initramfs)
-}
 
 /// Like `qemu_tests::run_command`, with a timeout for a whole imaging chain rather than one quick command.
 fn run_chain(mut vm: Vm, cmd: &str) -> CmdRun {
@@ -52,59 +48,6 @@ fn run_chain(mut vm: Vm, cmd: &str) -> CmdRun {
         rc,
         serial: g.output(),
     }
-}
-
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-fn tool(cmd: &mut Command) -> (bool, String) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e} (install it: scripts/setup)"));
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
-/// The fixtures of one test: the source disk (demo GPT) and the sample files its filesystems hold.
-struct Source {
-    path: PathBuf,
-    spec: DiskSpec,
-    expected: Vec<Expected>,
-    content: PathBuf,
-}
-
-fn source_disk(dir: &Path) -> Source {
-    let spec = fixtures::demo_gpt();
-    let path = dir.join("source.img");
-    let expected = fixtures::create_disk(&path, &spec).expect("creating the source disk");
-    let content = dir.join("content");
-    fixtures::sample_tree(&content).unwrap();
-    // Deleted on the source's ext4 after it was made: not a file any filesystem holds.
-    std::fs::remove_file(content.join("deleted.bin")).unwrap();
-    Source {
-        path,
-        spec,
-        expected,
-        content,
-    }
-}
-
-/// A blank disk formatted ext4 as a whole (no partition table), as an image drive often is.
-fn ext4_drive(path: &Path, size_mib: u64) {
-    std::fs::File::create(path)
-        .unwrap()
-        .set_len(size_mib * MIB)
-        .unwrap();
-    let (ok, out) = tool(Command::new("mkfs.ext4").args(["-F", "-q"]).arg(path));
-    assert!(ok, "mkfs.ext4 on {}: {out}", path.display());
 }
 
 /// The first JSON document in `text` that starts on a line of its own with `{` (PID 1 and the commands
@@ -160,98 +103,6 @@ fn path_of(run: &CmdRun, serial: &str) -> String {
             panic!("no disk with serial {serial} in the guest's report:\n{report:#}")
         })
         .to_string()
-}
-
-/// Copy one partition of a disk image into its own file.
-fn extract(disk: &Path, e: &Expected, out: &Path) {
-    let data = std::fs::read(disk).unwrap();
-    std::fs::write(
-        out,
-        &data[e.start_bytes as usize..(e.start_bytes + e.size_bytes) as usize],
-    )
-    .unwrap();
-}
-
-/// The filesystem in `part` is clean and holds every sample file with the right bytes.
-fn check_filesystem(fs: Fs, part: &Path, content: &Path, work: &Path) {
-    let files = fixtures::files_under(content).unwrap();
-    let dumped = work.join("dumped");
-    match fs {
-        Fs::Ext4 => {
-            let (ok, out) = tool(Command::new("e2fsck").arg("-fn").arg(part));
-            assert!(ok, "e2fsck -fn on {}:\n{out}", part.display());
-            for f in &files {
-                let rel = f.strip_prefix(content).unwrap();
-                let _ = std::fs::remove_file(&dumped);
-                tool(
-                    Command::new("debugfs")
-                        .arg("-R")
-                        .arg(format!("dump /{} {}", rel.display(), dumped.display()))
-                        .arg(part),
-                );
-                assert!(
-                    std::fs::read(&dumped).ok() == std::fs::read(f).ok(),
-                    "ext4 file {} differs from the source's",
-                    rel.display()
-                );
-            }
-        }
-        Fs::Vfat => {
-            let (ok, out) = tool(Command::new("fsck.vfat").arg("-n").arg(part));
-            assert!(ok, "fsck.vfat -n on {}:\n{out}", part.display());
-            for f in &files {
-                let rel = f.strip_prefix(content).unwrap();
-                let _ = std::fs::remove_file(&dumped);
-                tool(
-                    Command::new("mcopy")
-                        .env("MTOOLS_SKIP_CHECK", "1")
-                        .arg("-n")
-                        .arg("-i")
-                        .arg(part)
-                        .arg(format!("::/{}", rel.display()))
-                        .arg(&dumped),
-                );
-                assert!(
-                    std::fs::read(&dumped).ok() == std::fs::read(f).ok(),
-                    "vfat file {} differs from the source's",
-                    rel.display()
-                );
-            }
-        }
-        Fs::Ntfs => {
-            let (ok, out) = tool(Command::new("ntfsfix").arg("-n").arg(part));
-            assert!(ok, "ntfsfix -n on {}:\n{out}", part.display());
-            for f in &files {
-                // The fixture flattens the tree into NTFS's root (ntfscp copies files only).
-                let name = f
-                    .strip_prefix(content)
-                    .unwrap()
-                    .to_string_lossy()
-                    .replace('/', "_");
-                let out = Command::new("ntfscat")
-                    .arg(part)
-                    .arg(format!("/{name}"))
-                    .output()
-                    .unwrap();
-                assert!(
-                    Some(out.stdout) == std::fs::read(f).ok(),
-                    "ntfs file {name} differs from the source's"
-                );
-            }
-        }
-        // Swap holds no files; its identity (label, UUID) is compared with the partition table.
-        Fs::Swap | Fs::Exfat | Fs::None => {}
-    }
-}
-
-/// What `rescue disks --json` says about a disk image file on the host.
-fn host_report(path: &Path) -> Value {
-    let report = rescue::detect::detect_paths(
-        &[path.to_path_buf()],
-        &rescue::detect::DetectOptions::default(),
-    );
-    let v = serde_json::to_value(&report).unwrap();
-    v["disks"][0].clone()
 }
 
 /// `rescue verify IMAGE [--against DEV]` on the host, through the same code the CLI runs.
@@ -374,7 +225,7 @@ fn capture_and_restore_in_the_guest() {
         "no /disk.rimg in the image drive's ext4:\n{listing}"
     );
     assert_eq!(captured["image_bytes"], image_len, "{captured}");
-    let root = rescue::cli::imaging::open_image(&image)
+    let root = rescue::ops::open_image(&image)
         .unwrap()
         .root_hash()
         .to_string();

@@ -58,6 +58,14 @@ pub enum Cmd {
     Mount(mounts::MountArgs),
     /// Flush and unmount a filesystem mounted with `mount`.
     Umount(mounts::UmountArgs),
+    /// The full-screen interface, on a host terminal: disks, capture, restore, verify, clone.
+    Tui {
+        /// A folder offered as a place to write images to and read them from (repeatable).
+        #[arg(long = "images")]
+        folders: Vec<PathBuf>,
+        /// Devices or disk image files to show instead of every block device.
+        paths: Vec<PathBuf>,
+    },
     /// The interactive front end PID 1 starts on the console.
     #[command(hide = true)]
     Ui,
@@ -153,7 +161,23 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Inspect { image, json } => imaging::inspect(&image, json),
         Cmd::Mount(args) => mounts::mount(args),
         Cmd::Umount(args) => mounts::umount(args),
-        Cmd::Ui => Ok(ui::run()),
+        Cmd::Tui { folders, paths } => Ok(crate::tui::run(crate::tui::term::Options {
+            mode: crate::tui::Mode::Host,
+            paths,
+            folders,
+        })?),
+        Cmd::Ui => match crate::tui::run(crate::tui::term::Options {
+            mode: crate::tui::Mode::Pid1,
+            paths: vec![],
+            folders: vec![],
+        }) {
+            Ok(rc) => Ok(rc),
+            Err(e) => {
+                // The console could not be driven full-screen: fall back to the plain disk list.
+                eprintln!("rescue: the full-screen interface failed ({e}); showing the plain list");
+                Ok(ui::run())
+            }
+        },
     }
 }
 

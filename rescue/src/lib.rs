@@ -19,5 +19,8 @@ pub mod fs;
 pub mod hw;
 pub mod image;
 pub mod init;
+pub mod ops;
 pub mod plan;
+pub mod store;
 pub mod sys;
+pub mod tui;

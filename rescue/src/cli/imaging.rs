@@ -1,36 +1,21 @@
 //! `capture`, `restore`, `verify`, `inspect` and `clone`: argument handling, progress display and the
 //! final report. The work itself is `plan` + `engine`.
 
-use std::fs::File;
-use std::io::{BufWriter, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{channel, Sender};
-use std::sync::Arc;
 
-use anyhow::{bail, Context};
 use serde_json::json;
 
 use super::human_size;
-use crate::detect::{self, Disk};
-use crate::engine::{self, capture, device, progress::Progress, restore, verify};
-use crate::image::{ExtentKind, Index, SharedReader};
-use crate::plan;
+use crate::engine::{progress::Progress, restore};
+use crate::image::{ExtentKind, Index};
+use crate::ops::{self, open_image};
 
 pub fn default_threads() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2)
-}
-
-/// Detect one disk (device or image file), or fail saying why.
-pub fn detect_one(path: &Path) -> anyhow::Result<Disk> {
-    let report = detect::detect_paths(&[path.to_path_buf()], &super::detect_options());
-    match report.disks.into_iter().next() {
-        Some(d) if d.size_bytes > 0 => Ok(d),
-        Some(d) => bail!("{}: {}", path.display(), d.problems.join("; ")),
-        None => bail!("{}: {}", path.display(), report.problems.join("; ")),
-    }
 }
 
 /// Show progress: a one-line bar on a terminal, JSON lines with `--json`, nothing otherwise.
@@ -113,80 +98,23 @@ pub struct CaptureArgs {
 }
 
 pub fn capture(a: CaptureArgs) -> anyhow::Result<i32> {
-    let disk = detect_one(&a.source)?;
     let to_stdout = a.output.as_os_str() == "-";
-    let opts = super::detect_options();
-    let image_disk = if to_stdout {
-        None
-    } else {
-        let dir = a
-            .output
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        detect::disk_holding(dir, &opts)
-    };
-    let plan = plan::plan_capture(
-        &disk,
-        &plan::CaptureRequest {
-            partitions: a.partitions.clone(),
-            raw: a.raw,
-        },
-        image_disk.as_deref(),
-    )?;
-    let mut source = device::Source::open(&a.source)?;
-    source.set_sector(disk.logical_sector_size);
-    let capture_opts = capture::CaptureOptions {
+    let spec = ops::CaptureSpec {
+        source: a.source.clone(),
+        output: a.output.clone(),
+        partitions: a.partitions.clone(),
+        raw: a.raw,
         level: a.level,
-        threads: a.threads.max(1),
-        chunk_size: crate::image::DEFAULT_CHUNK_SIZE,
-        creation: engine::creation_info(),
-        cancel: Arc::new(AtomicBool::new(false)),
+        threads: a.threads,
     };
     let (tx, printer) = progress_printer(a.json);
-    let report = if to_stdout {
-        let out = BufWriter::with_capacity(8 << 20, std::io::stdout());
-        let (report, out) = capture::capture(&source, &disk, &plan, out, &capture_opts, tx)?;
-        out.into_inner()
-            .map_err(|e| e.into_error())
-            .context("flushing the image to stdout")?;
-        report
-    } else {
-        if a.output.exists() {
-            bail!(
-                "{} already exists; remove it or choose another name",
-                a.output.display()
-            );
-        }
-        let partial = partial_path(&a.output);
-        let file =
-            File::create(&partial).with_context(|| format!("creating {}", partial.display()))?;
-        let out = BufWriter::with_capacity(8 << 20, file);
-        let result = capture::capture(&source, &disk, &plan, out, &capture_opts, tx);
-        let (report, out) = match result {
-            Ok(r) => r,
-            Err(e) => {
-                // Nothing that looks complete is left behind.
-                let _ = std::fs::remove_file(&partial);
-                return Err(e.into());
-            }
-        };
-        let file = out
-            .into_inner()
-            .map_err(|e| e.into_error())
-            .context("flushing the image")?;
-        file.sync_all()
-            .with_context(|| format!("flushing {} to disk", partial.display()))?;
-        std::fs::rename(&partial, &a.output)
-            .with_context(|| format!("renaming {} to {}", partial.display(), a.output.display()))?;
-        if let Some(dir) = a.output.parent().filter(|p| !p.as_os_str().is_empty()) {
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
-        report
+    let ctl = ops::Control {
+        progress: tx,
+        ..Default::default()
     };
+    let result = ops::capture(&spec, &super::detect_options(), ctl);
     finish_progress(printer);
+    let (disk, report) = result?;
     let summary = json!({
         "image": if to_stdout { "-".to_string() } else { a.output.display().to_string() },
         "source": disk.path,
@@ -228,19 +156,6 @@ pub fn capture(a: CaptureArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-fn partial_path(output: &Path) -> PathBuf {
-    let mut s = output.as_os_str().to_owned();
-    s.push(".partial");
-    PathBuf::from(s)
-}
-
-/// Open an image for reading, with the path in every error.
-pub fn open_image(path: &Path) -> anyhow::Result<SharedReader<File>> {
-    let file = File::open(path).with_context(|| format!("opening the image {}", path.display()))?;
-    SharedReader::open(Arc::new(file))
-        .with_context(|| format!("reading the image {}", path.display()))
-}
-
 #[derive(clap::Args, Debug)]
 pub struct RestoreArgs {
     pub image: PathBuf,
@@ -272,26 +187,12 @@ pub struct RestoreArgs {
 }
 
 pub fn restore(a: RestoreArgs) -> anyhow::Result<i32> {
-    let image = open_image(&a.image)?;
-    let layout = engine::layout_of(image.index());
-    let mut target_disk = detect_one(&a.target)?;
-    if target_disk.transport == detect::Transport::File {
-        // An image file has no sector size of its own: it takes the image's.
-        target_disk.logical_sector_size = layout.logical_sector_size;
-    }
-    let env = plan::Environment {
-        image_disk: detect::disk_holding(&a.image, &super::detect_options()),
-        image_path: a.image.display().to_string(),
-    };
-    let plan = match a.partition {
-        Some(n) => {
-            plan::plan_restore_partition(&layout, n, &target_disk, a.to_partition, &env, a.yes)?
-        }
-        None => plan::plan_restore_disk(&layout, &target_disk, &env, a.yes)?,
-    };
-    let target = device::Target::open(&a.target)?;
-    let opts = restore::RestoreOptions {
-        threads: a.threads.max(1),
+    let spec = ops::RestoreSpec {
+        image: a.image.clone(),
+        target: a.target.clone(),
+        partition: a.partition,
+        to_partition: a.to_partition,
+        confirmed: a.yes,
         verify: !a.no_verify,
         unused: if a.zero_unused {
             restore::UnusedPolicy::Zero
@@ -300,10 +201,14 @@ pub fn restore(a: RestoreArgs) -> anyhow::Result<i32> {
         } else {
             restore::UnusedPolicy::Leave
         },
-        cancel: Arc::new(AtomicBool::new(false)),
+        threads: a.threads,
     };
     let (tx, printer) = progress_printer(a.json);
-    let report = restore::restore(&image, &layout, &plan, &target, &opts, tx);
+    let ctl = ops::Control {
+        progress: tx,
+        ..Default::default()
+    };
+    let report = ops::restore(&spec, &super::detect_options(), ctl);
     finish_progress(printer);
     let report = report?;
     if a.json {
@@ -344,38 +249,29 @@ pub fn restore(a: RestoreArgs) -> anyhow::Result<i32> {
 }
 
 pub fn verify(image_path: &Path, against: Option<&Path>, json_out: bool) -> anyhow::Result<i32> {
-    let file = File::open(image_path)
-        .with_context(|| format!("opening the image {}", image_path.display()))?;
-    let file = Arc::new(file);
-    let image = match SharedReader::open(file) {
-        Ok(i) => i,
+    let outcome = match ops::verify(image_path, against) {
+        Ok(o) => o,
         Err(e) => {
             if json_out {
                 println!(
                     "{}",
-                    json!({"image": image_path.display().to_string(), "ok": false, "problems": [e.to_string()]})
+                    json!({"image": image_path.display().to_string(), "ok": false, "problems": [format!("{e:#}")]})
                 );
             }
-            bail!("{}: {e}", image_path.display());
+            return Err(e);
         }
     };
-    let report = image.verify(|_| {});
-    let mut problems = report.problems();
-    if let Some(dev) = against {
-        let source = device::Source::open(dev)?;
-        let r = verify::verify_against(image.index(), &source, None, None)?;
-        problems.extend(r.differences);
-    }
+    let problems = outcome.problems;
     if json_out {
         println!(
             "{}",
-            json!({"image": image_path.display().to_string(), "ok": problems.is_empty(), "root_hash": image.root_hash().to_string(), "problems": problems})
+            json!({"image": image_path.display().to_string(), "ok": problems.is_empty(), "root_hash": outcome.root_hash, "problems": problems})
         );
     } else if problems.is_empty() {
         eprintln!(
             "{}: OK, every chunk and the root hash {} check out",
             image_path.display(),
-            image.root_hash()
+            outcome.root_hash
         );
     } else {
         for p in &problems {
@@ -506,29 +402,21 @@ pub struct CloneArgs {
 }
 
 pub fn clone(a: CloneArgs) -> anyhow::Result<i32> {
-    let source_disk = detect_one(&a.source)?;
-    let mut target_disk = detect_one(&a.target)?;
-    if target_disk.transport == detect::Transport::File {
-        target_disk.logical_sector_size = source_disk.logical_sector_size;
-    }
-    let (capture_plan, restore_plan) = plan::plan_clone(&source_disk, &target_disk, a.raw, a.yes)?;
-    let mut source = device::Source::open(&a.source)?;
-    source.set_sector(source_disk.logical_sector_size);
-    let target = device::Target::open(&a.target)?;
-    let opts = engine::clone::CloneOptions {
+    let spec = ops::CloneSpec {
+        source: a.source.clone(),
+        target: a.target.clone(),
+        raw: a.raw,
+        confirmed: a.yes,
         verify: !a.no_verify,
-        cancel: Arc::new(AtomicBool::new(false)),
     };
     let (tx, printer) = progress_printer(a.json);
-    let report =
-        engine::clone::clone_disk(&source, &target, &capture_plan, &restore_plan, &opts, tx);
+    let ctl = ops::Control {
+        progress: tx,
+        ..Default::default()
+    };
+    let report = ops::clone(&spec, &super::detect_options(), ctl);
     finish_progress(printer);
-    let report = report.map_err(|e| {
-        anyhow::anyhow!(
-            "{e}. The clone did not complete: {} has no valid partition table now",
-            a.target.display()
-        )
-    })?;
+    let report = report?;
     if a.json {
         println!(
             "{}",

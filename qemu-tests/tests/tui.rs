@@ -1,0 +1,222 @@
+//! The TUI end to end: boot the rescue system with a source disk, an ext4 image drive and a larger blank
+//! disk, and drive the full-screen interface with keystrokes over the serial console, reading the screen
+//! with a terminal emulator (vt100). Capture the source into an image on the image drive, check that
+//! restoring onto the image drive is refused on screen, restore onto the blank disk, power off, and check
+//! the restored disk on the host with independent tools.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use builder::qemu::{Bus, Disk};
+use qemu_tests::{Guest, BOOT_TIMEOUT};
+
+mod common;
+use common::*;
+
+const DOWN: &str = "\x1b[B";
+const ENTER: &str = "\r";
+/// A capture or restore with read-back of the demo disk under TCG.
+const JOB_TIMEOUT: Duration = Duration::from_secs(600);
+const STEP: Duration = Duration::from_secs(30);
+
+struct Session {
+    g: Guest,
+    /// Where the UI's output starts in the serial log.
+    from: usize,
+}
+
+impl Session {
+    fn send(&mut self, keys: &str) {
+        self.g.send(keys).unwrap();
+        // Let crossterm tell a lone Esc from an escape sequence, and the UI redraw.
+        std::thread::sleep(Duration::from_millis(400));
+    }
+
+    fn wait(&mut self, needle: &str, timeout: Duration) -> String {
+        self.g
+            .wait_screen(self.from, needle, timeout)
+            .unwrap_or_else(|e| panic!("{e:#}\nserial tail:\n{}", self.g.tail(30)))
+    }
+
+    fn screen(&self) -> String {
+        self.g.screen(self.from)
+    }
+
+    /// Press Down until the selected line (marked `>`) contains `needle`.
+    fn select(&mut self, needle: &str) -> String {
+        for _ in 0..30 {
+            let s = self.screen();
+            if s.lines().any(|l| l.contains("> ") && l.contains(needle)) {
+                return s;
+            }
+            self.send(DOWN);
+        }
+        panic!(
+            "could not select a line with {needle:?}:\n{}",
+            self.screen()
+        );
+    }
+}
+
+/// The line of `screen` holding `needle`.
+fn line_with<'a>(screen: &'a str, needle: &str) -> &'a str {
+    screen
+        .lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no {needle:?} on the screen:\n{screen}"))
+}
+
+#[test]
+fn capture_and_restore_through_the_tui() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let src = source_disk(work);
+    let image_drive = work.join("images.img");
+    ext4_drive(&image_drive, 256);
+    // Larger than the source, so the restore also moves the GPT backup to the new end; and its size
+    // tells it apart on screen (kernel names follow probe order, which is not stable).
+    let target = work.join("target.img");
+    std::fs::File::create(&target)
+        .unwrap()
+        .set_len(200 * MIB)
+        .unwrap();
+
+    let mut vm = vm();
+    vm.disks
+        .push(Disk::new(&src.path, Bus::Virtio).serial("SRC"));
+    vm.disks
+        .push(Disk::new(&image_drive, Bus::Virtio).serial("IMG"));
+    vm.disks.push(Disk::new(&target, Bus::Virtio).serial("DST"));
+    let booted = Instant::now();
+    let mut g = Guest::boot(vm).unwrap_or_else(|e| panic!("{e:#}"));
+    let from = g
+        .wait_for(rescue::init::READY, BOOT_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let mut s = Session { g, from };
+    s.wait("Disks (3)", STEP);
+    let to_ui = booted.elapsed().as_secs_f64();
+
+    // Overview: select the source disk by its serial in the details pane.
+    for _ in 0..12 {
+        if s.screen().contains("serial SRC") {
+            break;
+        }
+        s.send(DOWN);
+    }
+    assert!(s.screen().contains("serial SRC"), "{}", s.screen());
+
+    // Capture: whole disk → the ext4 drive (the only usable destination) → default name → start.
+    s.send("c");
+    s.wait("Step 1 of 4", STEP);
+    s.send(ENTER);
+    let screen = s.wait("Step 2 of 4", STEP);
+    let dest = line_with(&screen, "> ").to_string();
+    assert!(
+        dest.contains("ext4"),
+        "the first destination is not the ext4 drive:\n{screen}"
+    );
+    assert!(
+        screen.contains("it is on the disk being captured"),
+        "the source's own filesystems are not refused as destinations:\n{screen}"
+    );
+    s.send(ENTER);
+    s.wait("Step 3 of 4", STEP);
+    s.send(ENTER);
+    s.wait("Step 4 of 4", STEP);
+    let started = Instant::now();
+    s.send(ENTER);
+    let screen = s.wait("SUCCESS", JOB_TIMEOUT);
+    let capture_seconds = started.elapsed().as_secs_f64();
+    assert!(screen.contains("Root hash:"), "{screen}");
+    assert!(screen.contains("Log written to"), "{screen}");
+    s.send(ENTER);
+    s.wait("Disks (3)", STEP);
+
+    // Restore: the drive → the image → the whole image → targets.
+    s.send("r");
+    s.wait("Step 1 of 5", STEP);
+    // The image drive (mounted by the capture); the source's ext4 is listed too but holds no images.
+    s.select("256.0 MiB");
+    s.send(ENTER);
+    s.wait("Step 2 of 5", STEP);
+    s.send(ENTER);
+    s.wait("Step 3 of 5", STEP);
+    s.send(ENTER);
+    s.wait("Step 4 of 5", STEP);
+    // The image drive (256 MiB) is refused, and says why on screen.
+    s.select("256.0 MiB");
+    s.send(ENTER);
+    let screen = s.wait("refused:", STEP);
+    assert!(
+        screen.contains("the disk being overwritten") || screen.contains("-- refused"),
+        "{screen}"
+    );
+    let refusal = line_with(&screen, "refused:").to_string();
+    assert!(refusal.contains("the image"), "{screen}");
+    // The blank 200 MiB disk is accepted: type its name to confirm.
+    s.select("200.0 MiB");
+    s.send(ENTER);
+    let screen = s.wait("Step 5 of 5", STEP);
+    let prompt = line_with(&screen, "to confirm:");
+    let name = prompt
+        .split("Type ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    assert!(screen.contains("WILL BE DESTROYED"), "{screen}");
+    s.send(&name);
+    let started = Instant::now();
+    s.send(ENTER);
+    let screen = s.wait("SUCCESS", JOB_TIMEOUT);
+    let restore_seconds = started.elapsed().as_secs_f64();
+    assert!(screen.contains("read back and verified"), "{screen}");
+    s.send(ENTER);
+    s.wait("Disks (3)", STEP);
+
+    // Power off from the menu: drives are flushed and unmounted.
+    s.send("p");
+    s.wait("power off", STEP);
+    s.send("p");
+    s.g.wait_exit(Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    eprintln!(
+        "TUI under TCG: UI after {to_ui:.1} s; capture {capture_seconds:.1} s; restore with read-back \
+         {restore_seconds:.1} s (wall, as a person waits)"
+    );
+
+    // On the host: the image drive is clean and holds the image and its log; the target is the source.
+    let (ok, out) = tool(Command::new("e2fsck").arg("-fn").arg(&image_drive));
+    assert!(ok, "the image drive's ext4 is not clean:\n{out}");
+    let (_, listing) = tool(
+        Command::new("debugfs")
+            .args(["-R", "ls -l /images"])
+            .arg(&image_drive),
+    );
+    assert!(
+        listing.contains(".rimg.log"),
+        "no log beside the image:\n{listing}"
+    );
+    assert!(
+        !listing.contains(".partial"),
+        "a .partial file was left:\n{listing}"
+    );
+    let (_, out) = tool(Command::new("sgdisk").arg("-v").arg(&target));
+    assert!(
+        out.contains("No problems found"),
+        "sgdisk -v on the restored disk:\n{out}"
+    );
+    let (want, have) = (host_report(&src.path), host_report(&target));
+    assert_eq!(
+        have["partitions"], want["partitions"],
+        "restored partitions differ"
+    );
+    for (e, p) in src.expected.iter().zip(&src.spec.parts) {
+        let part = work.join(format!("restored-part{}.img", e.number));
+        extract(&target, e, &part);
+        check_filesystem(p.fs, &part, &src.content, work);
+        std::fs::remove_file(&part).unwrap();
+    }
+}

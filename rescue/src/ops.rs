@@ -1,0 +1,315 @@
+//! Whole operations, from paths to results: detect, plan (with every refusal), open, run the engine and
+//! finish (fsync, rename, logs). The CLI, the TUI and jobs call these and only present the outcome.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+
+use crate::detect::{self, DetectOptions, Disk};
+use crate::engine::{self, capture, device, progress::Progress, restore, verify};
+use crate::image::SharedReader;
+use crate::plan;
+
+/// How a running operation is observed and stopped.
+#[derive(Clone, Default)]
+pub struct Control {
+    /// Set to stop the operation at the next chunk; it then fails with "cancelled".
+    pub cancel: Arc<AtomicBool>,
+    pub progress: Option<Sender<Progress>>,
+}
+
+/// Detect one disk (device or image file), or fail saying why.
+pub fn detect_one(path: &Path, opts: &DetectOptions) -> anyhow::Result<Disk> {
+    let report = detect::detect_paths(&[path.to_path_buf()], opts);
+    match report.disks.into_iter().next() {
+        Some(d) if d.size_bytes > 0 => Ok(d),
+        Some(d) => bail!("{}: {}", path.display(), d.problems.join("; ")),
+        None => bail!("{}: {}", path.display(), report.problems.join("; ")),
+    }
+}
+
+/// Open an image for reading, with the path in every error.
+pub fn open_image(path: &Path) -> anyhow::Result<SharedReader<File>> {
+    let file = File::open(path).with_context(|| format!("opening the image {}", path.display()))?;
+    SharedReader::open(Arc::new(file))
+        .with_context(|| format!("reading the image {}", path.display()))
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaptureSpec {
+    pub source: PathBuf,
+    /// The image file; `-` writes to stdout.
+    pub output: PathBuf,
+    pub partitions: Vec<u32>,
+    pub raw: bool,
+    pub level: i32,
+    pub threads: usize,
+}
+
+/// The `.partial` name an image has until it is complete.
+pub fn partial_path(output: &Path) -> PathBuf {
+    let mut s = output.as_os_str().to_owned();
+    s.push(".partial");
+    PathBuf::from(s)
+}
+
+/// Capture `spec.source` into `spec.output`. The file is written as `OUTPUT.partial`, flushed, and only
+/// then renamed; on any failure (or cancel) the partial file is removed, so nothing that looks like a
+/// complete image is ever left behind.
+pub fn capture(
+    spec: &CaptureSpec,
+    opts: &DetectOptions,
+    ctl: Control,
+) -> anyhow::Result<(Disk, capture::CaptureReport)> {
+    let disk = detect_one(&spec.source, opts)?;
+    let to_stdout = spec.output.as_os_str() == "-";
+    let image_disk = if to_stdout {
+        None
+    } else {
+        let dir = spec
+            .output
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        detect::disk_holding(dir, opts)
+    };
+    let plan = plan::plan_capture(
+        &disk,
+        &plan::CaptureRequest {
+            partitions: spec.partitions.clone(),
+            raw: spec.raw,
+        },
+        image_disk.as_deref(),
+    )?;
+    let mut source = device::Source::open(&spec.source)?;
+    source.set_sector(disk.logical_sector_size);
+    let capture_opts = capture::CaptureOptions {
+        level: spec.level,
+        threads: spec.threads.max(1),
+        chunk_size: crate::image::DEFAULT_CHUNK_SIZE,
+        creation: engine::creation_info(),
+        cancel: ctl.cancel,
+    };
+    if to_stdout {
+        let out = BufWriter::with_capacity(8 << 20, std::io::stdout());
+        let (report, out) =
+            capture::capture(&source, &disk, &plan, out, &capture_opts, ctl.progress)?;
+        out.into_inner()
+            .map_err(|e| e.into_error())
+            .context("flushing the image to stdout")?;
+        return Ok((disk, report));
+    }
+    if spec.output.exists() {
+        bail!(
+            "{} already exists; remove it or choose another name",
+            spec.output.display()
+        );
+    }
+    let partial = partial_path(&spec.output);
+    let file = File::create(&partial).with_context(|| format!("creating {}", partial.display()))?;
+    let out = BufWriter::with_capacity(8 << 20, file);
+    let result = capture::capture(&source, &disk, &plan, out, &capture_opts, ctl.progress)
+        .map_err(anyhow::Error::from)
+        .and_then(|(report, out)| {
+            let file = out
+                .into_inner()
+                .map_err(|e| e.into_error())
+                .context("flushing the image")?;
+            file.sync_all()
+                .with_context(|| format!("flushing {} to disk", partial.display()))?;
+            Ok(report)
+        });
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e.context(format!(
+                "the capture of {} did not complete; no image was left at {}",
+                spec.source.display(),
+                spec.output.display()
+            )));
+        }
+    };
+    std::fs::rename(&partial, &spec.output).with_context(|| {
+        format!(
+            "renaming {} to {}",
+            partial.display(),
+            spec.output.display()
+        )
+    })?;
+    if let Some(dir) = spec.output.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok((disk, report))
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RestoreSpec {
+    pub image: PathBuf,
+    pub target: PathBuf,
+    pub partition: Option<u32>,
+    pub to_partition: Option<u32>,
+    /// The user confirmed that the target may be destroyed.
+    pub confirmed: bool,
+    pub verify: bool,
+    pub unused: restore::UnusedPolicy,
+    pub threads: usize,
+}
+
+/// Everything decided before a restore writes anything: shown by front ends, then run.
+pub struct PreparedRestore {
+    pub image: SharedReader<File>,
+    pub layout: plan::Layout,
+    pub target_disk: Disk,
+    pub plan: plan::RestorePlan,
+}
+
+/// Open the image, detect the target and plan the restore; every refusal happens here, before the
+/// target is opened.
+pub fn prepare_restore(
+    spec: &RestoreSpec,
+    opts: &DetectOptions,
+) -> anyhow::Result<PreparedRestore> {
+    let image = open_image(&spec.image)?;
+    let layout = engine::layout_of(image.index());
+    let mut target_disk = detect_one(&spec.target, opts)?;
+    if target_disk.transport == detect::Transport::File {
+        // An image file has no sector size of its own: it takes the image's.
+        target_disk.logical_sector_size = layout.logical_sector_size;
+    }
+    let env = plan::Environment {
+        image_disk: detect::disk_holding(&spec.image, opts),
+        image_path: spec.image.display().to_string(),
+    };
+    let plan = match spec.partition {
+        Some(n) => plan::plan_restore_partition(
+            &layout,
+            n,
+            &target_disk,
+            spec.to_partition,
+            &env,
+            spec.confirmed,
+        )?,
+        None => plan::plan_restore_disk(&layout, &target_disk, &env, spec.confirmed)?,
+    };
+    Ok(PreparedRestore {
+        image,
+        layout,
+        target_disk,
+        plan,
+    })
+}
+
+pub fn restore(
+    spec: &RestoreSpec,
+    opts: &DetectOptions,
+    ctl: Control,
+) -> anyhow::Result<restore::RestoreReport> {
+    let p = prepare_restore(spec, opts)?;
+    let target = device::Target::open(&spec.target)?;
+    let ropts = restore::RestoreOptions {
+        threads: spec.threads.max(1),
+        verify: spec.verify,
+        unused: spec.unused,
+        cancel: ctl.cancel,
+    };
+    Ok(restore::restore(
+        &p.image,
+        &p.layout,
+        &p.plan,
+        &target,
+        &ropts,
+        ctl.progress,
+    )?)
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CloneSpec {
+    pub source: PathBuf,
+    pub target: PathBuf,
+    pub raw: bool,
+    pub confirmed: bool,
+    pub verify: bool,
+}
+
+pub fn clone(
+    spec: &CloneSpec,
+    opts: &DetectOptions,
+    ctl: Control,
+) -> anyhow::Result<engine::clone::CloneReport> {
+    let source_disk = detect_one(&spec.source, opts)?;
+    let mut target_disk = detect_one(&spec.target, opts)?;
+    if target_disk.transport == detect::Transport::File {
+        target_disk.logical_sector_size = source_disk.logical_sector_size;
+    }
+    let (capture_plan, restore_plan) =
+        plan::plan_clone(&source_disk, &target_disk, spec.raw, spec.confirmed)?;
+    let mut source = device::Source::open(&spec.source)?;
+    source.set_sector(source_disk.logical_sector_size);
+    let target = device::Target::open(&spec.target)?;
+    let copts = engine::clone::CloneOptions {
+        verify: spec.verify,
+        cancel: ctl.cancel,
+    };
+    engine::clone::clone_disk(
+        &source,
+        &target,
+        &capture_plan,
+        &restore_plan,
+        &copts,
+        ctl.progress,
+    )
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "{e}. The clone did not complete: {} has no valid partition table now",
+            spec.target.display()
+        )
+    })
+}
+
+/// What `verify` found.
+#[derive(Debug, Clone)]
+pub struct VerifyOutcome {
+    pub root_hash: String,
+    /// Empty when everything checks out.
+    pub problems: Vec<String>,
+}
+
+/// Check every chunk hash and the root hash of `image`; with `against`, compare a device with it.
+pub fn verify(image: &Path, against: Option<&Path>) -> anyhow::Result<VerifyOutcome> {
+    let reader = open_image(image)?;
+    let report = reader.verify(|_| {});
+    let mut problems = report.problems();
+    if let Some(dev) = against {
+        let source = device::Source::open(dev)?;
+        let r = verify::verify_against(reader.index(), &source, None, None)?;
+        problems.extend(r.differences);
+    }
+    Ok(VerifyOutcome {
+        root_hash: reader.root_hash().to_string(),
+        problems,
+    })
+}
+
+/// Append `lines` to the log beside `image` (`IMAGE.log`); returns the log's path.
+pub fn append_log(image: &Path, lines: &[String]) -> std::io::Result<PathBuf> {
+    let mut path = image.as_os_str().to_owned();
+    path.push(".log");
+    let path = PathBuf::from(path);
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)?;
+    for l in lines {
+        writeln!(f, "{l}")?;
+    }
+    f.sync_all()?;
+    Ok(path)
+}

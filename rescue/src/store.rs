@@ -1,0 +1,353 @@
+//! Where images are kept: the filesystems an image can be written to or read from, mounting them, the
+//! images they hold, free space and default names. Used by the TUI (and later by jobs); the CLI takes
+//! plain paths.
+
+pub mod mount;
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::detect::{Disk, FsKind, Report};
+use crate::engine::json_name;
+
+/// File name extension of our images.
+pub const IMAGE_EXT: &str = "rimg";
+/// Where the TUI mounts filesystems.
+pub const MOUNT_ROOT: &str = "/run/rescue/mnt";
+
+/// A filesystem (or a plain directory on a host) that could hold images.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Store {
+    /// The partition or disk holding the filesystem; `None` for a plain directory.
+    pub device: Option<String>,
+    /// The whole disk it is on (for refusals: never the disk being captured or overwritten).
+    pub disk: Option<String>,
+    pub fs: Option<FsKind>,
+    pub label: Option<String>,
+    pub size_bytes: u64,
+    /// Where it is mounted already (or the directory itself).
+    pub mounted_on: Option<PathBuf>,
+    /// Why it cannot hold images, when it cannot.
+    pub unusable: Option<String>,
+    pub on_boot_medium: bool,
+}
+
+impl Store {
+    /// A directory given on a host (`rescue tui --images DIR`).
+    pub fn directory(dir: &Path) -> Store {
+        Store {
+            device: None,
+            disk: None,
+            fs: None,
+            label: None,
+            size_bytes: 0,
+            mounted_on: Some(dir.to_path_buf()),
+            unusable: None,
+            on_boot_medium: false,
+        }
+    }
+
+    /// One line for lists: device, filesystem, label, size, stick marker.
+    pub fn title(&self) -> String {
+        match &self.device {
+            None => format!(
+                "folder {}",
+                self.mounted_on
+                    .as_deref()
+                    .unwrap_or(Path::new("?"))
+                    .display()
+            ),
+            Some(dev) => format!(
+                "{dev}  {}  {}{}{}",
+                self.fs.map(|f| json_name(&f)).unwrap_or_else(|| "?".into()),
+                crate::cli::human_size(self.size_bytes),
+                self.label
+                    .as_ref()
+                    .map(|l| format!("  \"{l}\""))
+                    .unwrap_or_default(),
+                if self.on_boot_medium {
+                    "  (this rescue stick)"
+                } else {
+                    ""
+                }
+            ),
+        }
+    }
+}
+
+/// Why a filesystem of this kind cannot take images in the rescue system, if it cannot.
+pub fn unwritable_reason(fs: Option<FsKind>) -> Option<String> {
+    match fs {
+        Some(FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 | FsKind::Vfat | FsKind::Exfat) => None,
+        Some(FsKind::Ntfs) => Some(
+            "NTFS cannot be written by the rescue system (no NTFS driver); use an ext4, FAT32 or exFAT drive"
+                .into(),
+        ),
+        Some(FsKind::Xfs | FsKind::Btrfs) => Some(format!(
+            "{} is not mounted by the rescue system; use an ext4, FAT32 or exFAT drive",
+            json_name(&fs)
+        )),
+        Some(other) => Some(
+            match mount::kernel_fstype(other) {
+                Err(why) => why,
+                Ok(_) => "not supported",
+            }
+            .to_string(),
+        ),
+        None => Some("no filesystem recognised".into()),
+    }
+}
+
+/// Every filesystem in `report` that could hold images, usable ones first; each unusable one says why.
+pub fn stores(report: &Report) -> Vec<Store> {
+    let mut out = Vec::new();
+    for d in &report.disks {
+        if d.partitions.is_empty() {
+            if d.fs.is_some() {
+                out.push(store_of(
+                    d,
+                    &d.path,
+                    d.fs,
+                    &d.fs_label,
+                    d.size_bytes,
+                    &d.mounts,
+                ));
+            }
+            continue;
+        }
+        for p in d
+            .partitions
+            .iter()
+            .filter(|p| !p.extended && p.fs.is_some())
+        {
+            let Some(path) = &p.path else { continue };
+            let mut s = store_of(d, path, p.fs, &p.fs_label, p.size_bytes, &p.mounts);
+            if s.unusable.is_none() && is_esp(&p.part_type) {
+                s.unusable = Some(
+                    "it is an EFI system partition (boot files), not a place for images".into(),
+                );
+            }
+            out.push(s);
+        }
+    }
+    out.sort_by_key(|s| s.unusable.is_some());
+    out
+}
+
+/// The EFI system partition's GPT type or MBR id.
+fn is_esp(part_type: &str) -> bool {
+    part_type.eq_ignore_ascii_case("C12A7328-F81F-11D2-BA4B-00A0C93EC93B") || part_type == "0xef"
+}
+
+fn store_of(
+    d: &Disk,
+    device: &str,
+    fs: Option<FsKind>,
+    label: &Option<String>,
+    size: u64,
+    mounts: &[String],
+) -> Store {
+    let unusable = if d.read_only {
+        Some("the drive is read-only (write-protected)".into())
+    } else {
+        unwritable_reason(fs)
+    };
+    Store {
+        device: Some(device.to_string()),
+        disk: Some(d.path.clone()),
+        fs,
+        label: label.clone(),
+        size_bytes: size,
+        mounted_on: mounts.first().map(PathBuf::from),
+        unusable,
+        on_boot_medium: d.boot_medium,
+    }
+}
+
+/// Mount `store` (under [`MOUNT_ROOT`]) unless it is mounted already; returns where it is.
+pub fn ensure_mounted(
+    store: &Store,
+    opts: &crate::detect::DetectOptions,
+) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = &store.mounted_on {
+        return Ok(dir.clone());
+    }
+    let Some(device) = &store.device else {
+        anyhow::bail!("nothing to mount");
+    };
+    if let Some(why) = &store.unusable {
+        anyhow::bail!("{device} cannot hold images: {why}");
+    }
+    let name = Path::new(device)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "drive".into());
+    let dir = Path::new(MOUNT_ROOT).join(name);
+    mount::mount_at(Path::new(device), &dir, None, false, opts)?;
+    Ok(dir)
+}
+
+/// An image file found on a store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageEntry {
+    pub path: PathBuf,
+    pub size_bytes: u64,
+    pub modified_unix: u64,
+}
+
+/// The images under `dir` (`*.rimg`, down to three levels, newest first). Unfinished `.partial` files
+/// are not images and are not listed.
+pub fn find_images(dir: &Path) -> Vec<ImageEntry> {
+    let mut out = Vec::new();
+    walk(dir, 0, &mut out);
+    out.sort_by(|a, b| {
+        b.modified_unix
+            .cmp(&a.modified_unix)
+            .then(a.path.cmp(&b.path))
+    });
+    out
+}
+
+fn walk(dir: &Path, depth: usize, out: &mut Vec<ImageEntry>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let Ok(meta) = e.metadata() else { continue };
+        let path = e.path();
+        if meta.is_dir() && depth < 3 {
+            walk(&path, depth + 1, out);
+        } else if meta.is_file() && path.extension().is_some_and(|x| x == IMAGE_EXT) {
+            out.push(ImageEntry {
+                path,
+                size_bytes: meta.len(),
+                modified_unix: meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0),
+            });
+        }
+    }
+}
+
+/// Bytes an unprivileged writer could still put on the filesystem holding `dir`.
+pub fn free_bytes(dir: &Path) -> Option<u64> {
+    let st = nix::sys::statvfs::statvfs(dir).ok()?;
+    Some(st.blocks_available() as u64 * st.fragment_size() as u64)
+}
+
+/// The largest file the filesystem can hold, when it has a limit (FAT32: 4 GiB - 1).
+pub fn max_file_size(fs: Option<FsKind>) -> Option<u64> {
+    match fs {
+        Some(FsKind::Vfat) => Some((4u64 << 30) - 1),
+        _ => None,
+    }
+}
+
+/// A file name for an image of `disk`: model, serial and the date, with only portable characters.
+pub fn default_image_name(disk: &Disk, unix: u64) -> String {
+    let mut parts: Vec<String> = [disk.model.as_deref(), disk.serial.as_deref()]
+        .into_iter()
+        .flatten()
+        .map(sanitize)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if parts.is_empty() {
+        parts.push(sanitize(&disk.name));
+    }
+    parts.push(date_stamp(unix));
+    format!("{}.{IMAGE_EXT}", parts.join("-"))
+}
+
+/// Letters, digits, `.`, `_` and `-` only (valid on FAT and exFAT), runs of others as one `_`.
+pub fn sanitize(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.trim().chars() {
+        if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+            out.push(c);
+        } else if !out.ends_with('_') {
+            out.push('_');
+        }
+    }
+    out.trim_matches('_').to_string()
+}
+
+pub fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// `YYYY-MM-DD-HHMM` (UTC) for a Unix time.
+pub fn date_stamp(unix: u64) -> String {
+    let (y, m, d, hh, mm) = civil(unix);
+    format!("{y:04}-{m:02}-{d:02}-{hh:02}{mm:02}")
+}
+
+/// `YYYY-MM-DD HH:MM UTC` for a Unix time.
+pub fn date_time(unix: u64) -> String {
+    let (y, m, d, hh, mm) = civil(unix);
+    format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02} UTC")
+}
+
+/// Year, month, day, hour, minute (UTC) of a Unix time (days-from-civil inverted, proleptic Gregorian).
+fn civil(unix: u64) -> (i64, u32, u32, u64, u64) {
+    let days = (unix / 86400) as i64;
+    let secs = unix % 86400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d, secs / 3600, (secs % 3600) / 60)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(date_stamp(0), "1970-01-01-0000");
+        assert_eq!(date_stamp(1_795_000_000), "2026-11-18-1106");
+        assert_eq!(date_time(951_782_400), "2000-02-29 00:00 UTC");
+    }
+
+    #[test]
+    fn names_are_portable() {
+        assert_eq!(sanitize(" Samsung SSD 860/EVO "), "Samsung_SSD_860_EVO");
+        assert_eq!(sanitize("***"), "");
+    }
+
+    #[test]
+    fn images_are_found_and_partials_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("a/b")).unwrap();
+        std::fs::write(dir.path().join("a/b/one.rimg"), b"x").unwrap();
+        std::fs::write(dir.path().join("two.rimg.partial"), b"x").unwrap();
+        std::fs::write(dir.path().join("notes.txt"), b"x").unwrap();
+        let found = find_images(dir.path());
+        assert_eq!(found.len(), 1);
+        assert!(found[0].path.ends_with("a/b/one.rimg"));
+    }
+
+    #[test]
+    fn only_writable_filesystems_are_usable() {
+        assert!(unwritable_reason(Some(FsKind::Exfat)).is_none());
+        assert!(unwritable_reason(Some(FsKind::Ntfs))
+            .unwrap()
+            .contains("NTFS"));
+        assert!(unwritable_reason(Some(FsKind::Swap))
+            .unwrap()
+            .contains("swap"));
+        assert!(unwritable_reason(None).is_some());
+    }
+}

@@ -1,0 +1,30 @@
+//! The full-screen terminal UI: what a person sees after booting the stick, and `rescue tui` on a host.
+//!
+//! It holds no imaging logic. `app` is a pure state machine (keys in, effects out) over the detection
+//! report; the wizards (`capture`, `restore`, `clone`) decide with `plan` and show its refusals; `view`
+//! draws the state with ratatui; `term` owns the terminal, runs effects (mounting, opening images,
+//! running `ops` in a thread) and feeds their results back.
+
+pub mod app;
+pub mod capture;
+pub mod clone;
+pub mod restore;
+pub mod term;
+pub mod view;
+mod widgets;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests;
+
+pub use app::{App, Effect, Key, Mode};
+pub use term::run;
+
+/// What a wizard wants after a key.
+#[derive(Debug)]
+pub enum Step {
+    Stay(Vec<app::Effect>),
+    /// Leave the wizard for the overview.
+    Back,
+    Start(app::JobSpec),
+}

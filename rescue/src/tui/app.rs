@@ -1,0 +1,643 @@
+//! The TUI's state and how keys change it. Nothing here touches a device or the terminal: a key gives a
+//! list of [`Effect`]s that `term` carries out, reporting back through the `on_*` methods. That keeps
+//! every wizard testable as a state machine.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use crate::detect::{Disk, Report};
+use crate::engine::progress::Progress;
+use crate::image::{CreationInfo, DiskInfo};
+use crate::ops;
+use crate::plan;
+use crate::store::{ImageEntry, Store};
+
+use super::capture::CaptureWiz;
+use super::clone::{CloneWiz, VerifyWiz};
+use super::restore::RestoreWiz;
+
+/// Keys, independent of the terminal library.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Key {
+    Up,
+    Down,
+    Left,
+    Right,
+    Enter,
+    Esc,
+    Tab,
+    BackTab,
+    Backspace,
+    PageUp,
+    PageDown,
+    Home,
+    End,
+    Char(char),
+}
+
+/// Where the UI runs: as PID 1 of the rescue system, or as a program on a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Pid1,
+    Host,
+}
+
+/// What `term` must do for the state machine.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    Quit,
+    PowerOff,
+    Reboot,
+    /// Mount (if needed) the store and list its images and free space; answer with `on_store`.
+    OpenStore(Store),
+    /// Read an image's index; answer with `on_image`.
+    Inspect(PathBuf),
+    Start(JobSpec),
+    Cancel,
+    /// Detect the disks again.
+    Redetect,
+}
+
+/// A job the UI asks `term` to run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobSpec {
+    Capture(ops::CaptureSpec),
+    Restore(ops::RestoreSpec),
+    Clone(ops::CloneSpec),
+    Verify(PathBuf),
+}
+
+impl JobSpec {
+    pub fn title(&self) -> String {
+        match self {
+            JobSpec::Capture(s) => {
+                format!("Capture {} → {}", s.source.display(), s.output.display())
+            }
+            JobSpec::Restore(s) => {
+                format!("Restore {} → {}", s.image.display(), s.target.display())
+            }
+            JobSpec::Clone(s) => {
+                format!("Clone {} → {}", s.source.display(), s.target.display())
+            }
+            JobSpec::Verify(p) => format!("Verify {}", p.display()),
+        }
+    }
+
+    /// The image a job reads or writes: its log is written beside it.
+    pub fn image(&self) -> Option<&PathBuf> {
+        match self {
+            JobSpec::Capture(s) => Some(&s.output),
+            JobSpec::Restore(s) => Some(&s.image),
+            JobSpec::Verify(p) => Some(p),
+            JobSpec::Clone(_) => None,
+        }
+    }
+}
+
+/// A mounted store: where it is, its free space and the images on it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenedStore {
+    pub store: Store,
+    pub dir: PathBuf,
+    pub free_bytes: Option<u64>,
+    pub images: Vec<ImageEntry>,
+}
+
+/// What the UI shows about an image before restoring it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageSummary {
+    pub path: PathBuf,
+    pub size_bytes: u64,
+    pub root_hash: String,
+    pub creation: CreationInfo,
+    pub disk: DiskInfo,
+    pub layout: plan::Layout,
+    /// The disk holding the image file (never a restore target).
+    pub image_disk: Option<String>,
+    pub unreadable_ranges: usize,
+}
+
+/// The job being run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Running {
+    pub spec: JobSpec,
+    pub progress: Option<Progress>,
+    /// Rate samples (bytes/s) for the sparkline, newest last.
+    pub rates: Vec<u64>,
+    pub cancel_requested: bool,
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobResult {
+    pub ok: bool,
+    pub title: String,
+    /// What happened, one fact per line (root hash, sizes, time, warnings, or the error).
+    pub lines: Vec<String>,
+    pub log: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Screen {
+    Overview,
+    Capture(Box<CaptureWiz>),
+    Restore(Box<RestoreWiz>),
+    Verify(Box<VerifyWiz>),
+    Clone(Box<CloneWiz>),
+    Progress,
+    Result(JobResult),
+    Log { scroll: usize },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Overlay {
+    Help,
+    /// The action menu (Enter on the overview).
+    Menu {
+        sel: usize,
+    },
+    Power,
+    ConfirmCancel,
+    ConfirmQuit,
+}
+
+/// One row of the overview tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Row {
+    pub disk: usize,
+    /// Index into the disk's partitions.
+    pub part: Option<usize>,
+}
+
+pub const MENU: [(&str, char); 7] = [
+    ("Capture the selected disk or partition to an image", 'c'),
+    ("Restore an image onto a disk or partition", 'r'),
+    ("Verify an image", 'v'),
+    ("Clone the selected disk onto another disk", 'x'),
+    ("Show the log", 'l'),
+    ("Power off or reboot", 'p'),
+    ("Help", '?'),
+];
+
+pub struct App {
+    pub mode: Mode,
+    pub report: Report,
+    /// Used bytes per partition (or whole-disk filesystem) device path, filled in the background.
+    pub usage: HashMap<String, u64>,
+    pub rows: Vec<Row>,
+    pub sel: usize,
+    pub screen: Screen,
+    pub overlay: Option<Overlay>,
+    /// Our own messages (shown in the log view), oldest first.
+    pub log: Vec<String>,
+    /// Kernel messages, oldest first.
+    pub kernel_log: Vec<String>,
+    /// A one-line message under the screen: the last refusal, error or hint.
+    pub status: Option<String>,
+    /// Folders given on the command line (host), offered as stores.
+    pub folders: Vec<Store>,
+    pub job: Option<Running>,
+    /// The clock for default image names (fixed in tests).
+    pub now_unix: u64,
+    pub threads: usize,
+}
+
+impl App {
+    pub fn new(mode: Mode, report: Report, now_unix: u64) -> App {
+        let mut app = App {
+            mode,
+            report: Report::default(),
+            usage: HashMap::new(),
+            rows: Vec::new(),
+            sel: 0,
+            screen: Screen::Overview,
+            overlay: None,
+            log: Vec::new(),
+            kernel_log: Vec::new(),
+            status: None,
+            folders: Vec::new(),
+            job: None,
+            now_unix,
+            threads: crate::cli::imaging::default_threads(),
+        };
+        app.set_report(report);
+        app
+    }
+
+    pub fn note(&mut self, msg: impl Into<String>) {
+        let msg = msg.into();
+        self.log.push(msg.clone());
+        self.status = Some(msg);
+    }
+
+    /// New detection results (hotplug or after a job): keep the selection on the same device.
+    pub fn set_report(&mut self, report: Report) {
+        let selected = self.selected_path();
+        let before: Vec<String> = self.report.disks.iter().map(|d| d.path.clone()).collect();
+        for d in &report.disks {
+            if !before.is_empty() && !before.contains(&d.path) {
+                self.log.push(format!("disk appeared: {}", d.path));
+            }
+        }
+        for p in &before {
+            if !report.disks.iter().any(|d| &d.path == p) {
+                self.log.push(format!("disk removed: {p}"));
+            }
+        }
+        self.report = report;
+        self.rows = rows_of(&self.report);
+        self.sel = selected
+            .and_then(|p| {
+                self.rows
+                    .iter()
+                    .position(|r| self.row_path(r).as_deref() == Some(p.as_str()))
+            })
+            .unwrap_or(0)
+            .min(self.rows.len().saturating_sub(1));
+    }
+
+    pub fn row_path(&self, r: &Row) -> Option<String> {
+        let d = self.report.disks.get(r.disk)?;
+        match r.part {
+            None => Some(d.path.clone()),
+            Some(i) => d.partitions.get(i).map(|p| {
+                p.path
+                    .clone()
+                    .unwrap_or_else(|| format!("{}#{}", d.path, p.number))
+            }),
+        }
+    }
+
+    fn selected_path(&self) -> Option<String> {
+        self.rows.get(self.sel).and_then(|r| self.row_path(r))
+    }
+
+    pub fn selected_disk(&self) -> Option<&Disk> {
+        self.rows
+            .get(self.sel)
+            .and_then(|r| self.report.disks.get(r.disk))
+    }
+
+    /// Every store: detected filesystems, then folders from the command line.
+    pub fn stores(&self) -> Vec<Store> {
+        let mut v = self.folders.clone();
+        v.extend(crate::store::stores(&self.report));
+        v.sort_by_key(|s| s.unusable.is_some());
+        v
+    }
+
+    pub fn on_key(&mut self, key: Key) -> Vec<Effect> {
+        if let Some(overlay) = self.overlay.clone() {
+            return self.overlay_key(overlay, key);
+        }
+        if key == Key::Char('?') && !self.typing() {
+            self.overlay = Some(Overlay::Help);
+            return vec![];
+        }
+        let screen = std::mem::replace(&mut self.screen, Screen::Overview);
+        let (screen, effects) = match screen {
+            Screen::Overview => {
+                let e = self.overview_key(key);
+                // overview_key may have switched screens itself.
+                let s = std::mem::replace(&mut self.screen, Screen::Overview);
+                (s, e)
+            }
+            Screen::Capture(mut w) => match w.on_key(key, self) {
+                super::Step::Stay(e) => (Screen::Capture(w), e),
+                super::Step::Back => (Screen::Overview, vec![]),
+                super::Step::Start(spec) => self.start(spec),
+            },
+            Screen::Restore(mut w) => match w.on_key(key, self) {
+                super::Step::Stay(e) => (Screen::Restore(w), e),
+                super::Step::Back => (Screen::Overview, vec![]),
+                super::Step::Start(spec) => self.start(spec),
+            },
+            Screen::Verify(mut w) => match w.on_key(key, self) {
+                super::Step::Stay(e) => (Screen::Verify(w), e),
+                super::Step::Back => (Screen::Overview, vec![]),
+                super::Step::Start(spec) => self.start(spec),
+            },
+            Screen::Clone(mut w) => match w.on_key(key, self) {
+                super::Step::Stay(e) => (Screen::Clone(w), e),
+                super::Step::Back => (Screen::Overview, vec![]),
+                super::Step::Start(spec) => self.start(spec),
+            },
+            Screen::Progress => {
+                match key {
+                    Key::Esc | Key::Char('c') if self.job.is_some() => {
+                        self.overlay = Some(Overlay::ConfirmCancel)
+                    }
+                    Key::Char('q') => return self.quit_key(Screen::Progress),
+                    _ => {}
+                }
+                (Screen::Progress, vec![])
+            }
+            Screen::Result(r) => match key {
+                Key::Enter | Key::Esc => (Screen::Overview, vec![Effect::Redetect]),
+                Key::Char('l') => (Screen::Log { scroll: 0 }, vec![]),
+                Key::Char('q') => return self.quit_key(Screen::Result(r)),
+                _ => (Screen::Result(r), vec![]),
+            },
+            Screen::Log { scroll } => {
+                let max = self.log.len() + self.kernel_log.len();
+                let scroll = match key {
+                    Key::Up | Key::Char('k') => scroll + 1,
+                    Key::Down | Key::Char('j') => scroll.saturating_sub(1),
+                    Key::PageUp => scroll + 10,
+                    Key::PageDown => scroll.saturating_sub(10),
+                    Key::Home => max,
+                    Key::End => 0,
+                    Key::Esc | Key::Char('l') | Key::Enter => {
+                        return {
+                            self.screen = if self.job.is_some() {
+                                Screen::Progress
+                            } else {
+                                Screen::Overview
+                            };
+                            vec![]
+                        }
+                    }
+                    _ => scroll,
+                };
+                (
+                    Screen::Log {
+                        scroll: scroll.min(max),
+                    },
+                    vec![],
+                )
+            }
+        };
+        self.screen = screen;
+        if let Some(e) = self.take_wizard_error() {
+            self.note(e);
+        }
+        effects
+    }
+
+    /// Whether a text field has the keyboard (so letters are text, not commands).
+    pub fn typing(&self) -> bool {
+        match &self.screen {
+            Screen::Capture(w) => w.typing(),
+            Screen::Restore(w) => w.typing(),
+            Screen::Clone(w) => w.typing(),
+            _ => false,
+        }
+    }
+
+    fn start(&mut self, spec: JobSpec) -> (Screen, Vec<Effect>) {
+        self.log.push(format!("started: {}", spec.title()));
+        self.status = None;
+        self.job = Some(Running {
+            spec: spec.clone(),
+            progress: None,
+            rates: Vec::new(),
+            cancel_requested: false,
+        });
+        (Screen::Progress, vec![Effect::Start(spec)])
+    }
+
+    fn quit_key(&mut self, back: Screen) -> Vec<Effect> {
+        self.screen = back;
+        match self.mode {
+            Mode::Host if self.job.is_some() => {
+                self.overlay = Some(Overlay::ConfirmQuit);
+                vec![]
+            }
+            Mode::Host => vec![Effect::Quit],
+            Mode::Pid1 => {
+                self.overlay = Some(Overlay::Power);
+                vec![]
+            }
+        }
+    }
+
+    fn overview_key(&mut self, key: Key) -> Vec<Effect> {
+        let n = self.rows.len();
+        match key {
+            Key::Up | Key::Char('k') => self.sel = self.sel.saturating_sub(1),
+            Key::Down | Key::Char('j') => self.sel = (self.sel + 1).min(n.saturating_sub(1)),
+            Key::Home => self.sel = 0,
+            Key::End => self.sel = n.saturating_sub(1),
+            Key::PageUp => self.sel = self.sel.saturating_sub(10),
+            Key::PageDown => self.sel = (self.sel + 10).min(n.saturating_sub(1)),
+            Key::Enter => self.overlay = Some(Overlay::Menu { sel: 0 }),
+            Key::Char(c) => return self.action(c),
+            _ => {}
+        }
+        vec![]
+    }
+
+    /// The overview's one-letter actions (also what the menu runs).
+    fn action(&mut self, c: char) -> Vec<Effect> {
+        self.status = None;
+        match c {
+            'c' => match self.rows.get(self.sel).copied() {
+                Some(row) => {
+                    let disk = self.report.disks[row.disk].clone();
+                    let part = row.part.map(|i| disk.partitions[i].number);
+                    match CaptureWiz::new(self, disk, part) {
+                        Ok(w) => self.screen = Screen::Capture(Box::new(w)),
+                        Err(why) => self.note(why),
+                    }
+                }
+                None => self.note("no disk to capture"),
+            },
+            'r' => self.screen = Screen::Restore(Box::new(RestoreWiz::new(self))),
+            'v' => self.screen = Screen::Verify(Box::new(VerifyWiz::new(self))),
+            'x' => match self.selected_disk().cloned() {
+                Some(d) => self.screen = Screen::Clone(Box::new(CloneWiz::new(self, d))),
+                None => self.note("no disk to clone"),
+            },
+            'l' => self.screen = Screen::Log { scroll: 0 },
+            'p' => self.overlay = Some(Overlay::Power),
+            'q' => return self.quit_key(Screen::Overview),
+            _ => {}
+        }
+        vec![]
+    }
+
+    fn overlay_key(&mut self, overlay: Overlay, key: Key) -> Vec<Effect> {
+        match overlay {
+            Overlay::Help => {
+                if matches!(key, Key::Esc | Key::Enter | Key::Char('?') | Key::Char('q')) {
+                    self.overlay = None;
+                }
+                vec![]
+            }
+            Overlay::Menu { sel } => match key {
+                Key::Up | Key::Char('k') => {
+                    self.overlay = Some(Overlay::Menu {
+                        sel: sel.saturating_sub(1),
+                    });
+                    vec![]
+                }
+                Key::Down | Key::Char('j') => {
+                    self.overlay = Some(Overlay::Menu {
+                        sel: (sel + 1).min(MENU.len() - 1),
+                    });
+                    vec![]
+                }
+                Key::Enter => {
+                    self.overlay = None;
+                    let c = MENU[sel].1;
+                    if c == '?' {
+                        self.overlay = Some(Overlay::Help);
+                        vec![]
+                    } else {
+                        self.action(c)
+                    }
+                }
+                Key::Char(c) if MENU.iter().any(|m| m.1 == c) => {
+                    self.overlay = None;
+                    self.action(c)
+                }
+                Key::Esc | Key::Char('q') => {
+                    self.overlay = None;
+                    vec![]
+                }
+                _ => vec![],
+            },
+            Overlay::Power => match key {
+                Key::Char('p') | Key::Char('r') if self.job.is_some() => {
+                    self.overlay = None;
+                    self.note("a job is running: cancel it first (Esc on the progress screen)");
+                    vec![]
+                }
+                Key::Char('p') if self.mode == Mode::Pid1 => vec![Effect::PowerOff],
+                Key::Char('r') if self.mode == Mode::Pid1 => vec![Effect::Reboot],
+                Key::Char('p') | Key::Char('r') => {
+                    self.overlay = None;
+                    self.note("power off and reboot are only offered by the rescue system; on a host, quit with q");
+                    vec![]
+                }
+                Key::Esc | Key::Char('q') | Key::Char('n') => {
+                    self.overlay = None;
+                    vec![]
+                }
+                _ => vec![],
+            },
+            Overlay::ConfirmCancel => match key {
+                Key::Char('y') => {
+                    self.overlay = None;
+                    if let Some(j) = &mut self.job {
+                        j.cancel_requested = true;
+                    }
+                    self.note("cancelling: stopping at the next chunk");
+                    vec![Effect::Cancel]
+                }
+                Key::Char('n') | Key::Esc => {
+                    self.overlay = None;
+                    vec![]
+                }
+                _ => vec![],
+            },
+            Overlay::ConfirmQuit => match key {
+                Key::Char('y') => vec![Effect::Cancel, Effect::Quit],
+                Key::Char('n') | Key::Esc => {
+                    self.overlay = None;
+                    vec![]
+                }
+                _ => vec![],
+            },
+        }
+    }
+
+    // ---- answers from `term` ----
+
+    pub fn on_store(&mut self, result: Result<OpenedStore, String>) {
+        match &mut self.screen {
+            Screen::Capture(w) => w.on_store(result),
+            Screen::Restore(w) => w.on_store(result),
+            Screen::Verify(w) => w.on_store(result),
+            _ => {}
+        }
+        if let Some(e) = self.take_wizard_error() {
+            self.note(e);
+        }
+    }
+
+    pub fn on_image(&mut self, result: Result<ImageSummary, String>) {
+        if let Screen::Restore(w) = &mut self.screen {
+            let report = self.report.clone();
+            w.on_image(result, &report);
+        }
+        if let Some(e) = self.take_wizard_error() {
+            self.note(e);
+        }
+    }
+
+    fn take_wizard_error(&mut self) -> Option<String> {
+        match &mut self.screen {
+            Screen::Capture(w) => w.error.take(),
+            Screen::Restore(w) => w.error.take(),
+            Screen::Verify(w) => w.error.take(),
+            Screen::Clone(w) => w.error.take(),
+            _ => None,
+        }
+    }
+
+    pub fn on_progress(&mut self, p: Progress) {
+        if let Some(j) = &mut self.job {
+            j.rates.push(p.rate as u64);
+            if j.rates.len() > 240 {
+                j.rates.remove(0);
+            }
+            j.progress = Some(p);
+        }
+    }
+
+    pub fn on_finished(&mut self, result: JobResult) {
+        self.log.push(format!(
+            "{}: {}",
+            if result.ok { "finished" } else { "failed" },
+            result.title
+        ));
+        self.log
+            .extend(result.lines.iter().map(|l| format!("  {l}")));
+        self.job = None;
+        self.overlay = None;
+        self.status = None;
+        self.screen = Screen::Result(result);
+    }
+
+    pub fn on_usage(&mut self, device: String, used: u64) {
+        self.usage.insert(device, used);
+    }
+}
+
+pub fn rows_of(report: &Report) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for (i, d) in report.disks.iter().enumerate() {
+        rows.push(Row {
+            disk: i,
+            part: None,
+        });
+        for (j, _) in d.partitions.iter().enumerate() {
+            rows.push(Row {
+                disk: i,
+                part: Some(j),
+            });
+        }
+    }
+    rows
+}
+
+/// Move a list selection with the usual keys; returns whether the key was a movement.
+pub fn move_sel(sel: &mut usize, len: usize, key: Key) -> bool {
+    let last = len.saturating_sub(1);
+    match key {
+        Key::Up | Key::Char('k') => *sel = sel.saturating_sub(1),
+        Key::Down | Key::Char('j') => *sel = (*sel + 1).min(last),
+        Key::Home => *sel = 0,
+        Key::End => *sel = last,
+        Key::PageUp => *sel = sel.saturating_sub(10),
+        Key::PageDown => *sel = (*sel + 10).min(last),
+        _ => return false,
+    }
+    true
+}
+
+/// The kernel name of a device path (`/dev/sdb1` → `sdb1`): what a person types to confirm.
+pub fn short_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}

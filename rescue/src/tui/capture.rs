@@ -1,0 +1,355 @@
+//! The capture wizard: what to capture → where (a filesystem on another disk) → file name and
+//! compression → summary → run.
+
+use std::path::{Path, PathBuf};
+
+use crate::detect::{Disk, Partition};
+use crate::ops::CaptureSpec;
+use crate::plan::{self, CaptureRequest};
+use crate::store::{self, Store};
+
+use super::app::{move_sel, App, Effect, JobSpec, Key, OpenedStore};
+use super::Step;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CapStep {
+    Parts,
+    Dest,
+    Name,
+    Summary,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameField {
+    Name,
+    Level,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaptureWiz {
+    pub source: Disk,
+    pub step: CapStep,
+    /// Row 0 is "the whole disk"; rows 1.. are the data partitions.
+    pub cursor: usize,
+    pub whole: bool,
+    /// Chosen partitions, by number.
+    pub chosen: Vec<u32>,
+    pub stores: Vec<Store>,
+    pub store_sel: usize,
+    /// Waiting for `term` to open a store.
+    pub opening: bool,
+    pub dest: Option<OpenedStore>,
+    /// Relative to the store's root.
+    pub name: String,
+    pub level: i32,
+    pub field: NameField,
+    /// An error for the status line, taken by `App`.
+    pub error: Option<String>,
+    /// Bytes the capture will read (used bytes where known, otherwise the partition size).
+    pub estimate: u64,
+}
+
+impl CaptureWiz {
+    pub fn new(app: &App, source: Disk, partition: Option<u32>) -> Result<CaptureWiz, String> {
+        if source.size_bytes == 0 {
+            return Err(format!(
+                "{} cannot be read ({}); nothing to capture",
+                source.path,
+                source.problems.join("; ")
+            ));
+        }
+        let stores = app
+            .stores()
+            .into_iter()
+            .map(|mut s| {
+                if s.unusable.is_none() && s.disk.as_deref() == Some(source.path.as_str()) {
+                    s.unusable = Some("it is on the disk being captured".into());
+                }
+                s
+            })
+            .collect::<Vec<_>>();
+        let mut stores = stores;
+        stores.sort_by_key(|s| s.unusable.is_some());
+        let mut w = CaptureWiz {
+            name: format!(
+                "images/{}",
+                store::default_image_name(&source, app.now_unix)
+            ),
+            source,
+            step: CapStep::Parts,
+            cursor: 0,
+            whole: partition.is_none(),
+            chosen: partition.into_iter().collect(),
+            stores,
+            store_sel: 0,
+            opening: false,
+            dest: None,
+            level: 3,
+            field: NameField::Name,
+            error: None,
+            estimate: 0,
+        };
+        if let Some(n) = partition {
+            w.cursor = 1 + w.parts().iter().position(|p| p.number == n).unwrap_or(0);
+        }
+        w.estimate = w.estimate_bytes(app);
+        Ok(w)
+    }
+
+    /// The partitions that can be captured on their own (not extended containers).
+    pub fn parts(&self) -> Vec<&Partition> {
+        self.source
+            .partitions
+            .iter()
+            .filter(|p| !p.extended)
+            .collect()
+    }
+
+    pub fn typing(&self) -> bool {
+        self.step == CapStep::Name && self.field == NameField::Name
+    }
+
+    fn request(&self) -> CaptureRequest {
+        CaptureRequest {
+            partitions: if self.whole {
+                vec![]
+            } else {
+                self.chosen.clone()
+            },
+            raw: false,
+        }
+    }
+
+    /// What the capture reads: used bytes where the background scan knows them, sizes otherwise.
+    fn estimate_bytes(&self, app: &App) -> u64 {
+        let used_or_size = |p: &Partition| {
+            p.path
+                .as_ref()
+                .and_then(|path| app.usage.get(path).copied())
+                .unwrap_or(p.size_bytes)
+        };
+        if self.source.partitions.is_empty() {
+            return app
+                .usage
+                .get(&self.source.path)
+                .copied()
+                .unwrap_or(self.source.size_bytes);
+        }
+        self.parts()
+            .into_iter()
+            .filter(|p| self.whole || self.chosen.contains(&p.number))
+            .map(used_or_size)
+            .sum()
+    }
+
+    /// The image's full path once a destination is open.
+    pub fn output(&self) -> Option<PathBuf> {
+        let d = self.dest.as_ref()?;
+        Some(d.dir.join(self.name.trim_start_matches('/')))
+    }
+
+    /// A warning about the destination's room for this capture, if any.
+    pub fn space_warning(&self) -> Option<String> {
+        let d = self.dest.as_ref()?;
+        if let Some(max) = store::max_file_size(d.store.fs) {
+            if self.estimate > max {
+                return Some(format!(
+                    "FAT32 cannot hold files over 4 GiB and up to {} will be read: if the image \
+                     comes out larger the capture fails; exFAT or ext4 has no such limit",
+                    crate::cli::human_size(self.estimate)
+                ));
+            }
+        }
+        match d.free_bytes {
+            Some(free) if free < self.estimate => Some(format!(
+                "only {} free for up to {} of data: enough only if it compresses well",
+                crate::cli::human_size(free),
+                crate::cli::human_size(self.estimate)
+            )),
+            _ => None,
+        }
+    }
+
+    pub fn on_key(&mut self, key: Key, app: &App) -> Step {
+        match self.step {
+            CapStep::Parts => self.parts_key(key, app),
+            CapStep::Dest => self.dest_key(key),
+            CapStep::Name => self.name_key(key),
+            CapStep::Summary => match key {
+                Key::Enter => match self.output() {
+                    Some(output) => Step::Start(JobSpec::Capture(CaptureSpec {
+                        source: PathBuf::from(&self.source.path),
+                        output,
+                        partitions: self.request().partitions,
+                        raw: false,
+                        level: self.level,
+                        threads: app.threads,
+                    })),
+                    None => {
+                        self.step = CapStep::Dest;
+                        Step::Stay(vec![])
+                    }
+                },
+                Key::Esc | Key::Backspace | Key::Left => {
+                    self.step = CapStep::Name;
+                    Step::Stay(vec![])
+                }
+                _ => Step::Stay(vec![]),
+            },
+        }
+    }
+
+    fn parts_key(&mut self, key: Key, app: &App) -> Step {
+        let rows = 1 + self.parts().len();
+        if move_sel(&mut self.cursor, rows, key) {
+            return Step::Stay(vec![]);
+        }
+        match key {
+            Key::Char(' ') => {
+                if self.cursor == 0 {
+                    self.whole = true;
+                    self.chosen.clear();
+                } else {
+                    let n = self.parts()[self.cursor - 1].number;
+                    self.whole = false;
+                    if let Some(i) = self.chosen.iter().position(|&c| c == n) {
+                        self.chosen.remove(i);
+                    } else {
+                        self.chosen.push(n);
+                        self.chosen.sort_unstable();
+                    }
+                }
+                self.estimate = self.estimate_bytes(app);
+                Step::Stay(vec![])
+            }
+            Key::Enter => {
+                if !self.whole && self.chosen.is_empty() {
+                    self.error = Some(
+                        "choose the whole disk or at least one partition (Space marks it)".into(),
+                    );
+                    return Step::Stay(vec![]);
+                }
+                // The plan's own refusals (an extended container, a vanished partition).
+                if let Err(r) = plan::plan_capture(&self.source, &self.request(), None) {
+                    self.error = Some(r.to_string());
+                    return Step::Stay(vec![]);
+                }
+                self.estimate = self.estimate_bytes(app);
+                self.step = CapStep::Dest;
+                Step::Stay(vec![])
+            }
+            Key::Esc => Step::Back,
+            _ => Step::Stay(vec![]),
+        }
+    }
+
+    fn dest_key(&mut self, key: Key) -> Step {
+        if self.opening {
+            return Step::Stay(vec![]);
+        }
+        if move_sel(&mut self.store_sel, self.stores.len(), key) {
+            return Step::Stay(vec![]);
+        }
+        match key {
+            Key::Enter => match self.stores.get(self.store_sel) {
+                None => {
+                    self.error = Some(
+                        "no filesystem to write the image to: plug in a drive formatted ext4, FAT32 or exFAT"
+                            .into(),
+                    );
+                    Step::Stay(vec![])
+                }
+                Some(s) if s.unusable.is_some() => {
+                    self.error = Some(format!(
+                        "{} cannot hold the image: {}",
+                        s.title(),
+                        s.unusable.clone().unwrap_or_default()
+                    ));
+                    Step::Stay(vec![])
+                }
+                Some(s) => {
+                    self.opening = true;
+                    Step::Stay(vec![Effect::OpenStore(s.clone())])
+                }
+            },
+            Key::Esc | Key::Left => {
+                self.step = CapStep::Parts;
+                Step::Stay(vec![])
+            }
+            _ => Step::Stay(vec![]),
+        }
+    }
+
+    pub fn on_store(&mut self, result: Result<OpenedStore, String>) {
+        self.opening = false;
+        match result {
+            Ok(s) => {
+                self.dest = Some(s);
+                self.step = CapStep::Name;
+                self.field = NameField::Name;
+            }
+            Err(e) => self.error = Some(e),
+        }
+    }
+
+    fn name_key(&mut self, key: Key) -> Step {
+        match (self.field, key) {
+            (_, Key::Tab) | (_, Key::BackTab) => {
+                self.field = match self.field {
+                    NameField::Name => NameField::Level,
+                    NameField::Level => NameField::Name,
+                };
+            }
+            (NameField::Name, Key::Char(c)) if !c.is_control() => self.name.push(c),
+            (NameField::Name, Key::Backspace) => {
+                self.name.pop();
+            }
+            (NameField::Level, Key::Char('+') | Key::Right | Key::Up) => {
+                self.level = (self.level + 1).min(19)
+            }
+            (NameField::Level, Key::Char('-') | Key::Left | Key::Down) => {
+                self.level = (self.level - 1).max(1)
+            }
+            (_, Key::Enter) => match self.check_name() {
+                Ok(()) => self.step = CapStep::Summary,
+                Err(e) => self.error = Some(e),
+            },
+            (_, Key::Esc) => {
+                self.step = CapStep::Dest;
+            }
+            _ => {}
+        }
+        Step::Stay(vec![])
+    }
+
+    /// The file name must be a relative path ending in `.rimg` that does not exist yet.
+    pub fn check_name(&mut self) -> Result<(), String> {
+        let name = self.name.trim().trim_start_matches('/').to_string();
+        if name.is_empty() || name.ends_with('/') {
+            return Err("give the image a file name".into());
+        }
+        if Path::new(&name).components().any(|c| {
+            matches!(
+                c,
+                std::path::Component::ParentDir | std::path::Component::RootDir
+            )
+        }) {
+            return Err("the name must stay inside the chosen drive (no ..)".into());
+        }
+        let name = if name.ends_with(&format!(".{}", store::IMAGE_EXT)) {
+            name
+        } else {
+            format!("{name}.{}", store::IMAGE_EXT)
+        };
+        self.name = name;
+        if let Some(out) = self.output() {
+            if out.exists() {
+                return Err(format!(
+                    "{} already exists; choose another name",
+                    out.display()
+                ));
+            }
+        }
+        Ok(())
+    }
+}

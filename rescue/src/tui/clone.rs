@@ -1,0 +1,204 @@
+//! The clone wizard (the selected disk → another disk, confirmed by typing its name) and the verify
+//! wizard (a drive → an image → check every hash).
+
+use std::path::PathBuf;
+
+use crate::detect::Disk;
+use crate::ops::CloneSpec;
+use crate::plan::{self, RestorePlan};
+use crate::store::Store;
+
+use super::app::{move_sel, short_name, App, JobSpec, Key, OpenedStore};
+use super::restore::{confirms, image_stores, pick_store};
+use super::Step;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloneStep {
+    Target,
+    Confirm,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CloneWiz {
+    pub source: Disk,
+    pub step: CloneStep,
+    /// Every other disk with the plan's verdict.
+    pub targets: Vec<(Disk, Result<RestorePlan, String>)>,
+    pub sel: usize,
+    pub typed: String,
+    pub error: Option<String>,
+}
+
+impl CloneWiz {
+    pub fn new(app: &App, source: Disk) -> CloneWiz {
+        let targets: Vec<_> = app
+            .report
+            .disks
+            .iter()
+            .filter(|d| d.path != source.path)
+            .map(|d| {
+                let mut d = d.clone();
+                if d.transport == crate::detect::Transport::File {
+                    d.logical_sector_size = source.logical_sector_size;
+                }
+                let verdict = plan::plan_clone(&source, &d, false, true)
+                    .map(|(_, r)| r)
+                    .map_err(|r| r.to_string());
+                (d, verdict)
+            })
+            .collect();
+        let sel = targets.iter().position(|t| t.1.is_ok()).unwrap_or(0);
+        CloneWiz {
+            source,
+            step: CloneStep::Target,
+            targets,
+            sel,
+            typed: String::new(),
+            error: None,
+        }
+    }
+
+    pub fn typing(&self) -> bool {
+        self.step == CloneStep::Confirm
+    }
+
+    pub fn on_key(&mut self, key: Key, _app: &App) -> Step {
+        match self.step {
+            CloneStep::Target => {
+                if move_sel(&mut self.sel, self.targets.len(), key) {
+                    return Step::Stay(vec![]);
+                }
+                match key {
+                    Key::Enter => match self.targets.get(self.sel) {
+                        None => {
+                            self.error = Some(
+                                "there is no other disk to clone onto; plug one in (it appears here)"
+                                    .into(),
+                            );
+                        }
+                        Some((_, Err(why))) => self.error = Some(format!("refused: {why}")),
+                        Some(_) => {
+                            self.typed.clear();
+                            self.step = CloneStep::Confirm;
+                        }
+                    },
+                    Key::Esc => return Step::Back,
+                    _ => {}
+                }
+                Step::Stay(vec![])
+            }
+            CloneStep::Confirm => {
+                let Some((target, _)) = self.targets.get(self.sel).cloned() else {
+                    self.step = CloneStep::Target;
+                    return Step::Stay(vec![]);
+                };
+                match key {
+                    Key::Char(c) if !c.is_control() => self.typed.push(c),
+                    Key::Backspace => {
+                        self.typed.pop();
+                    }
+                    Key::Esc => self.step = CloneStep::Target,
+                    Key::Enter if confirms(&self.typed, &target.path) => {
+                        return Step::Start(JobSpec::Clone(CloneSpec {
+                            source: PathBuf::from(&self.source.path),
+                            target: PathBuf::from(&target.path),
+                            raw: false,
+                            confirmed: true,
+                            verify: true,
+                        }));
+                    }
+                    Key::Enter => {
+                        self.error = Some(format!(
+                            "type {} (the target's name) to confirm that everything on it may be destroyed",
+                            short_name(&target.path)
+                        ))
+                    }
+                    _ => {}
+                }
+                Step::Stay(vec![])
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VStep {
+    Store,
+    Image,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifyWiz {
+    pub step: VStep,
+    pub stores: Vec<Store>,
+    pub store_sel: usize,
+    pub opening: bool,
+    pub opened: Option<OpenedStore>,
+    pub image_sel: usize,
+    pub error: Option<String>,
+}
+
+impl VerifyWiz {
+    pub fn new(app: &App) -> VerifyWiz {
+        VerifyWiz {
+            step: VStep::Store,
+            stores: image_stores(app),
+            store_sel: 0,
+            opening: false,
+            opened: None,
+            image_sel: 0,
+            error: None,
+        }
+    }
+
+    pub fn on_key(&mut self, key: Key, _app: &App) -> Step {
+        match self.step {
+            VStep::Store => pick_store(
+                key,
+                &self.stores,
+                &mut self.store_sel,
+                &mut self.opening,
+                &mut self.error,
+            ),
+            VStep::Image => {
+                let n = self.opened.as_ref().map_or(0, |o| o.images.len());
+                if move_sel(&mut self.image_sel, n, key) {
+                    return Step::Stay(vec![]);
+                }
+                match key {
+                    Key::Enter => {
+                        match self
+                            .opened
+                            .as_ref()
+                            .and_then(|o| o.images.get(self.image_sel))
+                        {
+                            Some(img) => return Step::Start(JobSpec::Verify(img.path.clone())),
+                            None => self.error = Some("no image chosen".into()),
+                        }
+                    }
+                    Key::Esc => self.step = VStep::Store,
+                    _ => {}
+                }
+                Step::Stay(vec![])
+            }
+        }
+    }
+
+    pub fn on_store(&mut self, result: Result<OpenedStore, String>) {
+        self.opening = false;
+        match result {
+            Ok(s) if s.images.is_empty() => {
+                self.error = Some(format!(
+                    "no images (*.rimg) on {}; choose another drive",
+                    s.store.title()
+                ))
+            }
+            Ok(s) => {
+                self.opened = Some(s);
+                self.image_sel = 0;
+                self.step = VStep::Image;
+            }
+            Err(e) => self.error = Some(e),
+        }
+    }
+}

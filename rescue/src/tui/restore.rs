@@ -1,0 +1,356 @@
+//! The restore wizard: where the images are → which image (its layout and creation info) → whole image
+//! or one partition → target (refused ones say why) → what will be overwritten, confirmed by typing the
+//! target's name → run, with read-back verification.
+
+use std::path::PathBuf;
+
+use crate::detect::{Disk, Report};
+use crate::engine::restore::UnusedPolicy;
+use crate::ops::RestoreSpec;
+use crate::plan::{self, Environment, RestorePlan, StreamKind};
+use crate::store::Store;
+
+use super::app::{move_sel, short_name, App, Effect, ImageSummary, JobSpec, Key, OpenedStore};
+use super::Step;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RStep {
+    Store,
+    Image,
+    Details,
+    Target,
+    Confirm,
+}
+
+/// A place the image could go, with the plan's verdict.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetRow {
+    pub disk: Disk,
+    /// For a partition restore: the target partition's number.
+    pub part: Option<u32>,
+    /// The device written (`/dev/sdb` or `/dev/sdb2`).
+    pub device: String,
+    pub verdict: Result<RestorePlan, String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RestoreWiz {
+    pub step: RStep,
+    pub stores: Vec<Store>,
+    pub store_sel: usize,
+    pub opening: bool,
+    pub opened: Option<OpenedStore>,
+    pub image_sel: usize,
+    pub image: Option<ImageSummary>,
+    /// 0 = the whole image; i = the i-th partition stream of the image.
+    pub part_sel: usize,
+    pub targets: Vec<TargetRow>,
+    pub target_sel: usize,
+    pub typed: String,
+    pub error: Option<String>,
+}
+
+/// Where the images are: every store that can be mounted (writable ones, so the log can go beside the
+/// image), the same list as for capture.
+pub fn image_stores(app: &App) -> Vec<Store> {
+    app.stores()
+}
+
+impl RestoreWiz {
+    pub fn new(app: &App) -> RestoreWiz {
+        RestoreWiz {
+            step: RStep::Store,
+            stores: image_stores(app),
+            store_sel: 0,
+            opening: false,
+            opened: None,
+            image_sel: 0,
+            image: None,
+            part_sel: 0,
+            targets: Vec::new(),
+            target_sel: 0,
+            typed: String::new(),
+            error: None,
+        }
+    }
+
+    pub fn typing(&self) -> bool {
+        self.step == RStep::Confirm
+    }
+
+    /// The image's partition streams, in the order offered.
+    pub fn image_partitions(&self) -> Vec<u32> {
+        self.image
+            .as_ref()
+            .map(|i| {
+                i.layout
+                    .streams
+                    .iter()
+                    .filter(|s| s.kind == StreamKind::Partition)
+                    .filter_map(|s| s.partition)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The image partition chosen, or `None` for the whole image.
+    pub fn chosen_partition(&self) -> Option<u32> {
+        if self.part_sel == 0 {
+            None
+        } else {
+            self.image_partitions().get(self.part_sel - 1).copied()
+        }
+    }
+
+    pub fn on_key(&mut self, key: Key, app: &App) -> Step {
+        match self.step {
+            RStep::Store => pick_store(
+                key,
+                &self.stores,
+                &mut self.store_sel,
+                &mut self.opening,
+                &mut self.error,
+            ),
+            RStep::Image => {
+                let n = self.opened.as_ref().map_or(0, |o| o.images.len());
+                if move_sel(&mut self.image_sel, n, key) {
+                    return Step::Stay(vec![]);
+                }
+                match key {
+                    Key::Enter => match self
+                        .opened
+                        .as_ref()
+                        .and_then(|o| o.images.get(self.image_sel))
+                    {
+                        Some(img) => Step::Stay(vec![Effect::Inspect(img.path.clone())]),
+                        None => {
+                            self.error = Some(
+                                "no image here; go back (Esc) and choose another drive".into(),
+                            );
+                            Step::Stay(vec![])
+                        }
+                    },
+                    Key::Esc | Key::Left => {
+                        self.step = RStep::Store;
+                        Step::Stay(vec![])
+                    }
+                    _ => Step::Stay(vec![]),
+                }
+            }
+            RStep::Details => {
+                let n = 1 + self.image_partitions().len();
+                if move_sel(&mut self.part_sel, n, key) {
+                    return Step::Stay(vec![]);
+                }
+                match key {
+                    Key::Enter => {
+                        self.targets = self.target_rows(&app.report);
+                        self.target_sel = self
+                            .targets
+                            .iter()
+                            .position(|t| t.verdict.is_ok())
+                            .unwrap_or(0);
+                        self.step = RStep::Target;
+                        Step::Stay(vec![])
+                    }
+                    Key::Esc | Key::Left => {
+                        self.step = RStep::Image;
+                        Step::Stay(vec![])
+                    }
+                    _ => Step::Stay(vec![]),
+                }
+            }
+            RStep::Target => {
+                if move_sel(&mut self.target_sel, self.targets.len(), key) {
+                    return Step::Stay(vec![]);
+                }
+                match key {
+                    Key::Enter => match self.targets.get(self.target_sel) {
+                        Some(TargetRow {
+                            verdict: Err(why), ..
+                        }) => {
+                            self.error = Some(format!("refused: {why}"));
+                            Step::Stay(vec![])
+                        }
+                        Some(_) => {
+                            self.typed.clear();
+                            self.step = RStep::Confirm;
+                            Step::Stay(vec![])
+                        }
+                        None => {
+                            self.error = Some("no disk to restore onto".into());
+                            Step::Stay(vec![])
+                        }
+                    },
+                    Key::Esc | Key::Left => {
+                        self.step = RStep::Details;
+                        Step::Stay(vec![])
+                    }
+                    _ => Step::Stay(vec![]),
+                }
+            }
+            RStep::Confirm => {
+                let Some(t) = self.targets.get(self.target_sel).cloned() else {
+                    self.step = RStep::Target;
+                    return Step::Stay(vec![]);
+                };
+                match key {
+                    Key::Char(c) if !c.is_control() => self.typed.push(c),
+                    Key::Backspace => {
+                        self.typed.pop();
+                    }
+                    Key::Esc => self.step = RStep::Target,
+                    Key::Enter => {
+                        if !confirms(&self.typed, &t.device) {
+                            self.error = Some(format!(
+                                "type {} (the target's name) to confirm that everything on it may be destroyed",
+                                short_name(&t.device)
+                            ));
+                            return Step::Stay(vec![]);
+                        }
+                        let Some(image) = &self.image else {
+                            return Step::Stay(vec![]);
+                        };
+                        return Step::Start(JobSpec::Restore(RestoreSpec {
+                            image: image.path.clone(),
+                            target: PathBuf::from(&t.disk.path),
+                            partition: self.chosen_partition(),
+                            to_partition: t.part,
+                            confirmed: true,
+                            verify: true,
+                            unused: UnusedPolicy::Leave,
+                            threads: app.threads,
+                        }));
+                    }
+                    _ => {}
+                }
+                Step::Stay(vec![])
+            }
+        }
+    }
+
+    pub fn on_store(&mut self, result: Result<OpenedStore, String>) {
+        self.opening = false;
+        match result {
+            Ok(s) if s.images.is_empty() => {
+                self.error = Some(format!(
+                    "no images (*.rimg) on {}; choose another drive",
+                    s.store.title()
+                ));
+            }
+            Ok(s) => {
+                self.opened = Some(s);
+                self.image_sel = 0;
+                self.step = RStep::Image;
+            }
+            Err(e) => self.error = Some(e),
+        }
+    }
+
+    pub fn on_image(&mut self, result: Result<ImageSummary, String>, _report: &Report) {
+        match result {
+            Ok(i) => {
+                self.image = Some(i);
+                self.part_sel = 0;
+                self.step = RStep::Details;
+            }
+            Err(e) => self.error = Some(e),
+        }
+    }
+
+    /// Every disk (whole-image restore) or every partition (partition restore), with the plan's verdict.
+    pub fn target_rows(&self, report: &Report) -> Vec<TargetRow> {
+        let Some(image) = &self.image else {
+            return vec![];
+        };
+        let env = Environment {
+            image_disk: image.image_disk.clone(),
+            image_path: image.path.display().to_string(),
+        };
+        let mut rows = Vec::new();
+        for d in &report.disks {
+            let mut d = d.clone();
+            if d.transport == crate::detect::Transport::File {
+                d.logical_sector_size = image.layout.logical_sector_size;
+            }
+            match self.chosen_partition() {
+                None => rows.push(TargetRow {
+                    device: d.path.clone(),
+                    part: None,
+                    verdict: plan::plan_restore_disk(&image.layout, &d, &env, true)
+                        .map_err(|r| r.to_string()),
+                    disk: d,
+                }),
+                Some(n) => {
+                    for p in d.partitions.iter().filter(|p| !p.extended) {
+                        rows.push(TargetRow {
+                            device: p
+                                .path
+                                .clone()
+                                .unwrap_or_else(|| format!("{} partition {}", d.path, p.number)),
+                            part: Some(p.number),
+                            verdict: plan::plan_restore_partition(
+                                &image.layout,
+                                n,
+                                &d,
+                                Some(p.number),
+                                &env,
+                                true,
+                            )
+                            .map_err(|r| r.to_string()),
+                            disk: d.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        rows
+    }
+}
+
+/// The typed confirmation: the device's kernel name (`sdb`) or its full path.
+pub fn confirms(typed: &str, device: &str) -> bool {
+    let t = typed.trim();
+    !t.is_empty() && (t == device || t == short_name(device))
+}
+
+/// The "choose a drive" step shared by restore and verify.
+pub fn pick_store(
+    key: Key,
+    stores: &[Store],
+    sel: &mut usize,
+    opening: &mut bool,
+    error: &mut Option<String>,
+) -> Step {
+    if *opening {
+        return Step::Stay(vec![]);
+    }
+    if move_sel(sel, stores.len(), key) {
+        return Step::Stay(vec![]);
+    }
+    match key {
+        Key::Enter => match stores.get(*sel) {
+            None => {
+                *error = Some(
+                    "no drive with images found: plug in the drive holding them (it appears here)"
+                        .into(),
+                );
+                Step::Stay(vec![])
+            }
+            Some(s) if s.unusable.is_some() => {
+                *error = Some(format!(
+                    "{} cannot be opened: {}",
+                    s.title(),
+                    s.unusable.clone().unwrap_or_default()
+                ));
+                Step::Stay(vec![])
+            }
+            Some(s) => {
+                *opening = true;
+                Step::Stay(vec![Effect::OpenStore(s.clone())])
+            }
+        },
+        Key::Esc => Step::Back,
+        _ => Step::Stay(vec![]),
+    }
+}

@@ -1,0 +1,603 @@
+//! The terminal side of the TUI: set up the console (or a host terminal), read keys, redraw, and carry
+//! out the state machine's effects — mounting stores, reading image indexes, running `ops` jobs in a
+//! thread — feeding their results back. Detection, used-space scans and the kernel log run in
+//! background threads so the screen never freezes.
+
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossterm::event::{self, Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use crossterm::terminal;
+use ratatui::backend::CrosstermBackend;
+use ratatui::layout::Rect;
+use ratatui::{Terminal, TerminalOptions, Viewport};
+
+use crate::cli::human_size;
+use crate::detect::{self, DetectOptions, Report};
+use crate::engine::progress::Progress;
+use crate::image::ExtentKind;
+use crate::init::{EXIT_POWEROFF, EXIT_REBOOT};
+use crate::ops;
+use crate::store::{self, Store};
+
+use super::app::{App, Effect, ImageSummary, JobResult, JobSpec, Key, Mode, OpenedStore};
+
+/// Messages from the background threads.
+enum Msg {
+    Report(Report),
+    Usage(String, u64),
+    Kernel(Vec<String>),
+    Progress(Progress),
+    Finished(JobResult),
+}
+
+pub struct Options {
+    pub mode: Mode,
+    /// Devices or image files to show instead of every block device (host demos and tests).
+    pub paths: Vec<PathBuf>,
+    /// Folders offered as places for images (host).
+    pub folders: Vec<PathBuf>,
+}
+
+/// Run the UI until the user quits (host) or powers off (PID 1). Returns the process exit status
+/// (`EXIT_POWEROFF`/`EXIT_REBOOT` tell PID 1 what to do).
+pub fn run(opts: Options) -> io::Result<i32> {
+    let detect_opts = crate::cli::detect_options();
+    let report = detect_now(&opts.paths, &detect_opts);
+    let mut app = App::new(opts.mode, report, store::now_unix());
+    app.folders = opts.folders.iter().map(|d| Store::directory(d)).collect();
+
+    let (tx, rx) = channel::<Msg>();
+    let redetect = Arc::new(AtomicBool::new(false));
+    spawn_detector(
+        opts.paths.clone(),
+        detect_opts.clone(),
+        tx.clone(),
+        redetect.clone(),
+    );
+    spawn_usage(app.report.clone(), tx.clone());
+    if opts.mode == Mode::Pid1 {
+        spawn_kmsg(tx.clone());
+    }
+
+    let mut terminal = setup(opts.mode)?;
+    let result = event_loop(&mut terminal, &mut app, &tx, &rx, &redetect, &detect_opts);
+    restore_terminal(&mut terminal, opts.mode);
+    result
+}
+
+type Term = Terminal<CrosstermBackend<io::Stdout>>;
+
+fn setup(mode: Mode) -> io::Result<Term> {
+    terminal::enable_raw_mode()?;
+    let mut out = io::stdout();
+    if mode == Mode::Host {
+        crossterm::execute!(out, terminal::EnterAlternateScreen)?;
+    }
+    crossterm::execute!(out, terminal::Clear(terminal::ClearType::All))?;
+    let backend = CrosstermBackend::new(out);
+    // A serial console reports 0×0: draw 80×24 there and do not follow resizes we cannot see.
+    let viewport = match terminal::size() {
+        Ok((w, h)) if w > 0 && h > 0 => Viewport::Fullscreen,
+        _ => Viewport::Fixed(Rect::new(0, 0, 80, 24)),
+    };
+    Terminal::with_options(backend, TerminalOptions { viewport })
+}
+
+fn restore_terminal(t: &mut Term, mode: Mode) {
+    let _ = terminal::disable_raw_mode();
+    if mode == Mode::Host {
+        let _ = crossterm::execute!(t.backend_mut(), terminal::LeaveAlternateScreen);
+    }
+    let _ = t.show_cursor();
+}
+
+fn event_loop(
+    terminal: &mut Term,
+    app: &mut App,
+    tx: &Sender<Msg>,
+    rx: &Receiver<Msg>,
+    redetect: &Arc<AtomicBool>,
+    detect_opts: &DetectOptions,
+) -> io::Result<i32> {
+    let mut cancel: Option<Arc<AtomicBool>> = None;
+    let mut quitting = false;
+    let mut esc = EscJoiner::default();
+    loop {
+        terminal.draw(|f| super::view::draw(f, app))?;
+        let mut effects = Vec::new();
+        let mut keys = Vec::new();
+        if event::poll(Duration::from_millis(if esc.pending() { 30 } else { 150 }))? {
+            match event::read()? {
+                Event::Key(k) if k.kind != KeyEventKind::Release => {
+                    if let Some(key) = map_key(k) {
+                        keys = esc.feed(key, Instant::now());
+                    }
+                }
+                Event::Resize(_, _) => {
+                    let _ = terminal.autoresize();
+                }
+                _ => {}
+            }
+        } else {
+            keys = esc.flush_stale(Instant::now());
+        }
+        for key in keys {
+            effects.extend(app.on_key(key));
+        }
+        while let Ok(msg) = rx.try_recv() {
+            match msg {
+                Msg::Report(r) => {
+                    spawn_usage(r.clone(), tx.clone());
+                    app.set_report(r);
+                }
+                Msg::Usage(dev, used) => app.on_usage(dev, used),
+                Msg::Kernel(lines) => {
+                    app.kernel_log.extend(lines);
+                    let excess = app.kernel_log.len().saturating_sub(2000);
+                    app.kernel_log.drain(..excess);
+                }
+                Msg::Progress(p) => app.on_progress(p),
+                Msg::Finished(r) => {
+                    cancel = None;
+                    app.on_finished(r);
+                    redetect.store(true, Ordering::Relaxed);
+                    if quitting {
+                        return Ok(0);
+                    }
+                }
+            }
+        }
+        for effect in effects {
+            match effect {
+                Effect::Quit => {
+                    if cancel.is_some() {
+                        // Wait for the job to stop so nothing is left half-written.
+                        quitting = true;
+                    } else {
+                        return Ok(0);
+                    }
+                }
+                Effect::PowerOff => return Ok(EXIT_POWEROFF),
+                Effect::Reboot => return Ok(EXIT_REBOOT),
+                Effect::Redetect => redetect.store(true, Ordering::Relaxed),
+                Effect::Cancel => {
+                    if let Some(c) = &cancel {
+                        c.store(true, Ordering::Relaxed);
+                    }
+                }
+                Effect::OpenStore(s) => {
+                    let r = open_store(&s, detect_opts);
+                    if let Ok(o) = &r {
+                        app.log
+                            .push(format!("opened {} at {}", s.title(), o.dir.display()));
+                    }
+                    app.on_store(r);
+                }
+                Effect::Inspect(path) => app.on_image(summarize(&path, detect_opts)),
+                Effect::Start(spec) => {
+                    let flag = Arc::new(AtomicBool::new(false));
+                    cancel = Some(flag.clone());
+                    spawn_job(spec, flag, detect_opts.clone(), tx.clone());
+                }
+            }
+        }
+    }
+}
+
+/// Joins arrow keys that a slow line (a serial console) split into a lone Esc and the characters `[B`:
+/// the terminal library sees Esc alone when the rest has not arrived yet. An Esc followed within a
+/// moment by `[` or `O` and a final letter is the arrow it was sent as; anything else passes through.
+#[derive(Debug, Default)]
+pub struct EscJoiner {
+    held: Vec<Key>,
+    since: Option<Instant>,
+}
+
+const ESC_WAIT: Duration = Duration::from_millis(80);
+
+impl EscJoiner {
+    pub fn pending(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    pub fn feed(&mut self, key: Key, now: Instant) -> Vec<Key> {
+        let mut out = self.flush_stale(now);
+        match (self.held.as_slice(), key) {
+            ([], Key::Esc) => {
+                self.held.push(key);
+                self.since = Some(now);
+            }
+            ([Key::Esc], Key::Char('[' | 'O')) => self.held.push(key),
+            ([Key::Esc, _], Key::Char(c @ ('A' | 'B' | 'C' | 'D' | 'H' | 'F'))) => {
+                self.held.clear();
+                out.push(match c {
+                    'A' => Key::Up,
+                    'B' => Key::Down,
+                    'C' => Key::Right,
+                    'D' => Key::Left,
+                    'H' => Key::Home,
+                    _ => Key::End,
+                });
+            }
+            _ => {
+                out.append(&mut self.held);
+                out.push(key);
+            }
+        }
+        out
+    }
+
+    /// Held keys older than the wait are what they seemed: a real Esc (and whatever followed).
+    pub fn flush_stale(&mut self, now: Instant) -> Vec<Key> {
+        match self.since {
+            Some(t) if !self.held.is_empty() && now.duration_since(t) > ESC_WAIT => {
+                std::mem::take(&mut self.held)
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+fn map_key(k: KeyEvent) -> Option<Key> {
+    if k.modifiers.contains(KeyModifiers::CONTROL) {
+        return None;
+    }
+    Some(match k.code {
+        KeyCode::Up => Key::Up,
+        KeyCode::Down => Key::Down,
+        KeyCode::Left => Key::Left,
+        KeyCode::Right => Key::Right,
+        KeyCode::Enter => Key::Enter,
+        KeyCode::Esc => Key::Esc,
+        KeyCode::Tab => Key::Tab,
+        KeyCode::BackTab => Key::BackTab,
+        KeyCode::Backspace => Key::Backspace,
+        KeyCode::PageUp => Key::PageUp,
+        KeyCode::PageDown => Key::PageDown,
+        KeyCode::Home => Key::Home,
+        KeyCode::End => Key::End,
+        KeyCode::Char(c) => Key::Char(c),
+        _ => return None,
+    })
+}
+
+fn detect_now(paths: &[PathBuf], opts: &DetectOptions) -> Report {
+    if paths.is_empty() {
+        detect::detect_all(opts)
+    } else {
+        detect::detect_paths(paths, opts)
+    }
+}
+
+fn block_devices() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir("/sys/block")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Re-detect when a block device appears or goes (hotplug: within half a second) or when asked.
+fn spawn_detector(
+    paths: Vec<PathBuf>,
+    opts: DetectOptions,
+    tx: Sender<Msg>,
+    redetect: Arc<AtomicBool>,
+) {
+    std::thread::spawn(move || {
+        let mut seen = block_devices();
+        loop {
+            std::thread::sleep(Duration::from_millis(400));
+            let now = block_devices();
+            let asked = redetect.swap(false, Ordering::Relaxed);
+            if now != seen || asked {
+                if now != seen {
+                    // Let the kernel finish reading a new disk's partition table.
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+                seen = block_devices();
+                if tx.send(Msg::Report(detect_now(&paths, &opts))).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+}
+
+/// Used bytes of every filesystem with a used-block map, for the overview's "used %".
+fn spawn_usage(report: Report, tx: Sender<Msg>) {
+    std::thread::spawn(move || {
+        for d in &report.disks {
+            let regions: Vec<(String, u64, u64, detect::FsKind)> = if d.partitions.is_empty() {
+                d.fs.map(|fs| (d.path.clone(), 0, d.size_bytes, fs))
+                    .into_iter()
+                    .collect()
+            } else {
+                d.partitions
+                    .iter()
+                    .filter_map(|p| Some((p.path.clone()?, p.start_bytes, p.size_bytes, p.fs?)))
+                    .collect()
+            };
+            if regions.is_empty() {
+                continue;
+            }
+            let Ok(source) = crate::engine::device::Source::open(Path::new(&d.path)) else {
+                continue;
+            };
+            for (dev, start, size, fs) in regions {
+                if !crate::plan::has_used_map(Some(fs)) {
+                    continue;
+                }
+                let mut w = crate::engine::capture::Window::new(&source, start, size);
+                if let Ok(map) = crate::fs::used_map(&mut w, size, fs) {
+                    if tx.send(Msg::Usage(dev, map.used_bytes)).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Kernel messages from /dev/kmsg, for the log view.
+fn spawn_kmsg(tx: Sender<Msg>) {
+    std::thread::spawn(move || {
+        let Ok(mut f) = std::fs::File::open("/dev/kmsg") else {
+            return;
+        };
+        let mut buf = vec![0u8; 8192];
+        loop {
+            // Each read returns one record: "prio,seq,usec,flags;text".
+            match f.read(&mut buf) {
+                Ok(0) => std::thread::sleep(Duration::from_millis(500)),
+                Ok(n) => {
+                    let rec = String::from_utf8_lossy(&buf[..n]);
+                    let line = match rec.split_once(';') {
+                        Some((head, text)) => {
+                            let usec: u64 = head
+                                .split(',')
+                                .nth(2)
+                                .and_then(|u| u.parse().ok())
+                                .unwrap_or(0);
+                            format!(
+                                "[{:>5}.{:03}] {}",
+                                usec / 1_000_000,
+                                (usec / 1000) % 1000,
+                                text.lines().next().unwrap_or("")
+                            )
+                        }
+                        None => rec.trim_end().to_string(),
+                    };
+                    if tx.send(Msg::Kernel(vec![line])).is_err() {
+                        return;
+                    }
+                }
+                // EPIPE: records were overwritten before we read them; carry on.
+                Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {}
+                Err(_) => return,
+            }
+        }
+    });
+}
+
+fn open_store(s: &Store, opts: &DetectOptions) -> Result<OpenedStore, String> {
+    let dir = store::ensure_mounted(s, opts).map_err(|e| format!("{e:#}"))?;
+    Ok(OpenedStore {
+        store: s.clone(),
+        free_bytes: store::free_bytes(&dir),
+        images: store::find_images(&dir),
+        dir,
+    })
+}
+
+fn summarize(path: &Path, opts: &DetectOptions) -> Result<ImageSummary, String> {
+    let image = ops::open_image(path).map_err(|e| format!("{e:#}"))?;
+    let index = image.index();
+    let unreadable = index
+        .streams
+        .iter()
+        .flat_map(|s| s.extents.iter())
+        .filter(|e| e.kind == ExtentKind::Unreadable)
+        .count();
+    Ok(ImageSummary {
+        path: path.to_path_buf(),
+        size_bytes: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+        root_hash: image.root_hash().to_string(),
+        creation: index.creation.clone(),
+        disk: index.disk.clone(),
+        layout: crate::engine::layout_of(index),
+        image_disk: detect::disk_holding(path, opts),
+        unreadable_ranges: unreadable,
+    })
+}
+
+fn spawn_job(spec: JobSpec, cancel: Arc<AtomicBool>, opts: DetectOptions, tx: Sender<Msg>) {
+    std::thread::spawn(move || {
+        let (ptx, prx) = channel::<Progress>();
+        let fwd = tx.clone();
+        let forwarder = std::thread::spawn(move || {
+            for p in prx {
+                let _ = fwd.send(Msg::Progress(p));
+            }
+        });
+        let ctl = ops::Control {
+            cancel,
+            progress: Some(ptx),
+        };
+        let started = Instant::now();
+        let result = run_job(&spec, &opts, ctl);
+        let _ = forwarder.join();
+        let mut result = match result {
+            Ok(r) => r,
+            Err(e) => JobResult {
+                ok: false,
+                title: spec.title(),
+                lines: failure_lines(&spec, &format!("{e:#}")),
+                log: None,
+            },
+        };
+        result
+            .lines
+            .push(format!("Time: {:.1} s", started.elapsed().as_secs_f64()));
+        result.log = write_log(&spec, &result);
+        let _ = tx.send(Msg::Finished(result));
+    });
+}
+
+fn failure_lines(spec: &JobSpec, err: &str) -> Vec<String> {
+    let mut lines = vec![format!("Error: {err}")];
+    match spec {
+        JobSpec::Restore(s) => lines.push(format!(
+            "{} may now hold a partial restore with no valid partition table; restore again before using it",
+            s.target.display()
+        )),
+        JobSpec::Clone(s) => lines.push(format!(
+            "{} may now hold a partial copy with no valid partition table",
+            s.target.display()
+        )),
+        JobSpec::Capture(s) => lines.push(format!(
+            "No image was left at {} (the unfinished file was removed)",
+            s.output.display()
+        )),
+        JobSpec::Verify(_) => {}
+    }
+    lines
+}
+
+fn run_job(spec: &JobSpec, opts: &DetectOptions, ctl: ops::Control) -> anyhow::Result<JobResult> {
+    let title = spec.title();
+    let mut lines = Vec::new();
+    let ok = match spec {
+        JobSpec::Capture(s) => {
+            if let Some(dir) = s.output.parent() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| anyhow::anyhow!("creating the folder {}: {e}", dir.display()))?;
+            }
+            let (_, r) = ops::capture(s, opts, ctl)?;
+            lines.push(format!("Image: {}", s.output.display()));
+            lines.push(format!("Root hash: {}", r.root_hash));
+            lines.push(format!(
+                "Read {} of used data; image {} ({} bytes)",
+                human_size(r.used_bytes),
+                human_size(r.image_bytes),
+                r.image_bytes
+            ));
+            for (stream, range) in &r.unreadable {
+                lines.push(format!(
+                    "Unreadable on the source ({stream}): bytes {}..{}, saved as a hole",
+                    range.start, range.end
+                ));
+            }
+            lines.extend(r.notes.iter().map(|n| format!("Note: {n}")));
+            true
+        }
+        JobSpec::Restore(s) => {
+            let r = ops::restore(s, opts, ctl)?;
+            lines.push(format!(
+                "Wrote {} onto {}{}",
+                human_size(r.bytes_written),
+                s.target.display(),
+                if r.verified {
+                    "; read back and verified"
+                } else {
+                    " (not verified)"
+                }
+            ));
+            for (stream, range) in &r.unreadable {
+                lines.push(format!(
+                    "{stream}: bytes {}..{} were unreadable when captured; written as zeros",
+                    range.start, range.end
+                ));
+            }
+            lines.extend(r.notes.iter().map(|n| format!("Note: {n}")));
+            true
+        }
+        JobSpec::Clone(s) => {
+            let r = ops::clone(s, opts, ctl)?;
+            lines.push(format!(
+                "Copied {} from {} onto {}{}",
+                human_size(r.bytes_copied),
+                s.source.display(),
+                s.target.display(),
+                if r.verified {
+                    "; read back and verified"
+                } else {
+                    ""
+                }
+            ));
+            lines.extend(r.notes.iter().map(|n| format!("Note: {n}")));
+            true
+        }
+        JobSpec::Verify(p) => {
+            let o = ops::verify(p, None)?;
+            lines.push(format!("Root hash: {}", o.root_hash));
+            if o.problems.is_empty() {
+                lines.push("Every chunk and the root hash check out".into());
+            }
+            lines.extend(o.problems.iter().map(|p| format!("Problem: {p}")));
+            o.problems.is_empty()
+        }
+    };
+    Ok(JobResult {
+        ok,
+        title,
+        lines,
+        log: None,
+    })
+}
+
+/// The log beside the image (`IMAGE.log`), or under /run/rescue/logs for a clone.
+fn write_log(spec: &JobSpec, r: &JobResult) -> Option<PathBuf> {
+    let mut lines = vec![format!(
+        "{} {} — {}",
+        store::date_time(store::now_unix()),
+        if r.ok { "OK" } else { "FAILED" },
+        r.title
+    )];
+    lines.extend(r.lines.iter().map(|l| format!("  {l}")));
+    let base = match spec.image() {
+        // A failed capture leaves no image: the log goes beside where it would have been.
+        Some(p) => p.clone(),
+        None => {
+            let dir = Path::new("/run/rescue/logs");
+            std::fs::create_dir_all(dir).ok()?;
+            dir.join(format!("clone-{}", store::date_stamp(store::now_unix())))
+        }
+    };
+    ops::append_log(&base, &lines).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_arrow_keys_are_joined_and_a_real_esc_is_kept() {
+        let t0 = Instant::now();
+        let mut j = EscJoiner::default();
+        assert!(j.feed(Key::Esc, t0).is_empty());
+        assert!(j.feed(Key::Char('['), t0).is_empty());
+        assert_eq!(j.feed(Key::Char('B'), t0), vec![Key::Down]);
+        // A lone Esc comes out once the wait is over.
+        assert!(j.feed(Key::Esc, t0).is_empty());
+        assert!(j.flush_stale(t0 + Duration::from_millis(10)).is_empty());
+        assert_eq!(
+            j.flush_stale(t0 + Duration::from_millis(200)),
+            vec![Key::Esc]
+        );
+        // Esc then an ordinary key: both, in order.
+        j.feed(Key::Esc, t0);
+        assert_eq!(j.feed(Key::Char('c'), t0), vec![Key::Esc, Key::Char('c')]);
+        // Text with '[' is not swallowed.
+        assert_eq!(j.feed(Key::Char('['), t0), vec![Key::Char('[')]);
+    }
+}

@@ -1,0 +1,1016 @@
+//! Drawing: one function per screen, all from `App` state. Works from 80×24 up; nothing relies on colour.
+
+use ratatui::layout::{Constraint, Direction, Layout, Rect};
+use ratatui::style::{Modifier, Style};
+use ratatui::symbols;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Gauge, Paragraph, Sparkline};
+use ratatui::Frame;
+
+use crate::cli::human_size;
+use crate::detect::{Disk, Partition};
+use crate::engine::json_name;
+use crate::store::date_time;
+
+use super::app::{App, Mode, Overlay, Screen, MENU};
+use super::capture::{CapStep, CaptureWiz, NameField};
+use super::clone::{CloneStep, CloneWiz, VStep, VerifyWiz};
+use super::restore::{RStep, RestoreWiz};
+use super::widgets::{bold, dialog, dim, fit, key_line, rows, select_list, text_box};
+
+pub fn draw(f: &mut Frame, app: &App) {
+    let area = f.area();
+    let parts = rows(area, &[1, 0, 1, 1]);
+    let title = match &app.screen {
+        Screen::Overview => "Disks",
+        Screen::Capture(_) => "Capture",
+        Screen::Restore(_) => "Restore",
+        Screen::Verify(_) => "Verify",
+        Screen::Clone(_) => "Clone",
+        Screen::Progress => "Working",
+        Screen::Result(_) => "Result",
+        Screen::Log { .. } => "Log",
+    };
+    let host = match app.mode {
+        Mode::Pid1 => "rescue system",
+        Mode::Host => "host",
+    };
+    f.render_widget(
+        Paragraph::new(Line::from(vec![
+            Span::styled(" RESCUE ", bold().add_modifier(Modifier::REVERSED)),
+            Span::styled(format!(" {title}"), bold()),
+            Span::styled(format!("   ({host})"), dim()),
+        ])),
+        parts[0],
+    );
+    let keys: Vec<(&str, &str)> = match &app.screen {
+        Screen::Overview => overview(f, parts[1], app),
+        Screen::Capture(w) => capture(f, parts[1], app, w),
+        Screen::Restore(w) => restore(f, parts[1], w),
+        Screen::Verify(w) => verify(f, parts[1], w),
+        Screen::Clone(w) => clone(f, parts[1], w),
+        Screen::Progress => progress(f, parts[1], app),
+        Screen::Result(r) => {
+            let mut lines = vec![Line::from(Span::styled(
+                if r.ok {
+                    "SUCCESS".to_string()
+                } else {
+                    "FAILED".to_string()
+                },
+                bold().add_modifier(Modifier::REVERSED),
+            ))];
+            lines.push(Line::from(Span::styled(r.title.clone(), bold())));
+            lines.extend(r.lines.iter().map(|l| Line::from(l.clone())));
+            lines.push(Line::from(match &r.log {
+                Some(p) => format!("Log written to {}", p.display()),
+                None => "No log file was written (see the log view, l)".to_string(),
+            }));
+            text_box(f, parts[1], "Result", lines);
+            vec![("Enter", "back to the disks"), ("l", "log")]
+        }
+        Screen::Log { scroll } => {
+            log_view(f, parts[1], app, *scroll);
+            vec![("↑↓ PgUp PgDn", "scroll"), ("Esc", "back")]
+        }
+    };
+    let status = app.status.clone().unwrap_or_default();
+    f.render_widget(
+        Paragraph::new(Line::from(Span::styled(
+            fit(&status, area.width as usize),
+            bold(),
+        ))),
+        parts[2],
+    );
+    let mut keys = keys;
+    keys.push(("?", "help"));
+    f.render_widget(Paragraph::new(key_line(&keys)), parts[3]);
+    if let Some(o) = &app.overlay {
+        overlay(f, area, app, o);
+    }
+}
+
+fn disk_flags(d: &Disk) -> Vec<String> {
+    let mut v = Vec::new();
+    if d.boot_medium {
+        v.push("this rescue stick".to_string());
+    }
+    if d.removable {
+        v.push("removable".into());
+    }
+    if d.read_only {
+        v.push("read-only".into());
+    }
+    if !d.mounts.is_empty() || d.partitions.iter().any(|p| !p.mounts.is_empty()) {
+        v.push("mounted".into());
+    }
+    if let Some(g) = &d.gpt {
+        if !g.primary_header_valid {
+            v.push("damaged primary GPT".into());
+        }
+        if !g.backup_header_valid {
+            v.push("damaged backup GPT".into());
+        }
+    }
+    if !d.problems.is_empty() {
+        v.push("problems".into());
+    }
+    v
+}
+
+fn used_text(app: &App, path: Option<&str>, size: u64) -> String {
+    match path.and_then(|p| app.usage.get(p)) {
+        Some(&u) if size > 0 => format!("{:>3}%", (u as f64 * 100.0 / size as f64).round()),
+        _ => "   -".into(),
+    }
+}
+
+fn disk_row(d: &Disk, w: usize) -> String {
+    let ident = [d.model.as_deref(), d.serial.as_deref()]
+        .into_iter()
+        .flatten()
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let flags = disk_flags(d);
+    let s = format!(
+        "{:<8} {:>10}  {:<4} {:<6} {}{}",
+        d.name,
+        human_size(d.size_bytes),
+        json_name(&d.table),
+        json_name(&d.transport),
+        ident,
+        if flags.is_empty() {
+            String::new()
+        } else {
+            format!("  [{}]", flags.join(", "))
+        }
+    );
+    fit(&s, w)
+}
+
+fn part_row(app: &App, p: &Partition, w: usize) -> String {
+    let s = format!(
+        "  {:>3} {:>10}  {:<6} {:<14} {} {}{}",
+        p.number,
+        human_size(p.size_bytes),
+        p.fs.map(|f| json_name(&f)).unwrap_or_else(|| "-".into()),
+        fit(p.fs_label.as_deref().unwrap_or(""), 14),
+        used_text(app, p.path.as_deref(), p.size_bytes),
+        p.type_name,
+        if p.mounts.is_empty() {
+            ""
+        } else {
+            "  [mounted]"
+        }
+    );
+    fit(&s, w)
+}
+
+fn overview(f: &mut Frame, area: Rect, app: &App) -> Vec<(&'static str, &'static str)> {
+    let detail_h = if area.height >= 30 { 12 } else { 8 };
+    let parts = rows(area, &[0, detail_h]);
+    let w = parts[0].width.saturating_sub(4) as usize;
+    let items: Vec<(String, bool)> = app
+        .rows
+        .iter()
+        .map(|r| {
+            let d = &app.report.disks[r.disk];
+            match r.part {
+                None => (disk_row(d, w), true),
+                Some(i) => (part_row(app, &d.partitions[i], w), true),
+            }
+        })
+        .collect();
+    let title = if items.is_empty() {
+        "Disks: none found yet (plug one in; it appears here)".to_string()
+    } else {
+        format!("Disks ({})", app.report.disks.len())
+    };
+    select_list(f, parts[0], &title, items, app.sel);
+    let mut lines: Vec<Line<'static>> = Vec::new();
+    if let Some(r) = app.rows.get(app.sel) {
+        let d = &app.report.disks[r.disk];
+        match r.part {
+            None => {
+                lines.push(Line::from(Span::styled(d.path.clone(), bold())));
+                lines.push(Line::from(format!(
+                    "{} ({} bytes), {}-byte sectors (physical {}), {}, {} table{}",
+                    human_size(d.size_bytes),
+                    d.size_bytes,
+                    d.logical_sector_size,
+                    d.physical_sector_size,
+                    json_name(&d.transport),
+                    json_name(&d.table),
+                    if d.rotational { ", rotational" } else { "" }
+                )));
+                lines.push(Line::from(format!(
+                    "model {}  serial {}",
+                    d.model.as_deref().map(str::trim).unwrap_or("-"),
+                    d.serial.as_deref().unwrap_or("-")
+                )));
+                if let Some(g) = &d.gpt {
+                    lines.push(Line::from(format!(
+                        "GPT {}: primary header {}, backup header {}{}",
+                        g.disk_guid.as_deref().unwrap_or("?"),
+                        if g.primary_header_valid {
+                            "ok"
+                        } else {
+                            "DAMAGED"
+                        },
+                        if g.backup_header_valid {
+                            "ok"
+                        } else {
+                            "DAMAGED"
+                        },
+                        if g.hybrid_mbr { ", hybrid MBR" } else { "" }
+                    )));
+                }
+                let flags = disk_flags(d);
+                if !flags.is_empty() {
+                    lines.push(Line::from(format!("flags: {}", flags.join(", "))));
+                }
+                for p in &d.problems {
+                    lines.push(Line::from(format!("! {p}")));
+                }
+            }
+            Some(i) => {
+                let p = &d.partitions[i];
+                lines.push(Line::from(Span::styled(
+                    format!(
+                        "{}  partition {} of {}",
+                        p.path.as_deref().unwrap_or("(no device node)"),
+                        p.number,
+                        d.path
+                    ),
+                    bold(),
+                )));
+                lines.push(Line::from(format!(
+                    "{} ({} bytes) from byte {}; type {} ({})",
+                    human_size(p.size_bytes),
+                    p.size_bytes,
+                    p.start_bytes,
+                    p.type_name,
+                    p.part_type
+                )));
+                lines.push(Line::from(format!(
+                    "filesystem {}  label {}  uuid {}",
+                    p.fs.map(|f| json_name(&f))
+                        .unwrap_or_else(|| "unknown".into()),
+                    p.fs_label.as_deref().unwrap_or("-"),
+                    p.fs_uuid.as_deref().unwrap_or("-")
+                )));
+                if let Some(u) = p.path.as_ref().and_then(|x| app.usage.get(x)) {
+                    lines.push(Line::from(format!(
+                        "used {} of {}",
+                        human_size(*u),
+                        human_size(p.size_bytes)
+                    )));
+                }
+                if let Some(n) = &p.name {
+                    lines.push(Line::from(format!("GPT name {n}")));
+                }
+                if !p.mounts.is_empty() {
+                    lines.push(Line::from(format!("mounted on {}", p.mounts.join(", "))));
+                }
+            }
+        }
+    }
+    text_box(f, parts[1], "Details", lines);
+    let mut keys = vec![
+        ("↑↓", "select"),
+        ("Enter", "menu"),
+        ("c", "capture"),
+        ("r", "restore"),
+        ("v", "verify"),
+        ("x", "clone"),
+        ("l", "log"),
+    ];
+    keys.push(match app.mode {
+        Mode::Host => ("q", "quit"),
+        Mode::Pid1 => ("p", "power"),
+    });
+    keys
+}
+
+fn step_title(step: usize, of: usize, what: &str) -> String {
+    format!("Step {step} of {of}: {what}")
+}
+
+fn store_items(stores: &[crate::store::Store], w: usize) -> Vec<(String, bool)> {
+    stores
+        .iter()
+        .map(|s| match &s.unusable {
+            None => (fit(&s.title(), w), true),
+            Some(why) => (fit(&format!("{}  -- {why}", s.title()), w), false),
+        })
+        .collect()
+}
+
+fn capture(
+    f: &mut Frame,
+    area: Rect,
+    app: &App,
+    w: &CaptureWiz,
+) -> Vec<(&'static str, &'static str)> {
+    let width = area.width.saturating_sub(4) as usize;
+    match w.step {
+        CapStep::Parts => {
+            let parts = rows(area, &[0, 4]);
+            let mut items = vec![(
+                format!(
+                    "[{}] The whole disk {}: partition table, {} partitions and the gaps between",
+                    if w.whole { "x" } else { " " },
+                    w.source.path,
+                    w.parts().len()
+                ),
+                true,
+            )];
+            for p in w.parts() {
+                let mark = if !w.whole && w.chosen.contains(&p.number) {
+                    "x"
+                } else {
+                    " "
+                };
+                items.push((
+                    fit(&format!("[{mark}] {}", part_row(app, p, width)), width),
+                    true,
+                ));
+            }
+            select_list(
+                f,
+                parts[0],
+                &step_title(1, 4, &format!("what to capture from {}", w.source.path)),
+                items,
+                w.cursor,
+            );
+            text_box(
+                f,
+                parts[1],
+                "To read",
+                vec![Line::from(format!(
+                    "{} of data (used blocks where the filesystem is known; the image is usually smaller)",
+                    human_size(w.estimate)
+                ))],
+            );
+            vec![("Space", "mark"), ("Enter", "next"), ("Esc", "cancel")]
+        }
+        CapStep::Dest => {
+            let parts = rows(area, &[0, 4]);
+            select_list(
+                f,
+                parts[0],
+                &step_title(2, 4, "where to write the image"),
+                store_items(&w.stores, width),
+                w.store_sel,
+            );
+            let info = if w.opening {
+                "Mounting…".to_string()
+            } else if w.stores.is_empty() {
+                "No filesystem found. Plug in a drive formatted ext4, FAT32 or exFAT; it appears here.".into()
+            } else {
+                format!(
+                    "Up to {} will be read. Drives are mounted when chosen; others are listed with the reason they cannot be used.",
+                    human_size(w.estimate)
+                )
+            };
+            text_box(f, parts[1], "Destination", vec![Line::from(info)]);
+            vec![("Enter", "choose"), ("Esc", "back")]
+        }
+        CapStep::Name => {
+            let d = w.dest.as_ref();
+            let mut lines = vec![
+                Line::from(format!(
+                    "On {} (mounted on {})",
+                    d.map(|d| d.store.title()).unwrap_or_default(),
+                    d.map(|d| d.dir.display().to_string()).unwrap_or_default()
+                )),
+                Line::from(""),
+                field_line(
+                    "File name: ",
+                    &format!("{}_", w.name),
+                    w.field == NameField::Name,
+                ),
+                field_line(
+                    "Compression level: ",
+                    &format!("{} (1 fastest … 19 smallest; 3 is a good default)", w.level),
+                    w.field == NameField::Level,
+                ),
+                Line::from(""),
+                Line::from(format!(
+                    "Free space: {}   data to read: up to {}",
+                    d.and_then(|d| d.free_bytes)
+                        .map(human_size)
+                        .unwrap_or_else(|| "unknown".into()),
+                    human_size(w.estimate)
+                )),
+            ];
+            if let Some(warn) = w.space_warning() {
+                lines.push(Line::from(Span::styled(format!("Warning: {warn}"), bold())));
+            }
+            text_box(
+                f,
+                area,
+                &step_title(3, 4, "file name and compression"),
+                lines,
+            );
+            vec![
+                ("Tab", "next field"),
+                ("+/-", "level"),
+                ("Enter", "next"),
+                ("Esc", "back"),
+            ]
+        }
+        CapStep::Summary => {
+            let what = if w.whole {
+                "the whole disk (tables, partitions, gaps)".to_string()
+            } else {
+                format!(
+                    "partition{} {}",
+                    if w.chosen.len() == 1 { "" } else { "s" },
+                    w.chosen
+                        .iter()
+                        .map(u32::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            let mut lines = vec![
+                Line::from(format!(
+                    "Source:      {} {} ({})",
+                    w.source.path,
+                    w.source.model.as_deref().map(str::trim).unwrap_or(""),
+                    human_size(w.source.size_bytes)
+                )),
+                Line::from(format!("Captures:    {what}")),
+                Line::from(format!(
+                    "Image:       {}",
+                    w.output()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
+                )),
+                Line::from(format!("Compression: zstd level {}", w.level)),
+                Line::from(format!("To read:     up to {}", human_size(w.estimate))),
+                Line::from(""),
+                Line::from("The source is only read (it is set read-only while it is read)."),
+                Line::from(
+                    "The image is written as .partial and renamed when complete and verified.",
+                ),
+            ];
+            if let Some(warn) = w.space_warning() {
+                lines.push(Line::from(Span::styled(format!("Warning: {warn}"), bold())));
+            }
+            text_box(f, area, &step_title(4, 4, "summary"), lines);
+            vec![("Enter", "start the capture"), ("Esc", "back")]
+        }
+    }
+}
+
+fn field_line(label: &str, value: &str, active: bool) -> Line<'static> {
+    let style = if active {
+        Style::default().add_modifier(Modifier::REVERSED)
+    } else {
+        Style::default()
+    };
+    Line::from(vec![
+        Span::styled(
+            format!("{}{label}", if active { "> " } else { "  " }),
+            bold(),
+        ),
+        Span::styled(value.to_string(), style),
+    ])
+}
+
+fn image_items(o: Option<&super::app::OpenedStore>, w: usize) -> Vec<(String, bool)> {
+    o.map(|o| {
+        o.images
+            .iter()
+            .map(|i| {
+                let rel = i.path.strip_prefix(&o.dir).unwrap_or(&i.path);
+                (
+                    fit(
+                        &format!(
+                            "{:<40} {:>10}  {}",
+                            rel.display(),
+                            human_size(i.size_bytes),
+                            date_time(i.modified_unix)
+                        ),
+                        w,
+                    ),
+                    true,
+                )
+            })
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+fn restore(f: &mut Frame, area: Rect, w: &RestoreWiz) -> Vec<(&'static str, &'static str)> {
+    let width = area.width.saturating_sub(4) as usize;
+    match w.step {
+        RStep::Store => {
+            select_list(
+                f,
+                area,
+                &step_title(1, 5, "the drive holding the image"),
+                store_items(&w.stores, width),
+                w.store_sel,
+            );
+            vec![("Enter", "open"), ("Esc", "cancel")]
+        }
+        RStep::Image => {
+            select_list(
+                f,
+                area,
+                &step_title(2, 5, "the image"),
+                image_items(w.opened.as_ref(), width),
+                w.image_sel,
+            );
+            vec![("Enter", "inspect"), ("Esc", "back")]
+        }
+        RStep::Details => {
+            let Some(i) = &w.image else {
+                return vec![];
+            };
+            let parts = rows(area, &[9, 0]);
+            let lines = vec![
+                Line::from(Span::styled(i.path.display().to_string(), bold())),
+                Line::from(format!(
+                    "From {} {} {} ({}, {}-byte sectors, {} table)",
+                    i.disk.path,
+                    i.disk.model.trim(),
+                    i.disk.serial,
+                    human_size(i.disk.size),
+                    i.disk.logical_sector_size,
+                    format!("{:?}", i.disk.table_kind).to_uppercase()
+                )),
+                Line::from(format!(
+                    "Created {} on {} by {} {}",
+                    date_time(i.creation.created_unix.max(0) as u64),
+                    i.creation.host_name,
+                    i.creation.tool_name,
+                    i.creation.tool_version
+                )),
+                Line::from(format!(
+                    "Image {}; needs a disk of at least {}",
+                    human_size(i.size_bytes),
+                    human_size(i.layout.min_target_size())
+                )),
+                Line::from(format!("Root hash {}", i.root_hash)),
+                Line::from(if i.unreadable_ranges > 0 {
+                    format!(
+                        "{} unreadable ranges on the source were saved as holes (written as zeros)",
+                        i.unreadable_ranges
+                    )
+                } else {
+                    "No unreadable ranges".to_string()
+                }),
+            ];
+            text_box(f, parts[0], &step_title(3, 5, "what to restore"), lines);
+            let mut items = vec![(
+                format!(
+                    "The whole image ({} partitions) onto a disk",
+                    i.disk.partitions.len()
+                ),
+                true,
+            )];
+            for n in w.image_partitions() {
+                let p = i.disk.partitions.iter().find(|p| p.number == n);
+                items.push((
+                    fit(
+                        &format!(
+                            "Partition {n}  {}  {}  {}  onto a partition",
+                            p.map(|p| human_size(p.size)).unwrap_or_default(),
+                            p.map(|p| p.fs_kind.as_str()).unwrap_or(""),
+                            p.map(|p| p.fs_label.as_str()).unwrap_or("")
+                        ),
+                        width,
+                    ),
+                    true,
+                ));
+            }
+            select_list(f, parts[1], "Restore", items, w.part_sel);
+            vec![("Enter", "choose"), ("Esc", "back")]
+        }
+        RStep::Target => {
+            let parts = rows(area, &[0, 6]);
+            let items = w
+                .targets
+                .iter()
+                .map(|t| {
+                    let label = format!(
+                        "{:<14} {:>10}  {} {}",
+                        t.device,
+                        human_size(match t.part {
+                            Some(n) => t
+                                .disk
+                                .partitions
+                                .iter()
+                                .find(|p| p.number == n)
+                                .map(|p| p.size_bytes)
+                                .unwrap_or(0),
+                            None => t.disk.size_bytes,
+                        }),
+                        json_name(&t.disk.transport),
+                        t.disk.model.as_deref().map(str::trim).unwrap_or("")
+                    );
+                    match &t.verdict {
+                        Ok(_) => (fit(&label, width), true),
+                        Err(_) => (fit(&format!("{label}  -- refused"), width), false),
+                    }
+                })
+                .collect();
+            select_list(
+                f,
+                parts[0],
+                &step_title(4, 5, "the target"),
+                items,
+                w.target_sel,
+            );
+            let info = match w.targets.get(w.target_sel).map(|t| &t.verdict) {
+                Some(Err(why)) => format!("Refused: {why}"),
+                Some(Ok(p)) if p.overwritten.is_empty() => {
+                    "The target holds nothing recognisable.".into()
+                }
+                Some(Ok(p)) => format!("Holds now (will be lost): {}", p.overwritten.join("; ")),
+                None => "No disks.".into(),
+            };
+            text_box(f, parts[1], "Target", vec![Line::from(info)]);
+            vec![("Enter", "choose"), ("Esc", "back")]
+        }
+        RStep::Confirm => {
+            let Some(t) = w.targets.get(w.target_sel) else {
+                return vec![];
+            };
+            let mut lines = vec![Line::from(Span::styled(
+                format!("EVERYTHING ON {} WILL BE DESTROYED.", t.device),
+                bold(),
+            ))];
+            lines.push(Line::from(format!(
+                "{} {} {}",
+                t.disk.path,
+                t.disk.model.as_deref().map(str::trim).unwrap_or(""),
+                human_size(t.disk.size_bytes)
+            )));
+            lines.push(Line::from(""));
+            lines.push(Line::from(Span::styled("Before:", bold())));
+            if let Ok(p) = &t.verdict {
+                if p.overwritten.is_empty() {
+                    lines.push(Line::from("  nothing recognisable"));
+                }
+                for o in &p.overwritten {
+                    lines.push(Line::from(format!("  {o}")));
+                }
+            }
+            lines.push(Line::from(Span::styled("After:", bold())));
+            if let Some(i) = &w.image {
+                match w.chosen_partition() {
+                    None => {
+                        lines.push(Line::from(format!(
+                            "  {} partition table from the image",
+                            format!("{:?}", i.disk.table_kind).to_uppercase()
+                        )));
+                        for p in &i.disk.partitions {
+                            lines.push(Line::from(format!(
+                                "  partition {} ({}, {}{})",
+                                p.number,
+                                human_size(p.size),
+                                if p.fs_kind.is_empty() { "?" } else { &p.fs_kind },
+                                if p.fs_label.is_empty() {
+                                    String::new()
+                                } else {
+                                    format!(" \"{}\"", p.fs_label)
+                                }
+                            )));
+                        }
+                    }
+                    Some(n) => lines.push(Line::from(format!(
+                        "  {} holds partition {n} of the image; the table and other partitions stay",
+                        t.device
+                    ))),
+                }
+            }
+            lines.push(Line::from(""));
+            lines.push(field_line(
+                &format!("Type {} to confirm: ", super::app::short_name(&t.device)),
+                &format!("{}_", w.typed),
+                true,
+            ));
+            text_box(f, area, &step_title(5, 5, "confirm"), lines);
+            vec![("Enter", "restore"), ("Esc", "back")]
+        }
+    }
+}
+
+fn verify(f: &mut Frame, area: Rect, w: &VerifyWiz) -> Vec<(&'static str, &'static str)> {
+    let width = area.width.saturating_sub(4) as usize;
+    match w.step {
+        VStep::Store => {
+            select_list(
+                f,
+                area,
+                &step_title(1, 2, "the drive holding the image"),
+                store_items(&w.stores, width),
+                w.store_sel,
+            );
+            vec![("Enter", "open"), ("Esc", "cancel")]
+        }
+        VStep::Image => {
+            select_list(
+                f,
+                area,
+                &step_title(2, 2, "the image to verify"),
+                image_items(w.opened.as_ref(), width),
+                w.image_sel,
+            );
+            vec![("Enter", "verify"), ("Esc", "back")]
+        }
+    }
+}
+
+fn clone(f: &mut Frame, area: Rect, w: &CloneWiz) -> Vec<(&'static str, &'static str)> {
+    let width = area.width.saturating_sub(4) as usize;
+    match w.step {
+        CloneStep::Target => {
+            let parts = rows(area, &[0, 6]);
+            let items = w
+                .targets
+                .iter()
+                .map(|(d, v)| {
+                    let s = disk_row(d, width);
+                    match v {
+                        Ok(_) => (s, true),
+                        Err(_) => (fit(&format!("{s}  -- refused"), width), false),
+                    }
+                })
+                .collect();
+            select_list(
+                f,
+                parts[0],
+                &step_title(1, 2, &format!("clone {} onto", w.source.path)),
+                items,
+                w.sel,
+            );
+            let info = match w.targets.get(w.sel) {
+                Some((_, Err(why))) => format!("Refused: {why}"),
+                Some((_, Ok(p))) if !p.overwritten.is_empty() => {
+                    format!("Holds now (will be lost): {}", p.overwritten.join("; "))
+                }
+                Some(_) => "The target holds nothing recognisable.".into(),
+                None => "There is no other disk.".into(),
+            };
+            text_box(f, parts[1], "Target", vec![Line::from(info)]);
+            vec![("Enter", "choose"), ("Esc", "cancel")]
+        }
+        CloneStep::Confirm => {
+            let Some((t, v)) = w.targets.get(w.sel) else {
+                return vec![];
+            };
+            let mut lines = vec![
+                Line::from(Span::styled(
+                    format!("EVERYTHING ON {} WILL BE DESTROYED.", t.path),
+                    bold(),
+                )),
+                Line::from(format!(
+                    "It becomes a copy of {} ({}).",
+                    w.source.path,
+                    human_size(w.source.size_bytes)
+                )),
+                Line::from(""),
+            ];
+            if let Ok(p) = v {
+                for o in &p.overwritten {
+                    lines.push(Line::from(format!("  loses {o}")));
+                }
+            }
+            lines.push(Line::from(""));
+            lines.push(field_line(
+                &format!("Type {} to confirm: ", super::app::short_name(&t.path)),
+                &format!("{}_", w.typed),
+                true,
+            ));
+            text_box(f, area, &step_title(2, 2, "confirm"), lines);
+            vec![("Enter", "clone"), ("Esc", "back")]
+        }
+    }
+}
+
+fn progress(f: &mut Frame, area: Rect, app: &App) -> Vec<(&'static str, &'static str)> {
+    let Some(job) = &app.job else {
+        return vec![];
+    };
+    let parts = rows(area, &[2, 3, 3, 5, 0]);
+    f.render_widget(
+        Paragraph::new(vec![
+            Line::from(Span::styled(
+                fit(&job.spec.title(), area.width as usize),
+                bold(),
+            )),
+            Line::from(if job.cancel_requested {
+                "Cancelling…".to_string()
+            } else {
+                String::new()
+            }),
+        ]),
+        parts[0],
+    );
+    let p = job.progress.clone();
+    let ratio = |done: u64, total: u64| {
+        if total == 0 {
+            0.0
+        } else {
+            (done as f64 / total as f64).clamp(0.0, 1.0)
+        }
+    };
+    let (overall, current) = match &p {
+        Some(p) => (
+            ratio(p.bytes_done, p.bytes_total),
+            ratio(p.current_done, p.current_total),
+        ),
+        None => (0.0, 0.0),
+    };
+    let phase = p.as_ref().map(|p| p.phase).unwrap_or("starting");
+    f.render_widget(
+        Gauge::default()
+            .block(
+                Block::default()
+                    .borders(Borders::ALL)
+                    .title(format!("Overall ({phase})")),
+            )
+            .ratio(overall)
+            .use_unicode(false),
+        parts[1],
+    );
+    f.render_widget(
+        Gauge::default()
+            .block(Block::default().borders(Borders::ALL).title(fit(
+                &format!(
+                    "Now: {}",
+                    p.as_ref().map(|p| p.current.as_str()).unwrap_or("")
+                ),
+                area.width.saturating_sub(4) as usize,
+            )))
+            .ratio(current)
+            .use_unicode(false),
+        parts[2],
+    );
+    let stats = match &p {
+        Some(p) => vec![
+            Line::from(format!(
+                "Done {} of {}   rate {}/s   elapsed {}   left {}",
+                human_size(p.bytes_done),
+                human_size(p.bytes_total),
+                human_size(p.rate as u64),
+                clock(p.elapsed_seconds),
+                p.eta_seconds.map(clock).unwrap_or_else(|| "?".into())
+            )),
+            Line::from(if p.bytes_stored > 0 {
+                format!(
+                    "Read {}   stored {} ({:.2}:1)",
+                    human_size(p.bytes_done),
+                    human_size(p.bytes_stored),
+                    p.bytes_done as f64 / p.bytes_stored.max(1) as f64
+                )
+            } else {
+                String::new()
+            }),
+        ],
+        None => vec![Line::from(
+            "Preparing (reading tables and used-block maps)…",
+        )],
+    };
+    text_box(f, parts[3], "Figures", stats);
+    f.render_widget(
+        Sparkline::default()
+            .block(Block::default().borders(Borders::ALL).title("Throughput"))
+            .bar_set(symbols::bar::THREE_LEVELS)
+            .data(
+                job.rates
+                    .iter()
+                    .rev()
+                    .take(parts[4].width.saturating_sub(2) as usize)
+                    .rev()
+                    .copied()
+                    .collect::<Vec<u64>>(),
+            ),
+        parts[4],
+    );
+    vec![("Esc", "cancel"), ("l", "log")]
+}
+
+fn clock(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    if s >= 3600 {
+        format!("{}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
+    } else {
+        format!("{}:{:02}", s / 60, s % 60)
+    }
+}
+
+fn log_view(f: &mut Frame, area: Rect, app: &App, scroll: usize) {
+    let halves = Layout::default()
+        .direction(Direction::Vertical)
+        .constraints([Constraint::Percentage(50), Constraint::Percentage(50)])
+        .split(area);
+    for (i, (title, lines)) in [("Rescue", &app.log), ("Kernel", &app.kernel_log)]
+        .into_iter()
+        .enumerate()
+    {
+        let h = halves[i].height.saturating_sub(2) as usize;
+        let end = lines.len().saturating_sub(scroll);
+        let start = end.saturating_sub(h);
+        let shown: Vec<Line<'static>> = lines[start..end]
+            .iter()
+            .map(|l| Line::from(l.clone()))
+            .collect();
+        f.render_widget(
+            Paragraph::new(shown).block(Block::default().borders(Borders::ALL).title(title)),
+            halves[i],
+        );
+    }
+}
+
+fn overlay(f: &mut Frame, area: Rect, app: &App, o: &Overlay) {
+    match o {
+        Overlay::Help => {
+            let lines = vec![
+                Line::from(Span::styled("Keys", bold())),
+                Line::from("↑ ↓ or j k   move        Enter   choose / next"),
+                Line::from("Esc          back        Tab     next field"),
+                Line::from("Space        mark a partition for capture"),
+                Line::from(""),
+                Line::from("c capture    r restore   v verify    x clone"),
+                Line::from("l log        p power off or reboot    ? this help"),
+                Line::from(if app.mode == Mode::Host {
+                    "q quit (asks first while a job runs)"
+                } else {
+                    "q power menu"
+                }),
+                Line::from(""),
+                Line::from("Sources are only read. Restore and clone destroy the target and"),
+                Line::from("ask you to type its name first; the rescue stick, mounted disks and"),
+                Line::from("the disk holding the image are refused."),
+            ];
+            dialog(f, area, "Help (Esc closes)", lines, 74);
+        }
+        Overlay::Menu { sel } => {
+            let lines = MENU
+                .iter()
+                .enumerate()
+                .map(|(i, (text, key))| {
+                    let l = format!("{} {key}  {text}", if i == *sel { ">" } else { " " });
+                    if i == *sel {
+                        Line::from(Span::styled(
+                            l,
+                            Style::default().add_modifier(Modifier::REVERSED),
+                        ))
+                    } else {
+                        Line::from(l)
+                    }
+                })
+                .collect();
+            dialog(f, area, "What to do", lines, 64);
+        }
+        Overlay::Power => dialog(
+            f,
+            area,
+            "Power",
+            vec![
+                Line::from("p  power off (flushes and unmounts every drive)"),
+                Line::from("r  reboot"),
+                Line::from("Esc  back"),
+            ],
+            56,
+        ),
+        Overlay::ConfirmCancel => {
+            let what = match app.job.as_ref().map(|j| &j.spec) {
+                Some(super::app::JobSpec::Capture(_)) => {
+                    "The unfinished image is deleted; nothing that looks complete is left."
+                }
+                Some(super::app::JobSpec::Restore(_)) | Some(super::app::JobSpec::Clone(_)) => {
+                    "The target is left INVALID (no partition table); restore it again later."
+                }
+                _ => "The check stops; the image is not changed.",
+            };
+            dialog(
+                f,
+                area,
+                "Cancel?",
+                vec![
+                    Line::from(what),
+                    Line::from("y  cancel the job    n  keep going"),
+                ],
+                76,
+            )
+        }
+        Overlay::ConfirmQuit => dialog(
+            f,
+            area,
+            "Quit?",
+            vec![
+                Line::from("A job is running; quitting cancels it."),
+                Line::from("y  cancel and quit    n  keep going"),
+            ],
+            60,
+        ),
+    }
+}
