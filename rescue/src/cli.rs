@@ -2,6 +2,7 @@
 //! logic lives here.
 
 pub mod imaging;
+pub mod job;
 pub mod mounts;
 pub mod ui;
 
@@ -58,6 +59,8 @@ pub enum Cmd {
     Mount(mounts::MountArgs),
     /// Flush and unmount a filesystem mounted with `mount`.
     Umount(mounts::UmountArgs),
+    /// Run an unattended job: capture, restore, verify or clone with disks chosen by rules (docs/JOBS.md).
+    Job(job::JobArgs),
     /// The full-screen interface, on a host terminal: disks, capture, restore, verify, clone.
     Tui {
         /// A folder offered as a place to write images to and read them from (repeatable).
@@ -161,6 +164,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Inspect { image, json } => imaging::inspect(&image, json),
         Cmd::Mount(args) => mounts::mount(args),
         Cmd::Umount(args) => mounts::umount(args),
+        Cmd::Job(args) => job::run(args),
         Cmd::Tui { folders, paths } => Ok(crate::tui::run(crate::tui::term::Options {
             mode: crate::tui::Mode::Host,
             paths,

@@ -176,19 +176,60 @@ fn pid1_main(start: Instant) {
             println!("\n{CMD_END} rc={rc}@@");
             shutdown(PowerAction::PowerOff);
         }
-        None => loop {
-            println!("{READY}");
-            match run_child(&[OsString::from("ui")]) {
-                EXIT_POWEROFF => shutdown(PowerAction::PowerOff),
-                EXIT_REBOOT => shutdown(PowerAction::Reboot),
-                rc => {
-                    log(&format!(
-                        "the user interface ended (status {rc}); starting it again"
-                    ));
-                    std::thread::sleep(Duration::from_secs(1));
-                }
+        None => {
+            if let Some(job) = cmdline::param(&cmdline, "rescue.job") {
+                // A job named on the command line: a path on the stick's data partition, or inline.
+                let on_stick = !job.contains('=');
+                run_job(&job, on_stick, 0);
+            } else if cmdline::param(&cmdline, "rescue.stick").is_some() {
+                // Booted from the stick: a job file on its data partition runs by itself (mass
+                // restore), after a countdown that Enter cancels.
+                run_job(crate::job::STICK_JOB_FILE, true, 10);
             }
-        },
+            ui_loop()
+        }
+    }
+}
+
+/// Run `rescue job` as a child between the command markers and act on its status: power off or reboot
+/// when the job succeeded and asked for it; a failure stays on screen until Enter is pressed.
+fn run_job(job: &str, on_stick: bool, countdown: u64) {
+    let mut args: Vec<OsString> = vec!["job".into(), job.into(), "--apply-after".into()];
+    if on_stick {
+        args.push("--on-stick".into());
+    }
+    if countdown > 0 {
+        args.push("--countdown".into());
+        args.push(countdown.to_string().into());
+    }
+    println!("{CMD_BEGIN}");
+    let rc = run_child(&args);
+    println!("\n{CMD_END} rc={rc}@@");
+    match rc {
+        0 | crate::cli::job::EXIT_NO_JOB => {}
+        EXIT_POWEROFF => shutdown(PowerAction::PowerOff),
+        EXIT_REBOOT => shutdown(PowerAction::Reboot),
+        _ => {
+            log("the job FAILED (see above). Press Enter for the menu.");
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line);
+        }
+    }
+}
+
+fn ui_loop() -> ! {
+    loop {
+        println!("{READY}");
+        match run_child(&[OsString::from("ui")]) {
+            EXIT_POWEROFF => shutdown(PowerAction::PowerOff),
+            EXIT_REBOOT => shutdown(PowerAction::Reboot),
+            rc => {
+                log(&format!(
+                    "the user interface ended (status {rc}); starting it again"
+                ));
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
     }
 }
 

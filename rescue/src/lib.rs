@@ -19,6 +19,7 @@ pub mod fs;
 pub mod hw;
 pub mod image;
 pub mod init;
+pub mod job;
 pub mod ops;
 pub mod plan;
 pub mod store;

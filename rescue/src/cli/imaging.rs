@@ -19,7 +19,7 @@ pub fn default_threads() -> usize {
 }
 
 /// Show progress: a one-line bar on a terminal, JSON lines with `--json`, nothing otherwise.
-fn progress_printer(
+pub fn progress_printer(
     json_lines: bool,
 ) -> (
     Option<Sender<Progress>>,
@@ -66,7 +66,7 @@ fn progress_printer(
     (Some(tx), Some(handle))
 }
 
-fn finish_progress(handle: Option<std::thread::JoinHandle<()>>) {
+pub fn finish_progress(handle: Option<std::thread::JoinHandle<()>>) {
     if let Some(h) = handle {
         let _ = h.join();
     }
