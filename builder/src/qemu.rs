@@ -28,6 +28,8 @@ pub struct Disk {
     pub read_only: bool,
     /// The firmware boots from this disk first.
     pub boot: bool,
+    /// Inject I/O errors through QEMU's blkdebug driver with this config file (see [`blkdebug_config`]).
+    pub blkdebug: Option<PathBuf>,
 }
 
 impl Disk {
@@ -39,7 +41,14 @@ impl Disk {
             block_size: 512,
             read_only: false,
             boot: false,
+            blkdebug: None,
         }
+    }
+
+    /// Fail the guest's reads or writes of chosen sectors with EIO (the config from [`blkdebug_config`]).
+    pub fn blkdebug(mut self, config: impl Into<PathBuf>) -> Self {
+        self.blkdebug = Some(config.into());
+        self
     }
 
     pub fn boot_first(mut self) -> Self {
@@ -218,10 +227,19 @@ impl Vm {
         for (i, d) in self.disks.iter().enumerate() {
             let id = format!("disk{i}");
             let ro = if d.read_only { ",read-only=on" } else { "" };
-            c.arg("-drive").arg(format!(
-                "if=none,id={id},format=raw,cache=unsafe,file={}{ro}",
-                d.path.display()
-            ));
+            match &d.blkdebug {
+                None => c.arg("-drive").arg(format!(
+                    "if=none,id={id},format=raw,cache=unsafe,file={}{ro}",
+                    d.path.display()
+                )),
+                // blkdebug sits under the raw format driver, whose read/write events arm its rules.
+                Some(conf) => c.arg("-drive").arg(format!(
+                    "if=none,id={id},format=raw,cache=unsafe,file.driver=blkdebug,file.config={},\
+                     file.image.driver=file,file.image.filename={}{ro}",
+                    conf.display(),
+                    d.path.display()
+                )),
+            };
             let serial = d
                 .serial
                 .as_ref()
@@ -261,6 +279,20 @@ impl Vm {
         }
         c
     }
+}
+
+/// A blkdebug config that fails every `read` (or `write`) request touching one of `sectors` (512-byte
+/// units) with EIO, every time: a bad sector as a failing disk presents it.
+pub fn blkdebug_config(sectors: &[u64], write: bool) -> String {
+    let event = if write { "write_aio" } else { "read_aio" };
+    sectors
+        .iter()
+        .map(|s| {
+            format!(
+                "[inject-error]\nevent = \"{event}\"\nerrno = \"5\"\nsector = \"{s}\"\nonce = \"off\"\n\n"
+            )
+        })
+        .collect()
 }
 
 #[cfg(test)]

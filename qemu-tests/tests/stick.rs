@@ -48,10 +48,12 @@ fn boot_to_ui(report: &ImageReport, dir: &Path, firmware: Firmware) -> String {
     vm.disks
         .push(Disk::new(&report.path, Bus::Usb).boot_first());
     let mut g = Guest::boot(vm).unwrap();
-    g.wait_for(rescue::init::READY, BOOT_TIMEOUT)
+    let ui = g
+        .wait_for(rescue::init::READY, BOOT_TIMEOUT)
         .unwrap_or_else(|e| panic!("{firmware:?}: {e:#}"));
     let ready = start.elapsed();
-    g.wait_for("this rescue stick", Duration::from_secs(10))
+    // The full-screen UI marks the stick in the disk list (read through a terminal emulator).
+    g.wait_screen(ui, "this rescue stick", Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("{firmware:?}: {e:#}"));
     let out = g.output();
     assert!(

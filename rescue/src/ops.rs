@@ -313,3 +313,11 @@ pub fn append_log(image: &Path, lines: &[String]) -> std::io::Result<PathBuf> {
     f.sync_all()?;
     Ok(path)
 }
+
+/// The peak resident memory of this process so far (`VmHWM`), for reports.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}

@@ -5,10 +5,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use builder::fixtures::{self, DiskSpec, Expected, Fs};
 use builder::qemu::Vm;
-use qemu_tests::boot_files;
+use qemu_tests::{boot_files, CmdRun, Guest, BOOT_TIMEOUT};
 use serde_json::Value;
 
 pub const MIB: u64 = 1 << 20;
@@ -161,4 +162,60 @@ pub fn host_report(path: &Path) -> Value {
     );
     let v = serde_json::to_value(&report).unwrap();
     v["disks"][0].clone()
+}
+
+/// Capture, verify and a restore with read-back under TCG take minutes, not seconds.
+pub const CHAIN_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// Like `qemu_tests::run_command`, with a timeout for a whole imaging chain rather than one quick command.
+pub fn run_chain(mut vm: Vm, cmd: &str) -> CmdRun {
+    vm.append = format!("{} rescue.cmd=\"{cmd}\"", vm.append);
+    let mut g = Guest::boot(vm).unwrap_or_else(|e| panic!("{e:#}"));
+    let begin = g
+        .wait_for(rescue::init::CMD_BEGIN, BOOT_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let end_marker = format!("{} rc=", rescue::init::CMD_END);
+    let end = g
+        .wait_for_from(&end_marker, begin, CHAIN_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    g.wait_for_from("@@", end, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let out = g.output();
+    let stdout = out[begin..end - end_marker.len()].replace("\r\n", "\n");
+    let rc: i32 = out[end..]
+        .split("@@")
+        .next()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(-1);
+    g.wait_exit(Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    CmdRun {
+        stdout: stdout.trim().to_string(),
+        rc,
+        serial: g.output(),
+    }
+}
+
+/// The first JSON document in `text` that starts on a line of its own with `{` (PID 1 and the commands
+/// print other lines around it).
+pub fn first_json_block(text: &str) -> Option<Value> {
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        if line.trim_end() == "{" {
+            let mut it = serde_json::Deserializer::from_str(&text[offset..]).into_iter::<Value>();
+            if let Some(Ok(v)) = it.next() {
+                return Some(v);
+            }
+        }
+        offset += line.len();
+    }
+    None
+}
+
+/// One-line JSON objects in `text` that have `key` (summaries; progress lines have `phase` instead).
+pub fn json_lines_with(text: &str, key: &str) -> Vec<Value> {
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
+        .filter(|v| v.get(key).is_some())
+        .collect()
 }

@@ -126,6 +126,7 @@ pub fn capture(a: CaptureArgs) -> anyhow::Result<i32> {
         "seconds": report.seconds,
         "unreadable": report.unreadable.iter().map(|(s, r)| json!({"stream": s, "start": r.start, "end": r.end})).collect::<Vec<_>>(),
         "notes": report.notes,
+        "peak_rss_bytes": ops::peak_rss_bytes(),
     });
     if a.json {
         if to_stdout {
@@ -217,6 +218,7 @@ pub fn restore(a: RestoreArgs) -> anyhow::Result<i32> {
             json!({
                 "target": a.target.display().to_string(),
                 "bytes_written": report.bytes_written,
+                "peak_rss_bytes": ops::peak_rss_bytes(),
                 "verified": report.verified,
                 "seconds": report.seconds,
                 "unreadable": report.unreadable.iter().map(|(s, r)| json!({"stream": s, "start": r.start, "end": r.end})).collect::<Vec<_>>(),

@@ -18,7 +18,7 @@ pub enum DeviceError {
     Open { path: PathBuf, source: io::Error },
     #[error("{path} is in use (mounted, or open by another program): {source}; unmount it and close whatever uses it")]
     Busy { path: PathBuf, source: io::Error },
-    #[error("writing {path} at byte {offset} failed: {source}. The target may be failing; the restore did not complete")]
+    #[error("writing {path} at byte {offset} failed: {source}. The target may be failing")]
     Write {
         path: PathBuf,
         offset: u64,
@@ -64,6 +64,8 @@ pub struct Source {
     restore_rw: bool,
     /// How often a failing sector is retried before it is declared unreadable.
     pub retries: u32,
+    /// The block device opened with O_DIRECT, for narrowing failed reads down to the sector.
+    direct: Option<File>,
 }
 
 fn open_error(path: &Path, source: io::Error) -> DeviceError {
@@ -107,6 +109,11 @@ impl Source {
         } else {
             None
         };
+        let direct = if is_block(&file) {
+            sys::open_direct(path)
+        } else {
+            None
+        };
         Ok(Source {
             file: Box::new(file),
             block_fd,
@@ -115,6 +122,7 @@ impl Source {
             sector,
             restore_rw,
             retries: 1,
+            direct,
         })
     }
 
@@ -128,6 +136,7 @@ impl Source {
             sector,
             restore_rw: false,
             retries: 1,
+            direct: None,
         }
     }
 
@@ -176,12 +185,25 @@ impl Source {
             data: vec![0; len],
             unreadable: Vec::new(),
         };
+        // The usual case: one buffered read. Only a failure is narrowed down (with direct I/O).
+        if self.file.read_exact_at(&mut out.data, offset).is_ok() {
+            return Ok(out);
+        }
         self.fill(&mut out, offset, 0, len);
         Ok(out)
     }
 
     fn try_read(&self, buf: &mut [u8], offset: u64) -> bool {
-        (0..=self.retries).any(|_| self.file.read_exact_at(buf, offset).is_ok())
+        (0..=self.retries).any(|_| self.narrow_read(buf, offset).is_ok())
+    }
+
+    /// Reads after a failure: direct I/O on a block device, so that a failing sector fails alone rather
+    /// than with the rest of its page.
+    fn narrow_read(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        match &self.direct {
+            Some(f) => sys::pread_direct(f, buf, offset),
+            None => self.file.read_exact_at(buf, offset),
+        }
     }
 
     /// Read `[at, at+len)` of `out.data` from `base + at`, halving failing ranges down to one sector.
@@ -197,7 +219,7 @@ impl Source {
             }
             return;
         }
-        if self.file.read_exact_at(buf, base + at as u64).is_ok() {
+        if self.narrow_read(buf, base + at as u64).is_ok() {
             return;
         }
         let sectors = len / sector;
@@ -282,14 +304,45 @@ impl Target {
         self.block
     }
 
+    /// Write `data` at `offset`. On a block device the range is also flushed to the device before this
+    /// returns, so that a write error is reported here, with its offset, rather than later by a flush that
+    /// cannot say where; a failing range is then narrowed to the first failing sector.
     pub fn write_at(&self, data: &[u8], offset: u64) -> Result<(), DeviceError> {
-        self.file
+        let err = |offset, source| DeviceError::Write {
+            path: self.path.clone(),
+            offset,
+            source,
+        };
+        let result = self
+            .file
             .write_all_at(data, offset)
-            .map_err(|source| DeviceError::Write {
-                path: self.path.clone(),
-                offset,
-                source,
-            })
+            .and_then(|()| self.flush_range(offset, data.len() as u64));
+        match result {
+            Ok(()) => Ok(()),
+            Err(source) if self.block && data.len() > self.sector as usize => {
+                let sector = self.sector as usize;
+                for (i, piece) in data.chunks(sector).enumerate() {
+                    let at = offset + (i * sector) as u64;
+                    if let Err(e) = self
+                        .file
+                        .write_all_at(piece, at)
+                        .and_then(|()| self.flush_range(at, piece.len() as u64))
+                    {
+                        return Err(err(at, e));
+                    }
+                }
+                Err(err(offset, source))
+            }
+            Err(source) => Err(err(offset, source)),
+        }
+    }
+
+    fn flush_range(&self, offset: u64, len: u64) -> io::Result<()> {
+        if self.block {
+            sys::flush_range(self.file.as_fd(), offset, len)
+        } else {
+            Ok(())
+        }
     }
 
     pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<(), DeviceError> {
