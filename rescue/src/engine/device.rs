@@ -282,6 +282,12 @@ impl Target {
         self.block
     }
 
+    /// The open device or file, for code that works through `Read`/`Write`/`Seek` (`&File` implements
+    /// them), such as a filesystem formatter writing into a [`crate::store::region::Region`].
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
     pub fn write_at(&self, data: &[u8], offset: u64) -> Result<(), DeviceError> {
         self.file
             .write_all_at(data, offset)
