@@ -136,7 +136,12 @@ fn event_loop(
         while let Ok(msg) = rx.try_recv() {
             match msg {
                 Msg::Report(r) => {
-                    spawn_usage(r.clone(), tx.clone());
+                    // The used-space scan sets each disk read-only in the kernel while it reads it, which
+                    // would fail the writes of a running restore, clone or grow (a hotplug re-detects
+                    // mid-job); the report that follows the job brings the figures.
+                    if app.job.is_none() {
+                        spawn_usage(r.clone(), tx.clone());
+                    }
                     spawn_stick_check(r.clone(), tx.clone());
                     app.set_report(r);
                 }
