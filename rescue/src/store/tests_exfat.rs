@@ -99,6 +99,19 @@ fn formatted_volumes_check_clean_and_are_recognised() {
         let l = exfat::layout(&spec(size, sector)).unwrap();
         if sector == 512 {
             assert_eq!(l.cluster_bytes, mkfs_cluster(dir.path(), size), "{size}");
+            // exfatprogs counts free clusters from the bitmap: all but the bitmap, up-case table and
+            // root directory.
+            let dump = run(tool("dump.exfat").arg(&img));
+            let free = l.cluster_count - (l.root_cluster - 2) - 1;
+            let line = dump
+                .lines()
+                .find(|x| x.starts_with("Free Clusters:"))
+                .unwrap();
+            assert_eq!(
+                line.split_whitespace().last(),
+                Some(free.to_string().as_str()),
+                "{dump}"
+            );
         }
         std::fs::remove_file(&img).unwrap();
     }
@@ -226,5 +239,23 @@ proptest! {
                 prop_assert_eq!(names.ok(), Some(Vec::new()));
             }
         }
+    }
+}
+
+/// fsck.exfat really looks at what the formatter wrote: a wrong up-case table checksum or boot region
+/// checksum is reported. (It does not check the allocation bitmap; `dump.exfat`'s free count does, in
+/// the test above.)
+#[test]
+fn fsck_notices_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let size = 8 * MIB;
+    let l = exfat::layout(&spec(size, 512)).unwrap();
+    let root = l.heap_offset * 512 + (l.root_cluster - 2) * l.cluster_bytes;
+    for (at, byte) in [(root + 64 + 4, 0x5Au8), (11 * 512 + 1, 0x5A)] {
+        let img = format_file(dir.path(), size, 512);
+        crate::fs::testutil::patch(&img, at, &[byte]);
+        let (code, out) = run_status(tool("fsck.exfat").arg("-n").arg(&img));
+        assert_ne!(code, 0, "damage at {at} went unnoticed:\n{out}");
+        std::fs::remove_file(&img).unwrap();
     }
 }

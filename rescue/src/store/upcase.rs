@@ -111,4 +111,35 @@ mod tests {
             t.len()
         );
     }
+
+    /// Linux reads the table value by value, taking a value equal to the current index as identity
+    /// before it looks for the marker, stops once the index passes U+FFFF, and accepts the table only if
+    /// it got that far and the checksum of what it read matches the directory entry.
+    #[test]
+    fn the_linux_loader_reads_it_to_the_end() {
+        let t = table();
+        let (mut index, mut skip, mut sum) = (0u32, false, 0u32);
+        let mut read = 0;
+        for pair in t.chunks_exact(2) {
+            if index > 0xFFFF {
+                break;
+            }
+            let uni = u16::from_le_bytes([pair[0], pair[1]]);
+            sum = pair
+                .iter()
+                .fold(sum, |s, &b| s.rotate_right(1).wrapping_add(u32::from(b)));
+            read += 2;
+            if skip {
+                index += u32::from(uni);
+                skip = false;
+            } else if u32::from(uni) == index || uni != RUN {
+                index += 1;
+            } else {
+                skip = true;
+            }
+        }
+        assert!(index >= 0xFFFF, "stopped at {index:#x}");
+        assert_eq!(read, t.len(), "every value is read");
+        assert_eq!(sum, checksum(&t));
+    }
 }
