@@ -13,7 +13,8 @@
 //! on huge, badly fragmented filesystems by widening small gaps (reading a little free space rather
 //! than missing anything).
 //!
-//! One file per filesystem family: `ext` (ext2/3/4), `fat` (FAT12/16/32), `exfat`, `ntfs`, `swap`.
+//! One file per filesystem family: `ext` (ext2/3/4), `fat` (FAT12/16/32), `exfat`, `ntfs`, `swap`;
+//! `root` lists what a FAT or exFAT volume holds ([`root_names`]), to tell an empty volume.
 //! XFS, Btrfs and the containers (LUKS, BitLocker, LVM) have no map yet: [`used_map`] returns
 //! [`FsError::Unsupported`] for them. What each parser trusts, checks and refuses is in its own
 //! overview; the tests (`tests_*`) prove on images made by the real tools that a copy holding only
@@ -24,6 +25,7 @@ mod ext;
 mod fat;
 mod ntfs;
 pub mod ranges;
+mod root;
 mod swap;
 
 #[cfg(test)]
@@ -42,8 +44,11 @@ mod tests_misc;
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests_ntfs;
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests_root;
+#[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
-mod testutil;
+pub(crate) mod testutil;
 
 use std::io::{self, Read, Seek, SeekFrom};
 use std::ops::Range;
@@ -186,6 +191,26 @@ pub fn used_map<R: Read + Seek>(dev: &mut R, size: u64, fs: FsKind) -> Result<Us
             fs,
             "LVM physical volumes are not supported yet (capture the logical volumes' \
              filesystems for compact images)",
+        )),
+    }
+}
+
+/// Up to `limit` names from the root directory of the FAT or exFAT filesystem in the first `size` bytes
+/// of `dev`: its files and directories, without the volume label and exFAT's own structures. Empty
+/// when the volume holds nothing. Reads only, never writes.
+pub fn root_names<R: Read + Seek>(
+    dev: &mut R,
+    size: u64,
+    fs: FsKind,
+    limit: usize,
+) -> Result<Vec<String>, FsError> {
+    let mut disk = Disk::new(dev, size, fs);
+    match fs {
+        FsKind::Exfat => root::exfat_names(&mut disk, limit),
+        FsKind::Vfat => root::fat_names(&mut disk, limit),
+        _ => Err(unsupported(
+            fs,
+            "only FAT and exFAT root directories are listed",
         )),
     }
 }

@@ -2,6 +2,7 @@
 //! or clone writes, and every safety refusal (DESIGN §4). The engine executes a plan; the TUI and the CLI
 //! show it. Because nothing here touches a device, every refusal rule is tested directly.
 
+pub mod grow;
 pub mod tables;
 
 use std::ops::Range;

@@ -1,8 +1,23 @@
 //! Where images are kept: the filesystems an image can be written to or read from, mounting them, the
 //! images they hold, free space and default names. Used by the TUI (and later by jobs); the CLI takes
 //! plain paths.
+//!
+//! The rescue stick's own data partition is a store too, and can be grown to the end of the stick:
+//! [`grow`] re-partitions the stick and re-creates the data partition with [`exfat`] (an exFAT
+//! formatter; [`upcase`] is its up-case table), writing through [`region::Region`] views of the disk.
 
+pub mod exfat;
+pub mod grow;
 pub mod mount;
+pub mod region;
+pub mod upcase;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests_exfat;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests_grow;
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -3,11 +3,14 @@
 //! It holds no imaging logic. `app` is a pure state machine (keys in, effects out) over the detection
 //! report; the wizards (`capture`, `restore`, `clone`) decide with `plan` and show its refusals; `view`
 //! draws the state with ratatui; `term` owns the terminal, runs effects (mounting, opening images,
-//! running `ops` in a thread) and feeds their results back.
+//! running `ops` in a thread) and feeds their results back. `job` holds what a background job is;
+//! `grow` offers to grow the rescue stick's data partition.
 
 pub mod app;
 pub mod capture;
 pub mod clone;
+pub mod grow;
+pub mod job;
 pub mod restore;
 pub mod term;
 pub mod view;
@@ -16,6 +19,9 @@ mod widgets;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests_grow;
 
 pub use app::{App, Effect, Key, Mode};
 pub use term::run;

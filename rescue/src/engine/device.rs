@@ -304,6 +304,12 @@ impl Target {
         self.block
     }
 
+    /// The open device or file, for code that works through `Read`/`Write`/`Seek` (`&File` implements
+    /// them), such as a filesystem formatter writing into a [`crate::store::region::Region`].
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
     /// Write `data` at `offset`. On a block device the range is also flushed to the device before this
     /// returns, so that a write error is reported here, with its offset, rather than later by a flush that
     /// cannot say where; a failing range is then narrowed to the first failing sector.

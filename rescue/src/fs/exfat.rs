@@ -21,20 +21,20 @@ const MAX_DIR_BYTES: u64 = 256 << 20;
 /// Bytes of a directory or bitmap read at once.
 const PIECE: u64 = 1 << 20;
 
-struct Geometry {
-    bps: u64,
-    cluster: u64,
+pub(super) struct Geometry {
+    pub bps: u64,
+    pub cluster: u64,
     fat_offset: u64,
     fat_length: u64,
     nfats: u64,
     heap: u64,
-    clusters: u64,
-    root: u64,
+    pub clusters: u64,
+    pub root: u64,
     active_fat: u64,
 }
 
 impl Geometry {
-    fn cluster_offset(&self, c: u64) -> u64 {
+    pub(super) fn cluster_offset(&self, c: u64) -> u64 {
         self.heap * self.bps + (c - 2) * self.cluster
     }
 
@@ -143,7 +143,7 @@ pub(super) fn used_map<R: Read + Seek>(disk: &mut Disk<'_, R>) -> Result<UsedMap
     Ok(map)
 }
 
-fn geometry<R: Read + Seek>(disk: &Disk<'_, R>, b: &[u8]) -> Result<Geometry, FsError> {
+pub(super) fn geometry<R: Read + Seek>(disk: &Disk<'_, R>, b: &[u8]) -> Result<Geometry, FsError> {
     let bad = |off: u64, reason: String| disk.inconsistent(off, reason);
     if b.get(3..11) != Some(b"EXFAT   ".as_slice()) || b[11..64].iter().any(|&x| x != 0) {
         return Err(bad(
@@ -252,7 +252,7 @@ fn boot_region_checksum<R: Read + Seek>(
 /// The clusters of a chain starting at `first`: `Some(bytes)` for a structure of known length (a
 /// FAT entry of 0 then means "contiguous", as for NoFatChain files), `None` to follow the FAT to
 /// its end-of-chain marker.
-fn chain<R: Read + Seek>(
+pub(super) fn chain<R: Read + Seek>(
     disk: &mut Disk<'_, R>,
     g: &Geometry,
     first: u64,

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use super::testutil::*;
 use crate::detect::FsKind;
 
-struct Geo {
+pub(super) struct Geo {
     cluster: u64,
     fat: u64,
     heap: u64,
@@ -18,7 +18,7 @@ struct Geo {
     root: u64,
 }
 
-fn geo(img: &Path) -> Geo {
+pub(super) fn geo(img: &Path) -> Geo {
     let b = read_at(img, 0, 512);
     let u32_at = |o: usize| u64::from(u32::from_le_bytes(b[o..o + 4].try_into().unwrap()));
     let bps = 1u64 << b[108];
@@ -72,7 +72,7 @@ fn name_hash(name: &[u16]) -> u16 {
 
 /// Adds `name` (upper-case ASCII) with `data` to the root directory; `chained` files take every
 /// other free cluster and record the chain in the FAT, the others are contiguous without a chain.
-fn add_file(img: &Path, g: &Geo, name: &str, data: &[u8], chained: bool) {
+pub(super) fn add_file(img: &Path, g: &Geo, name: &str, data: &[u8], chained: bool) {
     let (bm_first, bm_len) = bitmap_entry(img, g);
     let mut bitmap = read_at(img, g.at(bm_first), bm_len);
     let need = (data.len() as u64).div_ceil(g.cluster);
@@ -182,7 +182,7 @@ fn fsck(img: &Path) {
     assert!(out.contains("clean"), "fsck.exfat:\n{out}");
 }
 
-fn make(size: u64, opts: &[&str]) -> (tempfile::TempDir, PathBuf) {
+pub(super) fn make(size: u64, opts: &[&str]) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let img = sparse(dir.path(), "exfat.img", size);
     run(tool("mkfs.exfat").args(opts).arg(&img));

@@ -8,12 +8,13 @@ use std::path::PathBuf;
 use crate::detect::{Disk, Report};
 use crate::engine::progress::Progress;
 use crate::image::{CreationInfo, DiskInfo};
-use crate::ops;
 use crate::plan;
+use crate::plan::grow::{DataContents, GrowPlan};
 use crate::store::{ImageEntry, Store};
 
 use super::capture::CaptureWiz;
 use super::clone::{CloneWiz, VerifyWiz};
+pub use super::job::{JobResult, JobSpec, Running};
 use super::restore::RestoreWiz;
 
 /// Keys, independent of the terminal library.
@@ -58,42 +59,6 @@ pub enum Effect {
     Redetect,
 }
 
-/// A job the UI asks `term` to run.
-#[derive(Debug, Clone, PartialEq)]
-pub enum JobSpec {
-    Capture(ops::CaptureSpec),
-    Restore(ops::RestoreSpec),
-    Clone(ops::CloneSpec),
-    Verify(PathBuf),
-}
-
-impl JobSpec {
-    pub fn title(&self) -> String {
-        match self {
-            JobSpec::Capture(s) => {
-                format!("Capture {} → {}", s.source.display(), s.output.display())
-            }
-            JobSpec::Restore(s) => {
-                format!("Restore {} → {}", s.image.display(), s.target.display())
-            }
-            JobSpec::Clone(s) => {
-                format!("Clone {} → {}", s.source.display(), s.target.display())
-            }
-            JobSpec::Verify(p) => format!("Verify {}", p.display()),
-        }
-    }
-
-    /// The image a job reads or writes: its log is written beside it.
-    pub fn image(&self) -> Option<&PathBuf> {
-        match self {
-            JobSpec::Capture(s) => Some(&s.output),
-            JobSpec::Restore(s) => Some(&s.image),
-            JobSpec::Verify(p) => Some(p),
-            JobSpec::Clone(_) => None,
-        }
-    }
-}
-
 /// A mounted store: where it is, its free space and the images on it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OpenedStore {
@@ -115,26 +80,6 @@ pub struct ImageSummary {
     /// The disk holding the image file (never a restore target).
     pub image_disk: Option<String>,
     pub unreadable_ranges: usize,
-}
-
-/// The job being run.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Running {
-    pub spec: JobSpec,
-    pub progress: Option<Progress>,
-    /// Rate samples (bytes/s) for the sparkline, newest last.
-    pub rates: Vec<u64>,
-    pub cancel_requested: bool,
-}
-
-/// How a job ended.
-#[derive(Debug, Clone, PartialEq)]
-pub struct JobResult {
-    pub ok: bool,
-    pub title: String,
-    /// What happened, one fact per line (root hash, sizes, time, warnings, or the error).
-    pub lines: Vec<String>,
-    pub log: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -159,6 +104,8 @@ pub enum Overlay {
     Power,
     ConfirmCancel,
     ConfirmQuit,
+    /// Grow the rescue stick's data partition? (`g` when it is offered)
+    ConfirmGrow(Box<GrowPlan>),
 }
 
 /// One row of the overview tree.
@@ -169,11 +116,12 @@ pub struct Row {
     pub part: Option<usize>,
 }
 
-pub const MENU: [(&str, char); 7] = [
+pub const MENU: [(&str, char); 8] = [
     ("Capture the selected disk or partition to an image", 'c'),
     ("Restore an image onto a disk or partition", 'r'),
     ("Verify an image", 'v'),
     ("Clone the selected disk onto another disk", 'x'),
+    ("Grow the rescue stick's data partition", 'g'),
     ("Show the log", 'l'),
     ("Power off or reboot", 'p'),
     ("Help", '?'),
@@ -184,6 +132,8 @@ pub struct App {
     pub report: Report,
     /// Used bytes per partition (or whole-disk filesystem) device path, filled in the background.
     pub usage: HashMap<String, u64>,
+    /// What the rescue stick's data partition holds, per stick (disk path), read in the background.
+    pub stick_data: HashMap<String, DataContents>,
     pub rows: Vec<Row>,
     pub sel: usize,
     pub screen: Screen,
@@ -208,6 +158,7 @@ impl App {
             mode,
             report: Report::default(),
             usage: HashMap::new(),
+            stick_data: HashMap::new(),
             rows: Vec::new(),
             sel: 0,
             screen: Screen::Overview,
@@ -325,7 +276,13 @@ impl App {
             Screen::Progress => {
                 match key {
                     Key::Esc | Key::Char('c') if self.job.is_some() => {
-                        self.overlay = Some(Overlay::ConfirmCancel)
+                        if matches!(self.job.as_ref().map(|j| &j.spec), Some(JobSpec::Grow(_))) {
+                            self.note(
+                                "growing takes seconds and is not stopped halfway; please wait",
+                            );
+                        } else {
+                            self.overlay = Some(Overlay::ConfirmCancel)
+                        }
                     }
                     Key::Char('q') => return self.quit_key(Screen::Progress),
                     _ => {}
@@ -448,6 +405,7 @@ impl App {
                 Some(d) => self.screen = Screen::Clone(Box::new(CloneWiz::new(self, d))),
                 None => self.note("no disk to clone"),
             },
+            'g' => super::grow::on_key_g(self),
             'l' => self.screen = Screen::Log { scroll: 0 },
             'p' => self.overlay = Some(Overlay::Power),
             'q' => return self.quit_key(Screen::Overview),
@@ -539,6 +497,19 @@ impl App {
                 }
                 _ => vec![],
             },
+            Overlay::ConfirmGrow(plan) => match super::grow::confirm(&plan, key) {
+                Some(Some(spec)) => {
+                    self.overlay = None;
+                    let (screen, effects) = self.start(spec);
+                    self.screen = screen;
+                    effects
+                }
+                Some(None) => {
+                    self.overlay = None;
+                    vec![]
+                }
+                None => vec![],
+            },
         }
     }
 
@@ -602,6 +573,11 @@ impl App {
 
     pub fn on_usage(&mut self, device: String, used: u64) {
         self.usage.insert(device, used);
+    }
+
+    /// What the data partition of the rescue stick `disk` holds (read by `term` in the background).
+    pub fn on_stick_data(&mut self, disk: String, contents: DataContents) {
+        self.stick_data.insert(disk, contents);
     }
 }
 

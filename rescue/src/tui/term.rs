@@ -22,6 +22,7 @@ use crate::engine::progress::Progress;
 use crate::image::ExtentKind;
 use crate::init::{EXIT_POWEROFF, EXIT_REBOOT};
 use crate::ops;
+use crate::plan::grow::DataContents;
 use crate::store::{self, Store};
 
 use super::app::{App, Effect, ImageSummary, JobResult, JobSpec, Key, Mode, OpenedStore};
@@ -33,6 +34,8 @@ enum Msg {
     Kernel(Vec<String>),
     Progress(Progress),
     Finished(JobResult),
+    /// What the rescue stick's data partition holds (disk path, contents).
+    StickData(String, DataContents),
 }
 
 pub struct Options {
@@ -60,6 +63,7 @@ pub fn run(opts: Options) -> io::Result<i32> {
         redetect.clone(),
     );
     spawn_usage(app.report.clone(), tx.clone());
+    spawn_stick_check(app.report.clone(), tx.clone());
     if opts.mode == Mode::Pid1 {
         spawn_kmsg(tx.clone());
     }
@@ -132,10 +136,17 @@ fn event_loop(
         while let Ok(msg) = rx.try_recv() {
             match msg {
                 Msg::Report(r) => {
-                    spawn_usage(r.clone(), tx.clone());
+                    // The used-space scan sets each disk read-only in the kernel while it reads it, which
+                    // would fail the writes of a running restore, clone or grow (a hotplug re-detects
+                    // mid-job); the report that follows the job brings the figures.
+                    if app.job.is_none() {
+                        spawn_usage(r.clone(), tx.clone());
+                    }
+                    spawn_stick_check(r.clone(), tx.clone());
                     app.set_report(r);
                 }
                 Msg::Usage(dev, used) => app.on_usage(dev, used),
+                Msg::StickData(disk, contents) => app.on_stick_data(disk, contents),
                 Msg::Kernel(lines) => {
                     app.kernel_log.extend(lines);
                     let excess = app.kernel_log.len().saturating_sub(2000);
@@ -348,6 +359,17 @@ fn spawn_usage(report: Report, tx: Sender<Msg>) {
     });
 }
 
+/// Whether the rescue stick's data partition holds files, for the offer to grow it.
+fn spawn_stick_check(report: Report, tx: Sender<Msg>) {
+    std::thread::spawn(move || {
+        for (disk, contents) in super::grow::check_stick(&report) {
+            if tx.send(Msg::StickData(disk, contents)).is_err() {
+                return;
+            }
+        }
+    });
+}
+
 /// Kernel messages from /dev/kmsg, for the log view.
 fn spawn_kmsg(tx: Sender<Msg>) {
     std::thread::spawn(move || {
@@ -468,7 +490,7 @@ fn failure_lines(spec: &JobSpec, err: &str) -> Vec<String> {
             "No image was left at {} (the unfinished file was removed)",
             s.output.display()
         )),
-        JobSpec::Verify(_) => {}
+        JobSpec::Verify(_) | JobSpec::Grow(_) => {}
     }
     lines
 }
@@ -537,6 +559,7 @@ fn run_job(spec: &JobSpec, opts: &DetectOptions, ctl: ops::Control) -> anyhow::R
             lines.extend(r.notes.iter().map(|n| format!("Note: {n}")));
             true
         }
+        JobSpec::Grow(p) => return super::grow::run(p, opts, &ctl, title),
         JobSpec::Verify(p) => {
             let o = ops::verify(p, None)?;
             lines.push(format!("Root hash: {}", o.root_hash));
@@ -555,7 +578,7 @@ fn run_job(spec: &JobSpec, opts: &DetectOptions, ctl: ops::Control) -> anyhow::R
     })
 }
 
-/// The log beside the image (`IMAGE.log`), or under /run/rescue/logs for a clone.
+/// The log beside the image (`IMAGE.log`), or under /run/rescue/logs for a clone or growing the stick.
 fn write_log(spec: &JobSpec, r: &JobResult) -> Option<PathBuf> {
     let mut lines = vec![format!(
         "{} {} — {}",
@@ -570,7 +593,11 @@ fn write_log(spec: &JobSpec, r: &JobResult) -> Option<PathBuf> {
         None => {
             let dir = Path::new("/run/rescue/logs");
             std::fs::create_dir_all(dir).ok()?;
-            dir.join(format!("clone-{}", store::date_stamp(store::now_unix())))
+            let what = match spec {
+                JobSpec::Grow(_) => "grow",
+                _ => "clone",
+            };
+            dir.join(format!("{what}-{}", store::date_stamp(store::now_unix())))
         }
     };
     ops::append_log(&base, &lines).ok()

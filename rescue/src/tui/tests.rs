@@ -16,10 +16,10 @@ use crate::engine::progress::Progress;
 use crate::image::{CreationInfo, DiskInfo, PartitionInfo, TableKind};
 use crate::store::{ImageEntry, Store};
 
-const MIB: u64 = 1 << 20;
+pub(super) const MIB: u64 = 1 << 20;
 const NOW: u64 = 1_795_000_000;
 
-fn disk(name: &str, serial: &str, transport: Transport, size: u64) -> Disk {
+pub(super) fn disk(name: &str, serial: &str, transport: Transport, size: u64) -> Disk {
     Disk {
         path: format!("/dev/{name}"),
         name: name.into(),
@@ -45,7 +45,7 @@ fn disk(name: &str, serial: &str, transport: Transport, size: u64) -> Disk {
     }
 }
 
-fn part(
+pub(super) fn part(
     disk: &Disk,
     n: u32,
     start_mib: u64,
@@ -68,7 +68,7 @@ fn part(
     p
 }
 
-fn gpt() -> GptInfo {
+pub(super) fn gpt() -> GptInfo {
     GptInfo {
         disk_guid: Some("5F0E4C52-1C1B-4D6B-9A0E-1D2B3C4D5E6F".into()),
         primary_header_valid: true,
@@ -90,7 +90,7 @@ fn gpt() -> GptInfo {
 
 /// vda: the source (GPT: ESP, ext4, NTFS); vdb: a drive with an ext4 "IMAGES" partition and an NTFS one;
 /// vdc: a blank target; vdd: too small; sda: the rescue stick with its exFAT data partition.
-fn report() -> Report {
+pub(super) fn report() -> Report {
     let mut vda = disk("vda", "SRC", Transport::Virtio, 168 * MIB);
     vda.table = PartitionTable::Gpt;
     vda.gpt = Some(gpt());
@@ -124,7 +124,7 @@ fn report() -> Report {
     }
 }
 
-fn app() -> App {
+pub(super) fn app() -> App {
     let mut a = App::new(Mode::Host, report(), NOW);
     a.threads = 2;
     a.usage.insert("/dev/vda1".into(), 5 * MIB);
@@ -133,7 +133,7 @@ fn app() -> App {
     a
 }
 
-fn render(app: &App, w: u16, h: u16) -> String {
+pub(super) fn render(app: &App, w: u16, h: u16) -> String {
     let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
     t.draw(|f| super::view::draw(f, app)).unwrap();
     let buf = t.backend().buffer().clone();
@@ -150,12 +150,12 @@ fn render(app: &App, w: u16, h: u16) -> String {
 }
 
 /// Snapshot the app at both sizes.
-fn snap(name: &str, app: &App) {
+pub(super) fn snap(name: &str, app: &App) {
     insta::assert_snapshot!(format!("{name}_80x24"), render(app, 80, 24));
     insta::assert_snapshot!(format!("{name}_132x40"), render(app, 132, 40));
 }
 
-fn keys(app: &mut App, keys: &[Key]) -> Vec<Effect> {
+pub(super) fn keys(app: &mut App, keys: &[Key]) -> Vec<Effect> {
     let mut all = Vec::new();
     for k in keys {
         all.extend(app.on_key(*k));
@@ -243,7 +243,7 @@ fn summary() -> ImageSummary {
     }
 }
 
-fn select_row(app: &mut App, path: &str) {
+pub(super) fn select_row(app: &mut App, path: &str) {
     app.sel = app
         .rows
         .iter()

@@ -73,7 +73,14 @@ pub fn draw(f: &mut Frame, app: &App) {
             vec![("↑↓ PgUp PgDn", "scroll"), ("Esc", "back")]
         }
     };
-    let status = app.status.clone().unwrap_or_default();
+    let status = app
+        .status
+        .clone()
+        .or_else(|| match app.screen {
+            Screen::Overview if app.overlay.is_none() => super::grow::hint(app),
+            _ => None,
+        })
+        .unwrap_or_default();
     f.render_widget(
         Paragraph::new(Line::from(Span::styled(
             fit(&status, area.width as usize),
@@ -228,6 +235,9 @@ fn overview(f: &mut Frame, area: Rect, app: &App) -> Vec<(&'static str, &'static
                 let flags = disk_flags(d);
                 if !flags.is_empty() {
                     lines.push(Line::from(format!("flags: {}", flags.join(", "))));
+                }
+                if let Some(g) = super::grow::detail(app, &d.path) {
+                    lines.push(Line::from(g));
                 }
                 for p in &d.problems {
                     lines.push(Line::from(format!("! {p}")));
@@ -940,6 +950,7 @@ fn overlay(f: &mut Frame, area: Rect, app: &App, o: &Overlay) {
                 Line::from(""),
                 Line::from("c capture    r restore   v verify    x clone"),
                 Line::from("l log        p power off or reboot    ? this help"),
+                Line::from("g grow the rescue stick's data partition (when offered)"),
                 Line::from(if app.mode == Mode::Host {
                     "q quit (asks first while a job runs)"
                 } else {
@@ -1002,6 +1013,13 @@ fn overlay(f: &mut Frame, area: Rect, app: &App, o: &Overlay) {
                 76,
             )
         }
+        Overlay::ConfirmGrow(plan) => dialog(
+            f,
+            area,
+            "Grow the stick's data partition?",
+            super::grow::dialog_lines(plan),
+            78,
+        ),
         Overlay::ConfirmQuit => dialog(
             f,
             area,
