@@ -15,59 +15,6 @@ use qemu_tests::{Guest, BOOT_TIMEOUT};
 mod common;
 use common::*;
 
-const DOWN: &str = "\x1b[B";
-const ENTER: &str = "\r";
-/// A capture or restore with read-back of the demo disk under TCG.
-const JOB_TIMEOUT: Duration = Duration::from_secs(600);
-const STEP: Duration = Duration::from_secs(30);
-
-struct Session {
-    g: Guest,
-    /// Where the UI's output starts in the serial log.
-    from: usize,
-}
-
-impl Session {
-    fn send(&mut self, keys: &str) {
-        self.g.send(keys).unwrap();
-        // Let crossterm tell a lone Esc from an escape sequence, and the UI redraw.
-        std::thread::sleep(Duration::from_millis(400));
-    }
-
-    fn wait(&mut self, needle: &str, timeout: Duration) -> String {
-        self.g
-            .wait_screen(self.from, needle, timeout)
-            .unwrap_or_else(|e| panic!("{e:#}\nserial tail:\n{}", self.g.tail(30)))
-    }
-
-    fn screen(&self) -> String {
-        self.g.screen(self.from)
-    }
-
-    /// Press Down until the selected line (marked `>`) contains `needle`.
-    fn select(&mut self, needle: &str) -> String {
-        for _ in 0..30 {
-            let s = self.screen();
-            if s.lines().any(|l| l.contains("> ") && l.contains(needle)) {
-                return s;
-            }
-            self.send(DOWN);
-        }
-        panic!(
-            "could not select a line with {needle:?}:\n{}",
-            self.screen()
-        );
-    }
-}
-
-/// The line of `screen` holding `needle`.
-fn line_with<'a>(screen: &'a str, needle: &str) -> &'a str {
-    screen
-        .lines()
-        .find(|l| l.contains(needle))
-        .unwrap_or_else(|| panic!("no {needle:?} on the screen:\n{screen}"))
-}
-
 #[test]
 fn capture_and_restore_through_the_tui() {
     let dir = tempfile::tempdir().unwrap();

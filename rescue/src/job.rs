@@ -449,12 +449,15 @@ pub fn load(arg: &str) -> Result<JobSpec, String> {
     JobSpec::from_toml(&text).map_err(|e| format!("the job file {arg}: {e}"))
 }
 
-/// The stick's data partition mounted (for `rescue-job.toml` and job files named by path), if there is
-/// a stick.
-pub fn stick_data_dir(opts: &DetectOptions) -> Option<PathBuf> {
+/// The stick's data partition, mounted (for `rescue-job.toml` and job files named by path), if there is
+/// a stick; and whether this call mounted it (so a caller that finds nothing there can unmount it again).
+pub fn stick_data_dir(opts: &DetectOptions) -> Option<(PathBuf, bool)> {
     let report = detect::detect_all(opts);
     let st = store::stores(&report)
         .into_iter()
         .find(|s| s.on_boot_medium && s.unusable.is_none())?;
-    store::ensure_mounted(&st, opts).ok()
+    let was_mounted = st.mounted_on.is_some();
+    store::ensure_mounted(&st, opts)
+        .ok()
+        .map(|dir| (dir, !was_mounted))
 }

@@ -190,6 +190,10 @@ pub fn ensure_mounted(
     let Some(device) = &store.device else {
         anyhow::bail!("nothing to mount");
     };
+    // Mounted since the detection the store came from (by an earlier job): use it where it is.
+    if let Some(dir) = mount::current_mount_point(Path::new(device)) {
+        return Ok(dir);
+    }
     if let Some(why) = &store.unusable {
         anyhow::bail!("{device} cannot hold images: {why}");
     }

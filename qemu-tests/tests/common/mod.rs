@@ -219,3 +219,60 @@ pub fn json_lines_with(text: &str, key: &str) -> Vec<Value> {
         .filter(|v| v.get(key).is_some())
         .collect()
 }
+
+// ---- driving the TUI over the serial console ----
+
+pub const DOWN: &str = "\x1b[B";
+pub const HOME: &str = "\x1b[H";
+pub const ENTER: &str = "\r";
+/// A capture or restore with read-back of the demo disk under TCG.
+pub const JOB_TIMEOUT: Duration = Duration::from_secs(600);
+pub const STEP: Duration = Duration::from_secs(30);
+
+pub struct Session {
+    pub g: Guest,
+    /// Where the UI's output starts in the serial log.
+    pub from: usize,
+}
+
+impl Session {
+    pub fn send(&mut self, keys: &str) {
+        self.g.send(keys).unwrap();
+        // Let crossterm tell a lone Esc from an escape sequence, and the UI redraw.
+        std::thread::sleep(Duration::from_millis(400));
+    }
+
+    pub fn wait(&mut self, needle: &str, timeout: Duration) -> String {
+        self.g
+            .wait_screen(self.from, needle, timeout)
+            .unwrap_or_else(|e| panic!("{e:#}\nserial tail:\n{}", self.g.tail(30)))
+    }
+
+    pub fn screen(&self) -> String {
+        self.g.screen(self.from)
+    }
+
+    /// Go to the top of the list, then press Down until the selected line (marked `>`) contains `needle`.
+    pub fn select(&mut self, needle: &str) -> String {
+        self.send(HOME);
+        for _ in 0..30 {
+            let s = self.screen();
+            if s.lines().any(|l| l.contains("> ") && l.contains(needle)) {
+                return s;
+            }
+            self.send(DOWN);
+        }
+        panic!(
+            "could not select a line with {needle:?}:\n{}",
+            self.screen()
+        );
+    }
+}
+
+/// The line of `screen` holding `needle`.
+pub fn line_with<'a>(screen: &'a str, needle: &str) -> &'a str {
+    screen
+        .lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no {needle:?} on the screen:\n{screen}"))
+}

@@ -35,11 +35,15 @@ pub struct JobArgs {
 pub fn run(a: JobArgs) -> anyhow::Result<i32> {
     let detect = super::detect_options();
     let arg = if a.on_stick {
-        let Some(dir) = job::stick_data_dir(&detect) else {
+        let Some((dir, mounted_here)) = job::stick_data_dir(&detect) else {
             return Ok(EXIT_NO_JOB);
         };
         let path = dir.join(a.job.trim_start_matches('/'));
         if !path.exists() {
+            // Leave the stick as it was: a mounted data partition cannot be grown, for one.
+            if mounted_here {
+                let _ = crate::store::mount::unmount(&dir);
+            }
             return Ok(EXIT_NO_JOB);
         }
         eprintln!(

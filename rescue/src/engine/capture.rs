@@ -281,20 +281,17 @@ fn worker(rx: Arc<Mutex<Receiver<Job>>>, tx: SyncSender<(u64, Op)>, level: i32) 
         };
         let Ok(job) = job else { return };
         let len = job.data.len() as u64;
+        let (seq, offset) = (job.seq, job.offset);
         // A panic while compressing must end this job with an error, not take the process down.
         let chunk = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            compressor.compress(&job.data)
+            compressor.compress_owned(job.data)
         }));
         let op = match chunk {
-            Ok(Ok(chunk)) => Op::Data {
-                offset: job.offset,
-                len,
-                chunk,
-            },
+            Ok(Ok(chunk)) => Op::Data { offset, len, chunk },
             // The writer notices the missing step and fails the capture with an error.
             Ok(Err(_)) | Err(_) => return,
         };
-        if tx.send((job.seq, op)).is_err() {
+        if tx.send((seq, op)).is_err() {
             return;
         }
     }

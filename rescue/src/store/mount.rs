@@ -163,6 +163,28 @@ fn mount_points(mountinfo: &str) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Where `device` is mounted now, from `mountinfo` text: the mount point of the first line whose source
+/// (after the ` - ` separator: fstype, then source) is the device.
+fn mount_point_in(mountinfo: &str, device: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|l| {
+        let (head, tail) = l.split_once(" - ")?;
+        let source = tail.split(' ').nth(1)?;
+        (unescape_mount_path(source) == device)
+            .then(|| {
+                head.split(' ')
+                    .nth(4)
+                    .map(|p| PathBuf::from(unescape_mount_path(p)))
+            })
+            .flatten()
+    })
+}
+
+/// Where `device` is mounted now (the live mount table, not an older detection), if anywhere.
+pub fn current_mount_point(device: &Path) -> Option<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mount_point_in(&info, &device.to_string_lossy())
+}
+
 pub fn is_mount_point(dir: &Path) -> bool {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     mount_points(&info).iter().any(|p| p == dir)
@@ -279,6 +301,21 @@ pub fn unmount(dir: &Path) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_device_is_found_in_the_mount_table() {
+        let info = "36 25 8:2 / /run/rescue/mnt/sda2 rw,nosuid - exfat /dev/sda2 rw\n\
+                    40 25 8:17 / /mnt/my\\040drive rw - ext4 /dev/sdb1 rw\n";
+        assert_eq!(
+            mount_point_in(info, "/dev/sda2"),
+            Some(PathBuf::from("/run/rescue/mnt/sda2"))
+        );
+        assert_eq!(
+            mount_point_in(info, "/dev/sdb1"),
+            Some(PathBuf::from("/mnt/my drive"))
+        );
+        assert_eq!(mount_point_in(info, "/dev/sdc1"), None);
+    }
 
     #[test]
     fn mountinfo_paths_are_unescaped() {
