@@ -166,3 +166,128 @@ fn a_rule_matching_several_disks_is_refused_with_the_disks_seen() {
         "a disk was written after a refusal"
     );
 }
+
+/// First and last 512-byte sector of partition `n` of a disk image (sgdisk).
+fn partition_sectors(disk: &Path, n: u32) -> (u64, u64) {
+    let info = tool(
+        Command::new("sgdisk")
+            .arg("-i")
+            .arg(n.to_string())
+            .arg(disk),
+    )
+    .1;
+    let field = |name: &str| -> u64 {
+        info.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(2))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{info}"))
+    };
+    (field("First sector:"), field("Last sector:"))
+}
+
+/// Run debugfs `commands` (read-write) on partition `n` of `disk`, in place.
+fn debugfs_in_partition(disk: &Path, n: u32, commands: &[String], work: &Path) -> String {
+    use std::io::{Seek, SeekFrom, Write};
+    let (first, last) = partition_sectors(disk, n);
+    let bytes = std::fs::read(disk).unwrap();
+    let part = work.join("partition.img");
+    std::fs::write(
+        &part,
+        &bytes[(first * 512) as usize..((last + 1) * 512) as usize],
+    )
+    .unwrap();
+    let mut out = String::new();
+    for c in commands {
+        out.push_str(
+            &tool(
+                Command::new("debugfs")
+                    .arg("-w")
+                    .arg("-R")
+                    .arg(c)
+                    .arg(&part),
+            )
+            .1,
+        );
+    }
+    let mut f = std::fs::OpenOptions::new().write(true).open(disk).unwrap();
+    f.seek(SeekFrom::Start(first * 512)).unwrap();
+    f.write_all(&std::fs::read(&part).unwrap()).unwrap();
+    out
+}
+
+#[test]
+fn mass_restore_from_a_job_file_on_the_stick() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let src = source_disk(work);
+    let golden = work.join("golden.rimg");
+    let spec = rescue::ops::CaptureSpec {
+        source: src.path.clone(),
+        output: golden.clone(),
+        partitions: vec![],
+        raw: false,
+        level: 3,
+        threads: 2,
+    };
+    rescue::ops::capture(&spec, &Default::default(), Default::default()).unwrap();
+    let job = work.join("rescue-job.toml");
+    std::fs::write(
+        &job,
+        "action = \"restore\"\nafter = \"poweroff\"\n[image]\nlabel = \"RESCUE-DATA\"\npath = \"golden.rimg\"\n\
+         [target]\ninternal = true\n",
+    )
+    .unwrap();
+    // The stick, built with an ext4 data partition so the host can put files on it (debugfs).
+    let files = qemu_tests::boot_files();
+    let stick = work.join("stick.img");
+    let opts = builder::image::ImageOptions {
+        size: 128 * MIB,
+        serial_default: true,
+        epoch: 1_700_000_000,
+        data_fs: boot::DataFs::Ext4,
+        ..Default::default()
+    };
+    builder::image::write_image(&stick, &files.vmlinuz, &files.initramfs, &opts).unwrap();
+    let out = debugfs_in_partition(
+        &stick,
+        2,
+        &[
+            format!("write {} golden.rimg", golden.display()),
+            format!("write {} rescue-job.toml", job.display()),
+        ],
+        work,
+    );
+    assert!(!out.contains("rror"), "{out}");
+
+    // A machine with one internal disk boots the stick: no keyboard, no command line.
+    let target = work.join("machine-disk.img");
+    std::fs::File::create(&target)
+        .unwrap()
+        .set_len(src.spec.size_mib * MIB)
+        .unwrap();
+    let mut vm = common::vm();
+    vm.bios = true;
+    vm.usb_controller = true;
+    vm.disks.push(Disk::new(&stick, Bus::Usb).boot_first());
+    vm.disks
+        .push(Disk::new(&target, Bus::Virtio).serial("MACHINE-1"));
+    let mut g = Guest::boot(vm).unwrap();
+    g.wait_for("unattended", BOOT_TIMEOUT + Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    g.wait_exit(CHAIN_TIMEOUT)
+        .unwrap_or_else(|e| panic!("the mass-restore job did not power off: {e:#}"));
+    let out = g.output();
+    assert!(out.contains("restore: OK"), "{}", tail(&out, 30));
+
+    let (_, v) = tool(Command::new("sgdisk").arg("-v").arg(&target));
+    assert!(v.contains("No problems found"), "{v}");
+    let (want, have) = (host_report(&src.path), host_report(&target));
+    assert_eq!(have["partitions"], want["partitions"]);
+    // The result is recorded on the stick beside the image.
+    let listing = debugfs_in_partition(&stick, 2, &["ls -l /".to_string()], work);
+    assert!(
+        listing.contains("golden.rimg.restore-MACHINE-1-"),
+        "no result on the stick:\n{listing}"
+    );
+}

@@ -18,24 +18,14 @@ pub struct CompressedChunk {
 /// its tables (megabytes at high levels) for every chunk.
 pub struct ChunkCompressor {
     zstd: zstd::bulk::Compressor<'static>,
-    /// zstd's fastest level, to probe whether a chunk compresses at all.
-    probe: zstd::bulk::Compressor<'static>,
 }
-
-/// Chunks at least this long are probed before being compressed.
-const PROBE_MIN: usize = 256 << 10;
-/// The probe compresses this many evenly spread samples of this size.
-const PROBE_SAMPLES: usize = 8;
-const PROBE_SAMPLE: usize = 8 << 10;
 
 impl ChunkCompressor {
     /// A compressor at zstd `level` (1..=22; negative levels are zstd's fast modes).
     pub fn new(level: i32) -> Result<ChunkCompressor, ImageError> {
         let zstd =
             zstd::bulk::Compressor::new(level).map_err(|source| ImageError::Compress { source })?;
-        let probe =
-            zstd::bulk::Compressor::new(1).map_err(|source| ImageError::Compress { source })?;
-        Ok(ChunkCompressor { zstd, probe })
+        Ok(ChunkCompressor { zstd })
     }
 
     /// Hashes and compresses `data` (1..=[`MAX_CHUNK_SIZE`] bytes), keeping the bytes as they are
@@ -51,15 +41,10 @@ impl ChunkCompressor {
         Ok(chunk_of(hash, uncompressed_len, z, || data))
     }
 
-    /// The hash, the length, and the zstd payload when it is worth keeping (`None`: store the bytes).
+    /// The hash, the length, and the zstd payload when it is smaller (`None`: store the bytes).
     fn pack(&mut self, data: &[u8]) -> Result<(Hash, u32, Option<Vec<u8>>), ImageError> {
         let uncompressed_len = chunk_len(data.len())?;
         let hash = Hash::of(data);
-        // Already-compressed data (media, archives, encrypted volumes) costs zstd time and gains nothing:
-        // when evenly spread samples do not shrink at zstd's fastest level, keep the chunk as it is.
-        if data.len() >= PROBE_MIN && !self.worth_compressing(data)? {
-            return Ok((hash, uncompressed_len, None));
-        }
         let z = self
             .zstd
             .compress(data)
@@ -69,24 +54,6 @@ impl ChunkCompressor {
             uncompressed_len,
             Some(z).filter(|z| z.len() < data.len()),
         ))
-    }
-
-    /// Whether samples of `data` shrink by at least 2% at zstd level 1.
-    fn worth_compressing(&mut self, data: &[u8]) -> Result<bool, ImageError> {
-        let step = data.len() / PROBE_SAMPLES;
-        let mut raw = 0usize;
-        let mut packed = 0usize;
-        for i in 0..PROBE_SAMPLES {
-            let start = i * step;
-            let sample = &data[start..(start + PROBE_SAMPLE).min(data.len())];
-            let z = self
-                .probe
-                .compress(sample)
-                .map_err(|source| ImageError::Compress { source })?;
-            raw += sample.len();
-            packed += z.len().min(sample.len());
-        }
-        Ok(packed * 100 < raw * 98)
     }
 }
 
@@ -180,12 +147,12 @@ fn check(data: Vec<u8>, uncompressed_len: u32, hash: &Hash) -> Result<Vec<u8>, C
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod probe_tests {
+mod owned_tests {
     use super::*;
     use builder::fixtures::noise;
 
     #[test]
-    fn incompressible_chunks_are_stored_without_compressing_and_round_trip() {
+    fn incompressible_chunks_are_stored_without_a_copy_and_round_trip() {
         let mut c = ChunkCompressor::new(3).unwrap();
         let random = noise(1 << 20, 5);
         let chunk = c.compress_owned(random.clone()).unwrap();
@@ -212,7 +179,7 @@ mod probe_tests {
             .collect();
         let chunk = c.compress(&text).unwrap();
         assert_eq!(chunk.compression, Compression::Zstd);
-        // Half random, half text: the samples see both; the chunk is still worth compressing.
+        // Half random, half text: still compressed.
         let mut mixed = noise(1 << 19, 9);
         mixed.extend_from_slice(&text[..1 << 19]);
         let chunk = c.compress_owned(mixed.clone()).unwrap();
