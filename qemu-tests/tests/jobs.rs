@@ -291,3 +291,54 @@ fn mass_restore_from_a_job_file_on_the_stick() {
         "no result on the stick:\n{listing}"
     );
 }
+
+#[test]
+fn a_write_protected_drive_still_serves_images_for_a_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let src = source_disk(work);
+    let golden = work.join("golden.rimg");
+    let spec = rescue::ops::CaptureSpec {
+        source: src.path.clone(),
+        output: golden.clone(),
+        partitions: vec![],
+        raw: false,
+        level: 3,
+        threads: 2,
+    };
+    rescue::ops::capture(&spec, &Default::default(), Default::default()).unwrap();
+    let images = work.join("images.img");
+    images_drive(&images);
+    let (ok, out) = tool(
+        Command::new("debugfs")
+            .arg("-w")
+            .arg("-R")
+            .arg(format!("write {} golden.rimg", golden.display()))
+            .arg(&images),
+    );
+    assert!(ok && !out.contains("rror"), "{out}");
+    let target = work.join("target.img");
+    std::fs::File::create(&target)
+        .unwrap()
+        .set_len(src.spec.size_mib * MIB)
+        .unwrap();
+    let before = std::fs::read(&images).unwrap();
+    let mut vm = common::vm();
+    let mut ro = Disk::new(&images, Bus::Virtio).serial("IMG");
+    ro.read_only = true;
+    vm.disks.push(ro);
+    vm.disks.push(Disk::new(&target, Bus::Virtio).serial("DST"));
+    let (mut g, text, rc) = boot_job(
+        vm,
+        "action=restore image.label=IMAGES image.path=golden.rimg target.serial=DST after=poweroff",
+    );
+    assert_eq!(rc, rescue::init::EXIT_POWEROFF, "{}", tail(&text, 30));
+    assert!(text.contains("restore: OK"), "{}", tail(&text, 30));
+    g.wait_exit(Duration::from_secs(60)).unwrap();
+    let (_, v) = tool(Command::new("sgdisk").arg("-v").arg(&target));
+    assert!(v.contains("No problems found"), "{v}");
+    assert!(
+        std::fs::read(&images).unwrap() == before,
+        "the write-protected drive changed"
+    );
+}

@@ -215,7 +215,12 @@ fn resolve(
                     let device = sel
                         .resolve(report)
                         .map_err(|e| format!("the filesystem holding the image: {e}"))?;
-                    let st = store::stores(report)
+                    // Images are only read by restore and verify: a write-protected drive will do.
+                    let candidates = match spec.action {
+                        Action::Restore | Action::Verify => store::readable_stores(report),
+                        Action::Capture | Action::Clone => store::stores(report),
+                    };
+                    let st = candidates
                         .into_iter()
                         .find(|s| s.device.as_deref() == Some(device.as_str()))
                         .ok_or_else(|| {

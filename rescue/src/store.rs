@@ -45,6 +45,8 @@ pub struct Store {
     /// Why it cannot hold images, when it cannot.
     pub unusable: Option<String>,
     pub on_boot_medium: bool,
+    /// The drive is write-protected: images can be read from it (mounted read-only), not written.
+    pub read_only: bool,
 }
 
 impl Store {
@@ -59,6 +61,7 @@ impl Store {
             mounted_on: Some(dir.to_path_buf()),
             unusable: None,
             on_boot_medium: false,
+            read_only: false,
         }
     }
 
@@ -113,6 +116,24 @@ pub fn unwritable_reason(fs: Option<FsKind>) -> Option<String> {
     }
 }
 
+/// The stores to read images from: as [`stores`], except that write-protected drives are usable (they
+/// are mounted read-only).
+pub fn readable_stores(report: &Report) -> Vec<Store> {
+    let mut v: Vec<Store> = stores(report)
+        .into_iter()
+        .map(|mut s| {
+            if s.read_only && s.unusable.as_deref() == Some(READ_ONLY) {
+                s.unusable = None;
+            }
+            s
+        })
+        .collect();
+    v.sort_by_key(|s| s.unusable.is_some());
+    v
+}
+
+const READ_ONLY: &str = "the drive is read-only (write-protected)";
+
 /// Every filesystem in `report` that could hold images, usable ones first; each unusable one says why.
 pub fn stores(report: &Report) -> Vec<Store> {
     let mut out = Vec::new();
@@ -163,7 +184,7 @@ fn store_of(
     mounts: &[String],
 ) -> Store {
     let unusable = if d.read_only {
-        Some("the drive is read-only (write-protected)".into())
+        Some(READ_ONLY.into())
     } else {
         unwritable_reason(fs)
     };
@@ -176,6 +197,7 @@ fn store_of(
         mounted_on: mounts.first().map(PathBuf::from),
         unusable,
         on_boot_medium: d.boot_medium,
+        read_only: d.read_only,
     }
 }
 
@@ -202,7 +224,7 @@ pub fn ensure_mounted(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "drive".into());
     let dir = Path::new(MOUNT_ROOT).join(name);
-    mount::mount_at(Path::new(device), &dir, None, false, opts)?;
+    mount::mount_at(Path::new(device), &dir, None, store.read_only, opts)?;
     Ok(dir)
 }
 
@@ -356,6 +378,33 @@ mod tests {
         let found = find_images(dir.path());
         assert_eq!(found.len(), 1);
         assert!(found[0].path.ends_with("a/b/one.rimg"));
+    }
+
+    #[test]
+    fn write_protected_drives_are_read_from_but_not_written_to() {
+        let mut d: crate::detect::Disk = serde_json::from_value(serde_json::json!({
+            "path": "/dev/sdb", "name": "sdb", "size_bytes": 1u64 << 30, "logical_sector_size": 512,
+            "physical_sector_size": 512, "model": null, "serial": null, "transport": "usb",
+            "removable": true, "read_only": true, "rotational": false, "table": "none", "gpt": null,
+            "mbr": null, "partitions": [], "fs": "exfat", "fs_label": "IMAGES", "fs_uuid": null,
+            "mounts": [], "boot_medium": false, "problems": []
+        }))
+        .unwrap();
+        let report = Report {
+            disks: vec![d.clone()],
+            problems: vec![],
+        };
+        assert!(stores(&report)[0].unusable.as_deref() == Some(READ_ONLY));
+        let r = readable_stores(&report);
+        assert!(r[0].unusable.is_none() && r[0].read_only);
+        d.read_only = false;
+        assert!(
+            !stores(&Report {
+                disks: vec![d],
+                problems: vec![]
+            })[0]
+                .read_only
+        );
     }
 
     #[test]

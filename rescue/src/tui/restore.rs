@@ -50,10 +50,13 @@ pub struct RestoreWiz {
     pub error: Option<String>,
 }
 
-/// Where the images are: every store that can be mounted (writable ones, so the log can go beside the
-/// image), the same list as for capture.
+/// Where the images are: every store that can be mounted, write-protected drives included (mounted
+/// read-only; the log then goes to the log view only).
 pub fn image_stores(app: &App) -> Vec<Store> {
-    app.stores()
+    let mut v = app.folders.clone();
+    v.extend(crate::store::readable_stores(&app.report));
+    v.sort_by_key(|s| s.unusable.is_some());
+    v
 }
 
 impl RestoreWiz {
