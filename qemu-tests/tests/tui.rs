@@ -46,19 +46,11 @@ fn capture_and_restore_through_the_tui() {
     let to_ui = booted.elapsed().as_secs_f64();
 
     // Overview: select the source disk by its serial in the details pane.
-    for _ in 0..12 {
-        if s.screen().contains("serial SRC") {
-            break;
-        }
-        s.send(DOWN);
-    }
-    assert!(s.screen().contains("serial SRC"), "{}", s.screen());
+    s.select_disk("SRC");
 
     // Capture: whole disk → the ext4 drive (the only usable destination) → default name → start.
-    s.send("c");
-    s.wait("Step 1 of 4", STEP);
-    s.send(ENTER);
-    let screen = s.wait("Step 2 of 4", STEP);
+    let started = Instant::now();
+    let (screen, result) = s.capture_whole_disk();
     let dest = line_with(&screen, "> ").to_string();
     assert!(
         dest.contains("ext4"),
@@ -68,30 +60,16 @@ fn capture_and_restore_through_the_tui() {
         screen.contains("it is on the disk being captured"),
         "the source's own filesystems are not refused as destinations:\n{screen}"
     );
-    s.send(ENTER);
-    s.wait("Step 3 of 4", STEP);
-    s.send(ENTER);
-    s.wait("Step 4 of 4", STEP);
-    let started = Instant::now();
-    s.send(ENTER);
-    let screen = s.wait("SUCCESS", JOB_TIMEOUT);
+    let screen = result;
     let capture_seconds = started.elapsed().as_secs_f64();
     assert!(screen.contains("Root hash:"), "{screen}");
     assert!(screen.contains("Log written to"), "{screen}");
     s.send(ENTER);
     s.wait("Disks (3)", STEP);
 
-    // Restore: the drive → the image → the whole image → targets.
-    s.send("r");
-    s.wait("Step 1 of 5", STEP);
-    // The image drive (mounted by the capture); the source's ext4 is listed too but holds no images.
-    s.select("256.0 MiB");
-    s.send(ENTER);
-    s.wait("Step 2 of 5", STEP);
-    s.send(ENTER);
-    s.wait("Step 3 of 5", STEP);
-    s.send(ENTER);
-    s.wait("Step 4 of 5", STEP);
+    // Restore: the drive (mounted by the capture; the source's ext4 is listed too but holds no images) →
+    // the image → the whole image → targets.
+    s.restore_to_targets("256.0 MiB");
     // The image drive (256 MiB) is refused, and says why on screen.
     s.select("256.0 MiB");
     s.send(ENTER);
@@ -130,7 +108,7 @@ fn capture_and_restore_through_the_tui() {
     s.g.wait_exit(Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("{e:#}"));
     eprintln!(
-        "TUI under TCG: UI after {to_ui:.1} s; capture {capture_seconds:.1} s; restore with read-back \
+        "TUI under TCG: UI after {to_ui:.1} s; capture (wizard keys and job) {capture_seconds:.1} s; restore with read-back \
          {restore_seconds:.1} s (wall, as a person waits)"
     );
 

@@ -269,6 +269,51 @@ impl Session {
     }
 }
 
+impl Session {
+    /// Select the disk whose details show `serial` in the overview.
+    pub fn select_disk(&mut self, serial: &str) {
+        let needle = format!("serial {serial}");
+        self.send(HOME);
+        for _ in 0..20 {
+            if self.screen().contains(&needle) {
+                return;
+            }
+            self.send(DOWN);
+        }
+        panic!("no disk with {needle} in the overview:\n{}", self.screen());
+    }
+
+    /// Capture the selected disk whole into the first destination offered, with the default name and
+    /// level: returns the destination step's screen and the result screen (after SUCCESS).
+    pub fn capture_whole_disk(&mut self) -> (String, String) {
+        self.send("c");
+        self.wait("Step 1 of 4", STEP);
+        self.send(ENTER);
+        let dest = self.wait("Step 2 of 4", STEP);
+        self.send(ENTER);
+        self.wait("Step 3 of 4", STEP);
+        self.send(ENTER);
+        self.wait("Step 4 of 4", STEP);
+        self.send(ENTER);
+        let result = self.wait("SUCCESS", JOB_TIMEOUT);
+        (dest, result)
+    }
+
+    /// Open the restore wizard on the store whose line holds `store` and the first image, whole, up to
+    /// the list of targets.
+    pub fn restore_to_targets(&mut self, store: &str) {
+        self.send("r");
+        self.wait("Step 1 of 5", STEP);
+        self.select(store);
+        self.send(ENTER);
+        self.wait("Step 2 of 5", STEP);
+        self.send(ENTER);
+        self.wait("Step 3 of 5", STEP);
+        self.send(ENTER);
+        self.wait("Step 4 of 5", STEP);
+    }
+}
+
 /// The line of `screen` holding `needle`.
 pub fn line_with<'a>(screen: &'a str, needle: &str) -> &'a str {
     screen
