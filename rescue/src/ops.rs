@@ -288,7 +288,7 @@ pub fn verify(image: &Path, against: Option<&Path>) -> anyhow::Result<VerifyOutc
     let report = reader.verify(|_| {});
     let mut problems = report.problems();
     if let Some(dev) = against {
-        let source = device::Source::open(dev)?;
+        let source = device::Source::open_unlocked(dev)?;
         let r = verify::verify_against(reader.index(), &source, None, None)?;
         problems.extend(r.differences);
     }

@@ -89,13 +89,26 @@ fn is_block(file: &File) -> bool {
 }
 
 impl Source {
+    /// Open a disk to capture it: on a block device the kernel's read-only flag is set while the source
+    /// is held, so that nothing (not even a mount) changes it under the capture. Only for disks that
+    /// nothing has mounted (the plan refuses mounted sources).
     pub fn open(path: &Path) -> Result<Source, DeviceError> {
+        Source::open_with(path, true)
+    }
+
+    /// Open a disk only to look at it (used-space scans, comparing a device with an image) without
+    /// touching the kernel's read-only flag: the disk may hold a mounted, writable filesystem.
+    pub fn open_unlocked(path: &Path) -> Result<Source, DeviceError> {
+        Source::open_with(path, false)
+    }
+
+    fn open_with(path: &Path, lock: bool) -> Result<Source, DeviceError> {
         let file = File::open(path).map_err(|e| open_error(path, e))?;
         let mut restore_rw = false;
         let (size, sector) = if is_block(&file) {
             let fd = file.as_fd();
             // Setting the flag needs CAP_SYS_ADMIN; without it we still only ever read.
-            if let Ok(false) = sys::block_read_only(fd) {
+            if lock && matches!(sys::block_read_only(fd), Ok(false)) {
                 restore_rw = sys::set_block_read_only(fd, true).is_ok();
             }
             let size = sys::block_size_bytes(fd).map_err(|e| open_error(path, e))?;
@@ -523,6 +536,14 @@ mod tests {
             );
             drop(source);
             assert_eq!(ro().trim(), "0", "the flag is cleared again afterwards");
+            // Looking at a disk (which may hold a mounted filesystem) leaves the flag alone.
+            let look = Source::open_unlocked(Path::new(&loopdev)).unwrap();
+            assert_eq!(
+                ro().trim(),
+                "0",
+                "open_unlocked must not set the read-only flag"
+            );
+            assert_eq!(look.size(), 4 << 20);
         });
         let _ = std::process::Command::new("losetup")
             .arg("-d")

@@ -136,12 +136,7 @@ fn event_loop(
         while let Ok(msg) = rx.try_recv() {
             match msg {
                 Msg::Report(r) => {
-                    // The used-space scan sets each disk read-only in the kernel while it reads it, which
-                    // would fail the writes of a running restore, clone or grow (a hotplug re-detects
-                    // mid-job); the report that follows the job brings the figures.
-                    if app.job.is_none() {
-                        spawn_usage(r.clone(), tx.clone());
-                    }
+                    spawn_usage(r.clone(), tx.clone());
                     spawn_stick_check(r.clone(), tx.clone());
                     app.set_report(r);
                 }
@@ -341,7 +336,8 @@ fn spawn_usage(report: Report, tx: Sender<Msg>) {
             if regions.is_empty() {
                 continue;
             }
-            let Ok(source) = crate::engine::device::Source::open(Path::new(&d.path)) else {
+            let Ok(source) = crate::engine::device::Source::open_unlocked(Path::new(&d.path))
+            else {
                 continue;
             };
             for (dev, start, size, fs) in regions {
