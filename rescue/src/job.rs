@@ -90,7 +90,7 @@ impl Outcome {
     fn new(spec: &JobSpec) -> Outcome {
         Outcome {
             ok: false,
-            action: crate::engine::json_name(&format!("{:?}", spec.action).to_lowercase()),
+            action: crate::engine::json_name(&spec.action),
             image: None,
             source: None,
             target: None,
@@ -327,7 +327,8 @@ fn execute(
                 image: image.clone(),
                 target: PathBuf::from(&disk.path),
                 partition: o.partition,
-                to_partition: to_part.or(o.partition.filter(|_| to_part.is_none())),
+                // Into the target partition the rules name, else the one with the image partition's number.
+                to_partition: to_part.or(o.partition),
                 confirmed: true,
                 verify: o.verify,
                 unused: UnusedPolicy::Leave,

@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use crate::detect::select::{parse_size_range, DiskRules, PartRules, Selector};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     Capture,
