@@ -207,6 +207,23 @@ impl Guest {
         }
     }
 
+    /// What PID 1 printed between its command markers (`rescue.cmd=` or `rescue.job=`; CRLF as LF,
+    /// trimmed) and the status it reported, waiting up to `timeout` for the end marker.
+    pub fn marked_output(&mut self, timeout: Duration) -> anyhow::Result<(String, i32)> {
+        let begin = self.wait_for(rescue::init::CMD_BEGIN, BOOT_TIMEOUT)?;
+        let end_marker = format!("{} rc=", rescue::init::CMD_END);
+        let end = self.wait_for_from(&end_marker, begin, timeout)?;
+        self.wait_for_from("@@", end, Duration::from_secs(10))?;
+        let out = self.output();
+        let text = out[begin..end - end_marker.len()].replace("\r\n", "\n");
+        let rc = out[end..]
+            .split("@@")
+            .next()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(-1);
+        Ok((text.trim().to_string(), rc))
+    }
+
     /// Type on the serial console.
     pub fn send(&mut self, text: &str) -> anyhow::Result<()> {
         let stdin = self
@@ -306,20 +323,10 @@ pub struct CmdRun {
 pub fn run_command(mut vm: Vm, cmd: &str) -> anyhow::Result<CmdRun> {
     vm.append = format!("{} rescue.cmd=\"{cmd}\"", vm.append);
     let mut g = Guest::boot(vm)?;
-    let begin = g.wait_for(rescue::init::CMD_BEGIN, BOOT_TIMEOUT)?;
-    let end_marker = format!("{} rc=", rescue::init::CMD_END);
-    let end = g.wait_for_from(&end_marker, begin, BOOT_TIMEOUT)?;
-    g.wait_for_from("@@", end, Duration::from_secs(10))?;
-    let out = g.output();
-    let stdout = out[begin..end - end_marker.len()].replace("\r\n", "\n");
-    let rc: i32 = out[end..]
-        .split("@@")
-        .next()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(-1);
+    let (stdout, rc) = g.marked_output(BOOT_TIMEOUT)?;
     g.wait_exit(Duration::from_secs(60))?;
     Ok(CmdRun {
-        stdout: stdout.trim().to_string(),
+        stdout,
         rc,
         serial: g.output(),
     })

@@ -263,19 +263,7 @@ fn put_file(drive: &Path, file: &Path, name: &str) {
 
 /// What the guest printed between the command markers, and its status.
 fn chain_of(g: &mut Guest, timeout: Duration) -> (String, i32) {
-    let begin = g.wait_for(rescue::init::CMD_BEGIN, BOOT_TIMEOUT).unwrap();
-    let marker = format!("{} rc=", rescue::init::CMD_END);
-    let end = g
-        .wait_for_from(&marker, begin, timeout)
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    g.wait_for_from("@@", end, Duration::from_secs(10)).unwrap();
-    let out = g.output();
-    let rc = out[end..]
-        .split("@@")
-        .next()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(-1);
-    (out[begin..end].to_string(), rc)
+    g.marked_output(timeout).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 fn big_source(path: &Path, mib: u64, data_mib: usize) {

@@ -47,19 +47,9 @@ fn cat(drive: &Path, file: &str, work: &Path) -> Vec<u8> {
 fn boot_job(mut vm: Vm, job: &str) -> (Guest, String, i32) {
     vm.append = format!("rescue.job=\"{job}\"");
     let mut g = Guest::boot(vm).unwrap();
-    let begin = g.wait_for(rescue::init::CMD_BEGIN, BOOT_TIMEOUT).unwrap();
-    let marker = format!("{} rc=", rescue::init::CMD_END);
-    let end = g
-        .wait_for_from(&marker, begin, CHAIN_TIMEOUT)
+    let (text, rc) = g
+        .marked_output(CHAIN_TIMEOUT)
         .unwrap_or_else(|e| panic!("{e:#}"));
-    g.wait_for_from("@@", end, Duration::from_secs(10)).unwrap();
-    let out = g.output();
-    let rc = out[end..]
-        .split("@@")
-        .next()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(-1);
-    let text = out[begin..end].to_string();
     (g, text, rc)
 }
 

@@ -11,6 +11,7 @@ pub mod capture;
 pub mod clone;
 pub mod grow;
 pub mod job;
+pub mod picker;
 pub mod restore;
 pub mod term;
 pub mod view;

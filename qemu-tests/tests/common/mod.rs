@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use builder::fixtures::{self, DiskSpec, Expected, Fs};
 use builder::qemu::Vm;
-use qemu_tests::{boot_files, CmdRun, Guest, BOOT_TIMEOUT};
+use qemu_tests::{boot_files, CmdRun, Guest};
 use serde_json::Value;
 
 pub const MIB: u64 = 1 << 20;
@@ -171,26 +171,13 @@ pub const CHAIN_TIMEOUT: Duration = Duration::from_secs(900);
 pub fn run_chain(mut vm: Vm, cmd: &str) -> CmdRun {
     vm.append = format!("{} rescue.cmd=\"{cmd}\"", vm.append);
     let mut g = Guest::boot(vm).unwrap_or_else(|e| panic!("{e:#}"));
-    let begin = g
-        .wait_for(rescue::init::CMD_BEGIN, BOOT_TIMEOUT)
+    let (stdout, rc) = g
+        .marked_output(CHAIN_TIMEOUT)
         .unwrap_or_else(|e| panic!("{e:#}"));
-    let end_marker = format!("{} rc=", rescue::init::CMD_END);
-    let end = g
-        .wait_for_from(&end_marker, begin, CHAIN_TIMEOUT)
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    g.wait_for_from("@@", end, Duration::from_secs(10))
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    let out = g.output();
-    let stdout = out[begin..end - end_marker.len()].replace("\r\n", "\n");
-    let rc: i32 = out[end..]
-        .split("@@")
-        .next()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(-1);
     g.wait_exit(Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("{e:#}"));
     CmdRun {
-        stdout: stdout.trim().to_string(),
+        stdout,
         rc,
         serial: g.output(),
     }

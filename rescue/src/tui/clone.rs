@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use crate::detect::Disk;
 use crate::ops::CloneSpec;
 use crate::plan::{self, RestorePlan};
-use crate::store::Store;
 
 use super::app::{move_sel, short_name, App, JobSpec, Key, OpenedStore};
-use super::restore::{confirms, image_stores, pick_store};
+use super::picker::{ImageKey, ImagePicker};
+use super::restore::confirms;
 use super::Step;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,11 +130,7 @@ pub enum VStep {
 #[derive(Debug, Clone, PartialEq)]
 pub struct VerifyWiz {
     pub step: VStep,
-    pub stores: Vec<Store>,
-    pub store_sel: usize,
-    pub opening: bool,
-    pub opened: Option<OpenedStore>,
-    pub image_sel: usize,
+    pub pick: ImagePicker,
     pub error: Option<String>,
 }
 
@@ -142,63 +138,28 @@ impl VerifyWiz {
     pub fn new(app: &App) -> VerifyWiz {
         VerifyWiz {
             step: VStep::Store,
-            stores: image_stores(app),
-            store_sel: 0,
-            opening: false,
-            opened: None,
-            image_sel: 0,
+            pick: ImagePicker::new(app),
             error: None,
         }
     }
 
     pub fn on_key(&mut self, key: Key, _app: &App) -> Step {
         match self.step {
-            VStep::Store => pick_store(
-                key,
-                &self.stores,
-                &mut self.store_sel,
-                &mut self.opening,
-                &mut self.error,
-            ),
-            VStep::Image => {
-                let n = self.opened.as_ref().map_or(0, |o| o.images.len());
-                if move_sel(&mut self.image_sel, n, key) {
-                    return Step::Stay(vec![]);
+            VStep::Store => self.pick.store_key(key, &mut self.error),
+            VStep::Image => match self.pick.image_key(key, &mut self.error) {
+                ImageKey::Chosen(path) => Step::Start(JobSpec::Verify(path)),
+                ImageKey::Back => {
+                    self.step = VStep::Store;
+                    Step::Stay(vec![])
                 }
-                match key {
-                    Key::Enter => {
-                        match self
-                            .opened
-                            .as_ref()
-                            .and_then(|o| o.images.get(self.image_sel))
-                        {
-                            Some(img) => return Step::Start(JobSpec::Verify(img.path.clone())),
-                            None => self.error = Some("no image chosen".into()),
-                        }
-                    }
-                    Key::Esc => self.step = VStep::Store,
-                    _ => {}
-                }
-                Step::Stay(vec![])
-            }
+                ImageKey::Stay => Step::Stay(vec![]),
+            },
         }
     }
 
     pub fn on_store(&mut self, result: Result<OpenedStore, String>) {
-        self.opening = false;
-        match result {
-            Ok(s) if s.images.is_empty() => {
-                self.error = Some(format!(
-                    "no images (*.rimg) on {}; choose another drive",
-                    s.store.title()
-                ))
-            }
-            Ok(s) => {
-                self.opened = Some(s);
-                self.image_sel = 0;
-                self.step = VStep::Image;
-            }
-            Err(e) => self.error = Some(e),
+        if self.pick.on_store(result, &mut self.error) {
+            self.step = VStep::Image;
         }
     }
 }

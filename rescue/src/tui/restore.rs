@@ -8,9 +8,9 @@ use crate::detect::{Disk, Report};
 use crate::engine::restore::UnusedPolicy;
 use crate::ops::RestoreSpec;
 use crate::plan::{self, Environment, RestorePlan, StreamKind};
-use crate::store::Store;
 
 use super::app::{move_sel, short_name, App, Effect, ImageSummary, JobSpec, Key, OpenedStore};
+use super::picker::{ImageKey, ImagePicker};
 use super::Step;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,11 +36,7 @@ pub struct TargetRow {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RestoreWiz {
     pub step: RStep,
-    pub stores: Vec<Store>,
-    pub store_sel: usize,
-    pub opening: bool,
-    pub opened: Option<OpenedStore>,
-    pub image_sel: usize,
+    pub pick: ImagePicker,
     pub image: Option<ImageSummary>,
     /// 0 = the whole image; i = the i-th partition stream of the image.
     pub part_sel: usize,
@@ -50,24 +46,11 @@ pub struct RestoreWiz {
     pub error: Option<String>,
 }
 
-/// Where the images are: every store that can be mounted, write-protected drives included (mounted
-/// read-only; the log then goes to the log view only).
-pub fn image_stores(app: &App) -> Vec<Store> {
-    let mut v = app.folders.clone();
-    v.extend(crate::store::readable_stores(&app.report));
-    v.sort_by_key(|s| s.unusable.is_some());
-    v
-}
-
 impl RestoreWiz {
     pub fn new(app: &App) -> RestoreWiz {
         RestoreWiz {
             step: RStep::Store,
-            stores: image_stores(app),
-            store_sel: 0,
-            opening: false,
-            opened: None,
-            image_sel: 0,
+            pick: ImagePicker::new(app),
             image: None,
             part_sel: 0,
             targets: Vec::new(),
@@ -107,39 +90,15 @@ impl RestoreWiz {
 
     pub fn on_key(&mut self, key: Key, app: &App) -> Step {
         match self.step {
-            RStep::Store => pick_store(
-                key,
-                &self.stores,
-                &mut self.store_sel,
-                &mut self.opening,
-                &mut self.error,
-            ),
-            RStep::Image => {
-                let n = self.opened.as_ref().map_or(0, |o| o.images.len());
-                if move_sel(&mut self.image_sel, n, key) {
-                    return Step::Stay(vec![]);
+            RStep::Store => self.pick.store_key(key, &mut self.error),
+            RStep::Image => match self.pick.image_key(key, &mut self.error) {
+                ImageKey::Chosen(path) => Step::Stay(vec![Effect::Inspect(path)]),
+                ImageKey::Back => {
+                    self.step = RStep::Store;
+                    Step::Stay(vec![])
                 }
-                match key {
-                    Key::Enter => match self
-                        .opened
-                        .as_ref()
-                        .and_then(|o| o.images.get(self.image_sel))
-                    {
-                        Some(img) => Step::Stay(vec![Effect::Inspect(img.path.clone())]),
-                        None => {
-                            self.error = Some(
-                                "no image here; go back (Esc) and choose another drive".into(),
-                            );
-                            Step::Stay(vec![])
-                        }
-                    },
-                    Key::Esc | Key::Left => {
-                        self.step = RStep::Store;
-                        Step::Stay(vec![])
-                    }
-                    _ => Step::Stay(vec![]),
-                }
-            }
+                ImageKey::Stay => Step::Stay(vec![]),
+            },
             RStep::Details => {
                 let n = 1 + self.image_partitions().len();
                 if move_sel(&mut self.part_sel, n, key) {
@@ -233,20 +192,8 @@ impl RestoreWiz {
     }
 
     pub fn on_store(&mut self, result: Result<OpenedStore, String>) {
-        self.opening = false;
-        match result {
-            Ok(s) if s.images.is_empty() => {
-                self.error = Some(format!(
-                    "no images (*.rimg) on {}; choose another drive",
-                    s.store.title()
-                ));
-            }
-            Ok(s) => {
-                self.opened = Some(s);
-                self.image_sel = 0;
-                self.step = RStep::Image;
-            }
-            Err(e) => self.error = Some(e),
+        if self.pick.on_store(result, &mut self.error) {
+            self.step = RStep::Image;
         }
     }
 
@@ -315,45 +262,4 @@ impl RestoreWiz {
 pub fn confirms(typed: &str, device: &str) -> bool {
     let t = typed.trim();
     !t.is_empty() && (t == device || t == short_name(device))
-}
-
-/// The "choose a drive" step shared by restore and verify.
-pub fn pick_store(
-    key: Key,
-    stores: &[Store],
-    sel: &mut usize,
-    opening: &mut bool,
-    error: &mut Option<String>,
-) -> Step {
-    if *opening {
-        return Step::Stay(vec![]);
-    }
-    if move_sel(sel, stores.len(), key) {
-        return Step::Stay(vec![]);
-    }
-    match key {
-        Key::Enter => match stores.get(*sel) {
-            None => {
-                *error = Some(
-                    "no drive with images found: plug in the drive holding them (it appears here)"
-                        .into(),
-                );
-                Step::Stay(vec![])
-            }
-            Some(s) if s.unusable.is_some() => {
-                *error = Some(format!(
-                    "{} cannot be opened: {}",
-                    s.title(),
-                    s.unusable.clone().unwrap_or_default()
-                ));
-                Step::Stay(vec![])
-            }
-            Some(s) => {
-                *opening = true;
-                Step::Stay(vec![Effect::OpenStore(s.clone())])
-            }
-        },
-        Key::Esc => Step::Back,
-        _ => Step::Stay(vec![]),
-    }
 }

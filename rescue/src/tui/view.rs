@@ -522,8 +522,8 @@ fn restore(f: &mut Frame, area: Rect, w: &RestoreWiz) -> Vec<(&'static str, &'st
                 f,
                 area,
                 &step_title(1, 5, "the drive holding the image"),
-                store_items(&w.stores, width),
-                w.store_sel,
+                store_items(&w.pick.stores, width),
+                w.pick.store_sel,
             );
             vec![("Enter", "open"), ("Esc", "cancel")]
         }
@@ -532,8 +532,8 @@ fn restore(f: &mut Frame, area: Rect, w: &RestoreWiz) -> Vec<(&'static str, &'st
                 f,
                 area,
                 &step_title(2, 5, "the image"),
-                image_items(w.opened.as_ref(), width),
-                w.image_sel,
+                image_items(w.pick.opened.as_ref(), width),
+                w.pick.image_sel,
             );
             vec![("Enter", "inspect"), ("Esc", "back")]
         }
@@ -719,8 +719,8 @@ fn verify(f: &mut Frame, area: Rect, w: &VerifyWiz) -> Vec<(&'static str, &'stat
                 f,
                 area,
                 &step_title(1, 2, "the drive holding the image"),
-                store_items(&w.stores, width),
-                w.store_sel,
+                store_items(&w.pick.stores, width),
+                w.pick.store_sel,
             );
             vec![("Enter", "open"), ("Esc", "cancel")]
         }
@@ -729,8 +729,8 @@ fn verify(f: &mut Frame, area: Rect, w: &VerifyWiz) -> Vec<(&'static str, &'stat
                 f,
                 area,
                 &step_title(2, 2, "the image to verify"),
-                image_items(w.opened.as_ref(), width),
-                w.image_sel,
+                image_items(w.pick.opened.as_ref(), width),
+                w.pick.image_sel,
             );
             vec![("Enter", "verify"), ("Esc", "back")]
         }

@@ -1,0 +1,127 @@
+//! Choosing an image: a drive that holds images (mounted when chosen), then an image on it. The first
+//! steps of the restore and verify wizards.
+
+use std::path::PathBuf;
+
+use crate::store::Store;
+
+use super::app::{move_sel, App, Effect, Key, OpenedStore};
+use super::Step;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImagePicker {
+    pub stores: Vec<Store>,
+    pub store_sel: usize,
+    /// Waiting for `term` to open the chosen store.
+    pub opening: bool,
+    pub opened: Option<OpenedStore>,
+    pub image_sel: usize,
+}
+
+/// What a key on the image list did.
+#[derive(Debug)]
+pub enum ImageKey {
+    Stay,
+    Chosen(PathBuf),
+    /// Back to the list of drives.
+    Back,
+}
+
+impl ImagePicker {
+    /// Every store that can be mounted, write-protected drives included (mounted read-only; a job's log
+    /// then goes to the log view only), and the folders given on the command line.
+    pub fn new(app: &App) -> ImagePicker {
+        let mut stores = app.folders.clone();
+        stores.extend(crate::store::readable_stores(&app.report));
+        stores.sort_by_key(|s| s.unusable.is_some());
+        ImagePicker {
+            stores,
+            store_sel: 0,
+            opening: false,
+            opened: None,
+            image_sel: 0,
+        }
+    }
+
+    /// Keys on the list of drives: Enter opens the drive (an effect), Esc leaves the wizard.
+    pub fn store_key(&mut self, key: Key, error: &mut Option<String>) -> Step {
+        if self.opening || move_sel(&mut self.store_sel, self.stores.len(), key) {
+            return Step::Stay(vec![]);
+        }
+        match key {
+            Key::Enter => match self.stores.get(self.store_sel) {
+                None => {
+                    *error = Some(
+                        "no drive with images found: plug in the drive holding them (it appears here)"
+                            .into(),
+                    );
+                    Step::Stay(vec![])
+                }
+                Some(s) if s.unusable.is_some() => {
+                    *error = Some(format!(
+                        "{} cannot be opened: {}",
+                        s.title(),
+                        s.unusable.clone().unwrap_or_default()
+                    ));
+                    Step::Stay(vec![])
+                }
+                Some(s) => {
+                    self.opening = true;
+                    Step::Stay(vec![Effect::OpenStore(s.clone())])
+                }
+            },
+            Key::Esc => Step::Back,
+            _ => Step::Stay(vec![]),
+        }
+    }
+
+    /// Keys on the list of images.
+    pub fn image_key(&mut self, key: Key, error: &mut Option<String>) -> ImageKey {
+        let n = self.opened.as_ref().map_or(0, |o| o.images.len());
+        if move_sel(&mut self.image_sel, n, key) {
+            return ImageKey::Stay;
+        }
+        match key {
+            Key::Enter => match self
+                .opened
+                .as_ref()
+                .and_then(|o| o.images.get(self.image_sel))
+            {
+                Some(img) => ImageKey::Chosen(img.path.clone()),
+                None => {
+                    *error = Some("no image here; go back (Esc) and choose another drive".into());
+                    ImageKey::Stay
+                }
+            },
+            Key::Esc | Key::Left => ImageKey::Back,
+            _ => ImageKey::Stay,
+        }
+    }
+
+    /// The opened drive: whether it lists images (then the image step follows).
+    pub fn on_store(
+        &mut self,
+        result: Result<OpenedStore, String>,
+        error: &mut Option<String>,
+    ) -> bool {
+        self.opening = false;
+        match result {
+            Ok(s) if s.images.is_empty() => {
+                *error = Some(format!(
+                    "no images (*.rimg) on {}; choose another drive",
+                    s.store.title()
+                ));
+                false
+            }
+            Ok(s) => {
+                self.opened = Some(s);
+                self.image_sel = 0;
+                true
+            }
+            Err(e) => {
+                *error = Some(e);
+                false
+            }
+        }
+    }
+}
