@@ -4,6 +4,7 @@
 pub mod capture;
 pub mod clone;
 pub mod device;
+pub mod output;
 pub mod progress;
 pub mod restore;
 pub mod verify;

@@ -111,15 +111,14 @@ pub fn capture(
         );
     }
     let partial = partial_path(&spec.output);
-    let file = File::create(&partial).with_context(|| format!("creating {}", partial.display()))?;
-    let out = BufWriter::with_capacity(8 << 20, file);
+    let out = engine::output::OutputFile::create(&partial)
+        .with_context(|| format!("creating {}", partial.display()))?;
     let result = capture::capture(&source, &disk, &plan, out, &capture_opts, ctl.progress)
         .map_err(anyhow::Error::from)
         .and_then(|(report, out)| {
             let file = out
-                .into_inner()
-                .map_err(|e| e.into_error())
-                .context("flushing the image")?;
+                .finish()
+                .with_context(|| format!("writing {}", partial.display()))?;
             file.sync_all()
                 .with_context(|| format!("flushing {} to disk", partial.display()))?;
             Ok(report)

@@ -10,6 +10,9 @@ use std::path::Path;
 use nix::errno::Errno;
 use nix::mount::MsFlags;
 
+pub mod aligned;
+pub use aligned::AlignedBuf;
+
 /// Load a kernel module from an open `.ko` file. `Ok(false)` means it was already loaded.
 pub fn finit_module(file: &File, params: &str) -> io::Result<bool> {
     let params = std::ffi::CString::new(params).map_err(|_| {
@@ -308,34 +311,18 @@ pub fn zero_out(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
 /// 512-byte sector fails its whole 4 KiB page). `offset` and `buf.len()` must be multiples of the
 /// device's logical sector size; the bounce buffer is aligned to 4096 bytes, which satisfies every device.
 pub fn pread_direct(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
-    use std::alloc::{alloc_zeroed, dealloc, Layout};
     use std::os::unix::fs::FileExt;
     if buf.is_empty() {
         return Ok(());
     }
-    let layout = Layout::from_size_align(buf.len(), 4096)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-    // SAFETY: the layout has a non-zero size (checked above).
-    let ptr = unsafe { alloc_zeroed(layout) };
-    if ptr.is_null() {
-        return Err(io::Error::new(
-            io::ErrorKind::OutOfMemory,
-            "no memory for a direct-I/O buffer",
-        ));
-    }
-    // SAFETY: `ptr` points to `buf.len()` initialised (zeroed) bytes that nothing else references; the
-    // slice lives only until `dealloc` below.
-    let bounce = unsafe { std::slice::from_raw_parts_mut(ptr, buf.len()) };
-    let r = file.read_exact_at(bounce, offset);
-    if r.is_ok() {
-        buf.copy_from_slice(bounce);
-    }
-    // SAFETY: allocated above with this layout, and `bounce` is not used after this point.
-    unsafe { dealloc(ptr, layout) };
-    r
+    let mut bounce = AlignedBuf::with_capacity(buf.len());
+    bounce.set_len(buf.len());
+    file.read_exact_at(&mut bounce, offset)?;
+    buf.copy_from_slice(&bounce);
+    Ok(())
 }
 
-/// Open a block device for direct reads (see [`pread_direct`]); `None` where O_DIRECT is refused.
+/// Open a disk or file for direct reads (see [`pread_direct`]); `None` where O_DIRECT is refused.
 pub fn open_direct(path: &Path) -> Option<File> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
@@ -345,18 +332,41 @@ pub fn open_direct(path: &Path) -> Option<File> {
         .ok()
 }
 
+/// Open an existing file for direct writes; `None` where O_DIRECT is refused (FUSE, tmpfs).
+pub fn open_direct_write(path: &Path) -> Option<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .ok()
+}
+
+/// Start writing the range's dirty pages to the device without waiting (`sync_file_range` with WRITE).
+pub fn start_writeback(fd: BorrowedFd, offset: u64, len: u64) -> io::Result<()> {
+    sync_range(fd, offset, len, libc::SYNC_FILE_RANGE_WRITE)
+}
+
 /// Write the range's dirty pages to the device and wait for them (`sync_file_range` with WAIT_BEFORE,
 /// WRITE and WAIT_AFTER): a write error on that range is reported here.
 pub fn flush_range(fd: BorrowedFd, offset: u64, len: u64) -> io::Result<()> {
+    sync_range(
+        fd,
+        offset,
+        len,
+        libc::SYNC_FILE_RANGE_WAIT_BEFORE
+            | libc::SYNC_FILE_RANGE_WRITE
+            | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+    )
+}
+
+fn sync_range(fd: BorrowedFd, offset: u64, len: u64, flags: libc::c_uint) -> io::Result<()> {
     let (Ok(off), Ok(n)) = (i64::try_from(offset), i64::try_from(len)) else {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "range too large",
         ));
     };
-    let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
-        | libc::SYNC_FILE_RANGE_WRITE
-        | libc::SYNC_FILE_RANGE_WAIT_AFTER;
     // SAFETY: plain syscall on a valid descriptor with integer arguments.
     let rc = unsafe { libc::sync_file_range(fd.as_raw_fd(), off, n, flags) };
     if rc == 0 {

@@ -21,6 +21,7 @@ use crate::image::{
     ImageHeaderInfo, ImageId, ImageWriter, IndexExtras, StreamInfo,
 };
 use crate::plan::{CapturePlan, PlannedStream};
+use crate::sys::AlignedBuf;
 
 #[derive(Debug, Clone)]
 pub struct CaptureOptions {
@@ -47,7 +48,8 @@ pub struct CaptureReport {
 
 /// One step of the image, in image order. The reader numbers them; the writer applies them in that order.
 enum Op {
-    Begin(StreamInfo),
+    /// A stream begins; with the bytes of it that will be read (for progress).
+    Begin(StreamInfo, u64),
     Extent {
         offset: u64,
         len: u64,
@@ -58,12 +60,6 @@ enum Op {
         len: u64,
         chunk: CompressedChunk,
     },
-}
-
-struct Job {
-    seq: u64,
-    offset: u64,
-    data: Vec<u8>,
 }
 
 /// A window of the source as `Read + Seek`, for the used-block map parsers.
@@ -215,17 +211,26 @@ pub fn capture<W: Write + Send>(
     };
     let writer = ImageWriter::new(out, header).map_err(EngineError::Image)?;
     let threads = opts.threads.max(1);
-    let (job_tx, job_rx) = sync_channel::<Job>(threads * 2);
-    let job_rx = Arc::new(Mutex::new(job_rx));
-    let (op_tx, op_rx) = sync_channel::<(u64, Op)>(threads * 4);
-    let unreadable = Mutex::new(Vec::new());
-    let zero_bytes = Mutex::new(0u64);
+    // Steps in flight (numbered but not yet written): bounds memory whatever the disk size, even while one
+    // worker is stuck narrowing a bad sector and the others run ahead. A step holds at most two chunk
+    // buffers (the bytes read and the zstd frame), so at most 2 × 24 × 4 MiB = 192 MiB of chunk buffers.
+    let window = (4 * threads + 4).min(24);
+    let (permit_tx, permit_rx) = sync_channel::<()>(window);
+    for _ in 0..window {
+        let _ = permit_tx.send(());
+    }
+    let (task_tx, task_rx) = sync_channel::<Task>(threads);
+    let task_rx = Arc::new(Mutex::new(task_rx));
+    let (step_tx, step_rx) = sync_channel::<(u64, Steps)>(window);
+    let pool = BufferPool::new(opts.chunk_size as usize, 2 * window);
+    let mut tally = Tally::default();
 
     let result: Result<FinishedImage<W>, EngineError> = std::thread::scope(|scope| {
-        for _ in 0..threads {
-            let (rx, tx) = (job_rx.clone(), op_tx.clone());
-            let level = opts.level;
-            scope.spawn(move || worker(rx, tx, level));
+        // One more worker than threads: while one waits for the disk, the others keep the cores busy.
+        for _ in 0..threads + 1 {
+            let (rx, tx) = (task_rx.clone(), step_tx.clone());
+            let (level, pool) = (opts.level, &pool);
+            scope.spawn(move || worker(source, rx, tx, level, pool));
         }
         let extras = IndexExtras {
             creation: opts.creation.clone(),
@@ -233,26 +238,28 @@ pub fn capture<W: Write + Send>(
             notes: notes.clone(),
             sections: Vec::new(),
         };
-        let writer_handle = scope.spawn(|| write_ops(writer, op_rx, &meter, extras));
-        let read_result = read_streams(
-            source,
-            &work,
-            opts,
-            &job_tx,
-            &op_tx,
-            &meter,
-            &unreadable,
-            &zero_bytes,
-        );
-        drop(job_tx);
-        drop(op_tx);
+        let out = Output {
+            meter: &meter,
+            pool: &pool,
+            permits: permit_tx,
+            tally: &mut tally,
+        };
+        let writer_handle = scope.spawn(|| write_steps(writer, step_rx, out, extras));
+        let plan_result = plan_steps(&work, opts, &permit_rx, &task_tx, &step_tx);
+        drop(task_tx);
+        drop(step_tx);
         let written = writer_handle.join().unwrap_or_else(|_| {
             Err(EngineError::Internal(
                 "the image writer thread panicked".into(),
             ))
         });
-        read_result?;
-        written
+        // The writer's error (a worker's read or compression failure, a write error) explains a stopped
+        // planner better than the planner's own.
+        match (plan_result, written) {
+            (_, Err(e)) => Err(e),
+            (Err(e), Ok(_)) => Err(e),
+            (Ok(()), Ok(w)) => Ok(w),
+        }
     });
     let finished = result?;
     let mut meter = meter.into_inner().unwrap_or_else(|p| p.into_inner());
@@ -262,175 +269,221 @@ pub fn capture<W: Write + Send>(
         image_bytes: finished.bytes_written,
         used_bytes: total,
         stored_bytes: meter.stored(),
-        zero_bytes: zero_bytes.into_inner().unwrap_or(0),
-        unreadable: unreadable.into_inner().unwrap_or_default(),
+        zero_bytes: tally.zero_bytes,
+        unreadable: tally.unreadable,
         notes,
         seconds: meter.elapsed().as_secs_f64(),
     };
     Ok((report, finished.inner))
 }
 
-fn worker(rx: Arc<Mutex<Receiver<Job>>>, tx: SyncSender<(u64, Op)>, level: i32) {
-    let Ok(mut compressor) = ChunkCompressor::new(level) else {
-        return;
-    };
-    loop {
-        let job = match rx.lock() {
-            Ok(r) => r.recv(),
-            Err(_) => return,
-        };
-        let Ok(job) = job else { return };
-        let len = job.data.len() as u64;
-        let (seq, offset) = (job.seq, job.offset);
-        // A panic while compressing must end this job with an error, not take the process down.
-        let chunk = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            compressor.compress_owned(job.data)
-        }));
-        let op = match chunk {
-            Ok(Ok(chunk)) => Op::Data { offset, len, chunk },
-            // The writer notices the missing step and fails the capture with an error.
-            Ok(Err(_)) | Err(_) => return,
-        };
-        if tx.send((seq, op)).is_err() {
+/// What one numbered step of the image turned into: image operations in order, or why it failed.
+type Steps = Result<Vec<Op>, EngineError>;
+
+/// A read for a worker: `len` bytes at `offset` of the stream that starts at `disk_offset`.
+struct Task {
+    seq: u64,
+    disk_offset: u64,
+    offset: u64,
+    len: usize,
+}
+
+/// Chunk-sized, page-aligned buffers handed back by the workers and the writer, so that reading and
+/// compressing allocate nothing per chunk (and the kernel zeroes no fresh pages).
+struct BufferPool {
+    free: Mutex<Vec<AlignedBuf>>,
+    size: usize,
+    keep: usize,
+}
+
+impl BufferPool {
+    fn new(size: usize, keep: usize) -> BufferPool {
+        BufferPool {
+            free: Mutex::new(Vec::new()),
+            size,
+            keep,
+        }
+    }
+
+    /// A buffer of `len` bytes (at most the chunk size; contents are whatever the last user left).
+    fn take(&self, len: usize) -> AlignedBuf {
+        let reused = self.free.lock().ok().and_then(|mut f| f.pop());
+        let mut buf = reused.unwrap_or_else(|| AlignedBuf::with_capacity(self.size.max(len)));
+        buf.set_len(len);
+        buf
+    }
+
+    fn give(&self, buf: AlignedBuf) {
+        if buf.capacity() < self.size {
             return;
+        }
+        if let Ok(mut f) = self.free.lock() {
+            if f.len() < self.keep {
+                f.push(buf);
+            }
         }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn read_streams(
-    source: &Source,
+/// Numbers the image's steps in order: stream beginnings and unused extents go straight to the writer,
+/// reads go to the workers. Every step waits for a permit, which the writer returns once it has written
+/// that step.
+fn plan_steps(
     work: &[(&PlannedStream, Vec<Range<u64>>, CaptureMode, String)],
     opts: &CaptureOptions,
-    jobs: &SyncSender<Job>,
-    ops: &SyncSender<(u64, Op)>,
-    meter: &Mutex<Meter>,
-    unreadable: &Mutex<Vec<(String, Range<u64>)>>,
-    zero_bytes: &Mutex<u64>,
+    permits: &Receiver<()>,
+    tasks: &SyncSender<Task>,
+    steps: &SyncSender<(u64, Steps)>,
 ) -> Result<(), EngineError> {
+    let stopped = || EngineError::Internal("the image writer stopped".into());
     let mut seq = 0u64;
-    let send_op = |seq: &mut u64, op: Op| -> Result<(), EngineError> {
-        ops.send((*seq, op))
-            .map_err(|_| EngineError::Internal("the image writer stopped".into()))?;
+    let next = |seq: &mut u64| -> Result<u64, EngineError> {
+        if opts.cancel.load(Ordering::Relaxed) {
+            return Err(EngineError::Cancelled);
+        }
+        permits.recv().map_err(|_| stopped())?;
         *seq += 1;
-        Ok(())
+        Ok(*seq - 1)
+    };
+    let direct = |seq: u64, op: Op| steps.send((seq, Ok(vec![op]))).map_err(|_| stopped());
+    let unused = |offset: u64, len: u64| Op::Extent {
+        offset,
+        len,
+        kind: ExtentKind::Unused,
     };
     let chunk = u64::from(opts.chunk_size);
     for (s, ranges, mode, reason) in work {
-        let label = stream_label(s);
-        if let Ok(mut m) = meter.lock() {
-            m.set_current(label.clone(), ranges.iter().map(|r| r.end - r.start).sum());
-        }
-        send_op(
-            &mut seq,
-            Op::Begin(StreamInfo {
-                kind: image_kind(s),
-                disk_offset: s.disk_offset,
-                length: s.len,
-                label: label.clone(),
-                capture: *mode,
-                capture_reason: reason.clone(),
-            }),
-        )?;
+        let info = StreamInfo {
+            kind: image_kind(s),
+            disk_offset: s.disk_offset,
+            length: s.len,
+            label: stream_label(s),
+            capture: *mode,
+            capture_reason: reason.clone(),
+        };
+        let used = ranges.iter().map(|r| r.end - r.start).sum();
+        direct(next(&mut seq)?, Op::Begin(info, used))?;
         let mut pos = 0u64;
         for r in ranges {
             if r.start > pos {
-                send_op(
-                    &mut seq,
-                    Op::Extent {
-                        offset: pos,
-                        len: r.start - pos,
-                        kind: ExtentKind::Unused,
-                    },
-                )?;
+                direct(next(&mut seq)?, unused(pos, r.start - pos))?;
             }
             // Chunks are aligned to the stream (not the range) so identical files dedupe across streams.
             let mut off = r.start;
             while off < r.end {
-                if opts.cancel.load(Ordering::Relaxed) {
-                    return Err(EngineError::Cancelled);
-                }
-                let next = ((off / chunk) + 1) * chunk;
-                let len = (next.min(r.end) - off) as usize;
-                let mut read = source
-                    .read_tolerant(s.disk_offset + off, len)
-                    .map_err(EngineError::Device)?;
-                for piece in split_readable(off, len as u64, &read.unreadable, s.disk_offset) {
-                    match piece {
-                        Piece::Bad(range) => {
-                            if let Ok(mut u) = unreadable.lock() {
-                                u.push((
-                                    label.clone(),
-                                    s.disk_offset + range.start..s.disk_offset + range.end,
-                                ));
-                            }
-                            send_op(
-                                &mut seq,
-                                Op::Extent {
-                                    offset: range.start,
-                                    len: range.end - range.start,
-                                    kind: ExtentKind::Unreadable,
-                                },
-                            )?;
-                            if let Ok(mut m) = meter.lock() {
-                                m.advance(range.end - range.start, 0);
-                            }
-                        }
-                        Piece::Good(range) => {
-                            let data = &read.data
-                                [(range.start - off) as usize..(range.end - off) as usize];
-                            if is_zero(data) {
-                                send_op(
-                                    &mut seq,
-                                    Op::Extent {
-                                        offset: range.start,
-                                        len: range.end - range.start,
-                                        kind: ExtentKind::Zero,
-                                    },
-                                )?;
-                                if let Ok(mut z) = zero_bytes.lock() {
-                                    *z += data.len() as u64;
-                                }
-                                if let Ok(mut m) = meter.lock() {
-                                    m.advance(data.len() as u64, 0);
-                                }
-                            } else {
-                                // The usual case, a clean read: hand the buffer over instead of copying it.
-                                let whole = range.start == off && range.end == off + len as u64;
-                                let data = if whole {
-                                    std::mem::take(&mut read.data)
-                                } else {
-                                    data.to_vec()
-                                };
-                                let job = Job {
-                                    seq,
-                                    offset: range.start,
-                                    data,
-                                };
-                                seq += 1;
-                                jobs.send(job).map_err(|_| {
-                                    EngineError::Internal("the compression workers stopped".into())
-                                })?;
-                            }
-                        }
-                    }
-                }
+                let end = ((off / chunk) + 1) * chunk;
+                let len = (end.min(r.end) - off) as usize;
+                let task = Task {
+                    seq: next(&mut seq)?,
+                    disk_offset: s.disk_offset,
+                    offset: off,
+                    len,
+                };
+                tasks
+                    .send(task)
+                    .map_err(|_| EngineError::Internal("the compression workers stopped".into()))?;
                 off += len as u64;
             }
             pos = r.end;
         }
         if pos < s.len {
-            send_op(
-                &mut seq,
-                Op::Extent {
-                    offset: pos,
-                    len: s.len - pos,
-                    kind: ExtentKind::Unused,
-                },
-            )?;
+            direct(next(&mut seq)?, unused(pos, s.len - pos))?;
         }
     }
     Ok(())
+}
+
+fn worker(
+    source: &Source,
+    rx: Arc<Mutex<Receiver<Task>>>,
+    tx: SyncSender<(u64, Steps)>,
+    level: i32,
+    pool: &BufferPool,
+) {
+    let mut compressor = ChunkCompressor::new(level).map_err(EngineError::Image);
+    loop {
+        let task = match rx.lock() {
+            Ok(r) => r.recv(),
+            Err(_) => return,
+        };
+        let Ok(task) = task else { return };
+        let seq = task.seq;
+        // A panic while reading or compressing must end this step with an error, not take the process down.
+        let steps = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let c = compressor
+                .as_mut()
+                .map_err(|e| EngineError::Internal(e.to_string()))?;
+            read_task(source, task, c, pool)
+        }))
+        .unwrap_or_else(|_| {
+            Err(EngineError::Internal(
+                "a compression worker panicked".into(),
+            ))
+        });
+        if tx.send((seq, steps)).is_err() {
+            return;
+        }
+    }
+}
+
+/// Read one task's bytes and turn them into image steps: unreadable pieces, zero pieces, and chunks.
+fn read_task(
+    source: &Source,
+    task: Task,
+    compressor: &mut ChunkCompressor,
+    pool: &BufferPool,
+) -> Steps {
+    let mut buf = pool.take(task.len);
+    let bad = source.read_tolerant_into(&mut buf, task.disk_offset + task.offset)?;
+    if bad.is_empty() {
+        // The usual case, a clean read: one piece, compressed from the buffer itself without a copy.
+        if is_zero(&buf) {
+            pool.give(buf);
+            return Ok(vec![zero_extent(task.offset, task.len as u64)]);
+        }
+        let (chunk, spare) = compressor
+            .compress_buf(buf, pool.take(task.len))
+            .map_err(EngineError::Image)?;
+        pool.give(spare);
+        return Ok(vec![Op::Data {
+            offset: task.offset,
+            len: task.len as u64,
+            chunk,
+        }]);
+    }
+    let mut ops = Vec::new();
+    for piece in split_readable(task.offset, task.len as u64, &bad, task.disk_offset) {
+        ops.push(match piece {
+            Piece::Bad(range) => Op::Extent {
+                offset: range.start,
+                len: range.end - range.start,
+                kind: ExtentKind::Unreadable,
+            },
+            Piece::Good(range) => {
+                let data =
+                    &buf[(range.start - task.offset) as usize..(range.end - task.offset) as usize];
+                if is_zero(data) {
+                    zero_extent(range.start, range.end - range.start)
+                } else {
+                    Op::Data {
+                        offset: range.start,
+                        len: range.end - range.start,
+                        chunk: compressor.compress(data).map_err(EngineError::Image)?,
+                    }
+                }
+            }
+        });
+    }
+    pool.give(buf);
+    Ok(ops)
+}
+
+fn zero_extent(offset: u64, len: u64) -> Op {
+    Op::Extent {
+        offset,
+        len,
+        kind: ExtentKind::Zero,
+    }
 }
 
 enum Piece {
@@ -462,25 +515,46 @@ fn is_zero(data: &[u8]) -> bool {
         .all(|c| c.iter().fold(0u8, |a, &b| a | b) == 0)
 }
 
-fn write_ops<W: Write>(
+/// What the writer counts as it goes, for the report.
+#[derive(Default)]
+struct Tally {
+    zero_bytes: u64,
+    unreadable: Vec<(String, Range<u64>)>,
+}
+
+/// The writer's companions: progress, the buffer pool, the permits it returns, and its tally.
+struct Output<'a> {
+    meter: &'a Mutex<Meter>,
+    pool: &'a BufferPool,
+    permits: SyncSender<()>,
+    tally: &'a mut Tally,
+}
+
+/// Writes the steps in their order (they arrive in any order) and returns a permit for each.
+fn write_steps<W: Write>(
     mut writer: ImageWriter<W>,
-    ops: Receiver<(u64, Op)>,
-    meter: &Mutex<Meter>,
+    steps: Receiver<(u64, Steps)>,
+    mut out: Output,
     extras: IndexExtras,
 ) -> Result<FinishedImage<W>, EngineError> {
-    let mut pending: BTreeMap<u64, Op> = BTreeMap::new();
+    let mut pending: BTreeMap<u64, Vec<Op>> = BTreeMap::new();
     let mut next = 0u64;
     let mut stream = None;
     loop {
         // Apply everything that is next in order; wait for more otherwise.
-        while let Some(op) = pending.remove(&next) {
-            apply(&mut writer, &mut stream, op, meter)?;
-            next += 1;
-        }
-        match ops.recv_timeout(Duration::from_secs(1)) {
-            Ok((seq, op)) => {
-                pending.insert(seq, op);
+        while let Some(ops) = pending.remove(&next) {
+            for op in ops {
+                apply(&mut writer, &mut stream, op, &mut out)?;
             }
+            next += 1;
+            // The planner may have finished: a permit nobody takes is fine.
+            let _ = out.permits.try_send(());
+        }
+        match steps.recv_timeout(Duration::from_secs(1)) {
+            Ok((seq, Ok(ops))) => {
+                pending.insert(seq, ops);
+            }
+            Ok((_, Err(e))) => return Err(e),
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
         }
@@ -494,25 +568,53 @@ fn write_ops<W: Write>(
     writer.finish(extras).map_err(EngineError::Image)
 }
 
+/// The stream being written: its id and what the report needs to name its ranges.
+struct Current {
+    id: crate::image::StreamId,
+    label: String,
+    disk_offset: u64,
+}
+
 fn apply<W: Write>(
     writer: &mut ImageWriter<W>,
-    stream: &mut Option<crate::image::StreamId>,
+    stream: &mut Option<Current>,
     op: Op,
-    meter: &Mutex<Meter>,
+    out: &mut Output,
 ) -> Result<(), EngineError> {
-    match op {
-        Op::Begin(info) => {
-            *stream = Some(writer.begin_stream(info).map_err(EngineError::Image)?);
+    if let Op::Begin(info, used) = op {
+        if let Ok(mut m) = out.meter.lock() {
+            m.set_current(info.label.clone(), used);
         }
+        let (label, disk_offset) = (info.label.clone(), info.disk_offset);
+        let id = writer.begin_stream(info).map_err(EngineError::Image)?;
+        *stream = Some(Current {
+            id,
+            label,
+            disk_offset,
+        });
+        return Ok(());
+    }
+    let s = stream
+        .as_ref()
+        .ok_or_else(|| EngineError::Internal("image data before any stream".into()))?;
+    let (len, stored) = match op {
+        Op::Begin(..) => return Ok(()),
         Op::Extent { offset, len, kind } => {
-            let s =
-                stream.ok_or_else(|| EngineError::Internal("extent before any stream".into()))?;
             writer
-                .push_extent(s, offset, len, kind)
+                .push_extent(s.id, offset, len, kind)
                 .map_err(EngineError::Image)?;
+            match kind {
+                ExtentKind::Zero => out.tally.zero_bytes += len,
+                ExtentKind::Unreadable => {
+                    let at = s.disk_offset + offset;
+                    out.tally.unreadable.push((s.label.clone(), at..at + len));
+                }
+                // Unused extents were never part of the progress total.
+                ExtentKind::Unused | ExtentKind::Data(_) => return Ok(()),
+            }
+            (len, 0)
         }
         Op::Data { offset, len, chunk } => {
-            let s = stream.ok_or_else(|| EngineError::Internal("data before any stream".into()))?;
             let (id, stored) = match writer.has_chunk(&chunk.hash, chunk.uncompressed_len) {
                 Some(id) => (id, 0),
                 None => {
@@ -526,12 +628,14 @@ fn apply<W: Write>(
                 }
             };
             writer
-                .push_data(s, offset, len, id)
+                .push_data(s.id, offset, len, id)
                 .map_err(EngineError::Image)?;
-            if let Ok(mut m) = meter.lock() {
-                m.advance(len, stored);
-            }
+            out.pool.give(chunk.payload);
+            (len, stored)
         }
+    };
+    if let Ok(mut m) = out.meter.lock() {
+        m.advance(len, stored);
     }
     Ok(())
 }

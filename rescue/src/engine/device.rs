@@ -9,6 +9,7 @@ use std::ops::Range;
 use std::os::fd::AsFd;
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::sys;
 
@@ -64,8 +65,11 @@ pub struct Source {
     restore_rw: bool,
     /// How often a failing sector is retried before it is declared unreadable.
     pub retries: u32,
-    /// The block device opened with O_DIRECT, for narrowing failed reads down to the sector.
+    /// The disk or file opened with O_DIRECT: for large aligned reads, and for narrowing failed reads
+    /// down to the sector.
     direct: Option<File>,
+    /// Cleared when the direct descriptor refuses a read as invalid (some file systems).
+    direct_works: AtomicBool,
 }
 
 fn open_error(path: &Path, source: io::Error) -> DeviceError {
@@ -122,11 +126,7 @@ impl Source {
         } else {
             None
         };
-        let direct = if is_block(&file) {
-            sys::open_direct(path)
-        } else {
-            None
-        };
+        let direct = sys::open_direct(path);
         Ok(Source {
             file: Box::new(file),
             block_fd,
@@ -136,6 +136,7 @@ impl Source {
             restore_rw,
             retries: 1,
             direct,
+            direct_works: AtomicBool::new(true),
         })
     }
 
@@ -150,6 +151,7 @@ impl Source {
             restore_rw: false,
             retries: 1,
             direct: None,
+            direct_works: AtomicBool::new(false),
         }
     }
 
@@ -184,7 +186,19 @@ impl Source {
     /// Read `len` bytes at `offset`, never failing on bad sectors: unreadable sectors are zero-filled and
     /// listed. Only a read past the end of the source is an error.
     pub fn read_tolerant(&self, offset: u64, len: usize) -> Result<TolerantRead, DeviceError> {
-        if offset + len as u64 > self.size {
+        let mut data = vec![0; len];
+        let unreadable = self.read_tolerant_into(&mut data, offset)?;
+        Ok(TolerantRead { data, unreadable })
+    }
+
+    /// [`Self::read_tolerant`] into the caller's buffer (all of it), so that buffers can be reused: returns
+    /// the unreadable ranges (device offsets), which are zero-filled in `buf`.
+    pub fn read_tolerant_into(
+        &self,
+        buf: &mut [u8],
+        offset: u64,
+    ) -> Result<Vec<Range<u64>>, DeviceError> {
+        if offset + buf.len() as u64 > self.size {
             return Err(DeviceError::Read {
                 path: self.path.clone(),
                 offset,
@@ -194,16 +208,36 @@ impl Source {
                 ),
             });
         }
-        let mut out = TolerantRead {
-            data: vec![0; len],
-            unreadable: Vec::new(),
-        };
-        // The usual case: one buffered read. Only a failure is narrowed down (with direct I/O).
-        if self.file.read_exact_at(&mut out.data, offset).is_ok() {
-            return Ok(out);
+        // The usual case: one read, direct when the buffer and range allow it (no copy through the page
+        // cache, which a rescue system's small memory cannot spare), else buffered. Only a failure is
+        // narrowed down.
+        if self.read_fast(buf, offset) {
+            return Ok(Vec::new());
         }
-        self.fill(&mut out, offset, 0, len);
-        Ok(out)
+        let mut unreadable = Vec::new();
+        let len = buf.len();
+        self.fill(buf, &mut unreadable, offset, 0, len);
+        Ok(unreadable)
+    }
+
+    /// One attempt at the whole range: direct I/O where possible, buffered otherwise.
+    fn read_fast(&self, buf: &mut [u8], offset: u64) -> bool {
+        let aligned = sys::aligned::fits_direct_io(buf, offset, self.sector);
+        if let (true, Some(direct), true) = (
+            aligned,
+            &self.direct,
+            self.direct_works.load(Ordering::Relaxed),
+        ) {
+            match FileExt::read_exact_at(direct, buf, offset) {
+                Ok(()) => return true,
+                // This file system or device does not take these direct reads: buffered from now on.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    self.direct_works.store(false, Ordering::Relaxed);
+                }
+                Err(_) => return false,
+            }
+        }
+        self.file.read_exact_at(buf, offset).is_ok()
     }
 
     fn try_read(&self, buf: &mut [u8], offset: u64) -> bool {
@@ -219,16 +253,23 @@ impl Source {
         }
     }
 
-    /// Read `[at, at+len)` of `out.data` from `base + at`, halving failing ranges down to one sector.
-    fn fill(&self, out: &mut TolerantRead, base: u64, at: usize, len: usize) {
+    /// Read `[at, at+len)` of `data` from `base + at`, halving failing ranges down to one sector.
+    fn fill(
+        &self,
+        data: &mut [u8],
+        unreadable: &mut Vec<Range<u64>>,
+        base: u64,
+        at: usize,
+        len: usize,
+    ) {
         let sector = self.sector as usize;
         let whole = len <= sector || !len.is_multiple_of(sector);
-        let buf = &mut out.data[at..at + len];
+        let buf = &mut data[at..at + len];
         if whole || !at.is_multiple_of(sector) {
             if !self.try_read(buf, base + at as u64) {
                 buf.fill(0);
                 let start = base + at as u64;
-                push_merged(&mut out.unreadable, start..start + len as u64);
+                push_merged(unreadable, start..start + len as u64);
             }
             return;
         }
@@ -237,8 +278,8 @@ impl Source {
         }
         let sectors = len / sector;
         let half = sectors / 2 * sector;
-        self.fill(out, base, at, half);
-        self.fill(out, base, at + half, len - half);
+        self.fill(data, unreadable, base, at, half);
+        self.fill(data, unreadable, base, at + half, len - half);
     }
 }
 
@@ -263,6 +304,11 @@ impl Drop for Source {
 /// A disk or file being written (restore, clone).
 pub struct Target {
     file: File,
+    /// The same device or file opened with O_DIRECT: large aligned writes and read-backs go through it,
+    /// with no copy into the page cache and each write's error reported by that write.
+    direct: Option<File>,
+    /// Cleared when the direct descriptor refuses a request as invalid (some file systems).
+    direct_works: AtomicBool,
     path: PathBuf,
     size: u64,
     sector: u32,
@@ -292,8 +338,16 @@ impl Target {
         } else {
             (file.metadata().map_err(|e| open_error(path, e))?.len(), 512)
         };
+        let direct = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)
+            .ok();
         Ok(Target {
             file,
+            direct_works: AtomicBool::new(direct.is_some()),
+            direct,
             path: path.to_path_buf(),
             size,
             sector,
@@ -332,10 +386,17 @@ impl Target {
             offset,
             source,
         };
-        let result = self
-            .file
-            .write_all_at(data, offset)
-            .and_then(|()| self.flush_range(offset, data.len() as u64));
+        let result = match self.direct_for(data, offset) {
+            // A direct write is on the device (or its cache, flushed by `sync`) when it returns.
+            Some(direct) => match direct.write_all_at(data, offset) {
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    self.direct_works.store(false, Ordering::Relaxed);
+                    self.buffered_write(data, offset)
+                }
+                r => r,
+            },
+            None => self.buffered_write(data, offset),
+        };
         match result {
             Ok(()) => Ok(()),
             Err(source) if self.block && data.len() > self.sector as usize => {
@@ -356,6 +417,20 @@ impl Target {
         }
     }
 
+    fn buffered_write(&self, data: &[u8], offset: u64) -> io::Result<()> {
+        self.file
+            .write_all_at(data, offset)
+            .and_then(|()| self.flush_range(offset, data.len() as u64))
+    }
+
+    /// The direct descriptor, when `buf` and the range meet direct I/O's alignment.
+    fn direct_for(&self, buf: &[u8], offset: u64) -> Option<&File> {
+        let aligned = sys::aligned::fits_direct_io(buf, offset, self.sector);
+        self.direct
+            .as_ref()
+            .filter(|_| aligned && self.direct_works.load(Ordering::Relaxed))
+    }
+
     fn flush_range(&self, offset: u64, len: u64) -> io::Result<()> {
         if self.block {
             sys::flush_range(self.file.as_fd(), offset, len)
@@ -364,8 +439,20 @@ impl Target {
         }
     }
 
+    /// Read from the device (direct I/O when `buf` is aligned, so the read-back sees the device rather than
+    /// the page cache).
     pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<(), DeviceError> {
-        FileExt::read_exact_at(&self.file, buf, offset).map_err(|source| DeviceError::Read {
+        let result = match self.direct_for(buf, offset) {
+            Some(direct) => match FileExt::read_exact_at(direct, buf, offset) {
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    self.direct_works.store(false, Ordering::Relaxed);
+                    FileExt::read_exact_at(&self.file, buf, offset)
+                }
+                r => r,
+            },
+            None => FileExt::read_exact_at(&self.file, buf, offset),
+        };
+        result.map_err(|source| DeviceError::Read {
             path: self.path.clone(),
             offset,
             source,

@@ -14,6 +14,7 @@ use super::progress::{Meter, Progress};
 use super::EngineError;
 use crate::image::{ChunkId, ExtentKind, Hash, ReadAt, SharedReader, TableRole};
 use crate::plan::{tables, Layout, RestorePlan, StreamKind, TablePlan};
+use crate::sys::AlignedBuf;
 
 /// What to do with bytes the filesystem did not use (not captured).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -147,9 +148,9 @@ fn run<F: ReadAt>(
         }
     }
     let meter = Mutex::new(Meter::new("restore", total, progress.clone()));
-    parallel(&writes, opts, |w| {
-        let data = image.read_chunk(w.id)?;
-        target.write_at(&data, w.target_offset)?;
+    parallel(&writes, opts, |buf, w| {
+        image.read_chunk_into(w.id, buf)?;
+        target.write_at(buf, w.target_offset)?;
         if let Ok(mut m) = meter.lock() {
             m.advance(w.len, 0);
         }
@@ -170,11 +171,14 @@ fn run<F: ReadAt>(
     if opts.verify {
         target.drop_cache();
         let meter = Mutex::new(Meter::new("read-back", total, progress));
-        parallel(&writes, opts, |w| {
-            let mut buf = vec![0u8; w.len as usize];
-            target.read_exact_at(&mut buf, w.target_offset)?;
+        parallel(&writes, opts, |buf, w| {
+            if buf.capacity() < w.len as usize {
+                *buf = AlignedBuf::with_capacity(w.len as usize);
+            }
+            buf.set_len(w.len as usize);
+            target.read_exact_at(buf, w.target_offset)?;
             let want = index.chunks.get(w.id.0 as usize).map(|c| c.hash);
-            if want != Some(Hash::of(&buf)) {
+            if want != Some(Hash::of(buf)) {
                 return Err(EngineError::Failed(format!(
                     "read-back verification failed: {} bytes at byte {} of {} differ from the image ({}); the target \
                      may be failing",
@@ -195,40 +199,46 @@ fn run<F: ReadAt>(
     Ok(report)
 }
 
-/// Run `f` over `items` on `opts.threads` threads; the first error stops the rest.
+/// Run `f` over `items` on `opts.threads` threads, each with a page-aligned buffer of its own to reuse;
+/// the first error stops the rest.
 fn parallel<T: Sync>(
     items: &[T],
     opts: &RestoreOptions,
-    f: impl Fn(&T) -> Result<(), EngineError> + Sync,
+    f: impl Fn(&mut AlignedBuf, &T) -> Result<(), EngineError> + Sync,
 ) -> Result<(), EngineError> {
     let next = AtomicUsize::new(0);
     let failed: Mutex<Option<EngineError>> = Mutex::new(None);
     let stop = AtomicBool::new(false);
     std::thread::scope(|scope| {
         for _ in 0..opts.threads.max(1) {
-            scope.spawn(|| loop {
-                if stop.load(Ordering::Relaxed) {
-                    return;
-                }
-                if opts.cancel.load(Ordering::Relaxed) {
-                    stop.store(true, Ordering::Relaxed);
-                    if let Ok(mut slot) = failed.lock() {
-                        slot.get_or_insert(EngineError::Cancelled);
+            scope.spawn(|| {
+                let mut buf = AlignedBuf::with_capacity(crate::image::DEFAULT_CHUNK_SIZE as usize);
+                loop {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
                     }
-                    return;
-                }
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(item) = items.get(i) else { return };
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(item)))
+                    if opts.cancel.load(Ordering::Relaxed) {
+                        stop.store(true, Ordering::Relaxed);
+                        if let Ok(mut slot) = failed.lock() {
+                            slot.get_or_insert(EngineError::Cancelled);
+                        }
+                        return;
+                    }
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(item) = items.get(i) else { return };
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        f(&mut buf, item)
+                    }))
                     .unwrap_or_else(|_| {
                         Err(EngineError::Internal("a restore worker panicked".into()))
                     });
-                if let Err(e) = r {
-                    stop.store(true, Ordering::Relaxed);
-                    if let Ok(mut slot) = failed.lock() {
-                        slot.get_or_insert(e);
+                    if let Err(e) = r {
+                        stop.store(true, Ordering::Relaxed);
+                        if let Ok(mut slot) = failed.lock() {
+                            slot.get_or_insert(e);
+                        }
+                        return;
                     }
-                    return;
                 }
             });
         }

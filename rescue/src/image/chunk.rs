@@ -2,6 +2,7 @@
 //! threads. Nothing here touches the image file.
 
 use super::{ChunkFault, Compression, Hash, ImageError, MAX_CHUNK_SIZE};
+use crate::sys::AlignedBuf;
 
 /// A chunk ready for [`super::ImageWriter::write_chunk`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -11,7 +12,7 @@ pub struct CompressedChunk {
     pub uncompressed_len: u32,
     pub compression: Compression,
     /// What goes into the frame: the zstd frame, or the bytes themselves when zstd did not help.
-    pub payload: Vec<u8>,
+    pub payload: AlignedBuf,
 }
 
 /// A reusable compressor, one per worker thread: reusing the zstd context avoids reallocating
@@ -31,42 +32,44 @@ impl ChunkCompressor {
     /// Hashes and compresses `data` (1..=[`MAX_CHUNK_SIZE`] bytes), keeping the bytes as they are
     /// when zstd would not make them smaller, so a chunk never costs more than its size.
     pub fn compress(&mut self, data: &[u8]) -> Result<CompressedChunk, ImageError> {
-        let (hash, uncompressed_len, z) = self.pack(data)?;
-        Ok(chunk_of(hash, uncompressed_len, z, || data.to_vec()))
+        let out = AlignedBuf::with_capacity(data.len());
+        Ok(self.compress_buf(AlignedBuf::copy_of(data), out)?.0)
     }
 
-    /// [`Self::compress`] taking the bytes by value: a chunk kept as it is (incompressible) is not copied.
-    pub fn compress_owned(&mut self, data: Vec<u8>) -> Result<CompressedChunk, ImageError> {
-        let (hash, uncompressed_len, z) = self.pack(&data)?;
-        Ok(chunk_of(hash, uncompressed_len, z, || data))
-    }
-
-    /// The hash, the length, and the zstd payload when it is smaller (`None`: store the bytes).
-    fn pack(&mut self, data: &[u8]) -> Result<(Hash, u32, Option<Vec<u8>>), ImageError> {
+    /// [`Self::compress`] without copying or allocating: `data` holds the bytes, `out` (of at least
+    /// `data.len()` bytes' capacity) receives the zstd frame. One of the two becomes the payload; the
+    /// other is handed back for reuse.
+    pub fn compress_buf(
+        &mut self,
+        data: AlignedBuf,
+        mut out: AlignedBuf,
+    ) -> Result<(CompressedChunk, AlignedBuf), ImageError> {
         let uncompressed_len = chunk_len(data.len())?;
-        let hash = Hash::of(data);
-        let z = self
-            .zstd
-            .compress(data)
-            .map_err(|source| ImageError::Compress { source })?;
-        Ok((
-            hash,
-            uncompressed_len,
-            Some(z).filter(|z| z.len() < data.len()),
-        ))
+        let hash = Hash::of(&data);
+        // Only a frame smaller than the bytes is worth keeping: zstd stops as soon as it cannot fit in
+        // one byte less, which also ends the work on incompressible data early. A frame that does not fit
+        // (or any other zstd failure) leaves the bytes stored as they are, which is always correct.
+        out.set_len(out.capacity().min(data.len() - 1));
+        let compressed = self.zstd.compress_to_buffer(&data[..], &mut out[..]).ok();
+        Ok(match compressed {
+            Some(n) if n < data.len() => {
+                out.set_len(n);
+                (chunk(hash, uncompressed_len, Compression::Zstd, out), data)
+            }
+            _ => (
+                chunk(hash, uncompressed_len, Compression::Stored, data),
+                out,
+            ),
+        })
     }
 }
 
-fn chunk_of(
+fn chunk(
     hash: Hash,
     uncompressed_len: u32,
-    z: Option<Vec<u8>>,
-    bytes: impl FnOnce() -> Vec<u8>,
+    compression: Compression,
+    payload: AlignedBuf,
 ) -> CompressedChunk {
-    let (compression, payload) = match z {
-        Some(z) => (Compression::Zstd, z),
-        None => (Compression::Stored, bytes()),
-    };
     CompressedChunk {
         hash,
         uncompressed_len,
@@ -116,6 +119,51 @@ pub(crate) fn decompress_owned(
     }
 }
 
+/// [`decompress_chunk`] into `out`, a reusable buffer (replaced when smaller than the chunk).
+pub(crate) fn decompress_into(
+    compression: Compression,
+    payload: &[u8],
+    uncompressed_len: u32,
+    hash: &Hash,
+    out: &mut AlignedBuf,
+) -> Result<(), ChunkFault> {
+    let len = uncompressed_len as usize;
+    if uncompressed_len > MAX_CHUNK_SIZE {
+        return Err(ChunkFault::Length {
+            expected: uncompressed_len.into(),
+            got: 0,
+        });
+    }
+    if out.capacity() < len {
+        *out = AlignedBuf::with_capacity(len);
+    }
+    out.set_len(len);
+    let got = match compression {
+        Compression::Stored if payload.len() == len => {
+            out.copy_from_slice(payload);
+            len
+        }
+        Compression::Stored => payload.len(),
+        // The buffer's length caps what a damaged or hostile frame can write.
+        Compression::Zstd => zstd::bulk::decompress_to_buffer(payload, &mut out[..])
+            .map_err(|e| ChunkFault::Decompress(e.to_string()))?,
+    };
+    if got != len {
+        return Err(ChunkFault::Length {
+            expected: uncompressed_len.into(),
+            got: got as u64,
+        });
+    }
+    let got = Hash::of(out);
+    if got != *hash {
+        return Err(ChunkFault::HashMismatch {
+            expected: *hash,
+            got,
+        });
+    }
+    Ok(())
+}
+
 fn unzstd(payload: &[u8], uncompressed_len: u32) -> Result<Vec<u8>, ChunkFault> {
     if uncompressed_len > MAX_CHUNK_SIZE {
         return Err(ChunkFault::Length {
@@ -155,9 +203,12 @@ mod owned_tests {
     fn incompressible_chunks_are_stored_without_a_copy_and_round_trip() {
         let mut c = ChunkCompressor::new(3).unwrap();
         let random = noise(1 << 20, 5);
-        let chunk = c.compress_owned(random.clone()).unwrap();
+        let out = AlignedBuf::with_capacity(1 << 20);
+        let out_ptr = out.as_ptr();
+        let (chunk, spare) = c.compress_buf(AlignedBuf::copy_of(&random), out).unwrap();
         assert_eq!(chunk.compression, Compression::Stored);
-        assert_eq!(chunk.payload, random);
+        assert_eq!(&chunk.payload[..], &random[..]);
+        assert_eq!(spare.as_ptr(), out_ptr, "the output buffer is handed back");
         let back = decompress_chunk(
             chunk.compression,
             &chunk.payload,
@@ -179,11 +230,31 @@ mod owned_tests {
             .collect();
         let chunk = c.compress(&text).unwrap();
         assert_eq!(chunk.compression, Compression::Zstd);
-        // Half random, half text: still compressed.
+        // Half random, half text: still compressed, and the input buffer comes back.
         let mut mixed = noise(1 << 19, 9);
         mixed.extend_from_slice(&text[..1 << 19]);
-        let chunk = c.compress_owned(mixed.clone()).unwrap();
+        let data = AlignedBuf::copy_of(&mixed);
+        let (chunk, spare) = c
+            .compress_buf(data, AlignedBuf::with_capacity(1 << 20))
+            .unwrap();
+        assert_eq!(&spare[..], &mixed[..]);
         assert_eq!(chunk.compression, Compression::Zstd);
         assert!(chunk.payload.len() < mixed.len() * 3 / 4);
+        let back = decompress_chunk(
+            chunk.compression,
+            &chunk.payload,
+            chunk.uncompressed_len,
+            &chunk.hash,
+        )
+        .unwrap();
+        assert_eq!(back, mixed);
+    }
+
+    #[test]
+    fn a_one_byte_chunk_is_stored() {
+        let mut c = ChunkCompressor::new(3).unwrap();
+        let chunk = c.compress(b"x").unwrap();
+        assert_eq!(chunk.compression, Compression::Stored);
+        assert_eq!(&chunk.payload[..], b"x");
     }
 }

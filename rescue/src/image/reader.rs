@@ -9,16 +9,17 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::sync::Arc;
 
-use super::chunk::decompress_owned;
+use super::chunk::{decompress_into, decompress_owned};
 use super::format::{
     Footer, FrameHeader, Header, Tail, FOOTER_MAGIC, FOOTER_TAIL_LEN, HEADER_MAGIC,
 };
-use super::index::Index;
+use super::index::{ChunkRecord, Index};
 use super::validate::RefMap;
 use super::{
     ChunkFault, ChunkId, ChunkLocation, Hash, ImageError, FOOTER_LEN, FRAME_HEADER_LEN, HEADER_LEN,
     MAX_CHUNK_SIZE, MAX_INDEX_LEN,
 };
+use crate::sys::AlignedBuf;
 
 /// Positional reads that do not move a shared cursor, so several threads can use one file.
 pub trait ReadAt: Send + Sync {
@@ -316,6 +317,44 @@ impl Opened {
         id: ChunkId,
         read_at: &mut dyn FnMut(&mut [u8], u64) -> io::Result<()>,
     ) -> Result<Vec<u8>, ImageError> {
+        let (rec, payload) = self.read_payload(id, read_at)?;
+        decompress_owned(rec.compression, payload, rec.uncompressed_len, &rec.hash)
+            .map_err(|reason| self.damaged(id, rec, reason))
+    }
+
+    /// [`Self::read_chunk`] into a reusable, page-aligned buffer (replaced if too small).
+    pub(crate) fn read_chunk_into(
+        &self,
+        id: ChunkId,
+        read_at: &mut dyn FnMut(&mut [u8], u64) -> io::Result<()>,
+        out: &mut AlignedBuf,
+    ) -> Result<(), ImageError> {
+        let (rec, payload) = self.read_payload(id, read_at)?;
+        decompress_into(
+            rec.compression,
+            &payload,
+            rec.uncompressed_len,
+            &rec.hash,
+            out,
+        )
+        .map_err(|reason| self.damaged(id, rec, reason))
+    }
+
+    fn damaged(&self, id: ChunkId, rec: &ChunkRecord, reason: ChunkFault) -> ImageError {
+        ImageError::ChunkDamaged {
+            chunk: id,
+            location: self.locate(id).map(Box::new),
+            image_offset: rec.offset,
+            reason,
+        }
+    }
+
+    /// The chunk's record and its payload as stored, after checking the frame against the index.
+    fn read_payload(
+        &self,
+        id: ChunkId,
+        read_at: &mut dyn FnMut(&mut [u8], u64) -> io::Result<()>,
+    ) -> Result<(&ChunkRecord, Vec<u8>), ImageError> {
         let rec = usize::try_from(id.0)
             .ok()
             .and_then(|i| self.index.chunks.get(i))
@@ -323,12 +362,7 @@ impl Opened {
                 chunk: id,
                 chunks: self.index.chunks.len() as u64,
             })?;
-        let damaged = |reason: ChunkFault| ImageError::ChunkDamaged {
-            chunk: id,
-            location: self.locate(id).map(Box::new),
-            image_offset: rec.offset,
-            reason,
-        };
+        let damaged = |reason: ChunkFault| self.damaged(id, rec, reason);
         // Repeats the validation, because a leniently opened index may break these limits and
         // they are what bounds the allocation below.
         let payload_at = rec.offset.saturating_add(FRAME_HEADER_LEN as u64);
@@ -351,7 +385,7 @@ impl Opened {
         }
         let mut payload = vec![0u8; rec.stored_len as usize];
         read_at(&mut payload, payload_at).map_err(read_failed)?;
-        decompress_owned(rec.compression, payload, rec.uncompressed_len, &rec.hash).map_err(damaged)
+        Ok((rec, payload))
     }
 }
 
@@ -492,6 +526,13 @@ impl<F: ReadAt> SharedReader<F> {
         let f = &*self.f;
         self.o
             .read_chunk(id, &mut |buf, at| f.read_exact_at(buf, at))
+    }
+
+    /// [`Self::read_chunk`] into a reusable, page-aligned buffer (replaced if too small).
+    pub fn read_chunk_into(&self, id: ChunkId, out: &mut AlignedBuf) -> Result<(), ImageError> {
+        let f = &*self.f;
+        self.o
+            .read_chunk_into(id, &mut |buf, at| f.read_exact_at(buf, at), out)
     }
 
     pub fn header(&self) -> &Header {
