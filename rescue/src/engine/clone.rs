@@ -13,6 +13,7 @@ use super::progress::{Meter, Progress};
 use super::EngineError;
 use crate::image::{Hash, TableRole, DEFAULT_CHUNK_SIZE};
 use crate::plan::{tables, CapturePlan, RestorePlan, StreamKind, TablePlan};
+use crate::sys::AlignedBuf;
 
 #[derive(Debug, Clone)]
 pub struct CloneOptions {
@@ -59,6 +60,8 @@ pub fn clone_disk(
         target.zero(r.start, r.end - r.start)?;
     }
     let chunk = u64::from(DEFAULT_CHUNK_SIZE);
+    // One page-aligned buffer for every read and write: direct I/O on both disks where they allow it.
+    let mut buf = AlignedBuf::with_capacity(DEFAULT_CHUNK_SIZE as usize);
     // (target offset, len, hash) of everything copied, for the read-back check.
     let mut copied: Vec<(u64, u64, Hash)> = Vec::new();
     for (stream, target_offset, ranges) in &work {
@@ -74,15 +77,15 @@ pub fn clone_disk(
                     return Err(EngineError::Cancelled);
                 }
                 let len = (r.end - off).min(chunk - off % chunk) as usize;
-                let read = source.read_tolerant(s.disk_offset + off, len)?;
-                target.write_at(&read.data, target_offset + off)?;
-                for bad in &read.unreadable {
-                    report.unreadable.push((
-                        format!("{:?} at byte {}", s.kind, s.disk_offset),
-                        bad.clone(),
-                    ));
+                buf.set_len(len);
+                let unreadable = source.read_tolerant_into(&mut buf, s.disk_offset + off)?;
+                target.write_at(&buf, target_offset + off)?;
+                for bad in unreadable {
+                    report
+                        .unreadable
+                        .push((format!("{:?} at byte {}", s.kind, s.disk_offset), bad));
                 }
-                copied.push((target_offset + off, len as u64, Hash::of(&read.data)));
+                copied.push((target_offset + off, len as u64, Hash::of(&buf)));
                 meter.advance(len as u64, 0);
                 off += len as u64;
             }
@@ -101,7 +104,7 @@ pub fn clone_disk(
         target.drop_cache();
         let mut meter = Meter::new("read-back", total, progress);
         for (off, len, hash) in &copied {
-            let mut buf = vec![0u8; *len as usize];
+            buf.set_len(*len as usize);
             target.read_exact_at(&mut buf, *off)?;
             if Hash::of(&buf) != *hash {
                 return Err(EngineError::Failed(format!(

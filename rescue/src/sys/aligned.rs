@@ -139,7 +139,10 @@ mod tests {
         b.set_len(8192);
         assert!(fits_direct_io(&b, 4096, 512));
         assert!(fits_direct_io(&b[..512], 512, 512));
-        assert!(!fits_direct_io(&b[..512], 512, 4096), "4Kn: 512 bytes are not a sector");
+        assert!(
+            !fits_direct_io(&b[..512], 512, 4096),
+            "4Kn: 512 bytes are not a sector"
+        );
         assert!(!fits_direct_io(&b[1..513], 0, 512), "memory off the page");
         assert!(!fits_direct_io(&b[..1000], 0, 512), "length off the sector");
         assert!(!fits_direct_io(&b, 100, 512), "offset off the sector");
