@@ -226,8 +226,11 @@ pub fn capture<W: Write + Send>(
     let mut tally = Tally::default();
 
     let result: Result<FinishedImage<W>, EngineError> = std::thread::scope(|scope| {
-        // One more worker than threads: while one waits for the disk, the others keep the cores busy.
-        for _ in 0..threads + 1 {
+        // More workers than threads: while some wait for the disk, the others keep the cores busy. Two more
+        // at the fast levels, where reading takes a good part of a chunk's time; one more at the slow ones,
+        // whose compressor contexts are large (tens of MiB each) and where the disk is rarely waited for.
+        let extra = if opts.level <= 9 { 2 } else { 1 };
+        for _ in 0..threads + extra {
             let (rx, tx) = (task_rx.clone(), step_tx.clone());
             let (level, pool) = (opts.level, &pool);
             scope.spawn(move || worker(source, rx, tx, level, pool));
