@@ -1,27 +1,30 @@
-//! Capture: source disk → image. One reader (this thread) reads the used ranges of each stream in large
-//! sequential reads and cuts them into chunks; worker threads hash (blake3) and compress (zstd) them; one
-//! writer thread appends them to the image in order. Queues are bounded, so memory stays at a few chunks per
-//! thread whatever the disk size. Zero chunks are recorded, not stored; identical chunks are stored once;
+//! Capture: source disk → image. This thread numbers the image's steps (stream beginnings, unused extents,
+//! chunk-aligned reads of the used ranges); [`worker`] threads read their chunk (direct I/O where the source
+//! allows it), hash it (blake3) and compress it (zstd); one [`assemble`] thread writes the steps to the image
+//! in order. A step needs a permit, which the writer returns once the step is written, so memory stays
+//! bounded whatever the disk size. Zero chunks are recorded, not stored; identical chunks are stored once;
 //! unreadable sectors are recorded and the capture goes on.
 
-use std::collections::BTreeMap;
+mod assemble;
+mod worker;
+
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use super::device::Source;
 use super::progress::{Meter, Progress};
 use super::EngineError;
 use crate::detect::{Disk, FsKind};
 use crate::image::{
-    CaptureMode, ChunkCompressor, CompressedChunk, CreationInfo, ExtentKind, FinishedImage,
-    ImageHeaderInfo, ImageId, ImageWriter, IndexExtras, StreamInfo,
+    CaptureMode, CompressedChunk, CreationInfo, ExtentKind, FinishedImage, ImageHeaderInfo,
+    ImageId, ImageWriter, IndexExtras, StreamInfo,
 };
 use crate::plan::{CapturePlan, PlannedStream};
-use crate::sys::AlignedBuf;
+use assemble::{write_steps, Output, Tally};
+use worker::{worker, BufferPool, Task};
 
 #[derive(Debug, Clone)]
 pub struct CaptureOptions {
@@ -283,51 +286,6 @@ pub fn capture<W: Write + Send>(
 /// What one numbered step of the image turned into: image operations in order, or why it failed.
 type Steps = Result<Vec<Op>, EngineError>;
 
-/// A read for a worker: `len` bytes at `offset` of the stream that starts at `disk_offset`.
-struct Task {
-    seq: u64,
-    disk_offset: u64,
-    offset: u64,
-    len: usize,
-}
-
-/// Chunk-sized, page-aligned buffers handed back by the workers and the writer, so that reading and
-/// compressing allocate nothing per chunk (and the kernel zeroes no fresh pages).
-struct BufferPool {
-    free: Mutex<Vec<AlignedBuf>>,
-    size: usize,
-    keep: usize,
-}
-
-impl BufferPool {
-    fn new(size: usize, keep: usize) -> BufferPool {
-        BufferPool {
-            free: Mutex::new(Vec::new()),
-            size,
-            keep,
-        }
-    }
-
-    /// A buffer of `len` bytes (at most the chunk size; contents are whatever the last user left).
-    fn take(&self, len: usize) -> AlignedBuf {
-        let reused = self.free.lock().ok().and_then(|mut f| f.pop());
-        let mut buf = reused.unwrap_or_else(|| AlignedBuf::with_capacity(self.size.max(len)));
-        buf.set_len(len);
-        buf
-    }
-
-    fn give(&self, buf: AlignedBuf) {
-        if buf.capacity() < self.size {
-            return;
-        }
-        if let Ok(mut f) = self.free.lock() {
-            if f.len() < self.keep {
-                f.push(buf);
-            }
-        }
-    }
-}
-
 /// Numbers the image's steps in order: stream beginnings and unused extents go straight to the writer,
 /// reads go to the workers. Every step waits for a permit, which the writer returns once it has written
 /// that step.
@@ -392,253 +350,6 @@ fn plan_steps(
         if pos < s.len {
             direct(next(&mut seq)?, unused(pos, s.len - pos))?;
         }
-    }
-    Ok(())
-}
-
-fn worker(
-    source: &Source,
-    rx: Arc<Mutex<Receiver<Task>>>,
-    tx: SyncSender<(u64, Steps)>,
-    level: i32,
-    pool: &BufferPool,
-) {
-    let mut compressor = ChunkCompressor::new(level).map_err(EngineError::Image);
-    loop {
-        let task = match rx.lock() {
-            Ok(r) => r.recv(),
-            Err(_) => return,
-        };
-        let Ok(task) = task else { return };
-        let seq = task.seq;
-        // A panic while reading or compressing must end this step with an error, not take the process down.
-        let steps = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let c = compressor
-                .as_mut()
-                .map_err(|e| EngineError::Internal(e.to_string()))?;
-            read_task(source, task, c, pool)
-        }))
-        .unwrap_or_else(|_| {
-            Err(EngineError::Internal(
-                "a compression worker panicked".into(),
-            ))
-        });
-        if tx.send((seq, steps)).is_err() {
-            return;
-        }
-    }
-}
-
-/// Read one task's bytes and turn them into image steps: unreadable pieces, zero pieces, and chunks.
-fn read_task(
-    source: &Source,
-    task: Task,
-    compressor: &mut ChunkCompressor,
-    pool: &BufferPool,
-) -> Steps {
-    let mut buf = pool.take(task.len);
-    let bad = source.read_tolerant_into(&mut buf, task.disk_offset + task.offset)?;
-    if bad.is_empty() {
-        // The usual case, a clean read: one piece, compressed from the buffer itself without a copy.
-        if is_zero(&buf) {
-            pool.give(buf);
-            return Ok(vec![zero_extent(task.offset, task.len as u64)]);
-        }
-        let (chunk, spare) = compressor
-            .compress_buf(buf, pool.take(task.len))
-            .map_err(EngineError::Image)?;
-        pool.give(spare);
-        return Ok(vec![Op::Data {
-            offset: task.offset,
-            len: task.len as u64,
-            chunk,
-        }]);
-    }
-    let mut ops = Vec::new();
-    for piece in split_readable(task.offset, task.len as u64, &bad, task.disk_offset) {
-        ops.push(match piece {
-            Piece::Bad(range) => Op::Extent {
-                offset: range.start,
-                len: range.end - range.start,
-                kind: ExtentKind::Unreadable,
-            },
-            Piece::Good(range) => {
-                let data =
-                    &buf[(range.start - task.offset) as usize..(range.end - task.offset) as usize];
-                if is_zero(data) {
-                    zero_extent(range.start, range.end - range.start)
-                } else {
-                    Op::Data {
-                        offset: range.start,
-                        len: range.end - range.start,
-                        chunk: compressor.compress(data).map_err(EngineError::Image)?,
-                    }
-                }
-            }
-        });
-    }
-    pool.give(buf);
-    Ok(ops)
-}
-
-fn zero_extent(offset: u64, len: u64) -> Op {
-    Op::Extent {
-        offset,
-        len,
-        kind: ExtentKind::Zero,
-    }
-}
-
-enum Piece {
-    Good(Range<u64>),
-    Bad(Range<u64>),
-}
-
-/// Split `[off, off+len)` (stream offsets) around the unreadable disk ranges of one read.
-fn split_readable(off: u64, len: u64, bad: &[Range<u64>], disk_offset: u64) -> Vec<Piece> {
-    let mut out = Vec::new();
-    let mut pos = off;
-    for b in bad {
-        let (bs, be) = (b.start - disk_offset, b.end - disk_offset);
-        if bs > pos {
-            out.push(Piece::Good(pos..bs));
-        }
-        out.push(Piece::Bad(bs..be));
-        pos = be;
-    }
-    if pos < off + len {
-        out.push(Piece::Good(pos..off + len));
-    }
-    out
-}
-
-/// OR-folding blocks vectorises; an early-exit `all` over bytes does not.
-fn is_zero(data: &[u8]) -> bool {
-    data.chunks(4096)
-        .all(|c| c.iter().fold(0u8, |a, &b| a | b) == 0)
-}
-
-/// What the writer counts as it goes, for the report.
-#[derive(Default)]
-struct Tally {
-    zero_bytes: u64,
-    unreadable: Vec<(String, Range<u64>)>,
-}
-
-/// The writer's companions: progress, the buffer pool, the permits it returns, and its tally.
-struct Output<'a> {
-    meter: &'a Mutex<Meter>,
-    pool: &'a BufferPool,
-    permits: SyncSender<()>,
-    tally: &'a mut Tally,
-}
-
-/// Writes the steps in their order (they arrive in any order) and returns a permit for each.
-fn write_steps<W: Write>(
-    mut writer: ImageWriter<W>,
-    steps: Receiver<(u64, Steps)>,
-    mut out: Output,
-    extras: IndexExtras,
-) -> Result<FinishedImage<W>, EngineError> {
-    let mut pending: BTreeMap<u64, Vec<Op>> = BTreeMap::new();
-    let mut next = 0u64;
-    let mut stream = None;
-    loop {
-        // Apply everything that is next in order; wait for more otherwise.
-        while let Some(ops) = pending.remove(&next) {
-            for op in ops {
-                apply(&mut writer, &mut stream, op, &mut out)?;
-            }
-            next += 1;
-            // The planner may have finished: a permit nobody takes is fine.
-            let _ = out.permits.try_send(());
-        }
-        match steps.recv_timeout(Duration::from_secs(1)) {
-            Ok((seq, Ok(ops))) => {
-                pending.insert(seq, ops);
-            }
-            Ok((_, Err(e))) => return Err(e),
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
-        }
-    }
-    if !pending.is_empty() {
-        return Err(EngineError::Internal(format!(
-            "{} image steps never arrived after step {next}; a worker failed",
-            pending.len()
-        )));
-    }
-    writer.finish(extras).map_err(EngineError::Image)
-}
-
-/// The stream being written: its id and what the report needs to name its ranges.
-struct Current {
-    id: crate::image::StreamId,
-    label: String,
-    disk_offset: u64,
-}
-
-fn apply<W: Write>(
-    writer: &mut ImageWriter<W>,
-    stream: &mut Option<Current>,
-    op: Op,
-    out: &mut Output,
-) -> Result<(), EngineError> {
-    if let Op::Begin(info, used) = op {
-        if let Ok(mut m) = out.meter.lock() {
-            m.set_current(info.label.clone(), used);
-        }
-        let (label, disk_offset) = (info.label.clone(), info.disk_offset);
-        let id = writer.begin_stream(info).map_err(EngineError::Image)?;
-        *stream = Some(Current {
-            id,
-            label,
-            disk_offset,
-        });
-        return Ok(());
-    }
-    let s = stream
-        .as_ref()
-        .ok_or_else(|| EngineError::Internal("image data before any stream".into()))?;
-    let (len, stored) = match op {
-        Op::Begin(..) => return Ok(()),
-        Op::Extent { offset, len, kind } => {
-            writer
-                .push_extent(s.id, offset, len, kind)
-                .map_err(EngineError::Image)?;
-            match kind {
-                ExtentKind::Zero => out.tally.zero_bytes += len,
-                ExtentKind::Unreadable => {
-                    let at = s.disk_offset + offset;
-                    out.tally.unreadable.push((s.label.clone(), at..at + len));
-                }
-                // Unused extents were never part of the progress total.
-                ExtentKind::Unused | ExtentKind::Data(_) => return Ok(()),
-            }
-            (len, 0)
-        }
-        Op::Data { offset, len, chunk } => {
-            let (id, stored) = match writer.has_chunk(&chunk.hash, chunk.uncompressed_len) {
-                Some(id) => (id, 0),
-                None => {
-                    let stored = chunk.payload.len() as u64;
-                    (
-                        writer
-                            .write_compressed(&chunk)
-                            .map_err(EngineError::Image)?,
-                        stored,
-                    )
-                }
-            };
-            writer
-                .push_data(s.id, offset, len, id)
-                .map_err(EngineError::Image)?;
-            out.pool.give(chunk.payload);
-            (len, stored)
-        }
-    };
-    if let Ok(mut m) = out.meter.lock() {
-        m.advance(len, stored);
     }
     Ok(())
 }

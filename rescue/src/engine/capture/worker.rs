@@ -1,0 +1,184 @@
+//! The workers: each reads one chunk of the source, finds zeros and unreadable sectors in it, and hashes
+//! and compresses the rest, in buffers from a pool that the image writer hands back.
+
+use std::ops::Range;
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+
+use super::{Op, Steps};
+use crate::engine::device::Source;
+use crate::engine::EngineError;
+use crate::image::{ChunkCompressor, ExtentKind};
+use crate::sys::AlignedBuf;
+
+/// A read for a worker: `len` bytes at `offset` of the stream that starts at `disk_offset`.
+pub(super) struct Task {
+    pub seq: u64,
+    pub disk_offset: u64,
+    pub offset: u64,
+    pub len: usize,
+}
+
+/// Chunk-sized, page-aligned buffers handed back by the workers and the writer, so that reading and
+/// compressing allocate nothing per chunk (and the kernel zeroes no fresh pages).
+pub(super) struct BufferPool {
+    free: Mutex<Vec<AlignedBuf>>,
+    size: usize,
+    keep: usize,
+}
+
+impl BufferPool {
+    pub fn new(size: usize, keep: usize) -> BufferPool {
+        BufferPool {
+            free: Mutex::new(Vec::new()),
+            size,
+            keep,
+        }
+    }
+
+    /// A buffer of `len` bytes (at most the chunk size; contents are whatever the last user left).
+    fn take(&self, len: usize) -> AlignedBuf {
+        let reused = self
+            .free
+            .lock()
+            .ok()
+            .and_then(|mut f| f.pop())
+            .filter(|b| b.capacity() >= len);
+        let mut buf = reused.unwrap_or_else(|| AlignedBuf::with_capacity(self.size.max(len)));
+        buf.set_len(len);
+        buf
+    }
+
+    pub fn give(&self, buf: AlignedBuf) {
+        if buf.capacity() < self.size {
+            return;
+        }
+        if let Ok(mut f) = self.free.lock() {
+            if f.len() < self.keep {
+                f.push(buf);
+            }
+        }
+    }
+}
+
+pub(super) fn worker(
+    source: &Source,
+    rx: Arc<Mutex<Receiver<Task>>>,
+    tx: SyncSender<(u64, Steps)>,
+    level: i32,
+    pool: &BufferPool,
+) {
+    let mut compressor = ChunkCompressor::new(level).map_err(EngineError::Image);
+    loop {
+        let task = match rx.lock() {
+            Ok(r) => r.recv(),
+            Err(_) => return,
+        };
+        let Ok(task) = task else { return };
+        let seq = task.seq;
+        // A panic while reading or compressing must end this step with an error, not take the process down.
+        let steps = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let c = compressor
+                .as_mut()
+                .map_err(|e| EngineError::Internal(e.to_string()))?;
+            read_task(source, task, c, pool)
+        }))
+        .unwrap_or_else(|_| {
+            Err(EngineError::Internal(
+                "a compression worker panicked".into(),
+            ))
+        });
+        if tx.send((seq, steps)).is_err() {
+            return;
+        }
+    }
+}
+
+/// Read one task's bytes and turn them into image steps: unreadable pieces, zero pieces, and chunks.
+fn read_task(
+    source: &Source,
+    task: Task,
+    compressor: &mut ChunkCompressor,
+    pool: &BufferPool,
+) -> Steps {
+    let mut buf = pool.take(task.len);
+    let bad = source.read_tolerant_into(&mut buf, task.disk_offset + task.offset)?;
+    if bad.is_empty() {
+        // The usual case, a clean read: one piece, compressed from the buffer itself without a copy.
+        if is_zero(&buf) {
+            pool.give(buf);
+            return Ok(vec![zero_extent(task.offset, task.len as u64)]);
+        }
+        let (chunk, spare) = compressor
+            .compress_buf(buf, pool.take(task.len))
+            .map_err(EngineError::Image)?;
+        pool.give(spare);
+        return Ok(vec![Op::Data {
+            offset: task.offset,
+            len: task.len as u64,
+            chunk,
+        }]);
+    }
+    let mut ops = Vec::new();
+    for piece in split_readable(task.offset, task.len as u64, &bad, task.disk_offset) {
+        ops.push(match piece {
+            Piece::Bad(range) => Op::Extent {
+                offset: range.start,
+                len: range.end - range.start,
+                kind: ExtentKind::Unreadable,
+            },
+            Piece::Good(range) => {
+                let data =
+                    &buf[(range.start - task.offset) as usize..(range.end - task.offset) as usize];
+                if is_zero(data) {
+                    zero_extent(range.start, range.end - range.start)
+                } else {
+                    Op::Data {
+                        offset: range.start,
+                        len: range.end - range.start,
+                        chunk: compressor.compress(data).map_err(EngineError::Image)?,
+                    }
+                }
+            }
+        });
+    }
+    pool.give(buf);
+    Ok(ops)
+}
+
+fn zero_extent(offset: u64, len: u64) -> Op {
+    Op::Extent {
+        offset,
+        len,
+        kind: ExtentKind::Zero,
+    }
+}
+
+enum Piece {
+    Good(Range<u64>),
+    Bad(Range<u64>),
+}
+
+/// Split `[off, off+len)` (stream offsets) around the unreadable disk ranges of one read.
+fn split_readable(off: u64, len: u64, bad: &[Range<u64>], disk_offset: u64) -> Vec<Piece> {
+    let mut out = Vec::new();
+    let mut pos = off;
+    for b in bad {
+        let (bs, be) = (b.start - disk_offset, b.end - disk_offset);
+        if bs > pos {
+            out.push(Piece::Good(pos..bs));
+        }
+        out.push(Piece::Bad(bs..be));
+        pos = be;
+    }
+    if pos < off + len {
+        out.push(Piece::Good(pos..off + len));
+    }
+    out
+}
+
+/// OR-folding blocks vectorises; an early-exit `all` over bytes does not.
+fn is_zero(data: &[u8]) -> bool {
+    data.chunks(4096)
+        .all(|c| c.iter().fold(0u8, |a, &b| a | b) == 0)
+}
