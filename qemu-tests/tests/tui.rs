@@ -1,8 +1,9 @@
 //! The TUI end to end: boot the rescue system with a source disk, an ext4 image drive and a larger blank
 //! disk, and drive the full-screen interface with keystrokes over the serial console, reading the screen
 //! with a terminal emulator (vt100). Capture the source into an image on the image drive, check that
-//! restoring onto the image drive is refused on screen, restore onto the blank disk, power off, and check
-//! the restored disk on the host with independent tools.
+//! restoring onto the image drive is refused on screen, restore onto the blank disk, verify the image, clone
+//! the source onto a second blank disk, power off, and check the restored and the cloned disk on the host
+//! with independent tools.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -16,7 +17,7 @@ mod common;
 use common::*;
 
 #[test]
-fn capture_and_restore_through_the_tui() {
+fn capture_restore_verify_and_clone_through_the_tui() {
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path();
     let src = source_disk(work);
@@ -29,6 +30,12 @@ fn capture_and_restore_through_the_tui() {
         .unwrap()
         .set_len(200 * MIB)
         .unwrap();
+    // The clone's target: larger still, so it too is told apart by its size.
+    let clone = work.join("clone.img");
+    std::fs::File::create(&clone)
+        .unwrap()
+        .set_len(220 * MIB)
+        .unwrap();
 
     let mut vm = vm();
     vm.disks
@@ -36,13 +43,14 @@ fn capture_and_restore_through_the_tui() {
     vm.disks
         .push(Disk::new(&image_drive, Bus::Virtio).serial("IMG"));
     vm.disks.push(Disk::new(&target, Bus::Virtio).serial("DST"));
+    vm.disks.push(Disk::new(&clone, Bus::Virtio).serial("CLN"));
     let booted = Instant::now();
     let mut g = Guest::boot(vm).unwrap_or_else(|e| panic!("{e:#}"));
     let from = g
         .wait_for(rescue::init::READY, BOOT_TIMEOUT)
         .unwrap_or_else(|e| panic!("{e:#}"));
     let mut s = Session { g, from };
-    s.wait("Disks (3)", STEP);
+    s.wait("Disks (4)", STEP);
     let to_ui = booted.elapsed().as_secs_f64();
 
     // Overview: select the source disk by its serial in the details pane.
@@ -65,7 +73,7 @@ fn capture_and_restore_through_the_tui() {
     assert!(screen.contains("Root hash:"), "{screen}");
     assert!(screen.contains("Log written to"), "{screen}");
     s.send(ENTER);
-    s.wait("Disks (3)", STEP);
+    s.wait("Disks (4)", STEP);
 
     // Restore: the drive (mounted by the capture; the source's ext4 is listed too but holds no images) →
     // the image → the whole image → targets.
@@ -99,7 +107,45 @@ fn capture_and_restore_through_the_tui() {
     let restore_seconds = started.elapsed().as_secs_f64();
     assert!(screen.contains("read back and verified"), "{screen}");
     s.send(ENTER);
-    s.wait("Disks (3)", STEP);
+    s.wait("Disks (4)", STEP);
+
+    // Verify: the image drive → the image → every chunk and the root hash, on screen.
+    s.send("v");
+    s.wait("Step 1 of 2", STEP);
+    s.select("256.0 MiB");
+    s.send(ENTER);
+    s.wait("Step 2 of 2", STEP);
+    s.send(ENTER);
+    let screen = s.wait("SUCCESS", JOB_TIMEOUT);
+    assert!(
+        screen.contains("Every chunk and the root hash check out"),
+        "{screen}"
+    );
+    s.send(ENTER);
+    s.wait("Disks (4)", STEP);
+
+    // Clone: the source → the 220 MiB disk, confirmed by typing its name.
+    s.select_disk("SRC");
+    s.send("x");
+    s.wait("Step 1 of 2", STEP);
+    s.select("220.0 MiB");
+    s.send(ENTER);
+    let screen = s.wait("to confirm:", STEP);
+    assert!(screen.contains("WILL BE DESTROYED"), "{screen}");
+    let name = line_with(&screen, "to confirm:")
+        .split("Type ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    s.send(&name);
+    let started = Instant::now();
+    s.send(ENTER);
+    let screen = s.wait("SUCCESS", JOB_TIMEOUT);
+    let clone_seconds = started.elapsed().as_secs_f64();
+    assert!(screen.contains("read back and verified"), "{screen}");
+    s.send(ENTER);
+    s.wait("Disks (4)", STEP);
 
     // Power off from the menu: drives are flushed and unmounted.
     s.send("p");
@@ -109,7 +155,7 @@ fn capture_and_restore_through_the_tui() {
         .unwrap_or_else(|e| panic!("{e:#}"));
     eprintln!(
         "TUI under TCG: UI after {to_ui:.1} s; capture (wizard keys and job) {capture_seconds:.1} s; restore with read-back \
-         {restore_seconds:.1} s (wall, as a person waits)"
+         {restore_seconds:.1} s; clone with read-back {clone_seconds:.1} s (wall, as a person waits)"
     );
 
     // On the host: the image drive is clean and holds the image and its log; the target is the source.
@@ -128,20 +174,23 @@ fn capture_and_restore_through_the_tui() {
         !listing.contains(".partial"),
         "a .partial file was left:\n{listing}"
     );
-    let (_, out) = tool(Command::new("sgdisk").arg("-v").arg(&target));
-    assert!(
-        out.contains("No problems found"),
-        "sgdisk -v on the restored disk:\n{out}"
-    );
-    let (want, have) = (host_report(&src.path), host_report(&target));
-    assert_eq!(
-        have["partitions"], want["partitions"],
-        "restored partitions differ"
-    );
-    for (e, p) in src.expected.iter().zip(&src.spec.parts) {
-        let part = work.join(format!("restored-part{}.img", e.number));
-        extract(&target, e, &part);
-        check_filesystem(p.fs, &part, &src.content, work);
-        std::fs::remove_file(&part).unwrap();
+    let want = host_report(&src.path);
+    for (copy, what) in [(&target, "restored"), (&clone, "cloned")] {
+        let (_, out) = tool(Command::new("sgdisk").arg("-v").arg(copy));
+        assert!(
+            out.contains("No problems found"),
+            "sgdisk -v on the {what} disk:\n{out}"
+        );
+        assert_eq!(
+            host_report(copy)["partitions"],
+            want["partitions"],
+            "{what} partitions differ"
+        );
+        for (e, p) in src.expected.iter().zip(&src.spec.parts) {
+            let part = work.join(format!("{what}-part{}.img", e.number));
+            extract(copy, e, &part);
+            check_filesystem(p.fs, &part, &src.content, work);
+            std::fs::remove_file(&part).unwrap();
+        }
     }
 }
