@@ -11,6 +11,7 @@ use nix::errno::Errno;
 use nix::mount::MsFlags;
 
 pub mod aligned;
+pub mod zstd;
 pub use aligned::AlignedBuf;
 
 /// Load a kernel module from an open `.ko` file. `Ok(false)` means it was already loaded.

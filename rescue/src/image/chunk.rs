@@ -2,6 +2,7 @@
 //! threads. Nothing here touches the image file.
 
 use super::{ChunkFault, Compression, Hash, ImageError, MAX_CHUNK_SIZE};
+use crate::sys::zstd::{ZstdCompressor, ZstdParams};
 use crate::sys::AlignedBuf;
 
 /// A chunk ready for [`super::ImageWriter::write_chunk`].
@@ -18,14 +19,35 @@ pub struct CompressedChunk {
 /// A reusable compressor, one per worker thread: reusing the zstd context avoids reallocating
 /// its tables (megabytes at high levels) for every chunk.
 pub struct ChunkCompressor {
-    zstd: zstd::bulk::Compressor<'static>,
+    zstd: ZstdCompressor,
+}
+
+/// zstd's parameters for `level`. The default level, 3, is tuned for disk-image chunks of up to 4 MiB:
+/// zstd's pre-splitter off (6–10% of the time for 0.6% of the size on disk data), a window covering the
+/// whole chunk (2^22) and a hash table of 2^18 entries, which together give a frame 0.4% smaller than
+/// plain level 3 in about 85% of its time (measured on the benchmark corpus). Other levels are zstd's.
+pub fn zstd_params(level: i32) -> ZstdParams {
+    if level == 3 {
+        ZstdParams {
+            level,
+            window_log: 22,
+            hash_log: 18,
+            no_pre_split: true,
+        }
+    } else {
+        ZstdParams {
+            level,
+            ..ZstdParams::default()
+        }
+    }
 }
 
 impl ChunkCompressor {
     /// A compressor at zstd `level` (1..=22; negative levels are zstd's fast modes).
     pub fn new(level: i32) -> Result<ChunkCompressor, ImageError> {
-        let zstd =
-            zstd::bulk::Compressor::new(level).map_err(|source| ImageError::Compress { source })?;
+        let zstd = ZstdCompressor::new(zstd_params(level)).map_err(|e| ImageError::Compress {
+            source: std::io::Error::other(e),
+        })?;
         Ok(ChunkCompressor { zstd })
     }
 
@@ -50,7 +72,7 @@ impl ChunkCompressor {
         // one byte less, which also ends the work on incompressible data early. A frame that does not fit
         // (or any other zstd failure) leaves the bytes stored as they are, which is always correct.
         out.set_len(out.capacity().min(data.len() - 1));
-        let compressed = self.zstd.compress_to_buffer(&data[..], &mut out[..]).ok();
+        let compressed = self.zstd.compress(&data, &mut out).ok();
         Ok(match compressed {
             Some(n) if n < data.len() => {
                 out.set_len(n);
