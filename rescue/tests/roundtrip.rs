@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use builder::checks::{check_filesystem, extract, tool};
 use builder::fixtures::{self, DiskSpec, Expected, Fs};
 
 const MIB: u64 = 1 << 20;
@@ -26,20 +27,6 @@ fn rescue(args: &[&str]) -> (i32, String) {
         "rescue {args:?} panicked:\n{text}"
     );
     (out.status.code().unwrap_or(-1), text)
-}
-
-fn tool(cmd: &mut Command) -> (bool, String) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e} (install it: scripts/setup)"));
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
 }
 
 fn s(p: &Path) -> &str {
@@ -93,86 +80,6 @@ fn restore_to(f: &Fixture, image: &Path, size: u64, name: &str) -> PathBuf {
     assert_eq!(rc, 0, "restore onto {size} bytes failed:\n{out}");
     assert!(out.contains("verified"), "{out}");
     target
-}
-
-/// Copy one partition of a disk image into its own file.
-fn extract(disk: &Path, e: &Expected, out: &Path) {
-    let data = std::fs::read(disk).unwrap();
-    std::fs::write(
-        out,
-        &data[e.start_bytes as usize..(e.start_bytes + e.size_bytes) as usize],
-    )
-    .unwrap();
-}
-
-/// The filesystem in `part` is clean and holds every sample file with the right bytes.
-fn check_filesystem(fs: Fs, part: &Path, content: &Path, work: &Path) {
-    let files = fixtures::files_under(content).unwrap();
-    match fs {
-        Fs::Ext4 => {
-            let (ok, out) = tool(Command::new("e2fsck").arg("-fn").arg(part));
-            assert!(ok, "e2fsck on {}:\n{out}", part.display());
-            for f in &files {
-                let rel = f.strip_prefix(content).unwrap();
-                let dumped = work.join("dumped");
-                let _ = std::fs::remove_file(&dumped);
-                tool(
-                    Command::new("debugfs")
-                        .arg("-R")
-                        .arg(format!("dump /{} {}", rel.display(), dumped.display()))
-                        .arg(part),
-                );
-                assert_eq!(
-                    std::fs::read(&dumped).ok(),
-                    std::fs::read(f).ok(),
-                    "ext4 file {}",
-                    rel.display()
-                );
-            }
-        }
-        Fs::Vfat => {
-            let (ok, out) = tool(Command::new("fsck.vfat").arg("-n").arg(part));
-            assert!(ok, "fsck.vfat on {}:\n{out}", part.display());
-            for f in &files {
-                let rel = f.strip_prefix(content).unwrap();
-                let dumped = work.join("dumped");
-                let _ = std::fs::remove_file(&dumped);
-                tool(
-                    Command::new("mcopy")
-                        .env("MTOOLS_SKIP_CHECK", "1")
-                        .arg("-n")
-                        .arg("-i")
-                        .arg(part)
-                        .arg(format!("::/{}", rel.display()))
-                        .arg(&dumped),
-                );
-                assert_eq!(
-                    std::fs::read(&dumped).ok(),
-                    std::fs::read(f).ok(),
-                    "vfat file {}",
-                    rel.display()
-                );
-            }
-        }
-        Fs::Ntfs => {
-            let (ok, out) = tool(Command::new("ntfsfix").arg("-n").arg(part));
-            assert!(ok, "ntfsfix -n on {}:\n{out}", part.display());
-            for f in &files {
-                let name = f
-                    .strip_prefix(content)
-                    .unwrap()
-                    .to_string_lossy()
-                    .replace('/', "_");
-                let out = Command::new("ntfscat")
-                    .arg(part)
-                    .arg(format!("/{name}"))
-                    .output()
-                    .unwrap();
-                assert_eq!(Some(out.stdout), std::fs::read(f).ok(), "ntfs file {name}");
-            }
-        }
-        Fs::Swap | Fs::Exfat | Fs::None => {}
-    }
 }
 
 fn check_restored(f: &Fixture, target: &Path) {

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use builder::fixtures::{self, DiskSpec, Expected, Fs};
+#[allow(unused_imports)] // not every test binary uses every check
+pub use builder::checks::{check_filesystem, extract, tool};
+use builder::fixtures::{self, DiskSpec, Expected};
 use builder::qemu::Vm;
 use qemu_tests::{boot_files, CmdRun, Guest};
 use serde_json::Value;
@@ -22,20 +24,6 @@ pub fn vm() -> Vm {
 pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-pub fn tool(cmd: &mut Command) -> (bool, String) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e} (install it: scripts/setup)"));
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
 }
 
 /// The fixtures of one test: the source disk (demo GPT) and the sample files its filesystems hold.
@@ -70,88 +58,6 @@ pub fn ext4_drive(path: &Path, size_mib: u64) {
         .unwrap();
     let (ok, out) = tool(Command::new("mkfs.ext4").args(["-F", "-q"]).arg(path));
     assert!(ok, "mkfs.ext4 on {}: {out}", path.display());
-}
-
-/// Copy one partition of a disk image into its own file.
-pub fn extract(disk: &Path, e: &Expected, out: &Path) {
-    let data = std::fs::read(disk).unwrap();
-    std::fs::write(
-        out,
-        &data[e.start_bytes as usize..(e.start_bytes + e.size_bytes) as usize],
-    )
-    .unwrap();
-}
-
-/// The filesystem in `part` is clean and holds every sample file with the right bytes.
-pub fn check_filesystem(fs: Fs, part: &Path, content: &Path, work: &Path) {
-    let files = fixtures::files_under(content).unwrap();
-    let dumped = work.join("dumped");
-    match fs {
-        Fs::Ext4 => {
-            let (ok, out) = tool(Command::new("e2fsck").arg("-fn").arg(part));
-            assert!(ok, "e2fsck -fn on {}:\n{out}", part.display());
-            for f in &files {
-                let rel = f.strip_prefix(content).unwrap();
-                let _ = std::fs::remove_file(&dumped);
-                tool(
-                    Command::new("debugfs")
-                        .arg("-R")
-                        .arg(format!("dump /{} {}", rel.display(), dumped.display()))
-                        .arg(part),
-                );
-                assert!(
-                    std::fs::read(&dumped).ok() == std::fs::read(f).ok(),
-                    "ext4 file {} differs from the source's",
-                    rel.display()
-                );
-            }
-        }
-        Fs::Vfat => {
-            let (ok, out) = tool(Command::new("fsck.vfat").arg("-n").arg(part));
-            assert!(ok, "fsck.vfat -n on {}:\n{out}", part.display());
-            for f in &files {
-                let rel = f.strip_prefix(content).unwrap();
-                let _ = std::fs::remove_file(&dumped);
-                tool(
-                    Command::new("mcopy")
-                        .env("MTOOLS_SKIP_CHECK", "1")
-                        .arg("-n")
-                        .arg("-i")
-                        .arg(part)
-                        .arg(format!("::/{}", rel.display()))
-                        .arg(&dumped),
-                );
-                assert!(
-                    std::fs::read(&dumped).ok() == std::fs::read(f).ok(),
-                    "vfat file {} differs from the source's",
-                    rel.display()
-                );
-            }
-        }
-        Fs::Ntfs => {
-            let (ok, out) = tool(Command::new("ntfsfix").arg("-n").arg(part));
-            assert!(ok, "ntfsfix -n on {}:\n{out}", part.display());
-            for f in &files {
-                // The fixture flattens the tree into NTFS's root (ntfscp copies files only).
-                let name = f
-                    .strip_prefix(content)
-                    .unwrap()
-                    .to_string_lossy()
-                    .replace('/', "_");
-                let out = Command::new("ntfscat")
-                    .arg(part)
-                    .arg(format!("/{name}"))
-                    .output()
-                    .unwrap();
-                assert!(
-                    Some(out.stdout) == std::fs::read(f).ok(),
-                    "ntfs file {name} differs from the source's"
-                );
-            }
-        }
-        // Swap holds no files; its identity (label, UUID) is compared with the partition table.
-        Fs::Swap | Fs::Exfat | Fs::None => {}
-    }
 }
 
 /// What `rescue disks --json` says about a disk image file on the host.

@@ -1,0 +1,106 @@
+//! Host-side checks of what the test suites produced, with independent tools (e2fsck, fsck.vfat, ntfsfix,
+//! debugfs, mcopy, ntfscat). For tests: they panic, like assertions, with what is wrong.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::fixtures::{self, Expected, Fs};
+
+/// Run a host tool: whether it succeeded, and what it printed (stdout then stderr).
+pub fn tool(cmd: &mut Command) -> (bool, String) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e} (install it: scripts/setup)"));
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Copy one partition of a disk image into its own file.
+pub fn extract(disk: &Path, e: &Expected, out: &Path) {
+    let data = std::fs::read(disk).unwrap();
+    std::fs::write(
+        out,
+        &data[e.start_bytes as usize..(e.start_bytes + e.size_bytes) as usize],
+    )
+    .unwrap();
+}
+
+/// The filesystem in `part` is clean and holds every sample file with the right bytes.
+pub fn check_filesystem(fs: Fs, part: &Path, content: &Path, work: &Path) {
+    let files = fixtures::files_under(content).unwrap();
+    let dumped = work.join("dumped");
+    match fs {
+        Fs::Ext4 => {
+            let (ok, out) = tool(Command::new("e2fsck").arg("-fn").arg(part));
+            assert!(ok, "e2fsck -fn on {}:\n{out}", part.display());
+            for f in &files {
+                let rel = f.strip_prefix(content).unwrap();
+                let _ = std::fs::remove_file(&dumped);
+                tool(
+                    Command::new("debugfs")
+                        .arg("-R")
+                        .arg(format!("dump /{} {}", rel.display(), dumped.display()))
+                        .arg(part),
+                );
+                assert!(
+                    std::fs::read(&dumped).ok() == std::fs::read(f).ok(),
+                    "ext4 file {} differs from the source's",
+                    rel.display()
+                );
+            }
+        }
+        Fs::Vfat => {
+            let (ok, out) = tool(Command::new("fsck.vfat").arg("-n").arg(part));
+            assert!(ok, "fsck.vfat -n on {}:\n{out}", part.display());
+            for f in &files {
+                let rel = f.strip_prefix(content).unwrap();
+                let _ = std::fs::remove_file(&dumped);
+                tool(
+                    Command::new("mcopy")
+                        .env("MTOOLS_SKIP_CHECK", "1")
+                        .arg("-n")
+                        .arg("-i")
+                        .arg(part)
+                        .arg(format!("::/{}", rel.display()))
+                        .arg(&dumped),
+                );
+                assert!(
+                    std::fs::read(&dumped).ok() == std::fs::read(f).ok(),
+                    "vfat file {} differs from the source's",
+                    rel.display()
+                );
+            }
+        }
+        Fs::Ntfs => {
+            let (ok, out) = tool(Command::new("ntfsfix").arg("-n").arg(part));
+            assert!(ok, "ntfsfix -n on {}:\n{out}", part.display());
+            for f in &files {
+                // The fixture flattens the tree into NTFS's root (ntfscp copies files only).
+                let name = f
+                    .strip_prefix(content)
+                    .unwrap()
+                    .to_string_lossy()
+                    .replace('/', "_");
+                let out = Command::new("ntfscat")
+                    .arg(part)
+                    .arg(format!("/{name}"))
+                    .output()
+                    .unwrap();
+                assert!(
+                    Some(out.stdout) == std::fs::read(f).ok(),
+                    "ntfs file {name} differs from the source's"
+                );
+            }
+        }
+        // Swap holds no files; its identity (label, UUID) is compared with the partition table.
+        Fs::Swap | Fs::Exfat | Fs::None => {}
+    }
+}
