@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -206,11 +206,8 @@ fn debugfs_in_partition(disk: &Path, n: u32, commands: &[String], work: &Path) -
     out
 }
 
-#[test]
-fn mass_restore_from_a_job_file_on_the_stick() {
-    let dir = tempfile::tempdir().unwrap();
-    let work = dir.path();
-    let src = source_disk(work);
+/// The known-good image a technician restores: `src` captured on the host into `work/golden.rimg`.
+fn golden_image(src: &Source, work: &Path) -> PathBuf {
     let golden = work.join("golden.rimg");
     let spec = rescue::ops::CaptureSpec {
         source: src.path.clone(),
@@ -221,6 +218,15 @@ fn mass_restore_from_a_job_file_on_the_stick() {
         threads: 2,
     };
     rescue::ops::capture(&spec, &Default::default(), Default::default()).unwrap();
+    golden
+}
+
+#[test]
+fn mass_restore_from_a_job_file_on_the_stick() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let src = source_disk(work);
+    let golden = golden_image(&src, work);
     let job = work.join("rescue-job.toml");
     std::fs::write(
         &job,
@@ -287,16 +293,7 @@ fn a_write_protected_drive_still_serves_images_for_a_restore() {
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path();
     let src = source_disk(work);
-    let golden = work.join("golden.rimg");
-    let spec = rescue::ops::CaptureSpec {
-        source: src.path.clone(),
-        output: golden.clone(),
-        partitions: vec![],
-        raw: false,
-        level: 3,
-        threads: 2,
-    };
-    rescue::ops::capture(&spec, &Default::default(), Default::default()).unwrap();
+    let golden = golden_image(&src, work);
     let images = work.join("images.img");
     images_drive(&images);
     let (ok, out) = tool(

@@ -91,20 +91,8 @@ fn capture_restore_verify_and_clone_through_the_tui() {
     // The blank 200 MiB disk is accepted: type its name to confirm.
     s.select("200.0 MiB");
     s.send(ENTER);
-    let screen = s.wait("Step 5 of 5", STEP);
-    let prompt = line_with(&screen, "to confirm:");
-    let name = prompt
-        .split("Type ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap()
-        .to_string();
-    assert!(screen.contains("WILL BE DESTROYED"), "{screen}");
-    s.send(&name);
-    let started = Instant::now();
-    s.send(ENTER);
-    let screen = s.wait("SUCCESS", JOB_TIMEOUT);
-    let restore_seconds = started.elapsed().as_secs_f64();
+    s.wait("Step 5 of 5", STEP);
+    let (screen, restore_seconds) = s.confirm_destruction();
     assert!(screen.contains("read back and verified"), "{screen}");
     s.send(ENTER);
     s.wait("Disks (4)", STEP);
@@ -130,19 +118,7 @@ fn capture_restore_verify_and_clone_through_the_tui() {
     s.wait("Step 1 of 2", STEP);
     s.select("220.0 MiB");
     s.send(ENTER);
-    let screen = s.wait("to confirm:", STEP);
-    assert!(screen.contains("WILL BE DESTROYED"), "{screen}");
-    let name = line_with(&screen, "to confirm:")
-        .split("Type ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap()
-        .to_string();
-    s.send(&name);
-    let started = Instant::now();
-    s.send(ENTER);
-    let screen = s.wait("SUCCESS", JOB_TIMEOUT);
-    let clone_seconds = started.elapsed().as_secs_f64();
+    let (screen, clone_seconds) = s.confirm_destruction();
     assert!(screen.contains("read back and verified"), "{screen}");
     s.send(ENTER);
     s.wait("Disks (4)", STEP);

@@ -207,6 +207,26 @@ impl Session {
     }
 }
 
+impl Session {
+    /// On a "WILL BE DESTROYED … Type NAME to confirm" screen: type the name, start, and wait for the
+    /// result. Returns the result screen and the seconds from Enter to SUCCESS.
+    pub fn confirm_destruction(&mut self) -> (String, f64) {
+        let screen = self.wait("to confirm:", STEP);
+        assert!(screen.contains("WILL BE DESTROYED"), "{screen}");
+        let name = line_with(&screen, "to confirm:")
+            .split("Type ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no name to type on the screen:\n{screen}"))
+            .to_string();
+        self.send(&name);
+        let started = std::time::Instant::now();
+        self.send(ENTER);
+        let result = self.wait("SUCCESS", JOB_TIMEOUT);
+        (result, started.elapsed().as_secs_f64())
+    }
+}
+
 /// The line of `screen` holding `needle`.
 pub fn line_with<'a>(screen: &'a str, needle: &str) -> &'a str {
     screen

@@ -26,7 +26,7 @@ pub struct ChunkCompressor {
 /// zstd's pre-splitter off (6–10% of the time for 0.6% of the size on disk data), a window covering the
 /// whole chunk (2^22) and a hash table of 2^18 entries, which together give a frame 0.4% smaller than
 /// plain level 3 in about 85% of its time (measured on the benchmark corpus). Other levels are zstd's.
-pub fn zstd_params(level: i32) -> ZstdParams {
+fn zstd_params(level: i32) -> ZstdParams {
     if level == 3 {
         ZstdParams {
             level,
