@@ -52,13 +52,6 @@ fn ext4_of(src: &Source) -> &fixtures::Expected {
         .unwrap()
 }
 
-fn blank(path: &Path, mib: u64) {
-    std::fs::File::create(path)
-        .unwrap()
-        .set_len(mib * MIB)
-        .unwrap();
-}
-
 /// Dump `file` from an ext4 partition image.
 fn dump(part: &Path, file: &str, work: &Path) -> Vec<u8> {
     let out = work.join("dumped.bin");

@@ -71,10 +71,7 @@ fn capture_and_restore_in_the_guest() {
     let image_drive = work.join("images.img");
     ext4_drive(&image_drive, 256);
     let target = work.join("target.img");
-    std::fs::File::create(&target)
-        .unwrap()
-        .set_len(src.spec.size_mib * MIB)
-        .unwrap();
+    blank(&target, src.spec.size_mib);
 
     let mut vm = vm();
     vm.disks

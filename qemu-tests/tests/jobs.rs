@@ -61,10 +61,7 @@ fn unattended_capture_and_restore_by_serial_and_label() {
     let images = work.join("images.img");
     images_drive(&images);
     let target = work.join("target.img");
-    std::fs::File::create(&target)
-        .unwrap()
-        .set_len(src.spec.size_mib * MIB)
-        .unwrap();
+    blank(&target, src.spec.size_mib);
 
     // Capture: the source by serial, the image on the filesystem labelled IMAGES, named after the source.
     let mut vm = vm();
@@ -124,7 +121,7 @@ fn a_rule_matching_several_disks_is_refused_with_the_disks_seen() {
     images_drive(&images);
     let (a, b) = (work.join("a.img"), work.join("b.img"));
     for p in [&a, &b] {
-        std::fs::File::create(p).unwrap().set_len(64 * MIB).unwrap();
+        blank(p, 64);
     }
     let mut vm = vm();
     vm.disks.push(Disk::new(&images, Bus::Virtio).serial("IMG"));
@@ -258,10 +255,7 @@ fn mass_restore_from_a_job_file_on_the_stick() {
 
     // A machine with one internal disk boots the stick: no keyboard, no command line.
     let target = work.join("machine-disk.img");
-    std::fs::File::create(&target)
-        .unwrap()
-        .set_len(src.spec.size_mib * MIB)
-        .unwrap();
+    blank(&target, src.spec.size_mib);
     let mut vm = common::vm();
     vm.bios = true;
     vm.usb_controller = true;
@@ -305,10 +299,7 @@ fn a_write_protected_drive_still_serves_images_for_a_restore() {
     );
     assert!(ok && !out.contains("rror"), "{out}");
     let target = work.join("target.img");
-    std::fs::File::create(&target)
-        .unwrap()
-        .set_len(src.spec.size_mib * MIB)
-        .unwrap();
+    blank(&target, src.spec.size_mib);
     let before = std::fs::read(&images).unwrap();
     let mut vm = common::vm();
     let mut ro = Disk::new(&images, Bus::Virtio).serial("IMG");

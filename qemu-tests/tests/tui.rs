@@ -26,16 +26,10 @@ fn capture_restore_verify_and_clone_through_the_tui() {
     // Larger than the source, so the restore also moves the GPT backup to the new end; and its size
     // tells it apart on screen (kernel names follow probe order, which is not stable).
     let target = work.join("target.img");
-    std::fs::File::create(&target)
-        .unwrap()
-        .set_len(200 * MIB)
-        .unwrap();
+    blank(&target, 200);
     // The clone's target: larger still, so it too is told apart by its size.
     let clone = work.join("clone.img");
-    std::fs::File::create(&clone)
-        .unwrap()
-        .set_len(220 * MIB)
-        .unwrap();
+    blank(&clone, 220);
 
     let mut vm = vm();
     vm.disks

@@ -50,12 +50,17 @@ pub fn source_disk(dir: &Path) -> Source {
     }
 }
 
-/// A blank disk formatted ext4 as a whole (no partition table), as an image drive often is.
-pub fn ext4_drive(path: &Path, size_mib: u64) {
+/// A blank (sparse) disk image of `mib` MiB.
+pub fn blank(path: &Path, mib: u64) {
     std::fs::File::create(path)
         .unwrap()
-        .set_len(size_mib * MIB)
+        .set_len(mib * MIB)
         .unwrap();
+}
+
+/// A blank disk formatted ext4 as a whole (no partition table), as an image drive often is.
+pub fn ext4_drive(path: &Path, size_mib: u64) {
+    blank(path, size_mib);
     let (ok, out) = tool(Command::new("mkfs.ext4").args(["-F", "-q"]).arg(path));
     assert!(ok, "mkfs.ext4 on {}: {out}", path.display());
 }
