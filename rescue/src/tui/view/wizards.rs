@@ -1,0 +1,530 @@
+//! Drawing the wizards: capture, restore, verify and clone, one step at a time.
+
+use ratatui::layout::Rect;
+use ratatui::style::{Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::Frame;
+
+use crate::cli::human_size;
+use crate::engine::json_name;
+use crate::store::date_time;
+
+use super::{disk_row, part_row};
+use crate::tui::app::App;
+use crate::tui::capture::{CapStep, CaptureWiz, NameField};
+use crate::tui::clone::{CloneStep, CloneWiz, VStep, VerifyWiz};
+use crate::tui::restore::{RStep, RestoreWiz};
+use crate::tui::widgets::{bold, fit, rows, select_list, text_box};
+
+fn step_title(step: usize, of: usize, what: &str) -> String {
+    format!("Step {step} of {of}: {what}")
+}
+
+fn store_items(stores: &[crate::store::Store], w: usize) -> Vec<(String, bool)> {
+    stores
+        .iter()
+        .map(|s| match &s.unusable {
+            None => (fit(&s.title(), w), true),
+            Some(why) => (fit(&format!("{}  -- {why}", s.title()), w), false),
+        })
+        .collect()
+}
+
+pub(super) fn capture(
+    f: &mut Frame,
+    area: Rect,
+    app: &App,
+    w: &CaptureWiz,
+) -> Vec<(&'static str, &'static str)> {
+    let width = area.width.saturating_sub(4) as usize;
+    match w.step {
+        CapStep::Parts => {
+            let parts = rows(area, &[0, 4]);
+            let mut items = vec![(
+                format!(
+                    "[{}] The whole disk {}: partition table, {} partitions and the gaps between",
+                    if w.whole { "x" } else { " " },
+                    w.source.path,
+                    w.parts().len()
+                ),
+                true,
+            )];
+            for p in w.parts() {
+                let mark = if !w.whole && w.chosen.contains(&p.number) {
+                    "x"
+                } else {
+                    " "
+                };
+                items.push((
+                    fit(&format!("[{mark}] {}", part_row(app, p, width)), width),
+                    true,
+                ));
+            }
+            select_list(
+                f,
+                parts[0],
+                &step_title(1, 4, &format!("what to capture from {}", w.source.path)),
+                items,
+                w.cursor,
+            );
+            text_box(
+                f,
+                parts[1],
+                "To read",
+                vec![Line::from(format!(
+                    "{} of data (used blocks where the filesystem is known; the image is usually smaller)",
+                    human_size(w.estimate)
+                ))],
+            );
+            vec![("Space", "mark"), ("Enter", "next"), ("Esc", "cancel")]
+        }
+        CapStep::Dest => {
+            let parts = rows(area, &[0, 4]);
+            select_list(
+                f,
+                parts[0],
+                &step_title(2, 4, "where to write the image"),
+                store_items(&w.stores, width),
+                w.store_sel,
+            );
+            let info = if w.opening {
+                "Mounting…".to_string()
+            } else if w.stores.is_empty() {
+                "No filesystem found. Plug in a drive formatted ext4, FAT32 or exFAT; it appears here.".into()
+            } else {
+                format!(
+                    "Up to {} will be read. Drives are mounted when chosen; others are listed with the reason they cannot be used.",
+                    human_size(w.estimate)
+                )
+            };
+            text_box(f, parts[1], "Destination", vec![Line::from(info)]);
+            vec![("Enter", "choose"), ("Esc", "back")]
+        }
+        CapStep::Name => {
+            let d = w.dest.as_ref();
+            let mut lines = vec![
+                Line::from(format!(
+                    "On {} (mounted on {})",
+                    d.map(|d| d.store.title()).unwrap_or_default(),
+                    d.map(|d| d.dir.display().to_string()).unwrap_or_default()
+                )),
+                Line::from(""),
+                field_line(
+                    "File name: ",
+                    &format!("{}_", w.name),
+                    w.field == NameField::Name,
+                ),
+                field_line(
+                    "Compression level: ",
+                    &format!("{} (1 fastest … 19 smallest; 3 is a good default)", w.level),
+                    w.field == NameField::Level,
+                ),
+                Line::from(""),
+                Line::from(format!(
+                    "Free space: {}   data to read: up to {}",
+                    d.and_then(|d| d.free_bytes)
+                        .map(human_size)
+                        .unwrap_or_else(|| "unknown".into()),
+                    human_size(w.estimate)
+                )),
+            ];
+            if let Some(warn) = w.space_warning() {
+                lines.push(Line::from(Span::styled(format!("Warning: {warn}"), bold())));
+            }
+            text_box(
+                f,
+                area,
+                &step_title(3, 4, "file name and compression"),
+                lines,
+            );
+            vec![
+                ("Tab", "next field"),
+                ("+/-", "level"),
+                ("Enter", "next"),
+                ("Esc", "back"),
+            ]
+        }
+        CapStep::Summary => {
+            let what = if w.whole {
+                "the whole disk (tables, partitions, gaps)".to_string()
+            } else {
+                format!(
+                    "partition{} {}",
+                    if w.chosen.len() == 1 { "" } else { "s" },
+                    w.chosen
+                        .iter()
+                        .map(u32::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            let mut lines = vec![
+                Line::from(format!(
+                    "Source:      {} {} ({})",
+                    w.source.path,
+                    w.source.model.as_deref().map(str::trim).unwrap_or(""),
+                    human_size(w.source.size_bytes)
+                )),
+                Line::from(format!("Captures:    {what}")),
+                Line::from(format!(
+                    "Image:       {}",
+                    w.output()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
+                )),
+                Line::from(format!("Compression: zstd level {}", w.level)),
+                Line::from(format!("To read:     up to {}", human_size(w.estimate))),
+                Line::from(""),
+                Line::from("The source is only read (it is set read-only while it is read)."),
+                Line::from(
+                    "The image is written as .partial and renamed when complete and verified.",
+                ),
+            ];
+            if let Some(warn) = w.space_warning() {
+                lines.push(Line::from(Span::styled(format!("Warning: {warn}"), bold())));
+            }
+            text_box(f, area, &step_title(4, 4, "summary"), lines);
+            vec![("Enter", "start the capture"), ("Esc", "back")]
+        }
+    }
+}
+
+fn field_line(label: &str, value: &str, active: bool) -> Line<'static> {
+    let style = if active {
+        Style::default().add_modifier(Modifier::REVERSED)
+    } else {
+        Style::default()
+    };
+    Line::from(vec![
+        Span::styled(
+            format!("{}{label}", if active { "> " } else { "  " }),
+            bold(),
+        ),
+        Span::styled(value.to_string(), style),
+    ])
+}
+
+fn image_items(o: Option<&crate::tui::app::OpenedStore>, w: usize) -> Vec<(String, bool)> {
+    o.map(|o| {
+        o.images
+            .iter()
+            .map(|i| {
+                let rel = i.path.strip_prefix(&o.dir).unwrap_or(&i.path);
+                (
+                    fit(
+                        &format!(
+                            "{:<40} {:>10}  {}",
+                            rel.display(),
+                            human_size(i.size_bytes),
+                            date_time(i.modified_unix)
+                        ),
+                        w,
+                    ),
+                    true,
+                )
+            })
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+pub(super) fn restore(
+    f: &mut Frame,
+    area: Rect,
+    w: &RestoreWiz,
+) -> Vec<(&'static str, &'static str)> {
+    let width = area.width.saturating_sub(4) as usize;
+    match w.step {
+        RStep::Store => {
+            select_list(
+                f,
+                area,
+                &step_title(1, 5, "the drive holding the image"),
+                store_items(&w.pick.stores, width),
+                w.pick.store_sel,
+            );
+            vec![("Enter", "open"), ("Esc", "cancel")]
+        }
+        RStep::Image => {
+            select_list(
+                f,
+                area,
+                &step_title(2, 5, "the image"),
+                image_items(w.pick.opened.as_ref(), width),
+                w.pick.image_sel,
+            );
+            vec![("Enter", "inspect"), ("Esc", "back")]
+        }
+        RStep::Details => {
+            let Some(i) = &w.image else {
+                return vec![];
+            };
+            let parts = rows(area, &[9, 0]);
+            let lines = vec![
+                Line::from(Span::styled(i.path.display().to_string(), bold())),
+                Line::from(format!(
+                    "From {} {} {} ({}, {}-byte sectors, {} table)",
+                    i.disk.path,
+                    i.disk.model.trim(),
+                    i.disk.serial,
+                    human_size(i.disk.size),
+                    i.disk.logical_sector_size,
+                    format!("{:?}", i.disk.table_kind).to_uppercase()
+                )),
+                Line::from(format!(
+                    "Created {} on {} by {} {}",
+                    date_time(i.creation.created_unix.max(0) as u64),
+                    i.creation.host_name,
+                    i.creation.tool_name,
+                    i.creation.tool_version
+                )),
+                Line::from(format!(
+                    "Image {}; needs a disk of at least {}",
+                    human_size(i.size_bytes),
+                    human_size(i.layout.min_target_size())
+                )),
+                Line::from(format!("Root hash {}", i.root_hash)),
+                Line::from(if i.unreadable_ranges > 0 {
+                    format!(
+                        "{} unreadable ranges on the source were saved as holes (written as zeros)",
+                        i.unreadable_ranges
+                    )
+                } else {
+                    "No unreadable ranges".to_string()
+                }),
+            ];
+            text_box(f, parts[0], &step_title(3, 5, "what to restore"), lines);
+            let mut items = vec![(
+                format!(
+                    "The whole image ({} partitions) onto a disk",
+                    i.disk.partitions.len()
+                ),
+                true,
+            )];
+            for n in w.image_partitions() {
+                let p = i.disk.partitions.iter().find(|p| p.number == n);
+                items.push((
+                    fit(
+                        &format!(
+                            "Partition {n}  {}  {}  {}  onto a partition",
+                            p.map(|p| human_size(p.size)).unwrap_or_default(),
+                            p.map(|p| p.fs_kind.as_str()).unwrap_or(""),
+                            p.map(|p| p.fs_label.as_str()).unwrap_or("")
+                        ),
+                        width,
+                    ),
+                    true,
+                ));
+            }
+            select_list(f, parts[1], "Restore", items, w.part_sel);
+            vec![("Enter", "choose"), ("Esc", "back")]
+        }
+        RStep::Target => {
+            let parts = rows(area, &[0, 6]);
+            let items = w
+                .targets
+                .iter()
+                .map(|t| {
+                    let label = format!(
+                        "{:<14} {:>10}  {} {}",
+                        t.device,
+                        human_size(match t.part {
+                            Some(n) => t
+                                .disk
+                                .partitions
+                                .iter()
+                                .find(|p| p.number == n)
+                                .map(|p| p.size_bytes)
+                                .unwrap_or(0),
+                            None => t.disk.size_bytes,
+                        }),
+                        json_name(&t.disk.transport),
+                        t.disk.model.as_deref().map(str::trim).unwrap_or("")
+                    );
+                    match &t.verdict {
+                        Ok(_) => (fit(&label, width), true),
+                        Err(_) => (fit(&format!("{label}  -- refused"), width), false),
+                    }
+                })
+                .collect();
+            select_list(
+                f,
+                parts[0],
+                &step_title(4, 5, "the target"),
+                items,
+                w.target_sel,
+            );
+            let info = match w.targets.get(w.target_sel).map(|t| &t.verdict) {
+                Some(Err(why)) => format!("Refused: {why}"),
+                Some(Ok(p)) if p.overwritten.is_empty() => {
+                    "The target holds nothing recognisable.".into()
+                }
+                Some(Ok(p)) => format!("Holds now (will be lost): {}", p.overwritten.join("; ")),
+                None => "No disks.".into(),
+            };
+            text_box(f, parts[1], "Target", vec![Line::from(info)]);
+            vec![("Enter", "choose"), ("Esc", "back")]
+        }
+        RStep::Confirm => {
+            let Some(t) = w.targets.get(w.target_sel) else {
+                return vec![];
+            };
+            let mut lines = vec![Line::from(Span::styled(
+                format!("EVERYTHING ON {} WILL BE DESTROYED.", t.device),
+                bold(),
+            ))];
+            lines.push(Line::from(format!(
+                "{} {} {}",
+                t.disk.path,
+                t.disk.model.as_deref().map(str::trim).unwrap_or(""),
+                human_size(t.disk.size_bytes)
+            )));
+            lines.push(Line::from(""));
+            lines.push(Line::from(Span::styled("Before:", bold())));
+            if let Ok(p) = &t.verdict {
+                if p.overwritten.is_empty() {
+                    lines.push(Line::from("  nothing recognisable"));
+                }
+                for o in &p.overwritten {
+                    lines.push(Line::from(format!("  {o}")));
+                }
+            }
+            lines.push(Line::from(Span::styled("After:", bold())));
+            if let Some(i) = &w.image {
+                match w.chosen_partition() {
+                    None => {
+                        lines.push(Line::from(format!(
+                            "  {} partition table from the image",
+                            format!("{:?}", i.disk.table_kind).to_uppercase()
+                        )));
+                        for p in &i.disk.partitions {
+                            lines.push(Line::from(format!(
+                                "  partition {} ({}, {}{})",
+                                p.number,
+                                human_size(p.size),
+                                if p.fs_kind.is_empty() { "?" } else { &p.fs_kind },
+                                if p.fs_label.is_empty() {
+                                    String::new()
+                                } else {
+                                    format!(" \"{}\"", p.fs_label)
+                                }
+                            )));
+                        }
+                    }
+                    Some(n) => lines.push(Line::from(format!(
+                        "  {} holds partition {n} of the image; the table and other partitions stay",
+                        t.device
+                    ))),
+                }
+            }
+            lines.push(Line::from(""));
+            lines.push(field_line(
+                &format!(
+                    "Type {} to confirm: ",
+                    crate::tui::app::short_name(&t.device)
+                ),
+                &format!("{}_", w.typed),
+                true,
+            ));
+            text_box(f, area, &step_title(5, 5, "confirm"), lines);
+            vec![("Enter", "restore"), ("Esc", "back")]
+        }
+    }
+}
+
+pub(super) fn verify(
+    f: &mut Frame,
+    area: Rect,
+    w: &VerifyWiz,
+) -> Vec<(&'static str, &'static str)> {
+    let width = area.width.saturating_sub(4) as usize;
+    match w.step {
+        VStep::Store => {
+            select_list(
+                f,
+                area,
+                &step_title(1, 2, "the drive holding the image"),
+                store_items(&w.pick.stores, width),
+                w.pick.store_sel,
+            );
+            vec![("Enter", "open"), ("Esc", "cancel")]
+        }
+        VStep::Image => {
+            select_list(
+                f,
+                area,
+                &step_title(2, 2, "the image to verify"),
+                image_items(w.pick.opened.as_ref(), width),
+                w.pick.image_sel,
+            );
+            vec![("Enter", "verify"), ("Esc", "back")]
+        }
+    }
+}
+
+pub(super) fn clone(f: &mut Frame, area: Rect, w: &CloneWiz) -> Vec<(&'static str, &'static str)> {
+    let width = area.width.saturating_sub(4) as usize;
+    match w.step {
+        CloneStep::Target => {
+            let parts = rows(area, &[0, 6]);
+            let items = w
+                .targets
+                .iter()
+                .map(|(d, v)| {
+                    let s = disk_row(d, width);
+                    match v {
+                        Ok(_) => (s, true),
+                        Err(_) => (fit(&format!("{s}  -- refused"), width), false),
+                    }
+                })
+                .collect();
+            select_list(
+                f,
+                parts[0],
+                &step_title(1, 2, &format!("clone {} onto", w.source.path)),
+                items,
+                w.sel,
+            );
+            let info = match w.targets.get(w.sel) {
+                Some((_, Err(why))) => format!("Refused: {why}"),
+                Some((_, Ok(p))) if !p.overwritten.is_empty() => {
+                    format!("Holds now (will be lost): {}", p.overwritten.join("; "))
+                }
+                Some(_) => "The target holds nothing recognisable.".into(),
+                None => "There is no other disk.".into(),
+            };
+            text_box(f, parts[1], "Target", vec![Line::from(info)]);
+            vec![("Enter", "choose"), ("Esc", "cancel")]
+        }
+        CloneStep::Confirm => {
+            let Some((t, v)) = w.targets.get(w.sel) else {
+                return vec![];
+            };
+            let mut lines = vec![
+                Line::from(Span::styled(
+                    format!("EVERYTHING ON {} WILL BE DESTROYED.", t.path),
+                    bold(),
+                )),
+                Line::from(format!(
+                    "It becomes a copy of {} ({}).",
+                    w.source.path,
+                    human_size(w.source.size_bytes)
+                )),
+                Line::from(""),
+            ];
+            if let Ok(p) = v {
+                for o in &p.overwritten {
+                    lines.push(Line::from(format!("  loses {o}")));
+                }
+            }
+            lines.push(Line::from(""));
+            lines.push(field_line(
+                &format!("Type {} to confirm: ", crate::tui::app::short_name(&t.path)),
+                &format!("{}_", w.typed),
+                true,
+            ));
+            text_box(f, area, &step_title(2, 2, "confirm"), lines);
+            vec![("Enter", "clone"), ("Esc", "back")]
+        }
+    }
+}
