@@ -13,6 +13,8 @@ use std::io::{self, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::thread::JoinHandle;
 
 use crate::sys::{self, AlignedBuf};
 
@@ -22,85 +24,232 @@ pub const WINDOW: u64 = 32 << 20;
 /// Bytes per write.
 const BLOCK: usize = 8 << 20;
 
+/// Full blocks handed to the writing thread and not yet written: while the disk writes them, the image
+/// writer fills the next one instead of waiting (it is the capture's only writer, and the workers wait for
+/// the steps it has written).
+const IN_FLIGHT: usize = 2;
+
 pub struct OutputFile {
     file: File,
-    /// The same file opened with O_DIRECT, while direct writes work.
-    direct: Option<File>,
+    /// The block being filled.
     buf: AlignedBuf,
-    /// File offset of `buf[0]`: everything before it is written.
+    /// File offset of `buf[0]`: everything before it is written or handed to the writing thread.
     pos: u64,
-    writeback: Writeback,
+    io: Background,
 }
 
 impl OutputFile {
     /// Create `path`, or empty it if it exists.
     pub fn create(path: &Path) -> io::Result<OutputFile> {
         let file = File::create(path)?;
-        Ok(OutputFile::new(file, sys::open_direct_write(path)))
+        OutputFile::new(file, sys::open_direct_write(path))
     }
 
-    fn new(file: File, direct: Option<File>) -> OutputFile {
-        let mut buf = AlignedBuf::with_capacity(BLOCK);
-        buf.set_len(0);
-        OutputFile {
+    fn new(file: File, direct: Option<File>) -> io::Result<OutputFile> {
+        let io = Background::start(file.try_clone()?, direct)?;
+        Ok(OutputFile {
             file,
-            direct,
-            buf,
+            buf: empty_block(),
             pos: 0,
-            writeback: Writeback::default(),
-        }
+            io,
+        })
     }
 
     /// Everything written, the file returned (for fsync, which is the caller's).
     pub fn finish(mut self) -> io::Result<File> {
         self.flush()?;
+        self.io.stop()?;
         Ok(self.file)
     }
 
-    /// Write the full buffer at `pos` and start a new one.
+    /// Hand the full buffer to the writing thread and start a new one.
     fn write_block(&mut self) -> io::Result<()> {
-        if let Some(direct) = &self.direct {
-            match direct.write_all_at(&self.buf, self.pos) {
-                Ok(()) => return self.advance(),
-                // This file system does not take direct writes after all: through the page cache.
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.direct = None,
-                Err(e) => return Err(e),
-            }
-        }
-        self.file.write_all_at(&self.buf, self.pos)?;
-        self.writeback
-            .written(&self.file, self.pos + self.buf.len() as u64)?;
-        self.advance()
-    }
-
-    fn advance(&mut self) -> io::Result<()> {
-        self.pos += self.buf.len() as u64;
-        self.buf.set_len(0);
+        let next = self.io.spare()?;
+        let full = std::mem::replace(&mut self.buf, next);
+        let len = full.len() as u64;
+        self.io.send(self.pos, full)?;
+        self.pos += len;
         Ok(())
     }
 }
 
+fn empty_block() -> AlignedBuf {
+    let mut buf = AlignedBuf::with_capacity(BLOCK);
+    buf.set_len(0);
+    buf
+}
+
 impl Write for OutputFile {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        // A full block goes out when more data comes (or at `flush`), so an error reaches a call that
+        // wrote nothing; after one, every call fails.
+        if let Some(e) = self.io.error() {
+            return Err(e);
+        }
+        if self.buf.len() == self.buf.capacity() {
+            self.write_block()?;
+        }
         let room = self.buf.capacity() - self.buf.len();
         let n = room.min(data.len());
         let at = self.buf.len();
         self.buf.set_len(at + n);
         self.buf[at..].copy_from_slice(&data[..n]);
-        if self.buf.len() == self.buf.capacity() {
-            self.write_block()?;
-        }
         Ok(n)
     }
 
-    /// Writes the partial block through the page cache, keeping it: a later full block at the same offset
-    /// simply overwrites it.
+    /// Waits for the blocks in flight, then writes the partial block through the page cache, keeping it:
+    /// a later full block at the same offset simply overwrites it.
     fn flush(&mut self) -> io::Result<()> {
+        self.io.drain()?;
         if !self.buf.is_empty() {
             self.file.write_all_at(&self.buf, self.pos)?;
         }
         self.file.flush()
     }
+}
+
+/// The thread that writes full blocks, and what it has given back.
+struct Background {
+    jobs: Option<SyncSender<(u64, AlignedBuf)>>,
+    /// Each written block's buffer, for reuse, or the error that stopped the thread.
+    done: Receiver<io::Result<AlignedBuf>>,
+    thread: Option<JoinHandle<()>>,
+    in_flight: usize,
+    /// The first error, repeated by every later call (an `io::Error` is not `Clone`).
+    failed: Option<(io::ErrorKind, String)>,
+}
+
+impl Background {
+    fn start(file: File, direct: Option<File>) -> io::Result<Background> {
+        let (jobs, rx) = sync_channel::<(u64, AlignedBuf)>(IN_FLIGHT);
+        let (tx, done) = sync_channel(IN_FLIGHT);
+        let thread = std::thread::Builder::new()
+            .name("image-write".into())
+            .spawn(move || write_blocks(file, direct, rx, tx))?;
+        Ok(Background {
+            jobs: Some(jobs),
+            done,
+            thread: Some(thread),
+            in_flight: 0,
+            failed: None,
+        })
+    }
+
+    fn error(&self) -> Option<io::Error> {
+        self.failed
+            .as_ref()
+            .map(|(kind, msg)| io::Error::new(*kind, msg.clone()))
+    }
+
+    /// A buffer for the next block: a written one once enough are in flight, else a new one.
+    fn spare(&mut self) -> io::Result<AlignedBuf> {
+        if self.in_flight < IN_FLIGHT {
+            if let Some(e) = self.error() {
+                return Err(e);
+            }
+            return Ok(empty_block());
+        }
+        self.wait_one()
+    }
+
+    fn send(&mut self, pos: u64, block: AlignedBuf) -> io::Result<()> {
+        let sent = self.jobs.as_ref().map(|j| j.send((pos, block)).is_ok());
+        if sent == Some(true) {
+            self.in_flight += 1;
+            return Ok(());
+        }
+        // The thread has stopped: it said why in its last message.
+        self.drain()?;
+        Err(self.error().unwrap_or_else(stopped))
+    }
+
+    /// Waits for the oldest block in flight and takes its buffer back.
+    fn wait_one(&mut self) -> io::Result<AlignedBuf> {
+        if let Some(e) = self.error() {
+            return Err(e);
+        }
+        let r = self.done.recv().unwrap_or_else(|_| Err(stopped()));
+        self.in_flight = self.in_flight.saturating_sub(1);
+        match r {
+            Ok(mut buf) => {
+                buf.set_len(0);
+                Ok(buf)
+            }
+            Err(e) => {
+                self.failed = Some((e.kind(), e.to_string()));
+                Err(e)
+            }
+        }
+    }
+
+    /// Waits until every block handed over is written.
+    fn drain(&mut self) -> io::Result<()> {
+        while self.in_flight > 0 {
+            self.wait_one()?;
+        }
+        match self.error() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn stop(&mut self) -> io::Result<()> {
+        let drained = self.drain();
+        self.jobs = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        drained
+    }
+}
+
+impl Drop for Background {
+    /// An image abandoned on an error: the blocks in flight are written (the caller removes the file),
+    /// and no write outlives the `OutputFile`.
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+fn stopped() -> io::Error {
+    io::Error::other("the image writing thread stopped")
+}
+
+/// The writing thread: each block at its offset, directly while the file system takes direct writes, then
+/// through the page cache with early writeback. Stops at the first error, after reporting it.
+fn write_blocks(
+    file: File,
+    mut direct: Option<File>,
+    jobs: Receiver<(u64, AlignedBuf)>,
+    done: SyncSender<io::Result<AlignedBuf>>,
+) {
+    let mut writeback = Writeback::default();
+    for (pos, block) in jobs {
+        let r = write_block(&file, &mut direct, &mut writeback, &block, pos);
+        let failed = r.is_err();
+        if done.send(r.map(|()| block)).is_err() || failed {
+            return;
+        }
+    }
+}
+
+fn write_block(
+    file: &File,
+    direct: &mut Option<File>,
+    writeback: &mut Writeback,
+    block: &[u8],
+    pos: u64,
+) -> io::Result<()> {
+    if let Some(d) = direct {
+        match d.write_all_at(block, pos) {
+            Ok(()) => return Ok(()),
+            // This file system does not take direct writes after all: through the page cache.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => *direct = None,
+            Err(e) => return Err(e),
+        }
+    }
+    file.write_all_at(block, pos)?;
+    writeback.written(file, pos + block.len() as u64)
 }
 
 /// Early writeback of a file written front to back through the page cache.
@@ -167,6 +316,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("img");
         let out = OutputFile::create(&path).unwrap();
+        assert!(out.io.thread.is_some());
         write_and_check(out, &path);
         let again = OutputFile::create(&path).unwrap();
         write_and_check(again, &path);
@@ -177,7 +327,32 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("img");
         let file = File::create(&path).unwrap();
-        write_and_check(OutputFile::new(file, None), &path);
+        write_and_check(OutputFile::new(file, None).unwrap(), &path);
+    }
+
+    /// The writing thread's failure reaches the image writer: at a later write, at the latest at `finish`,
+    /// and every call after it repeats it.
+    #[test]
+    fn a_failed_block_write_is_reported_and_repeated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("img");
+        std::fs::write(&path, b"").unwrap();
+        // Opened read-only: every write fails with EBADF.
+        let file = File::open(&path).unwrap();
+        let mut out = OutputFile::new(file, None).unwrap();
+        let block = vec![7u8; BLOCK];
+        let mut first = None;
+        for _ in 0..=IN_FLIGHT + 1 {
+            if let Err(e) = out.write_all(&block) {
+                first = Some(e);
+                break;
+            }
+        }
+        let first = first.expect("a write error by the time the blocks in flight are waited for");
+        assert_eq!(first.raw_os_error(), Some(libc::EBADF), "{first}");
+        let again = out.write_all(&block).unwrap_err();
+        assert!(again.to_string().contains(&first.to_string()), "{again}");
+        assert!(out.finish().is_err());
     }
 
     #[test]
