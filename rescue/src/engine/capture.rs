@@ -1,9 +1,10 @@
 //! Capture: source disk → image. This thread numbers the image's steps (stream beginnings, unused extents,
 //! chunk-aligned reads of the used ranges); [`worker`] threads read their chunk (direct I/O where the source
-//! allows it), hash it (blake3) and compress it (zstd); one [`assemble`] thread writes the steps to the image
-//! in order. A step needs a permit, which the writer returns once the step is written, so memory stays
-//! bounded whatever the disk size. Zero chunks are recorded, not stored; identical chunks are stored once;
-//! unreadable sectors are recorded and the capture goes on.
+//! allows it), hash it (blake3) and compress it (zstd); one [`assemble`] thread writes each chunk to the
+//! image as soon as it arrives and records the steps in the index in their order. A read needs a permit,
+//! which the writer returns once the chunk is written, and every step one more, returned once it is in the
+//! index, so memory stays bounded whatever the disk size. Zero chunks are recorded, not stored; identical
+//! chunks are stored once; unreadable sectors are recorded and the capture goes on.
 
 mod assemble;
 mod worker;
@@ -24,7 +25,7 @@ use crate::image::{
 };
 use crate::plan::{CapturePlan, PlannedStream};
 use assemble::{write_steps, Output, Tally};
-use worker::{worker, BufferPool, Task};
+use worker::{compressor, reader, BufferPool, ReadChunk, Task};
 
 #[derive(Debug, Clone)]
 pub struct CaptureOptions {
@@ -49,8 +50,9 @@ pub struct CaptureReport {
     pub seconds: f64,
 }
 
-/// One step of the image, in image order. The reader numbers them; the writer applies them in that order.
-enum Op {
+/// One step of the image, in image order. The planner numbers them; the writer records them in that order.
+/// `C` is what a data range carries: its compressed chunk, then, once written, where the chunk is.
+enum Op<C = CompressedChunk> {
     /// A stream begins; with the bytes of it that will be read (for progress).
     Begin(StreamInfo, u64),
     Extent {
@@ -61,7 +63,7 @@ enum Op {
     Data {
         offset: u64,
         len: u64,
-        chunk: CompressedChunk,
+        chunk: C,
     },
 }
 
@@ -214,29 +216,27 @@ pub fn capture<W: Write + Send>(
     };
     let writer = ImageWriter::new(out, header).map_err(EngineError::Image)?;
     let threads = opts.threads.max(1);
-    // Steps in flight (numbered but not yet written): bounds memory whatever the disk size, even while one
-    // worker is stuck narrowing a bad sector and the others run ahead. A step holds at most two chunk
-    // buffers (the bytes read and the zstd frame), so at most 2 × 24 × 4 MiB = 192 MiB of chunk buffers.
-    let window = (4 * threads + 4).min(24);
-    let (permit_tx, permit_rx) = sync_channel::<()>(window);
-    for _ in 0..window {
-        let _ = permit_tx.send(());
-    }
-    let (task_tx, task_rx) = sync_channel::<Task>(threads);
+    let window = read_window(threads, opts.chunk_size);
+    let (read_permits, read_permit) = permits(window);
+    let (step_permits, step_permit) = permits(STEPS_AHEAD);
+    let (task_tx, task_rx) = sync_channel::<Task>(READERS);
     let task_rx = Arc::new(Mutex::new(task_rx));
-    let (step_tx, step_rx) = sync_channel::<(u64, Steps)>(window);
+    let (read_tx, read_rx) = sync_channel::<ReadChunk>(window);
+    let read_rx = Arc::new(Mutex::new(read_rx));
+    let (step_tx, step_rx) = sync_channel::<Step>(window);
     let pool = BufferPool::new(opts.chunk_size as usize, 2 * window);
     let mut tally = Tally::default();
 
     let result: Result<FinishedImage<W>, EngineError> = std::thread::scope(|scope| {
-        // More workers than threads: while some wait for the disk, the others keep the cores busy. Two more
-        // at the fast levels, where reading takes a good part of a chunk's time; one more at the slow ones,
-        // whose compressor contexts are large (tens of MiB each) and where the disk is rarely waited for.
-        let extra = if opts.level <= 9 { 2 } else { 1 };
-        for _ in 0..threads + extra {
-            let (rx, tx) = (task_rx.clone(), step_tx.clone());
+        for _ in 0..READERS {
+            let (rx, tx, pool) = (task_rx.clone(), read_tx.clone(), &pool);
+            scope.spawn(move || reader(source, rx, tx, pool));
+        }
+        drop(read_tx);
+        for _ in 0..threads {
+            let (rx, tx) = (read_rx.clone(), step_tx.clone());
             let (level, pool) = (opts.level, &pool);
-            scope.spawn(move || worker(source, rx, tx, level, pool));
+            scope.spawn(move || compressor(rx, tx, level, pool));
         }
         let extras = IndexExtras {
             creation: opts.creation.clone(),
@@ -247,11 +247,16 @@ pub fn capture<W: Write + Send>(
         let out = Output {
             meter: &meter,
             pool: &pool,
-            permits: permit_tx,
+            read_permits,
+            step_permits,
             tally: &mut tally,
         };
         let writer_handle = scope.spawn(|| write_steps(writer, step_rx, out, extras));
-        let plan_result = plan_steps(&work, opts, &permit_rx, &task_tx, &step_tx);
+        let permit = Taken {
+            read: &read_permit,
+            step: &step_permit,
+        };
+        let plan_result = plan_steps(&work, opts, permit, &task_tx, &step_tx);
         drop(task_tx);
         drop(step_tx);
         let written = writer_handle.join().unwrap_or_else(|_| {
@@ -283,18 +288,63 @@ pub fn capture<W: Write + Send>(
     Ok((report, finished.inner))
 }
 
+/// Chunk buffers the capture may hold at once (bytes read and zstd frames, pooled).
+const BUFFER_BUDGET: u64 = 160 << 20;
+
+/// Steps numbered but not yet in the index. Once written, a step waits in the writer only as a few words
+/// of index; this bounds them while one worker is stuck narrowing a bad sector and the others run ahead.
+const STEPS_AHEAD: usize = 4096;
+
+/// Reader threads: two reads in flight keep a disk busy while each waits for its own (and let an NVMe
+/// drive or a RAID work on two at once); they cost no CPU while waiting.
+const READERS: usize = 2;
+
+/// Reads in flight (handed to the readers, their chunk not yet written): bounds memory whatever the disk
+/// size. A read holds at most two chunk buffers (the bytes read and the zstd frame), so the window keeps
+/// them within [`BUFFER_BUDGET`]: 10 reads of 8 MiB chunks. Every reader and compressor gets a read even
+/// with huge chunks, so the budget only bends for chunk sizes nobody captures with by default.
+fn read_window(threads: usize, chunk_size: u32) -> usize {
+    let by_budget = BUFFER_BUDGET / (2 * u64::from(chunk_size.max(1)));
+    (4 * threads + 4)
+        .min(by_budget as usize)
+        .max(threads + READERS + 1)
+}
+
+/// `n` permits: the receiver takes one, the sender gives one back.
+fn permits(n: usize) -> (SyncSender<()>, Receiver<()>) {
+    let (tx, rx) = sync_channel(n);
+    for _ in 0..n {
+        let _ = tx.send(());
+    }
+    (tx, rx)
+}
+
+/// Where the planner takes its permits from.
+#[derive(Clone, Copy)]
+struct Taken<'a> {
+    read: &'a Receiver<()>,
+    step: &'a Receiver<()>,
+}
+
 /// What one numbered step of the image turned into: image operations in order, or why it failed.
 type Steps = Result<Vec<Op>, EngineError>;
 
+/// A numbered step on its way to the writer. `read` is set on the workers' steps, which hold a read permit.
+struct Step {
+    seq: u64,
+    ops: Steps,
+    read: bool,
+}
+
 /// Numbers the image's steps in order: stream beginnings and unused extents go straight to the writer,
-/// reads go to the workers. Every step waits for a permit, which the writer returns once it has written
-/// that step.
+/// reads go to the workers. Every step waits for a step permit, which the writer returns once the step is
+/// in the index, and every read for a read permit too, returned once its chunk is written.
 fn plan_steps(
     work: &[(&PlannedStream, Vec<Range<u64>>, CaptureMode, String)],
     opts: &CaptureOptions,
-    permits: &Receiver<()>,
+    permit: Taken,
     tasks: &SyncSender<Task>,
-    steps: &SyncSender<(u64, Steps)>,
+    steps: &SyncSender<Step>,
 ) -> Result<(), EngineError> {
     let stopped = || EngineError::Internal("the image writer stopped".into());
     let mut seq = 0u64;
@@ -302,11 +352,18 @@ fn plan_steps(
         if opts.cancel.load(Ordering::Relaxed) {
             return Err(EngineError::Cancelled);
         }
-        permits.recv().map_err(|_| stopped())?;
+        permit.step.recv().map_err(|_| stopped())?;
         *seq += 1;
         Ok(*seq - 1)
     };
-    let direct = |seq: u64, op: Op| steps.send((seq, Ok(vec![op]))).map_err(|_| stopped());
+    let direct = |seq: u64, op: Op| {
+        let step = Step {
+            seq,
+            ops: Ok(vec![op]),
+            read: false,
+        };
+        steps.send(step).map_err(|_| stopped())
+    };
     let unused = |offset: u64, len: u64| Op::Extent {
         offset,
         len,
@@ -334,8 +391,10 @@ fn plan_steps(
             while off < r.end {
                 let end = ((off / chunk) + 1) * chunk;
                 let len = (end.min(r.end) - off) as usize;
+                let step = next(&mut seq)?;
+                permit.read.recv().map_err(|_| stopped())?;
                 let task = Task {
-                    seq: next(&mut seq)?,
+                    seq: step,
                     disk_offset: s.disk_offset,
                     offset: off,
                     len,

@@ -1,5 +1,8 @@
-//! The image writer's side of a capture: steps arrive in any order from the workers and the planner, and
-//! are written in their order; each written step returns a permit to the planner and its buffers to the pool.
+//! The image writer's side of a capture: steps arrive in any order from the workers and the planner. A
+//! chunk is written to the image as soon as it arrives (frames may stand in any order in the file; the
+//! index says where each range's bytes are), which returns its read permit and its buffers at once: no
+//! finished chunk waits for a slower one that came before it. What remains of a step, a few words of index,
+//! is recorded in step order, which returns its step permit.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -9,10 +12,10 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::worker::BufferPool;
-use super::{Op, Steps};
+use super::{Op, Step};
 use crate::engine::progress::Meter;
 use crate::engine::EngineError;
-use crate::image::{ExtentKind, FinishedImage, ImageWriter, IndexExtras};
+use crate::image::{ChunkId, ExtentKind, FinishedImage, ImageWriter, IndexExtras};
 
 /// What the writer counts as it goes, for the report.
 #[derive(Default)]
@@ -25,35 +28,57 @@ pub(super) struct Tally {
 pub(super) struct Output<'a> {
     pub meter: &'a Mutex<Meter>,
     pub pool: &'a BufferPool,
-    pub permits: SyncSender<()>,
+    pub read_permits: SyncSender<()>,
+    pub step_permits: SyncSender<()>,
     pub tally: &'a mut Tally,
 }
 
-/// Writes the steps in their order (they arrive in any order) and returns a permit for each.
+/// A step's operation once its chunk, if any, is written: what the index records.
+type Indexed = Op<Stored>;
+
+/// Where a data range's chunk is.
+struct Stored {
+    id: ChunkId,
+    /// Bytes this chunk added to the image (0 when it was already there).
+    stored: u64,
+}
+
+/// Writes the chunks as they come and records the steps in the index in their order, returning the
+/// permits (the planner may have finished: a permit nobody takes is fine).
 pub(super) fn write_steps<W: Write>(
     mut writer: ImageWriter<W>,
-    steps: Receiver<(u64, Steps)>,
+    steps: Receiver<Step>,
     mut out: Output,
     extras: IndexExtras,
 ) -> Result<FinishedImage<W>, EngineError> {
-    let mut pending: BTreeMap<u64, Vec<Op>> = BTreeMap::new();
+    let mut pending: BTreeMap<u64, Vec<Indexed>> = BTreeMap::new();
     let mut next = 0u64;
     let mut stream = None;
     loop {
-        // Apply everything that is next in order; wait for more otherwise.
+        // Record everything that is next in order; wait for more otherwise.
         while let Some(ops) = pending.remove(&next) {
             for op in ops {
-                apply(&mut writer, &mut stream, op, &mut out)?;
+                record(&mut writer, &mut stream, op, &mut out)?;
             }
             next += 1;
-            // The planner may have finished: a permit nobody takes is fine.
-            let _ = out.permits.try_send(());
+            let _ = out.step_permits.try_send(());
         }
         match steps.recv_timeout(Duration::from_secs(1)) {
-            Ok((seq, Ok(ops))) => {
+            Ok(Step {
+                seq,
+                ops: Ok(ops),
+                read,
+            }) => {
+                let ops = ops
+                    .into_iter()
+                    .map(|op| store(&mut writer, op, out.pool))
+                    .collect::<Result<Vec<_>, _>>()?;
+                if read {
+                    let _ = out.read_permits.try_send(());
+                }
                 pending.insert(seq, ops);
             }
-            Ok((_, Err(e))) => return Err(e),
+            Ok(Step { ops: Err(e), .. }) => return Err(e),
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
         }
@@ -74,10 +99,40 @@ struct Current {
     disk_offset: u64,
 }
 
-fn apply<W: Write>(
+/// Writes an operation's chunk, unless the image holds it already, and gives its buffer back.
+fn store<W: Write>(
+    writer: &mut ImageWriter<W>,
+    op: Op,
+    pool: &BufferPool,
+) -> Result<Indexed, EngineError> {
+    Ok(match op {
+        Op::Begin(info, used) => Op::Begin(info, used),
+        Op::Extent { offset, len, kind } => Op::Extent { offset, len, kind },
+        Op::Data { offset, len, chunk } => {
+            let (id, stored) = match writer.has_chunk(&chunk.hash, chunk.uncompressed_len) {
+                Some(id) => (id, 0),
+                None => {
+                    let id = writer
+                        .write_compressed(&chunk)
+                        .map_err(EngineError::Image)?;
+                    (id, chunk.payload.len() as u64)
+                }
+            };
+            pool.give(chunk.payload);
+            Op::Data {
+                offset,
+                len,
+                chunk: Stored { id, stored },
+            }
+        }
+    })
+}
+
+/// Records one operation in the index, in step order.
+fn record<W: Write>(
     writer: &mut ImageWriter<W>,
     stream: &mut Option<Current>,
-    op: Op,
+    op: Indexed,
     out: &mut Output,
 ) -> Result<(), EngineError> {
     if let Op::Begin(info, used) = op {
@@ -113,23 +168,14 @@ fn apply<W: Write>(
             }
             (len, 0)
         }
-        Op::Data { offset, len, chunk } => {
-            let (id, stored) = match writer.has_chunk(&chunk.hash, chunk.uncompressed_len) {
-                Some(id) => (id, 0),
-                None => {
-                    let stored = chunk.payload.len() as u64;
-                    (
-                        writer
-                            .write_compressed(&chunk)
-                            .map_err(EngineError::Image)?,
-                        stored,
-                    )
-                }
-            };
+        Op::Data {
+            offset,
+            len,
+            chunk: Stored { id, stored },
+        } => {
             writer
                 .push_data(s.id, offset, len, id)
                 .map_err(EngineError::Image)?;
-            out.pool.give(chunk.payload);
             (len, stored)
         }
     };
@@ -137,4 +183,108 @@ fn apply<W: Write>(
         m.advance(len, stored);
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::image::{
+        CaptureMode, ChunkCompressor, CreationInfo, DiskInfo, ImageHeaderInfo, ImageReader,
+        StreamInfo, StreamKind,
+    };
+    use std::sync::mpsc::sync_channel;
+
+    /// Chunks are written as they come, whatever their order, and the index still lists every range in
+    /// stream order; a chunk that arrives before an earlier step holding the same bytes is stored once.
+    #[test]
+    fn steps_arriving_out_of_order_are_indexed_in_order() {
+        const N: u64 = 4096;
+        let chunk = |byte: u8| {
+            ChunkCompressor::new(3)
+                .unwrap()
+                .compress(&[byte; N as usize])
+        };
+        let data = |offset: u64, byte: u8| Op::Data {
+            offset,
+            len: N,
+            chunk: chunk(byte).unwrap(),
+        };
+        let info = StreamInfo {
+            kind: StreamKind::WholeDisk,
+            disk_offset: 0,
+            length: 4 * N,
+            label: "disk".into(),
+            capture: CaptureMode::Raw,
+            capture_reason: "test".into(),
+        };
+        let step = |seq, ops, read| Step {
+            seq,
+            ops: Ok(ops),
+            read,
+        };
+        let (tx, rx) = sync_channel(8);
+        for s in [
+            step(4, vec![data(3 * N, 1)], true),
+            step(2, vec![data(N, 2)], true),
+            step(3, vec![zero(2 * N)], true),
+            step(1, vec![data(0, 1)], true),
+            step(0, vec![Op::Begin(info, 4 * N)], false),
+        ] {
+            tx.send(s).unwrap();
+        }
+        drop(tx);
+
+        let (read_permits, reads) = sync_channel(8);
+        let (step_permits, steps) = sync_channel(8);
+        let meter = Mutex::new(Meter::new("capture", 4 * N, None));
+        let pool = BufferPool::new(N as usize, 4);
+        let mut tally = Tally::default();
+        let out = Output {
+            meter: &meter,
+            pool: &pool,
+            read_permits,
+            step_permits,
+            tally: &mut tally,
+        };
+        let writer = ImageWriter::new(Vec::new(), ImageHeaderInfo::new(N as u32)).unwrap();
+        let disk = DiskInfo {
+            size: 4 * N,
+            logical_sector_size: 512,
+            physical_sector_size: 512,
+            ..DiskInfo::default()
+        };
+        let extras = IndexExtras::new(CreationInfo::default(), disk);
+        let image = write_steps(writer, rx, out, extras).unwrap();
+
+        assert_eq!(reads.try_iter().count(), 4, "a read permit per worker step");
+        assert_eq!(steps.try_iter().count(), 5, "a step permit per step");
+        assert_eq!(tally.zero_bytes, N);
+        let reader = ImageReader::open(std::io::Cursor::new(image.inner)).unwrap();
+        let index = reader.index();
+        assert_eq!(index.chunks.len(), 2, "the repeated chunk is stored once");
+        let kinds: Vec<_> = index.streams[0]
+            .extents
+            .iter()
+            .map(|e| (e.offset, e.kind))
+            .collect();
+        // The step at 3N arrived first, so its chunk is the file's first.
+        assert_eq!(
+            kinds,
+            [
+                (0, ExtentKind::Data(ChunkId(0))),
+                (N, ExtentKind::Data(ChunkId(1))),
+                (2 * N, ExtentKind::Zero),
+                (3 * N, ExtentKind::Data(ChunkId(0))),
+            ]
+        );
+    }
+
+    fn zero(offset: u64) -> Op {
+        Op::Extent {
+            offset,
+            len: 4096,
+            kind: ExtentKind::Zero,
+        }
+    }
 }

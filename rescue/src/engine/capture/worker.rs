@@ -1,11 +1,12 @@
-//! The workers: each reads one chunk of the source, finds zeros and unreadable sectors in it, and hashes
-//! and compresses the rest, in buffers from a pool that the image writer hands back.
+//! The workers: readers read the chunks of the source (unreadable sectors narrowed and recorded);
+//! compressors find zeros in them and hash and compress the rest, in buffers from a pool that the image
+//! writer hands back.
 
 use std::ops::Range;
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 
-use super::{Op, Steps};
+use super::{Op, Step, Steps};
 use crate::engine::device::Source;
 use crate::engine::EngineError;
 use crate::image::{ChunkCompressor, ExtentKind};
@@ -61,48 +62,81 @@ impl BufferPool {
     }
 }
 
-pub(super) fn worker(
+/// A task's bytes as read: the buffer and the unreadable disk ranges in it, or why reading failed.
+pub(super) struct ReadChunk {
+    task: Task,
+    got: Result<(AlignedBuf, Vec<Range<u64>>), EngineError>,
+}
+
+/// A reader: reads its tasks' chunks (direct I/O where the source allows it; unreadable sectors narrowed
+/// and recorded) into pool buffers for the compressors. Readers only wait for the disk, so they run beside
+/// the compressors without taking their cores, and the compressors find their next chunk read.
+pub(super) fn reader(
     source: &Source,
-    rx: Arc<Mutex<Receiver<Task>>>,
-    tx: SyncSender<(u64, Steps)>,
+    tasks: Arc<Mutex<Receiver<Task>>>,
+    out: SyncSender<ReadChunk>,
+    pool: &BufferPool,
+) {
+    while let Some(task) = next(&tasks) {
+        let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut buf = pool.take(task.len);
+            let bad = source.read_tolerant_into(&mut buf, task.disk_offset + task.offset)?;
+            Ok((buf, bad))
+        }))
+        .unwrap_or_else(|_| Err(EngineError::Internal("a reader thread panicked".into())));
+        if out.send(ReadChunk { task, got }).is_err() {
+            return;
+        }
+    }
+}
+
+/// A compressor, one per thread: finds zeros in a read chunk, and hashes and compresses the rest.
+pub(super) fn compressor(
+    reads: Arc<Mutex<Receiver<ReadChunk>>>,
+    steps: SyncSender<Step>,
     level: i32,
     pool: &BufferPool,
 ) {
     let mut compressor = ChunkCompressor::new(level).map_err(EngineError::Image);
-    loop {
-        let task = match rx.lock() {
-            Ok(r) => r.recv(),
-            Err(_) => return,
-        };
-        let Ok(task) = task else { return };
-        let seq = task.seq;
-        // A panic while reading or compressing must end this step with an error, not take the process down.
-        let steps = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    while let Some(read) = next(&reads) {
+        let seq = read.task.seq;
+        // A panic while compressing must end this step with an error, not take the process down.
+        let ops = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let c = compressor
                 .as_mut()
                 .map_err(|e| EngineError::Internal(e.to_string()))?;
-            read_task(source, task, c, pool)
+            let (buf, bad) = read.got?;
+            compress(read.task, buf, &bad, c, pool)
         }))
         .unwrap_or_else(|_| {
             Err(EngineError::Internal(
                 "a compression worker panicked".into(),
             ))
         });
-        if tx.send((seq, steps)).is_err() {
+        let step = Step {
+            seq,
+            ops,
+            read: true,
+        };
+        if steps.send(step).is_err() {
             return;
         }
     }
 }
 
-/// Read one task's bytes and turn them into image steps: unreadable pieces, zero pieces, and chunks.
-fn read_task(
-    source: &Source,
+/// The next item of a channel shared by several threads; `None` once it is closed.
+fn next<T>(rx: &Mutex<Receiver<T>>) -> Option<T> {
+    rx.lock().ok()?.recv().ok()
+}
+
+/// Turn one task's bytes into image steps: unreadable pieces, zero pieces, and chunks.
+fn compress(
     task: Task,
+    buf: AlignedBuf,
+    bad: &[Range<u64>],
     compressor: &mut ChunkCompressor,
     pool: &BufferPool,
 ) -> Steps {
-    let mut buf = pool.take(task.len);
-    let bad = source.read_tolerant_into(&mut buf, task.disk_offset + task.offset)?;
     if bad.is_empty() {
         // The usual case, a clean read: one piece, compressed from the buffer itself without a copy.
         if is_zero(&buf) {
@@ -120,7 +154,7 @@ fn read_task(
         }]);
     }
     let mut ops = Vec::new();
-    for piece in split_readable(task.offset, task.len as u64, &bad, task.disk_offset) {
+    for piece in split_readable(task.offset, task.len as u64, bad, task.disk_offset) {
         ops.push(match piece {
             Piece::Bad(range) => Op::Extent {
                 offset: range.start,
