@@ -451,7 +451,7 @@ fn compress_chunk_falls_back_to_stored() {
     assert!(compress_chunk(&[], 3).is_err());
 }
 
-/// Index cost for a 1 TB disk at 4 MiB chunks: `cargo test --release -p rescue --lib
+/// Index cost for 250 000 chunks (a 2 TB disk at 8 MiB chunks): `cargo test --release -p rescue --lib
 /// index_speed -- --ignored --nocapture` (numbers are recorded in docs/FORMAT.md).
 #[test]
 #[ignore]

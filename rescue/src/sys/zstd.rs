@@ -1,8 +1,8 @@
 //! A zstd compression context with parameters the `zstd` crate does not reach. zstd 1.5.7 splits blocks
 //! before compressing them ("pre-splitter", `ZSTD_c_blockSplitterLevel`, experimental and so not in
-//! `zstd-safe`'s parameter list); on 4 MiB disk-image chunks at level 3 that costs 6–10% of the time for a
-//! 0.6% smaller output, which a window covering the whole chunk and a larger hash table win back at less
-//! cost (see `image::chunk`).
+//! `zstd-safe`'s parameter list); on disk-image chunks of several MiB at level 3 that costs 6–10% of the
+//! time for a 0.6% smaller output, which a window covering the whole chunk wins back at less cost (see
+//! `image::chunk`).
 
 use std::ptr::NonNull;
 
@@ -14,8 +14,6 @@ pub struct ZstdParams {
     pub level: i32,
     /// log2 of the window; 0 keeps the level's.
     pub window_log: u32,
-    /// log2 of the hash table's entries; 0 keeps the level's.
-    pub hash_log: u32,
     /// Turn the pre-splitter off.
     pub no_pre_split: bool,
 }
@@ -48,9 +46,6 @@ impl ZstdCompressor {
         c.set(ZSTD_cParameter::ZSTD_c_compressionLevel, p.level)?;
         if p.window_log > 0 {
             c.set(ZSTD_cParameter::ZSTD_c_windowLog, p.window_log as i32)?;
-        }
-        if p.hash_log > 0 {
-            c.set(ZSTD_cParameter::ZSTD_c_hashLog, p.hash_log as i32)?;
         }
         if p.no_pre_split {
             // ZSTD_c_blockSplitterLevel (experimental parameter 20): 1 = no splitting.
@@ -111,8 +106,7 @@ mod tests {
             },
             ZstdParams {
                 level: 3,
-                window_log: 22,
-                hash_log: 18,
+                window_log: 23,
                 no_pre_split: true,
             },
         ] {
