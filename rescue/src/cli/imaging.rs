@@ -86,7 +86,7 @@ pub struct CaptureArgs {
     /// zstd compression level.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
     pub level: i32,
-    /// Compression threads (default: every core).
+    /// Compression threads (default: every core; at most 8 are used).
     #[arg(long, default_value_t = default_threads())]
     pub threads: usize,
     /// Read every sector (zero-skipped) instead of only what filesystems use.

@@ -215,7 +215,7 @@ pub fn capture<W: Write + Send>(
         chunk_size: opts.chunk_size,
     };
     let writer = ImageWriter::new(out, header).map_err(EngineError::Image)?;
-    let threads = opts.threads.max(1);
+    let threads = opts.threads.clamp(1, MAX_COMPRESSORS);
     let window = read_window(threads, opts.chunk_size);
     let (read_permits, read_permit) = permits(window);
     let (step_permits, step_permit) = permits(STEPS_AHEAD);
@@ -224,7 +224,7 @@ pub fn capture<W: Write + Send>(
     let (read_tx, read_rx) = sync_channel::<ReadChunk>(window);
     let read_rx = Arc::new(Mutex::new(read_rx));
     let (step_tx, step_rx) = sync_channel::<Step>(window);
-    let pool = BufferPool::new(opts.chunk_size as usize, 2 * window);
+    let pool = BufferPool::new(opts.chunk_size as usize, window + threads);
     let mut tally = Tally::default();
 
     let result: Result<FinishedImage<W>, EngineError> = std::thread::scope(|scope| {
@@ -288,8 +288,13 @@ pub fn capture<W: Write + Send>(
     Ok((report, finished.inner))
 }
 
-/// Chunk buffers the capture may hold at once (bytes read and zstd frames, pooled).
+/// Chunk buffers the capture may hold at once (bytes read and zstd frames, pooled): with the image output's
+/// blocks, the compressors' contexts and the index, peak memory stays well under 256 MiB.
 const BUFFER_BUDGET: u64 = 160 << 20;
+
+/// Most compressor threads, whatever `--threads` says: eight compress level 3 faster than nearly any disk
+/// reads (about 2.5 GB/s), and more would need more chunk buffers than [`BUFFER_BUDGET`] allows.
+const MAX_COMPRESSORS: usize = 8;
 
 /// Steps numbered but not yet in the index. Once written, a step waits in the writer only as a few words
 /// of index; this bounds them while one worker is stuck narrowing a bad sector and the others run ahead.
@@ -300,13 +305,14 @@ const STEPS_AHEAD: usize = 4096;
 const READERS: usize = 2;
 
 /// Reads in flight (handed to the readers, their chunk not yet written): bounds memory whatever the disk
-/// size. A read holds at most two chunk buffers (the bytes read and the zstd frame), so the window keeps
-/// them within [`BUFFER_BUDGET`]: 10 reads of 8 MiB chunks. Every reader and compressor gets a read even
-/// with huge chunks, so the budget only bends for chunk sizes nobody captures with by default.
+/// size. A read holds one chunk buffer, and one more while it is being compressed (the zstd frame), so
+/// `window + threads` buffers stay within [`BUFFER_BUDGET`]: 12 reads of 8 MiB chunks for 2 to 8
+/// compressors. Every reader and compressor gets a read even with huge chunks, so the budget only bends
+/// for chunk sizes nobody captures with by default.
 fn read_window(threads: usize, chunk_size: u32) -> usize {
-    let by_budget = BUFFER_BUDGET / (2 * u64::from(chunk_size.max(1)));
+    let buffers = (BUFFER_BUDGET / u64::from(chunk_size.max(1))) as usize;
     (4 * threads + 4)
-        .min(by_budget as usize)
+        .min(buffers.saturating_sub(threads))
         .max(threads + READERS + 1)
 }
 
@@ -411,4 +417,30 @@ fn plan_steps(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::DEFAULT_CHUNK_SIZE;
+
+    #[test]
+    fn the_read_window_keeps_every_thread_busy_within_the_buffer_budget() {
+        let chunk = DEFAULT_CHUNK_SIZE;
+        for threads in 1..=MAX_COMPRESSORS {
+            let window = read_window(threads, chunk);
+            assert!(
+                window > threads + READERS,
+                "{threads} threads: window {window}"
+            );
+            let buffers = (window + threads) as u64 * u64::from(chunk);
+            assert!(
+                buffers <= BUFFER_BUDGET,
+                "{threads} threads: {buffers} bytes"
+            );
+        }
+        assert_eq!(read_window(2, chunk), 12);
+        // Huge chunks bend the budget rather than starve a thread.
+        assert_eq!(read_window(4, 64 << 20), 4 + READERS + 1);
+    }
 }
