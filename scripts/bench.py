@@ -634,6 +634,14 @@ def render(a, layout, rows, checks, extra, pc_cmds, nproc):
             f"{t} {o.split(' (')[0]}: " + ", ".join(f"{v:.1f}" for v in r["all_seconds"]) for _, t, o, r, _ in rows)
             + ".")
         L.append("")
+        # Paired by round: the tools of one round ran within minutes of each other, so a slow spell of the
+        # host that spans a round hits both sides of its ratio.
+        def per_round(theirs, ours):
+            return ", ".join(f"{ratio(t, o):.2f}" for t, o in zip(theirs["all_seconds"], ours["all_seconds"]))
+        L.append("partclone+zstd time / ours within each round: capture " + per_round(pc, oc)
+                 + "; verified restore " + per_round(pr, orv) + "; restore --no-verify " + per_round(pr, orn)
+                 + ".")
+        L.append("")
     fss = [f"{p['number']} ({p['fs']})" for p in layout["partitions"]]
     L.append("partclone per partition (median round): capture " + ", ".join(
         f"{n} {sec:.1f} s" for n, sec in zip(fss, pc["parts"] or [])) + "; image " + ", ".join(
