@@ -311,3 +311,45 @@ fn image_with_index(image: &[u8], idx: &Index) -> Vec<u8> {
     out.extend_from_slice(&footer.encode());
     out
 }
+
+/// The parallel verify (positional reads, one thread per core) finds exactly what the sequential one
+/// finds, listed in chunk order, however the threads happen to finish.
+#[test]
+fn parallel_verify_reports_what_the_sequential_one_does() {
+    let a = build_vec();
+    let r = ImageReader::open(Cursor::new(a.bytes.clone())).unwrap();
+    let n = r.index().chunks.len() as u64;
+    let mut bytes = a.bytes.clone();
+    for id in [n - 1, 0] {
+        let c = chunk_at(&a.bytes, id);
+        bytes[(c.offset + FRAME_HEADER_LEN as u64 + 1) as usize] ^= 0x01;
+    }
+    let sequential = ImageReader::open(Cursor::new(bytes.clone()))
+        .unwrap()
+        .verify(|_| {});
+    let mut seen = Vec::new();
+    let parallel = SharedReader::open(std::sync::Arc::new(bytes))
+        .unwrap()
+        .verify(|p| seen.push(p.chunks_done));
+    assert_eq!(parallel.bad_chunks, 2);
+    assert_eq!(parallel.problems(), sequential.problems());
+    assert_eq!(
+        (
+            parallel.chunks_ok,
+            parallel.bytes_ok,
+            parallel.chunks_checked
+        ),
+        (
+            sequential.chunks_ok,
+            sequential.bytes_ok,
+            sequential.chunks_checked
+        )
+    );
+    assert_eq!(
+        seen,
+        (0..=n).collect::<Vec<_>>(),
+        "progress after every chunk"
+    );
+    let ids: Vec<_> = parallel.chunk_errors.iter().map(|e| e.chunk()).collect();
+    assert_eq!(ids, [Some(ChunkId(0)), Some(ChunkId(n - 1))]);
+}
