@@ -11,6 +11,7 @@ use nix::errno::Errno;
 use nix::mount::MsFlags;
 
 pub mod aligned;
+pub mod direct;
 pub mod zstd;
 pub use aligned::AlignedBuf;
 

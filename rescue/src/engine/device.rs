@@ -9,9 +9,9 @@ use std::ops::Range;
 use std::os::fd::AsFd;
 use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::sys;
+use crate::sys::direct::Direct;
 
 mod target;
 pub use target::Target;
@@ -70,9 +70,7 @@ pub struct Source {
     pub retries: u32,
     /// The disk or file opened with O_DIRECT: for large aligned reads, and for narrowing failed reads
     /// down to the sector.
-    direct: Option<File>,
-    /// Cleared when the direct descriptor refuses a read as invalid (some file systems).
-    direct_works: AtomicBool,
+    direct: Direct,
 }
 
 pub(super) fn open_error(path: &Path, source: io::Error) -> DeviceError {
@@ -138,8 +136,7 @@ impl Source {
             sector,
             restore_rw,
             retries: 1,
-            direct,
-            direct_works: AtomicBool::new(true),
+            direct: Direct::new(direct),
         })
     }
 
@@ -153,8 +150,7 @@ impl Source {
             sector,
             restore_rw: false,
             retries: 1,
-            direct: None,
-            direct_works: AtomicBool::new(false),
+            direct: Direct::new(None),
         }
     }
 
@@ -225,22 +221,11 @@ impl Source {
 
     /// One attempt at the whole range: direct I/O where possible, buffered otherwise.
     fn read_fast(&self, buf: &mut [u8], offset: u64) -> bool {
-        let aligned = sys::aligned::fits_direct_io(buf, offset, self.sector);
-        if let (true, Some(direct), true) = (
-            aligned,
-            &self.direct,
-            self.direct_works.load(Ordering::Relaxed),
-        ) {
-            match FileExt::read_exact_at(direct, buf, offset) {
-                Ok(()) => return true,
-                // This file system or device does not take these direct reads: buffered from now on.
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                    self.direct_works.store(false, Ordering::Relaxed);
-                }
-                Err(_) => return false,
-            }
-        }
-        self.file.read_exact_at(buf, offset).is_ok()
+        self.direct
+            .read_exact_at(buf, offset, self.sector, |b, at| {
+                self.file.read_exact_at(b, at)
+            })
+            .is_ok()
     }
 
     fn try_read(&self, buf: &mut [u8], offset: u64) -> bool {
@@ -250,7 +235,7 @@ impl Source {
     /// Reads after a failure: direct I/O on a block device, so that a failing sector fails alone rather
     /// than with the rest of its page.
     fn narrow_read(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        match &self.direct {
+        match self.direct.file() {
             Some(f) => sys::pread_direct(f, buf, offset),
             None => self.file.read_exact_at(buf, offset),
         }

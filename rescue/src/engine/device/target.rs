@@ -6,19 +6,17 @@ use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{is_block, open_error, DeviceError};
 use crate::sys;
+use crate::sys::direct::Direct;
 
 /// A disk or file being written (restore, clone).
 pub struct Target {
     file: File,
     /// The same device or file opened with O_DIRECT: large aligned writes and read-backs go through it,
     /// with no copy into the page cache and each write's error reported by that write.
-    direct: Option<File>,
-    /// Cleared when the direct descriptor refuses a request as invalid (some file systems).
-    direct_works: AtomicBool,
+    direct: Direct,
     path: PathBuf,
     size: u64,
     sector: u32,
@@ -56,8 +54,7 @@ impl Target {
             .ok();
         Ok(Target {
             file,
-            direct_works: AtomicBool::new(direct.is_some()),
-            direct,
+            direct: Direct::new(direct),
             path: path.to_path_buf(),
             size,
             sector,
@@ -96,17 +93,12 @@ impl Target {
             offset,
             source,
         };
-        let result = match self.direct_for(data, offset) {
-            // A direct write is on the device (or its cache, flushed by `sync`) when it returns.
-            Some(direct) => match direct.write_all_at(data, offset) {
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                    self.direct_works.store(false, Ordering::Relaxed);
-                    self.buffered_write(data, offset)
-                }
-                r => r,
-            },
-            None => self.buffered_write(data, offset),
-        };
+        // A direct write is on the device (or its cache, flushed by `sync`) when it returns.
+        let result = self.direct.io(
+            sys::aligned::fits_direct_io(data, offset, self.sector),
+            |direct| direct.write_all_at(data, offset),
+            || self.buffered_write(data, offset),
+        );
         match result {
             Ok(()) => Ok(()),
             Err(source) if self.block && data.len() > self.sector as usize => {
@@ -133,14 +125,6 @@ impl Target {
             .and_then(|()| self.flush_range(offset, data.len() as u64))
     }
 
-    /// The direct descriptor, when `buf` and the range meet direct I/O's alignment.
-    fn direct_for(&self, buf: &[u8], offset: u64) -> Option<&File> {
-        let aligned = sys::aligned::fits_direct_io(buf, offset, self.sector);
-        self.direct
-            .as_ref()
-            .filter(|_| aligned && self.direct_works.load(Ordering::Relaxed))
-    }
-
     fn flush_range(&self, offset: u64, len: u64) -> io::Result<()> {
         if self.block {
             sys::flush_range(self.file.as_fd(), offset, len)
@@ -152,16 +136,11 @@ impl Target {
     /// Read from the device (direct I/O when `buf` is aligned, so the read-back sees the device rather than
     /// the page cache).
     pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<(), DeviceError> {
-        let result = match self.direct_for(buf, offset) {
-            Some(direct) => match FileExt::read_exact_at(direct, buf, offset) {
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                    self.direct_works.store(false, Ordering::Relaxed);
-                    FileExt::read_exact_at(&self.file, buf, offset)
-                }
-                r => r,
-            },
-            None => FileExt::read_exact_at(&self.file, buf, offset),
-        };
+        let result = self
+            .direct
+            .read_exact_at(buf, offset, self.sector, |b, at| {
+                FileExt::read_exact_at(&self.file, b, at)
+            });
         result.map_err(|source| DeviceError::Read {
             path: self.path.clone(),
             offset,
