@@ -234,9 +234,10 @@ fn host_capture(source: &Path, image: &Path) {
         source: source.to_path_buf(),
         output: image.to_path_buf(),
         partitions: Vec::new(),
-        level: 3,
+        level: rescue::image::DEFAULT_LEVEL,
         threads: 2,
         raw: false,
+        no_dedup: false,
         json: false,
     };
     assert_eq!(rescue::cli::imaging::capture(args).unwrap(), 0);

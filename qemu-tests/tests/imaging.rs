@@ -208,9 +208,10 @@ fn restore_onto_the_disk_holding_the_image_is_refused() {
         source: src.path.clone(),
         output: image.clone(),
         partitions: Vec::new(),
-        level: 3,
+        level: rescue::image::DEFAULT_LEVEL,
         threads: 2,
         raw: false,
+        no_dedup: false,
         json: false,
     };
     assert_eq!(rescue::cli::imaging::capture(args).unwrap(), 0);

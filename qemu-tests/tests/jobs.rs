@@ -211,8 +211,9 @@ fn golden_image(src: &Source, work: &Path) -> PathBuf {
         output: golden.clone(),
         partitions: vec![],
         raw: false,
-        level: 3,
+        level: rescue::image::DEFAULT_LEVEL,
         threads: 2,
+        dedup: true,
     };
     rescue::ops::capture(&spec, &Default::default(), Default::default()).unwrap();
     golden

@@ -5,6 +5,7 @@ pub mod capture;
 pub mod clone;
 pub mod device;
 pub mod output;
+mod pieces;
 pub mod progress;
 pub mod restore;
 pub mod verify;
@@ -143,3 +144,6 @@ pub fn creation_info() -> crate::image::CreationInfo {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests_dedup;

@@ -48,12 +48,14 @@ mod tests;
 
 use std::fmt;
 
-pub use self::chunk::{compress_chunk, decompress_chunk, ChunkCompressor, CompressedChunk};
+pub use self::chunk::{
+    compress_chunk, decompress_chunk, ChunkCompressor, CompressedChunk, DEFAULT_LEVEL,
+};
 pub use self::codec::{DecodeError, DecodeErrorKind};
 pub use self::error::{ChunkFault, ChunkLocation, ImageError};
 pub use self::format::{
-    Header, FOOTER_LEN, FRAME_HEADER_LEN, HEADER_LEN, OPTIONAL_FEATURES_KNOWN,
-    REQUIRED_FEATURES_KNOWN,
+    Header, FEATURE_CHUNK_SLICES, FOOTER_LEN, FRAME_HEADER_LEN, HEADER_LEN,
+    OPTIONAL_FEATURES_KNOWN, REQUIRED_FEATURES_KNOWN,
 };
 pub use self::index::{
     CaptureMode, ChunkRecord, CreationInfo, DiskInfo, Extent, ExtentKind, Index, PartitionInfo,
@@ -66,7 +68,7 @@ pub use self::writer::{FinishedImage, ImageHeaderInfo, ImageWriter, IndexExtras}
 /// Major format version this code writes and reads. A reader refuses any other major version.
 pub const FORMAT_MAJOR: u16 = 1;
 /// Minor format version this code writes. Minor versions only add things older readers may ignore.
-pub const FORMAT_MINOR: u16 = 0;
+pub const FORMAT_MINOR: u16 = 1;
 
 /// Default uncompressed chunk size: large enough that per-chunk overhead (frame header, index
 /// record, one hash) is negligible and that zstd finds its matches (a frame's window covers the whole

@@ -294,6 +294,7 @@ fn execute(
                 raw: o.raw,
                 level: o.level,
                 threads,
+                dedup: true,
             };
             let (_, report) = ops::capture(&cs, &env.detect, ctl)?;
             out.root_hash = Some(report.root_hash.clone());

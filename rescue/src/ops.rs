@@ -49,6 +49,8 @@ pub struct CaptureSpec {
     pub raw: bool,
     pub level: i32,
     pub threads: usize,
+    /// Store each 4 KiB block once (an image for format 1.1 readers).
+    pub dedup: bool,
 }
 
 /// The `.partial` name an image has until it is complete.
@@ -92,6 +94,7 @@ pub fn capture(
         level: spec.level,
         threads: spec.threads.max(1),
         chunk_size: crate::image::DEFAULT_CHUNK_SIZE,
+        dedup: spec.dedup,
         creation: engine::creation_info(),
         cancel: ctl.cancel,
     };
@@ -288,7 +291,7 @@ pub fn verify(image: &Path, against: Option<&Path>) -> anyhow::Result<VerifyOutc
     let mut problems = report.problems();
     if let Some(dev) = against {
         let source = device::Source::open_unlocked(dev)?;
-        let r = verify::verify_against(reader.index(), &source, None, None)?;
+        let r = verify::verify_against(&reader, &source, None, None)?;
         problems.extend(r.differences);
     }
     Ok(VerifyOutcome {

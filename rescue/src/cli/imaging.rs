@@ -83,8 +83,9 @@ pub struct CaptureArgs {
     /// Capture only this partition (repeatable); the partition table is still recorded.
     #[arg(long = "partition")]
     pub partitions: Vec<u32>,
-    /// zstd compression level.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
+    /// zstd compression level (the default, 2, with block deduplication makes images smaller than
+    /// Clonezilla's partclone | zstd -3, faster; higher levels compress more, more slowly).
+    #[arg(long, default_value_t = crate::image::DEFAULT_LEVEL, value_parser = clap::value_parser!(i32).range(1..=19))]
     pub level: i32,
     /// Compression threads (default: every core; at most 8 are used).
     #[arg(long, default_value_t = default_threads())]
@@ -92,6 +93,10 @@ pub struct CaptureArgs {
     /// Read every sector (zero-skipped) instead of only what filesystems use.
     #[arg(long)]
     pub raw: bool,
+    /// Do not look for 4 KiB blocks stored already (block deduplication): the image is then readable by
+    /// format 1.0 readers too, and usually larger.
+    #[arg(long)]
+    pub no_dedup: bool,
     /// Progress as JSON lines on stderr and the summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -106,6 +111,7 @@ pub fn capture(a: CaptureArgs) -> anyhow::Result<i32> {
         raw: a.raw,
         level: a.level,
         threads: a.threads,
+        dedup: !a.no_dedup,
     };
     let (tx, printer) = progress_printer(a.json);
     let ctl = ops::Control {

@@ -7,6 +7,7 @@
 //! chunks are stored once; unreadable sectors are recorded and the capture goes on.
 
 mod assemble;
+mod dedup;
 mod worker;
 
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -32,6 +33,8 @@ pub struct CaptureOptions {
     pub level: i32,
     pub threads: usize,
     pub chunk_size: u32,
+    /// Store each 4 KiB block once (see `capture::dedup`); the image then needs a format 1.1 reader.
+    pub dedup: bool,
     pub creation: CreationInfo,
     pub cancel: Arc<AtomicBool>,
 }
@@ -64,6 +67,15 @@ enum Op<C = CompressedChunk> {
         offset: u64,
         len: u64,
         chunk: C,
+    },
+    /// A chunk that no range takes whole (the blocks of a read not seen before): slices reference it.
+    Chunk(C),
+    /// `len` bytes of the chunk of step `step` (this one's or another's), from byte `at` of it.
+    Slice {
+        offset: u64,
+        len: u64,
+        step: u64,
+        at: u32,
     },
 }
 
@@ -213,6 +225,7 @@ pub fn capture<W: Write + Send>(
     let header = ImageHeaderInfo {
         image_id: ImageId::generate(),
         chunk_size: opts.chunk_size,
+        slices: opts.dedup,
     };
     let writer = ImageWriter::new(out, header).map_err(EngineError::Image)?;
     let threads = opts.threads.clamp(1, MAX_COMPRESSORS);
@@ -226,6 +239,7 @@ pub fn capture<W: Write + Send>(
     let (step_tx, step_rx) = sync_channel::<Step>(window);
     let pool = BufferPool::new(opts.chunk_size as usize, window + threads);
     let mut tally = Tally::default();
+    let dedup = opts.dedup.then(dedup::Dedup::default);
 
     let result: Result<FinishedImage<W>, EngineError> = std::thread::scope(|scope| {
         for _ in 0..READERS {
@@ -235,8 +249,8 @@ pub fn capture<W: Write + Send>(
         drop(read_tx);
         for _ in 0..threads {
             let (rx, tx) = (read_rx.clone(), step_tx.clone());
-            let (level, pool) = (opts.level, &pool);
-            scope.spawn(move || compressor(rx, tx, level, pool));
+            let (level, pool, dedup) = (opts.level, &pool, dedup.as_ref());
+            scope.spawn(move || compressor(rx, tx, level, pool, dedup));
         }
         let extras = IndexExtras {
             creation: opts.creation.clone(),

@@ -1,8 +1,9 @@
 //! Restore: image → target, following a [`RestorePlan`]. The target's table areas are wiped first and the
 //! partition tables are written last, so an interrupted restore leaves a disk with no valid-looking table
 //! rather than a half-restored one that seems fine. Worker threads read chunks (each one's blake3 checked
-//! before a byte of it is written) and write them at their offsets; writes of different chunks never
-//! overlap, so no ordering is needed. Afterwards every written range is read back and checked.
+//! before a byte of it is written) and write every piece of it at its offset (a deduplicated block's chunk
+//! is read once for all the places it goes); writes of different pieces never overlap, so no ordering is
+//! needed. Afterwards every written range is read back and checked.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -10,9 +11,10 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 
 use super::device::Target;
+use super::pieces::{self, ChunkWork};
 use super::progress::{Meter, Progress};
 use super::EngineError;
-use crate::image::{ChunkId, ExtentKind, Hash, ReadAt, SharedReader, TableRole};
+use crate::image::{ExtentKind, ReadAt, SharedReader, TableRole};
 use crate::plan::{tables, Layout, RestorePlan, StreamKind, TablePlan};
 use crate::sys::AlignedBuf;
 
@@ -46,23 +48,15 @@ pub struct RestoreReport {
     pub seconds: f64,
 }
 
-/// One piece of work: a data chunk to put at a target offset.
-#[derive(Debug, Clone)]
-struct ChunkWrite {
-    id: ChunkId,
-    target_offset: u64,
-    len: u64,
-}
-
 /// The whole stream's bytes (tables are small: a few sectors).
 fn stream_bytes<F: ReadAt>(image: &SharedReader<F>, stream: usize) -> Result<Vec<u8>, EngineError> {
     let s = &image.index().streams[stream];
     let mut out = vec![0u8; s.info.length as usize];
     for e in &s.extents {
-        if let ExtentKind::Data(id) = e.kind {
+        if let Some((id, from)) = e.chunk_piece() {
             let data = image.read_chunk(id)?;
-            let at = e.offset as usize;
-            out[at..at + data.len()].copy_from_slice(&data);
+            let (at, from, len) = (e.offset as usize, from as usize, e.len as usize);
+            out[at..at + len].copy_from_slice(&data[from..from + len]);
         }
     }
     Ok(out)
@@ -113,9 +107,9 @@ fn run<F: ReadAt>(
     for r in &plan.invalidate {
         target.zero(r.start, r.end - r.start)?;
     }
-    // Everything but the tables, as a list of chunk writes plus the direct zero/discard work.
-    let mut writes = Vec::new();
-    let mut total = 0u64;
+    // Everything but the tables: the chunks and the pieces of them to write, plus the direct zero/discard
+    // work.
+    let mut data = Vec::new();
     for p in &plan.placements {
         if table_role(layout, p.stream).is_some() {
             continue;
@@ -124,13 +118,8 @@ fn run<F: ReadAt>(
         for e in &s.extents {
             let at = p.target_offset + e.offset;
             match e.kind {
-                ExtentKind::Data(id) => {
-                    writes.push(ChunkWrite {
-                        id,
-                        target_offset: at,
-                        len: e.len,
-                    });
-                    total += e.len;
+                ExtentKind::Data(_) | ExtentKind::Slice { .. } => {
+                    data.push((p.stream, p.target_offset, e));
                 }
                 ExtentKind::Zero => target.zero(at, e.len)?,
                 ExtentKind::Unreadable => {
@@ -147,12 +136,16 @@ fn run<F: ReadAt>(
             }
         }
     }
+    let writes = pieces::group(data);
+    let total: u64 = writes.iter().map(ChunkWork::bytes).sum();
     let meter = Mutex::new(Meter::new("restore", total, progress.clone()));
-    parallel(&writes, opts, |buf, w| {
+    parallel(&writes, opts, |buf, _, w| {
         image.read_chunk_into(w.id, buf)?;
-        target.write_at(buf, w.target_offset)?;
+        for p in &w.pieces {
+            target.write_at(&buf[p.at as usize..(p.at + p.len) as usize], p.device)?;
+        }
         if let Ok(mut m) = meter.lock() {
-            m.advance(w.len, 0);
+            m.advance(w.bytes(), 0);
         }
         Ok(())
     })?;
@@ -171,25 +164,21 @@ fn run<F: ReadAt>(
     if opts.verify {
         target.drop_cache();
         let meter = Mutex::new(Meter::new("read-back", total, progress));
-        parallel(&writes, opts, |buf, w| {
-            if buf.capacity() < w.len as usize {
-                *buf = AlignedBuf::with_capacity(w.len as usize);
-            }
-            buf.set_len(w.len as usize);
-            target.read_exact_at(buf, w.target_offset)?;
-            let want = index.chunks.get(w.id.0 as usize).map(|c| c.hash);
-            if want != Some(Hash::of(buf)) {
+        let read: &pieces::ReadDevice =
+            &|buf, at| target.read_exact_at(buf, at).map_err(EngineError::from);
+        parallel(&writes, opts, |buf, scratch, w| {
+            if let Some(p) = pieces::compare(image, w, read, buf, scratch)?.first() {
                 return Err(EngineError::Failed(format!(
                     "read-back verification failed: {} bytes at byte {} of {} differ from the image ({}); the target \
                      may be failing",
-                    w.len,
-                    w.target_offset,
+                    p.len,
+                    p.device,
                     target.path().display(),
                     w.id
                 )));
             }
             if let Ok(mut m) = meter.lock() {
-                m.advance(w.len, 0);
+                m.advance(w.bytes(), 0);
             }
             Ok(())
         })?;
@@ -199,12 +188,12 @@ fn run<F: ReadAt>(
     Ok(report)
 }
 
-/// Run `f` over `items` on `opts.threads` threads, each with a page-aligned buffer of its own to reuse;
-/// the first error stops the rest.
+/// Run `f` over `items` on `opts.threads` threads, each with two page-aligned buffers of its own to reuse
+/// (a chunk's bytes, and a piece's); the first error stops the rest.
 fn parallel<T: Sync>(
     items: &[T],
     opts: &RestoreOptions,
-    f: impl Fn(&mut AlignedBuf, &T) -> Result<(), EngineError> + Sync,
+    f: impl Fn(&mut AlignedBuf, &mut AlignedBuf, &T) -> Result<(), EngineError> + Sync,
 ) -> Result<(), EngineError> {
     let next = AtomicUsize::new(0);
     let failed: Mutex<Option<EngineError>> = Mutex::new(None);
@@ -213,6 +202,7 @@ fn parallel<T: Sync>(
         for _ in 0..opts.threads.max(1) {
             scope.spawn(|| {
                 let mut buf = AlignedBuf::with_capacity(crate::image::DEFAULT_CHUNK_SIZE as usize);
+                let mut scratch = AlignedBuf::with_capacity(0);
                 loop {
                     if stop.load(Ordering::Relaxed) {
                         return;
@@ -227,7 +217,7 @@ fn parallel<T: Sync>(
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(item) = items.get(i) else { return };
                     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        f(&mut buf, item)
+                        f(&mut buf, &mut scratch, item)
                     }))
                     .unwrap_or_else(|_| {
                         Err(EngineError::Internal("a restore worker panicked".into()))

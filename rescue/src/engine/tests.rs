@@ -14,9 +14,9 @@ use crate::detect::{detect_image, DetectOptions};
 use crate::image::{ExtentKind, SharedReader};
 use crate::plan::{plan_capture, plan_restore_disk, CaptureRequest, Environment};
 
-struct Flaky {
-    data: Vec<u8>,
-    bad: Vec<Range<u64>>,
+pub(super) struct Flaky {
+    pub data: Vec<u8>,
+    pub bad: Vec<Range<u64>>,
 }
 
 impl Medium for Flaky {
@@ -66,6 +66,7 @@ fn bad_sectors_are_recorded_and_restored_as_zeros() {
         level: 3,
         threads: 2,
         chunk_size: crate::image::DEFAULT_CHUNK_SIZE,
+        dedup: true,
         creation: super::creation_info(),
         cancel: Arc::new(AtomicBool::new(false)),
     };

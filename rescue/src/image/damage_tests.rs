@@ -104,7 +104,7 @@ fn newer_versions_are_refused() {
         matches!(e, ImageError::UnsupportedVersion { major: 2, .. }),
         "{e}"
     );
-    assert!(e.to_string().contains("version 2.0"), "{e}");
+    assert!(e.to_string().contains("version 2.1"), "{e}");
     // In the footer tail, whose layout a future version keeps.
     let mut b = a.bytes.clone();
     b[n - 12] = 7;

@@ -12,9 +12,12 @@ pub const HEADER_LEN: usize = 64;
 pub const FOOTER_LEN: usize = 96;
 /// Size of the header in front of every chunk payload.
 pub const FRAME_HEADER_LEN: usize = 64;
-/// Required-feature bits this version understands (none: bits are reserved for encryption,
-/// external chunk stores and other compression algorithms; see docs/FORMAT.md).
-pub const REQUIRED_FEATURES_KNOWN: u64 = 0;
+/// Required feature bit 3: extents may be Slices (kind 6), ranges of a chunk referenced where the same
+/// bytes occur again (block deduplication, format 1.1).
+pub const FEATURE_CHUNK_SLICES: u64 = 1 << 3;
+/// Required-feature bits this version understands (bits 0–2 are reserved for encryption, external
+/// chunk stores and other compression algorithms; see docs/FORMAT.md).
+pub const REQUIRED_FEATURES_KNOWN: u64 = FEATURE_CHUNK_SLICES;
 /// Optional-feature bits this version understands (none defined yet; unknown ones are ignored).
 pub const OPTIONAL_FEATURES_KNOWN: u64 = 0;
 

@@ -157,6 +157,10 @@ pub struct Stream {
 pub enum ExtentKind {
     /// The bytes of this chunk (the extent's length equals the chunk's uncompressed length).
     Data(ChunkId),
+    /// The extent's length in bytes of this chunk, from byte `at` of its uncompressed bytes: a range
+    /// stored once and referenced wherever it occurs (block deduplication; required feature
+    /// [`super::FEATURE_CHUNK_SLICES`]).
+    Slice { chunk: ChunkId, at: u32 },
     /// All zero bytes; nothing stored.
     Zero,
     /// Free according to the filesystem; not captured. Restore may leave, zero or discard it.
@@ -172,6 +176,17 @@ pub struct Extent {
     pub offset: u64,
     pub len: u64,
     pub kind: ExtentKind,
+}
+
+impl Extent {
+    /// The chunk this extent's bytes come from and where in it they start (Data and Slice extents).
+    pub fn chunk_piece(&self) -> Option<(ChunkId, u64)> {
+        match self.kind {
+            ExtentKind::Data(id) => Some((id, 0)),
+            ExtentKind::Slice { chunk, at } => Some((chunk, u64::from(at))),
+            ExtentKind::Zero | ExtentKind::Unused | ExtentKind::Unreadable => None,
+        }
+    }
 }
 
 /// Where a chunk frame is and what it must contain.
@@ -318,6 +333,7 @@ impl ExtentKind {
             ExtentKind::Zero => 2,
             ExtentKind::Unused => 3,
             ExtentKind::Unreadable => 4,
+            ExtentKind::Slice { .. } => 6,
         }
     }
 }
@@ -398,8 +414,13 @@ impl Index {
                 e.u8(x.kind.code());
                 e.u64(x.offset);
                 e.u64(x.len);
-                if let ExtentKind::Data(id) = x.kind {
-                    e.u64(id.0);
+                match x.kind {
+                    ExtentKind::Data(id) => e.u64(id.0),
+                    ExtentKind::Slice { chunk, at } => {
+                        e.u64(chunk.0);
+                        e.u32(at);
+                    }
+                    ExtentKind::Zero | ExtentKind::Unused | ExtentKind::Unreadable => {}
                 }
             }
         }
@@ -594,6 +615,10 @@ fn decode_streams(d: &mut Dec<'_>) -> Result<Vec<Stream>, DecodeError> {
                 2 => ExtentKind::Zero,
                 3 => ExtentKind::Unused,
                 4 => ExtentKind::Unreadable,
+                6 => ExtentKind::Slice {
+                    chunk: ChunkId(d.u64("extent chunk")?),
+                    at: d.u32("extent chunk offset")?,
+                },
                 v => return Err(bad_enum(d, at, "extent kind", v.into())),
             };
             extents.push(Extent { offset, len, kind });

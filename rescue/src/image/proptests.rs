@@ -104,6 +104,10 @@ fn stream_kind() -> impl Strategy<Value = StreamKind> {
 fn extent() -> impl Strategy<Value = Extent> {
     let kind = prop_oneof![
         any::<u64>().prop_map(|c| ExtentKind::Data(ChunkId(c))),
+        (any::<u64>(), any::<u32>()).prop_map(|(c, at)| ExtentKind::Slice {
+            chunk: ChunkId(c),
+            at
+        }),
         Just(ExtentKind::Zero),
         Just(ExtentKind::Unused),
         Just(ExtentKind::Unreadable),
@@ -201,12 +205,14 @@ fn index() -> impl Strategy<Value = Index> {
         })
 }
 
-/// One extent of a generated layout: kind (0 = data), length, content seed, compressible.
+/// One extent of a generated layout: kind (0 = data, 1–3 = zero, unused, unreadable, 4 = a slice of an
+/// earlier chunk, `seed` choosing which and where; data when there is none yet), length, content seed,
+/// compressible.
 type Layout = Vec<Vec<(u8, u16, u8, bool)>>;
 
 fn layout() -> impl Strategy<Value = Layout> {
     prop::collection::vec(
-        prop::collection::vec((0u8..4, 1u16..5000, 0u8..3, any::<bool>()), 0..12),
+        prop::collection::vec((0u8..5, 1u16..5000, 0u8..3, any::<bool>()), 0..12),
         1..4,
     )
 }
@@ -225,8 +231,14 @@ fn write_layout(layout: &Layout) -> (Vec<u8>, Vec<Vec<u8>>) {
         .iter()
         .map(|s| s.iter().map(|e| u64::from(e.1)).sum())
         .collect();
-    let mut w = ImageWriter::new(Vec::new(), header_info(4096)).unwrap();
+    let info = ImageHeaderInfo {
+        slices: true,
+        ..header_info(4096)
+    };
+    let mut w = ImageWriter::new(Vec::new(), info).unwrap();
     let mut expected = Vec::new();
+    // The chunks written so far, with their bytes, for slices to take from.
+    let mut chunks: Vec<(ChunkId, Vec<u8>)> = Vec::new();
     let mut disk_offset = 0;
     for (s, len) in layout.iter().zip(&lens) {
         let id = w
@@ -243,11 +255,23 @@ fn write_layout(layout: &Layout) -> (Vec<u8>, Vec<Vec<u8>>) {
         let mut exp = Vec::new();
         for &(kind, n, seed, compressible) in s {
             let at = exp.len() as u64;
-            if kind == 0 {
+            let long_enough: Vec<_> = chunks
+                .iter()
+                .filter(|c| c.1.len() >= usize::from(n))
+                .collect();
+            if kind == 4 && !long_enough.is_empty() {
+                let (chunk, bytes) = long_enough[usize::from(seed) % long_enough.len()];
+                let len = usize::from(n);
+                let from = (len * 7 + usize::from(seed)) % (bytes.len() - len + 1);
+                w.push_slice(id, at, len as u64, *chunk, from as u32)
+                    .unwrap();
+                exp.extend_from_slice(&bytes[from..from + len]);
+            } else if kind == 0 || kind == 4 {
                 let bytes = content(n.into(), seed, compressible);
                 let c = compress_chunk(&bytes, 1).unwrap();
                 let chunk = w.write_compressed(&c).unwrap();
                 w.push_data(id, at, n.into(), chunk).unwrap();
+                chunks.push((chunk, bytes.clone()));
                 exp.extend(bytes);
             } else {
                 let kind = [ExtentKind::Zero, ExtentKind::Unused, ExtentKind::Unreadable]
@@ -275,9 +299,12 @@ fn restore_all(r: &mut ImageReader<Cursor<Vec<u8>>>) -> Vec<Vec<u8>> {
             let mut out = Vec::new();
             for x in &s.extents {
                 assert_eq!(x.offset, out.len() as u64);
-                match x.kind {
-                    ExtentKind::Data(id) => out.extend(r.read_chunk(id).unwrap()),
-                    _ => out.resize(out.len() + x.len as usize, 0),
+                match x.chunk_piece() {
+                    Some((id, at)) => {
+                        let bytes = r.read_chunk(id).unwrap();
+                        out.extend_from_slice(&bytes[at as usize..(at + x.len) as usize]);
+                    }
+                    None => out.resize(out.len() + x.len as usize, 0),
                 }
             }
             out

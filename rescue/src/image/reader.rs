@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use super::chunk::{decompress_into, decompress_owned};
 use super::format::{
-    Footer, FrameHeader, Header, Tail, FOOTER_MAGIC, FOOTER_TAIL_LEN, HEADER_MAGIC,
+    Footer, FrameHeader, Header, Tail, FEATURE_CHUNK_SLICES, FOOTER_MAGIC, FOOTER_TAIL_LEN,
+    HEADER_MAGIC,
 };
 use super::index::{ChunkRecord, Index};
 use super::validate::RefMap;
@@ -206,6 +207,13 @@ impl Opened {
         let index = Index::decode(&bytes)?;
         drop(bytes);
         let mut problems = index.validate();
+        if footer.required_features & FEATURE_CHUNK_SLICES == 0 && index.has_slices() {
+            problems.push(
+                "slice extents (kind 6) in an image without required feature bit 3, so readers that do \
+                 not know slices would misread it"
+                    .into(),
+            );
+        }
         Self::check_frames_in_file(&index, &footer, &mut problems);
         if strict && !problems.is_empty() {
             return Err(ImageError::IndexInvalid { problems });

@@ -47,6 +47,7 @@ pub(super) fn header_info(chunk_size: u32) -> ImageHeaderInfo {
     ImageHeaderInfo {
         image_id: ImageId([0x42; 16]),
         chunk_size,
+        slices: false,
     }
 }
 
@@ -276,6 +277,7 @@ fn round_trip_cursor_and_non_seekable_writer() {
             ExtentKind::Zero => "Z",
             ExtentKind::Unused => "U",
             ExtentKind::Unreadable => "E",
+            ExtentKind::Slice { .. } => "S",
         })
         .collect();
     assert_eq!(
@@ -379,6 +381,61 @@ fn writer_refuses_holes_overlaps_and_incomplete_streams() {
     assert!(
         ImageWriter::new(Vec::new(), header_info(100)).is_err(),
         "chunk size too small"
+    );
+}
+
+/// Slices must lie within their chunk, need a writer that announced them (feature bit 3 in the header),
+/// and an index whose slice runs past its chunk is invalid.
+#[test]
+fn slices_stay_within_their_chunk_and_need_the_feature_bit() {
+    let chunk = compress_chunk(&noise(5, 100), 3).unwrap();
+    let mut plain = ImageWriter::new(Vec::new(), header_info(CS as u32)).unwrap();
+    let s = plain
+        .begin_stream(stream(StreamKind::Gap, 0, 100, CaptureMode::Raw))
+        .unwrap();
+    let id = plain.write_compressed(&chunk).unwrap();
+    let e = plain.push_slice(s, 0, 10, id, 0).unwrap_err();
+    assert!(e.to_string().contains("feature bit 3"), "{e}");
+
+    let info = ImageHeaderInfo {
+        slices: true,
+        ..header_info(CS as u32)
+    };
+    let mut iw = ImageWriter::new(Vec::new(), info).unwrap();
+    let s = iw
+        .begin_stream(stream(StreamKind::Gap, 0, 150, CaptureMode::Raw))
+        .unwrap();
+    let id = iw.write_compressed(&chunk).unwrap();
+    for (len, at) in [(1, 100), (101, 0), (0, 0), (60, 50)] {
+        let e = iw.push_slice(s, 0, len, id, at).unwrap_err();
+        assert!(e.to_string().contains("cannot take"), "{len} at {at}: {e}");
+    }
+    assert!(matches!(
+        iw.push_slice(s, 0, 1, ChunkId(3), 0),
+        Err(ImageError::NoSuchChunk { .. })
+    ));
+    iw.push_data(s, 0, 100, id).unwrap();
+    iw.push_slice(s, 100, 50, id, 50).unwrap();
+    let built = iw.finish(extras(1 << 20)).unwrap().inner;
+    let r = ImageReader::open(Cursor::new(built)).unwrap();
+    assert_ne!(r.header().required_features & FEATURE_CHUNK_SLICES, 0);
+    let mut idx = r.index().clone();
+    assert!(idx.validate().is_empty());
+    assert_eq!(
+        idx.streams[0].stored_bytes,
+        u64::from(idx.chunks[0].stored_len),
+        "a chunk counts once per stream"
+    );
+    idx.streams[0].extents[1].kind = ExtentKind::Slice {
+        chunk: ChunkId(0),
+        at: 51,
+    };
+    let problems = idx.validate();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("takes 50 bytes from byte 51 of chunk 0, which holds 100 bytes")),
+        "{problems:?}"
     );
 }
 

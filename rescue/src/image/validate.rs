@@ -46,6 +46,15 @@ impl Index {
         p.into_vec()
     }
 
+    /// Whether any extent is a [`ExtentKind::Slice`].
+    pub fn has_slices(&self) -> bool {
+        self.streams.iter().any(|s| {
+            s.extents
+                .iter()
+                .any(|x| matches!(x.kind, ExtentKind::Slice { .. }))
+        })
+    }
+
     fn validate_chunks(&self, p: &mut Problems) {
         let mut prev_end = 0u64;
         for (i, c) in self.chunks.iter().enumerate() {
@@ -117,29 +126,42 @@ impl Index {
                 pos = x.offset.saturating_add(x.len);
                 match x.kind {
                     ExtentKind::Unused => unused = unused.saturating_add(x.len),
-                    ExtentKind::Data(id) => match self.chunks.get(id.0 as usize) {
-                        None => p.push(format!(
-                            "{name}: extent at stream offset {} references chunk {}, \
-                             but the image has {} chunks",
-                            x.offset,
-                            id.0,
-                            self.chunks.len()
-                        )),
-                        Some(c) => {
-                            if x.len != u64::from(c.uncompressed_len) {
+                    ExtentKind::Data(_) | ExtentKind::Slice { .. } => {
+                        let Some((id, at)) = x.chunk_piece() else {
+                            continue;
+                        };
+                        let Some(c) = self.chunks.get(id.0 as usize) else {
+                            p.push(format!(
+                                "{name}: extent at stream offset {} references chunk {}, \
+                                 but the image has {} chunks",
+                                x.offset,
+                                id.0,
+                                self.chunks.len()
+                            ));
+                            continue;
+                        };
+                        let holds = u64::from(c.uncompressed_len);
+                        if let ExtentKind::Data(_) = x.kind {
+                            if x.len != holds {
                                 p.push(format!(
                                     "{name}: extent at stream offset {} is {} bytes long but \
-                                     chunk {} holds {} bytes",
-                                    x.offset, x.len, id.0, c.uncompressed_len
+                                     chunk {} holds {holds} bytes",
+                                    x.offset, x.len, id.0
                                 ));
                             }
-                            let mark = si as u32 + 1;
-                            if counted_by[id.0 as usize] != mark {
-                                counted_by[id.0 as usize] = mark;
-                                stored = stored.saturating_add(u64::from(c.stored_len));
-                            }
+                        } else if at.saturating_add(x.len) > holds {
+                            p.push(format!(
+                                "{name}: extent at stream offset {} takes {} bytes from byte {at} \
+                                 of chunk {}, which holds {holds} bytes",
+                                x.offset, x.len, id.0
+                            ));
                         }
-                    },
+                        let mark = si as u32 + 1;
+                        if counted_by[id.0 as usize] != mark {
+                            counted_by[id.0 as usize] = mark;
+                            stored = stored.saturating_add(u64::from(c.stored_len));
+                        }
+                    }
                     ExtentKind::Zero | ExtentKind::Unreadable => {}
                 }
             }
@@ -183,7 +205,7 @@ impl RefMap {
         };
         for (si, s) in index.streams.iter().enumerate() {
             for x in &s.extents {
-                if let ExtentKind::Data(id) = x.kind {
+                if let Some((id, _)) = x.chunk_piece() {
                     let Some(slot) = m.first.get_mut(id.0 as usize) else {
                         continue;
                     };

@@ -70,7 +70,7 @@ fn start(o: &Opened, root_hash: Hash) -> (VerifyReport, VerifyProgress) {
     let mut unreadable = 0u64;
     for x in index.streams.iter().flat_map(|s| &s.extents) {
         match x.kind {
-            ExtentKind::Data(id) => {
+            ExtentKind::Data(id) | ExtentKind::Slice { chunk: id, .. } => {
                 if let Some(r) = referenced.get_mut(id.0 as usize) {
                     *r = true;
                 }

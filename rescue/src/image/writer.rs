@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 
-use super::format::{Footer, FrameHeader, Header};
+use super::format::{Footer, FrameHeader, Header, FEATURE_CHUNK_SLICES};
 use super::index::{
     ChunkRecord, CreationInfo, DiskInfo, Extent, ExtentKind, Index, RawSection, Stream, StreamInfo,
     FIRST_APPLICATION_TAG, TAG_CRITICAL,
@@ -31,6 +31,9 @@ pub struct ImageHeaderInfo {
     pub image_id: ImageId,
     /// Nominal uncompressed chunk size ([`super::MIN_CHUNK_SIZE`]..=[`MAX_CHUNK_SIZE`]).
     pub chunk_size: u32,
+    /// Allow [`ImageWriter::push_slice`] (sets required feature bit 3 in the header, which is written
+    /// first, so the choice is made before any extent is known).
+    pub slices: bool,
 }
 
 impl ImageHeaderInfo {
@@ -39,6 +42,7 @@ impl ImageHeaderInfo {
         ImageHeaderInfo {
             image_id: ImageId::generate(),
             chunk_size,
+            slices: false,
         }
     }
 }
@@ -122,7 +126,10 @@ impl<W: Write> ImageWriter<W> {
                 info.chunk_size
             )));
         }
-        let header = Header::new(info.image_id, info.chunk_size);
+        let mut header = Header::new(info.image_id, info.chunk_size);
+        if info.slices {
+            header.required_features |= FEATURE_CHUNK_SLICES;
+        }
         let mut writer = ImageWriter {
             w,
             offset: 0,
@@ -211,8 +218,12 @@ impl<W: Write> ImageWriter<W> {
         len: u64,
         kind: ExtentKind,
     ) -> Result<(), ImageError> {
-        if let ExtentKind::Data(id) = kind {
-            return self.push_data(stream, offset, len, id);
+        match kind {
+            ExtentKind::Data(id) => return self.push_data(stream, offset, len, id),
+            ExtentKind::Slice { chunk, at } => {
+                return self.push_slice(stream, offset, len, chunk, at)
+            }
+            ExtentKind::Zero | ExtentKind::Unused | ExtentKind::Unreadable => {}
         }
         let s = self.open_stream(stream, offset, len)?;
         if len == 0 {
@@ -237,15 +248,7 @@ impl<W: Write> ImageWriter<W> {
         len: u64,
         chunk: ChunkId,
     ) -> Result<(), ImageError> {
-        let Some(c) = usize::try_from(chunk.0)
-            .ok()
-            .and_then(|i| self.chunks.get(i))
-        else {
-            return Err(ImageError::NoSuchChunk {
-                chunk,
-                chunks: self.chunks.len() as u64,
-            });
-        };
+        let c = self.chunk(chunk)?;
         if u64::from(c.uncompressed_len) != len {
             return Err(invalid(format!(
                 "{chunk} holds {} bytes, but the extent at offset {offset} of {stream} is {len} \
@@ -253,14 +256,58 @@ impl<W: Write> ImageWriter<W> {
                 c.uncompressed_len
             )));
         }
+        self.push_checked(stream, offset, len, ExtentKind::Data(chunk))
+    }
+
+    /// Records that `stream[offset..offset + len]` holds bytes `at..at + len` of chunk `chunk`. Needs a
+    /// writer made with [`ImageHeaderInfo::slices`].
+    pub fn push_slice(
+        &mut self,
+        stream: StreamId,
+        offset: u64,
+        len: u64,
+        chunk: ChunkId,
+        at: u32,
+    ) -> Result<(), ImageError> {
+        if self.required_features & FEATURE_CHUNK_SLICES == 0 {
+            return Err(invalid(
+                "a slice extent needs a writer made with slices allowed (required feature bit 3)"
+                    .into(),
+            ));
+        }
+        let c = self.chunk(chunk)?;
+        if len == 0 || u64::from(at) + len > u64::from(c.uncompressed_len) {
+            return Err(invalid(format!(
+                "{chunk} holds {} bytes: the extent at offset {offset} of {stream} cannot take {len} \
+                 bytes from byte {at}",
+                c.uncompressed_len
+            )));
+        }
+        self.push_checked(stream, offset, len, ExtentKind::Slice { chunk, at })
+    }
+
+    /// Appends an extent whose chunk was checked, after checking its place in the stream.
+    fn push_checked(
+        &mut self,
+        stream: StreamId,
+        offset: u64,
+        len: u64,
+        kind: ExtentKind,
+    ) -> Result<(), ImageError> {
         let s = self.open_stream(stream, offset, len)?;
         s.pos += len;
-        s.stream.extents.push(Extent {
-            offset,
-            len,
-            kind: ExtentKind::Data(chunk),
-        });
+        s.stream.extents.push(Extent { offset, len, kind });
         Ok(())
+    }
+
+    fn chunk(&self, chunk: ChunkId) -> Result<&ChunkRecord, ImageError> {
+        usize::try_from(chunk.0)
+            .ok()
+            .and_then(|i| self.chunks.get(i))
+            .ok_or(ImageError::NoSuchChunk {
+                chunk,
+                chunks: self.chunks.len() as u64,
+            })
     }
 
     /// The stream, after checking that `offset..offset + len` is its next range.
@@ -386,8 +433,8 @@ impl<W: Write> ImageWriter<W> {
             for x in &stream.extents {
                 match x.kind {
                     ExtentKind::Unused => unused += x.len,
-                    ExtentKind::Data(id) => {
-                        // Ids were checked by push_data; each chunk counts once per stream.
+                    ExtentKind::Data(id) | ExtentKind::Slice { chunk: id, .. } => {
+                        // Ids were checked by push_data/push_slice; each chunk counts once per stream.
                         if let Some(mark) = counted_by.get_mut(id.0 as usize) {
                             if *mark != i as u32 + 1 {
                                 *mark = i as u32 + 1;

@@ -76,7 +76,7 @@ pub struct Options {
 }
 
 fn default_level() -> i32 {
-    3
+    crate::image::DEFAULT_LEVEL
 }
 
 fn yes() -> bool {

@@ -84,7 +84,7 @@ impl CaptureWiz {
             store_sel: 0,
             opening: false,
             dest: None,
-            level: 3,
+            level: crate::image::DEFAULT_LEVEL,
             field: NameField::Name,
             error: None,
             estimate: 0,
@@ -184,6 +184,7 @@ impl CaptureWiz {
                         raw: false,
                         level: self.level,
                         threads: app.threads,
+                        dedup: true,
                     })),
                     None => {
                         self.step = CapStep::Dest;

@@ -431,7 +431,8 @@ fn capture_whole_disk_produces_the_spec_shown() {
                 PathBuf::from("/run/rescue/mnt/vdb1/backups/laptop.rimg")
             );
             assert!(spec.partitions.is_empty());
-            assert_eq!(spec.level, 5);
+            assert_eq!(spec.level, crate::image::DEFAULT_LEVEL + 2);
+            assert!(spec.dedup);
         }
         other => panic!("expected a capture to start, got {other:?}"),
     }

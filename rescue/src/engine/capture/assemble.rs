@@ -2,9 +2,11 @@
 //! chunk is written to the image as soon as it arrives (frames may stand in any order in the file; the
 //! index says where each range's bytes are), which returns its read permit and its buffers at once: no
 //! finished chunk waits for a slower one that came before it. What remains of a step, a few words of index,
-//! is recorded in step order, which returns its step permit.
+//! is recorded in step order, which returns its step permit. A step whose slices take blocks from the chunk
+//! of a step still on its way (deduplication matched a block a moment after another compressor saw it) waits
+//! for that chunk: it is being compressed, so it comes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::ops::Range;
 use std::sync::mpsc::{Receiver, SyncSender};
@@ -15,7 +17,7 @@ use super::worker::BufferPool;
 use super::{Op, Step};
 use crate::engine::progress::Meter;
 use crate::engine::EngineError;
-use crate::image::{ChunkId, ExtentKind, FinishedImage, ImageWriter, IndexExtras};
+use crate::image::{ChunkId, CompressedChunk, ExtentKind, FinishedImage, ImageWriter, IndexExtras};
 
 /// What the writer counts as it goes, for the report.
 #[derive(Default)]
@@ -52,13 +54,19 @@ pub(super) fn write_steps<W: Write>(
     extras: IndexExtras,
 ) -> Result<FinishedImage<W>, EngineError> {
     let mut pending: BTreeMap<u64, Vec<Indexed>> = BTreeMap::new();
+    // The chunk each step stored (what slices refer to by step).
+    let mut chunk_of: HashMap<u64, ChunkId> = HashMap::new();
     let mut next = 0u64;
     let mut stream = None;
     loop {
-        // Record everything that is next in order; wait for more otherwise.
-        while let Some(ops) = pending.remove(&next) {
-            for op in ops {
-                record(&mut writer, &mut stream, op, &mut out)?;
+        // Record everything that is next in order (and has the chunks its slices take bytes from); wait
+        // for more otherwise.
+        while pending.get(&next).is_some_and(|ops| {
+            ops.iter()
+                .all(|op| sliced_step(op).is_none_or(|s| chunk_of.contains_key(&s)))
+        }) {
+            for op in pending.remove(&next).unwrap_or_default() {
+                record(&mut writer, &mut stream, op, &chunk_of, &mut out)?;
             }
             next += 1;
             let _ = out.step_permits.try_send(());
@@ -73,6 +81,11 @@ pub(super) fn write_steps<W: Write>(
                     .into_iter()
                     .map(|op| store(&mut writer, op, out.pool))
                     .collect::<Result<Vec<_>, _>>()?;
+                for op in &ops {
+                    if let Op::Data { chunk, .. } | Op::Chunk(chunk) = op {
+                        chunk_of.insert(seq, chunk.id);
+                    }
+                }
                 if read {
                     let _ = out.read_permits.try_send(());
                 }
@@ -92,6 +105,14 @@ pub(super) fn write_steps<W: Write>(
     writer.finish(extras).map_err(EngineError::Image)
 }
 
+/// The step whose chunk a slice takes its bytes from.
+fn sliced_step(op: &Indexed) -> Option<u64> {
+    match op {
+        Op::Slice { step, .. } => Some(*step),
+        _ => None,
+    }
+}
+
 /// The stream being written: its id and what the report needs to name its ranges.
 struct Current {
     id: crate::image::StreamId,
@@ -108,24 +129,43 @@ fn store<W: Write>(
     Ok(match op {
         Op::Begin(info, used) => Op::Begin(info, used),
         Op::Extent { offset, len, kind } => Op::Extent { offset, len, kind },
-        Op::Data { offset, len, chunk } => {
-            let (id, stored) = match writer.has_chunk(&chunk.hash, chunk.uncompressed_len) {
-                Some(id) => (id, 0),
-                None => {
-                    let id = writer
-                        .write_compressed(&chunk)
-                        .map_err(EngineError::Image)?;
-                    (id, chunk.payload.len() as u64)
-                }
-            };
-            pool.give(chunk.payload);
-            Op::Data {
-                offset,
-                len,
-                chunk: Stored { id, stored },
-            }
-        }
+        Op::Data { offset, len, chunk } => Op::Data {
+            offset,
+            len,
+            chunk: store_chunk(writer, chunk, pool)?,
+        },
+        Op::Chunk(chunk) => Op::Chunk(store_chunk(writer, chunk, pool)?),
+        Op::Slice {
+            offset,
+            len,
+            step,
+            at,
+        } => Op::Slice {
+            offset,
+            len,
+            step,
+            at,
+        },
     })
+}
+
+/// Writes a chunk unless the image holds the same bytes already; gives its buffer back.
+fn store_chunk<W: Write>(
+    writer: &mut ImageWriter<W>,
+    chunk: CompressedChunk,
+    pool: &BufferPool,
+) -> Result<Stored, EngineError> {
+    let (id, stored) = match writer.has_chunk(&chunk.hash, chunk.uncompressed_len) {
+        Some(id) => (id, 0),
+        None => {
+            let id = writer
+                .write_compressed(&chunk)
+                .map_err(EngineError::Image)?;
+            (id, chunk.payload.len() as u64)
+        }
+    };
+    pool.give(chunk.payload);
+    Ok(Stored { id, stored })
 }
 
 /// Records one operation in the index, in step order.
@@ -133,6 +173,7 @@ fn record<W: Write>(
     writer: &mut ImageWriter<W>,
     stream: &mut Option<Current>,
     op: Indexed,
+    chunk_of: &HashMap<u64, ChunkId>,
     out: &mut Output,
 ) -> Result<(), EngineError> {
     if let Op::Begin(info, used) = op {
@@ -164,7 +205,9 @@ fn record<W: Write>(
                     out.tally.unreadable.push((s.label.clone(), at..at + len));
                 }
                 // Unused extents were never part of the progress total.
-                ExtentKind::Unused | ExtentKind::Data(_) => return Ok(()),
+                ExtentKind::Unused | ExtentKind::Data(_) | ExtentKind::Slice { .. } => {
+                    return Ok(())
+                }
             }
             (len, 0)
         }
@@ -177,6 +220,21 @@ fn record<W: Write>(
                 .push_data(s.id, offset, len, id)
                 .map_err(EngineError::Image)?;
             (len, stored)
+        }
+        Op::Chunk(Stored { stored, .. }) => (0, stored),
+        Op::Slice {
+            offset,
+            len,
+            step,
+            at,
+        } => {
+            let chunk = *chunk_of.get(&step).ok_or_else(|| {
+                EngineError::Internal(format!("step {step}'s chunk was never stored"))
+            })?;
+            writer
+                .push_slice(s.id, offset, len, chunk, at)
+                .map_err(EngineError::Image)?;
+            (len, 0)
         }
     };
     if let Ok(mut m) = out.meter.lock() {

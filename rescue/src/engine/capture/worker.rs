@@ -6,6 +6,7 @@ use std::ops::Range;
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 
+use super::dedup::Dedup;
 use super::{Op, Step, Steps};
 use crate::engine::device::Source;
 use crate::engine::EngineError;
@@ -38,7 +39,7 @@ impl BufferPool {
     }
 
     /// A buffer of `len` bytes (at most the chunk size; contents are whatever the last user left).
-    fn take(&self, len: usize) -> AlignedBuf {
+    pub fn take(&self, len: usize) -> AlignedBuf {
         let reused = self
             .free
             .lock()
@@ -96,6 +97,7 @@ pub(super) fn compressor(
     steps: SyncSender<Step>,
     level: i32,
     pool: &BufferPool,
+    dedup: Option<&Dedup>,
 ) {
     let mut compressor = ChunkCompressor::new(level).map_err(EngineError::Image);
     while let Some(read) = next(&reads) {
@@ -106,7 +108,7 @@ pub(super) fn compressor(
                 .as_mut()
                 .map_err(|e| EngineError::Internal(e.to_string()))?;
             let (buf, bad) = read.got?;
-            compress(read.task, buf, &bad, c, pool)
+            compress(read.task, buf, &bad, c, pool, dedup)
         }))
         .unwrap_or_else(|_| {
             Err(EngineError::Internal(
@@ -136,13 +138,25 @@ fn compress(
     bad: &[Range<u64>],
     compressor: &mut ChunkCompressor,
     pool: &BufferPool,
+    dedup: Option<&Dedup>,
 ) -> Steps {
     if bad.is_empty() {
-        // The usual case, a clean read: one piece, compressed from the buffer itself without a copy.
+        // The usual case, a clean read: one piece, compressed from the buffer itself without a copy (or
+        // only the blocks not seen before).
         if is_zero(&buf) {
             pool.give(buf);
             return Ok(vec![zero_extent(task.offset, task.len as u64)]);
         }
+        let buf = match dedup {
+            Some(d) => match d
+                .reduce(task.seq, task.offset, buf, compressor, pool)
+                .map_err(EngineError::Image)?
+            {
+                Ok(ops) => return Ok(ops),
+                Err(buf) => buf,
+            },
+            None => buf,
+        };
         let (chunk, spare) = compressor
             .compress_buf(buf, pool.take(task.len))
             .map_err(EngineError::Image)?;

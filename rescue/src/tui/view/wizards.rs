@@ -116,7 +116,11 @@ pub(super) fn capture(
                 ),
                 field_line(
                     "Compression level: ",
-                    &format!("{} (1 fastest … 19 smallest; 3 is a good default)", w.level),
+                    &format!(
+                        "{} (1 fastest … 19 smallest; {} is a good default)",
+                        w.level,
+                        crate::image::DEFAULT_LEVEL
+                    ),
                     w.field == NameField::Level,
                 ),
                 Line::from(""),
