@@ -401,15 +401,24 @@ def cmd_measure(a):
             first = rnd == 0
             tag = f"round {rnd + 1}/{a.runs}: " if a.runs > 1 else ""
 
-            log(f"{tag}rescue capture ({nproc} threads, level 3)")
+            log(f"{tag}rescue capture ({nproc} threads, the defaults: level 2, block dedup)")
             summary = os.path.join(R, "ours-capture.json")
-            r = run("ours-capture", [[a.rescue, "capture", disk, "-o", img, "--level", "3", "--threads", str(nproc),
+            r = run("ours-capture", [[a.rescue, "capture", disk, "-o", img, "--threads", str(nproc),
                                       "--json"]], prepare=lambda: rm(img), sync=[img], progress=True,
                     out_file=summary)
             r["image_bytes"] = os.path.getsize(img)
             with open(summary) as f:
                 extra["capture_summary"] = json.load(f)
             per_round.setdefault("ours-capture", []).append(r)
+
+            # For comparison: the level partclone's pipeline uses, without block deduplication (format 1.0).
+            log(f"{tag}rescue capture --level 3 --no-dedup")
+            l3_img = img + ".l3"
+            r = run("ours-capture-l3", [[a.rescue, "capture", disk, "-o", l3_img, "--level", "3", "--no-dedup",
+                                         "--threads", str(nproc)]], prepare=lambda: rm(l3_img), sync=[l3_img])
+            r["image_bytes"] = os.path.getsize(l3_img)
+            rm(l3_img)
+            per_round.setdefault("ours-capture-l3", []).append(r)
 
             log(f"{tag}rescue verify (the image alone)")
             per_round.setdefault("ours-verify", []).append(run("ours-verify", [[a.rescue, "verify", img]]))
@@ -480,7 +489,8 @@ def cmd_measure(a):
         loops.detach_all()
 
     labels = [
-        ("ours-capture", "rescue", f"capture (level 3, {nproc} threads)"),
+        ("ours-capture", "rescue", f"capture (defaults: level 2, block dedup; {nproc} threads)"),
+        ("ours-capture-l3", "rescue", f"capture --level 3 --no-dedup (for comparison; {nproc} threads)"),
         ("ours-verify", "rescue", "verify the image (info: no writes)"),
         ("ours-restore", "rescue", "restore (with read-back verify)"),
         ("ours-restore-nv", "rescue", "restore --no-verify"),
@@ -600,6 +610,7 @@ def render(a, layout, rows, checks, extra, pc_cmds, nproc):
         return x / y if y else float("inf")
 
     oc, oimg = by["ours-capture"]
+    o3, o3img = by["ours-capture-l3"]
     orv, _ = by["ours-restore"]
     orn, _ = by["ours-restore-nv"]
     pc, pimg = by["pc-capture"]
@@ -615,6 +626,8 @@ def render(a, layout, rows, checks, extra, pc_cmds, nproc):
     x = ratio(pc["seconds"], oc["seconds"])
     L.append(f"| capture: partclone+zstd time / ours | {x:.2f} | >= {GOAL_SPEEDUP:.0f} | {goal(x >= GOAL_SPEEDUP)} |")
     L.append(f"| capture: dd+zstd time / ours | {ratio(dc['seconds'], oc['seconds']):.2f} | | |")
+    L.append(f"| capture --level 3 --no-dedup: partclone+zstd time / it; its size / partclone+zstd's | "
+             f"{ratio(pc['seconds'], o3['seconds']):.2f}; {ratio(o3img, pimg):.3f} | | for comparison |")
     x = ratio(pr["seconds"], orv["seconds"])
     L.append(f"| restore, verified: partclone+zstd time / ours | {x:.2f} | >= {GOAL_SPEEDUP:.0f} | {goal(x >= GOAL_SPEEDUP)} |")
     x = ratio(pr["seconds"], orn["seconds"])
@@ -682,7 +695,7 @@ def render(a, layout, rows, checks, extra, pc_cmds, nproc):
              "slow spells (the same capture took 8 to 14 CPU seconds on different runs) hit every tool alike. "
              "Commands:")
     L.append("")
-    L.append(f"- rescue: `rescue capture DISK -o IMG --level 3 --threads {nproc}`; "
+    L.append(f"- rescue: `rescue capture DISK -o IMG --threads {nproc}` (and `--level 3 --no-dedup`); "
              f"`rescue restore IMG TARGET --yes [--no-verify]`")
     L.append("- partclone, with Clonezilla's options (`-a1`: this build has no `-a3`), partclone.dd for the "
              "partition without a filesystem; restore `zstd -dc P.zst | partclone.<fs> -z 10485760 -r -s - -o LOOP`:")
