@@ -124,6 +124,15 @@ fn gpt_disk_round_trips_to_same_larger_and_smaller_disks() {
         reader.index().has_slices(),
         "block deduplication found the copies"
     );
+    let (rc, inspect) = rescue(&["inspect", "--json", s(&image)]);
+    assert_eq!(rc, 0, "{inspect}");
+    let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    let repeated = v["repeated_bytes"].as_u64().unwrap();
+    assert!(
+        repeated >= 3 * MIB,
+        "at least one copy of random.bin: {inspect}"
+    );
+    assert_eq!(v["format"], "1.1", "{inspect}");
     let (rc, out) = rescue(&["verify", s(&image), "--against", s(&f.disk)]);
     assert_eq!(rc, 0, "{out}");
     let size = f.spec.size_mib * MIB;

@@ -326,6 +326,9 @@ pub fn inspect(image_path: &Path, json_out: bool) -> anyhow::Result<i32> {
             "length": s.info.length, "used_bytes": s.used_bytes, "stored_bytes": s.stored_bytes,
             "capture": format!("{:?}", s.info.capture), "reason": s.info.capture_reason})).collect::<Vec<_>>(),
         "used_bytes": used,
+        "repeated_bytes": index.repeated_bytes(),
+        "format": format!("{}.{}", image.header().major, image.header().minor),
+        "required_features": image.header().required_features,
         "ratio": if file_len > 0 { used as f64 / file_len as f64 } else { 0.0 },
         "unreadable": unreadable_ranges(index),
         "notes": index.creation.notes,
@@ -366,6 +369,12 @@ pub fn inspect(image_path: &Path, json_out: bool) -> anyhow::Result<i32> {
         } else {
             0.0
         }
+    );
+    println!(
+        "repeated    {} found more than once, stored once (format {}.{})",
+        human_size(index.repeated_bytes()),
+        image.header().major,
+        image.header().minor
     );
     println!("streams:");
     for s in &index.streams {

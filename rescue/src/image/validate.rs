@@ -46,6 +46,29 @@ impl Index {
         p.into_vec()
     }
 
+    /// Bytes the streams hold that are stored only once for several places (identical chunks, and blocks
+    /// found again by deduplication): the Data and Slice extents' bytes minus the referenced chunks' bytes.
+    pub fn repeated_bytes(&self) -> u64 {
+        let mut referenced = vec![false; self.chunks.len()];
+        let mut placed = 0u64;
+        for x in self.streams.iter().flat_map(|s| &s.extents) {
+            if let Some((id, _)) = x.chunk_piece() {
+                placed = placed.saturating_add(x.len);
+                if let Some(r) = referenced.get_mut(id.0 as usize) {
+                    *r = true;
+                }
+            }
+        }
+        let stored: u64 = self
+            .chunks
+            .iter()
+            .zip(referenced)
+            .filter(|(_, r)| *r)
+            .map(|(c, _)| u64::from(c.uncompressed_len))
+            .sum();
+        placed.saturating_sub(stored)
+    }
+
     /// Whether any extent is a [`ExtentKind::Slice`].
     pub fn has_slices(&self) -> bool {
         self.streams.iter().any(|s| {
