@@ -259,3 +259,75 @@ impl Slices<'_> {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn k(i: u32) -> Option<Key> {
+        let mut k = [0u8; 16];
+        k[..4].copy_from_slice(&i.to_le_bytes());
+        k[8] = 1;
+        Some(k)
+    }
+
+    #[test]
+    fn only_runs_of_blocks_stored_in_a_row_are_found() {
+        let d = Dedup::default();
+        // Step 1 keeps blocks 1..=10 (after 512 bytes of head).
+        let keys: Vec<_> = (1..=10).map(k).collect();
+        let f = d.decide(1, 512, &keys);
+        assert!(f
+            .iter()
+            .enumerate()
+            .all(|(i, f)| *f == Fate::Kept(512 + (i * BLOCK) as u32)));
+        // Step 2: blocks 1..=4 in a row (found), 7 alone (too short: kept), 9 and 8 (out of order: kept),
+        // a zero block, and a new one.
+        let keys = [k(1), k(2), k(3), k(4), k(7), k(9), k(8), None, k(11)];
+        let f = d.decide(2, 0, &keys);
+        let at = |i: u32| 512 + i * BLOCK as u32;
+        let found = |i| Fate::Found(Place { step: 1, at: at(i) });
+        let kept = |n: u32| Fate::Kept(n * BLOCK as u32);
+        assert_eq!(
+            f,
+            [
+                found(0),
+                found(1),
+                found(2),
+                found(3),
+                kept(0),
+                kept(1),
+                kept(2),
+                kept(3),
+                kept(4)
+            ]
+        );
+        // The new block is recorded at its place in step 2's chunk; the kept copies keep pointing at step 1.
+        let f = d.decide(3, 0, &[k(11), k(7), k(8), k(9), k(10)]);
+        assert_eq!(f[0], kept(0), "a single block is never worth a slice");
+        assert_eq!(
+            f[1..],
+            [
+                Fate::Found(Place { step: 1, at: at(6) }),
+                Fate::Found(Place { step: 1, at: at(7) }),
+                Fate::Found(Place { step: 1, at: at(8) }),
+                Fate::Found(Place { step: 1, at: at(9) }),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_table_starts_over_when_full() {
+        let d = Dedup::default();
+        let keys: Vec<_> = (0..MAX_BLOCKS as u32 + 10).map(k).collect();
+        for (step, part) in keys.chunks(2048).enumerate() {
+            d.decide(step as u32, 0, part);
+        }
+        let seen = d.seen.lock().unwrap_or_else(|p| p.into_inner());
+        assert!(seen.len() <= MAX_BLOCKS);
+        assert!(
+            seen.capacity() < 2 * MAX_BLOCKS,
+            "the table never grew past its size"
+        );
+    }
+}
