@@ -14,6 +14,8 @@ pub struct ZstdParams {
     pub level: i32,
     /// log2 of the window; 0 keeps the level's.
     pub window_log: u32,
+    /// log2 of the match finder's hash table; 0 keeps the level's.
+    pub hash_log: u32,
     /// Turn the pre-splitter off.
     pub no_pre_split: bool,
 }
@@ -46,6 +48,9 @@ impl ZstdCompressor {
         c.set(ZSTD_cParameter::ZSTD_c_compressionLevel, p.level)?;
         if p.window_log > 0 {
             c.set(ZSTD_cParameter::ZSTD_c_windowLog, p.window_log as i32)?;
+        }
+        if p.hash_log > 0 {
+            c.set(ZSTD_cParameter::ZSTD_c_hashLog, p.hash_log as i32)?;
         }
         if p.no_pre_split {
             // ZSTD_c_blockSplitterLevel (experimental parameter 20): 1 = no splitting.
@@ -108,6 +113,13 @@ mod tests {
                 level: 3,
                 window_log: 23,
                 no_pre_split: true,
+                ..Default::default()
+            },
+            ZstdParams {
+                level: 2,
+                window_log: 23,
+                hash_log: 15,
+                ..Default::default()
             },
         ] {
             let mut c = ZstdCompressor::new(p).unwrap();
