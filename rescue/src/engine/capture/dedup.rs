@@ -94,6 +94,10 @@ impl Dedup {
         compressor: &mut ChunkCompressor,
         pool: &BufferPool,
     ) -> Result<Result<Vec<Op>, AlignedBuf>, ImageError> {
+        // Places name steps in 32 bits (4 billion steps: 32 PB of 8 MiB reads); beyond, nothing is looked up.
+        let Ok(step32) = u32::try_from(step) else {
+            return Ok(Err(data));
+        };
         // Bytes before the first whole block of the grid, then whole blocks, then what is left: the partial
         // blocks at either end are always kept.
         let head = ((BLOCK as u64 - offset % BLOCK as u64) % BLOCK as u64).min(data.len() as u64);
@@ -102,9 +106,6 @@ impl Dedup {
         let keys: Vec<Option<Key>> = (0..blocks)
             .map(|i| key(&data[head + i * BLOCK..head + (i + 1) * BLOCK]))
             .collect();
-        let Ok(step32) = u32::try_from(step) else {
-            return Ok(Err(data));
-        };
         let fates = self.decide(step32, head, &keys);
         if !fates.iter().any(|f| matches!(f, Fate::Found(_))) {
             return Ok(Err(data));
