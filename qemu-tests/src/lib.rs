@@ -180,7 +180,9 @@ impl Guest {
         parser.screen().contents()
     }
 
-    /// Wait until the screen shows `needle`; returns the screen.
+    /// Wait until the screen shows `needle`, and until the frame that shows it is complete (nothing more
+    /// arrived for a moment: over the serial line a frame arrives in pieces, and the needle may be drawn
+    /// before the rest of it); returns the screen.
     pub fn wait_screen(
         &mut self,
         from: usize,
@@ -191,7 +193,7 @@ impl Guest {
         loop {
             let screen = self.screen(from);
             if screen.contains(needle) {
-                return Ok(screen);
+                return Ok(self.settled(from, needle).unwrap_or(screen));
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 bail!(
@@ -205,6 +207,22 @@ impl Guest {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// The screen once it has stayed the same for 150 ms, if it still shows `needle` (at most 1 s of
+    /// waiting: a screen that keeps changing, such as progress, is returned as it is then).
+    fn settled(&self, from: usize, needle: &str) -> Option<String> {
+        let until = Instant::now() + Duration::from_secs(1);
+        let mut screen = self.screen(from);
+        while Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(150));
+            let now = self.screen(from);
+            if now == screen {
+                break;
+            }
+            screen = now;
+        }
+        Some(screen).filter(|s| s.contains(needle))
     }
 
     /// What PID 1 printed between its command markers (`rescue.cmd=` or `rescue.job=`; CRLF as LF,
