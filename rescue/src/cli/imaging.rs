@@ -128,6 +128,7 @@ pub fn capture(a: CaptureArgs) -> anyhow::Result<i32> {
         "image_bytes": report.image_bytes,
         "used_bytes": report.used_bytes,
         "stored_bytes": report.stored_bytes,
+        "repeated_bytes": report.repeated_bytes,
         "zero_bytes": report.zero_bytes,
         "seconds": report.seconds,
         "unreadable": report.unreadable.iter().map(|(s, r)| json!({"stream": s, "start": r.start, "end": r.end})).collect::<Vec<_>>(),
@@ -150,6 +151,12 @@ pub fn capture(a: CaptureArgs) -> anyhow::Result<i32> {
             human_size(report.image_bytes),
             report.root_hash
         );
+        if report.repeated_bytes > 0 {
+            eprintln!(
+                "{} found more than once was stored once",
+                human_size(report.repeated_bytes)
+            );
+        }
         for (s, r) in &report.unreadable {
             eprintln!(
                 "warning: unreadable on the source ({s}): bytes {}..{}; saved as a hole",

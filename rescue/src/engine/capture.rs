@@ -47,6 +47,8 @@ pub struct CaptureReport {
     /// Bytes the plan asked to read (used bytes of every stream).
     pub used_bytes: u64,
     pub stored_bytes: u64,
+    /// Bytes found more than once (identical chunks, blocks found again) and stored once.
+    pub repeated_bytes: u64,
     pub zero_bytes: u64,
     pub unreadable: Vec<(String, Range<u64>)>,
     pub notes: Vec<String>,
@@ -294,6 +296,7 @@ pub fn capture<W: Write + Send>(
         image_bytes: finished.bytes_written,
         used_bytes: total,
         stored_bytes: meter.stored(),
+        repeated_bytes: finished.repeated_bytes,
         zero_bytes: tally.zero_bytes,
         unreadable: tally.unreadable,
         notes,

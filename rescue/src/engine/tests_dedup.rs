@@ -62,8 +62,10 @@ fn capture_image(data: &[u8], dedup: bool) -> SharedReader<Vec<u8>> {
         creation: super::creation_info(),
         cancel: Arc::new(AtomicBool::new(false)),
     };
-    let (_, image) = capture(&source, &disk, &plan, Vec::new(), &opts, None).unwrap();
-    SharedReader::open(Arc::new(image)).unwrap()
+    let (report, image) = capture(&source, &disk, &plan, Vec::new(), &opts, None).unwrap();
+    let reader = SharedReader::open(Arc::new(image)).unwrap();
+    assert_eq!(report.repeated_bytes, reader.index().repeated_bytes());
+    reader
 }
 
 /// The slices: (stream offset, length, offset in their chunk).
@@ -118,6 +120,7 @@ fn repeated_blocks_are_stored_once_and_restored_everywhere() {
         data.len() as u64 - 40 * K as u64,
         "only one copy of the 40 KiB is stored"
     );
+    assert_eq!(reader.index().repeated_bytes(), 40 * K as u64);
     assert!(reader.verify(|_| {}).is_ok());
 
     // Restore: every copy back in place.

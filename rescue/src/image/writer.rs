@@ -88,6 +88,8 @@ pub struct FinishedImage<W> {
     pub index_len: u64,
     /// Distinct chunks stored.
     pub chunks: u64,
+    /// Bytes the streams hold that are stored once for several places ([`Index::repeated_bytes`]).
+    pub repeated_bytes: u64,
 }
 
 struct OpenStream {
@@ -469,6 +471,7 @@ impl<W: Write> ImageWriter<W> {
             )));
         }
         let bytes = index.encode()?;
+        let repeated_bytes = index.repeated_bytes();
         drop(index);
         let mut h = blake3::Hasher::new();
         h.update(&self.header_bytes);
@@ -501,6 +504,7 @@ impl<W: Write> ImageWriter<W> {
             index_stored_len: compressed.len() as u64,
             index_len: bytes.len() as u64,
             chunks: counted_by.len() as u64,
+            repeated_bytes,
         })
     }
 }
