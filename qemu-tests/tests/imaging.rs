@@ -280,7 +280,8 @@ fn restore_onto_the_disk_holding_the_image_is_refused() {
 }
 
 /// USB sticks and external drives usually come formatted FAT32 or exFAT: images are written to both in the
-/// guest (the kernel drivers the initramfs loads), verified there, and the drives stay clean.
+/// guest (the kernel drivers the initramfs loads), verified there, and the drives stay clean. The FAT32 one is
+/// captured with `--no-dedup`: an image format 1.0 readers can read, checked on the host.
 #[test]
 fn images_are_written_to_fat32_and_exfat_partitions_in_the_guest() {
     let dir = tempfile::tempdir().unwrap();
@@ -298,7 +299,7 @@ fn images_are_written_to_fat32_and_exfat_partitions_in_the_guest() {
         .push(Disk::new(&drive, Bus::Virtio).serial("DRIVE"));
     // Partitions by filesystem label, the source by serial: kernel names are not stable.
     let chain = "disks --json ; mount label=DATA /mnt/fat ; mount serial=DRIVE,part=6 /mnt/exfat ; \
-                 capture serial=SRC -o /mnt/fat/disk.rimg ; capture serial=SRC -o /mnt/exfat/disk.rimg ; \
+                 capture serial=SRC -o /mnt/fat/disk.rimg --no-dedup ; capture serial=SRC -o /mnt/exfat/disk.rimg ; \
                  umount /mnt/fat ; umount /mnt/exfat ; \
                  mount label=DATA /mnt/fat --read-only ; mount label=MEDIA /mnt/exfat --read-only ; \
                  verify /mnt/fat/disk.rimg --against serial=SRC ; verify /mnt/exfat/disk.rimg --against serial=SRC";
@@ -345,6 +346,13 @@ fn images_are_written_to_fat32_and_exfat_partitions_in_the_guest() {
     );
     assert!(ok, "mcopy of the image out of the FAT32 partition: {out}");
     host_verify(&image, Some(&src.path));
+    let reader = rescue::ops::open_image(&image).unwrap();
+    assert_eq!(
+        (reader.header().minor, reader.header().required_features),
+        (1, 0),
+        "--no-dedup: no slice feature, so format 1.0 readers can read it"
+    );
+    assert!(!reader.index().has_slices());
     let exfat = work.join("exfat.img");
     extract(&drive, &drive_parts[2], &exfat);
     let (ok, out) = tool(Command::new("fsck.exfat").arg("-n").arg(&exfat));

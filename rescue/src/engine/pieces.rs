@@ -173,7 +173,7 @@ fn read_spans(
 }
 
 /// Makes `buf` `len` bytes long, growing it when needed.
-pub(crate) fn fill(buf: &mut AlignedBuf, len: u64) {
+fn fill(buf: &mut AlignedBuf, len: u64) {
     if buf.capacity() < len as usize {
         *buf = AlignedBuf::with_capacity(len as usize);
     }

@@ -131,30 +131,26 @@ impl Dedup {
         } else {
             pool.give(data);
         }
-        let mut slices = Slices { ops: &mut ops };
-        slices.push(
-            offset,
-            head as u64,
-            Place {
-                step: step32,
-                at: 0,
-            },
-        );
+        let own = |at| Place { step: step32, at };
+        push_slice(&mut ops, offset, head as u64, own(0));
         for (i, f) in fates.iter().enumerate() {
             let place = match *f {
-                Fate::Kept(at) => Place { step: step32, at },
+                Fate::Kept(at) => own(at),
                 Fate::Found(place) => place,
             };
-            slices.push(offset + (head + i * BLOCK) as u64, BLOCK as u64, place);
+            push_slice(
+                &mut ops,
+                offset + (head + i * BLOCK) as u64,
+                BLOCK as u64,
+                place,
+            );
         }
-        let tail_at = (n - (len - tail)) as u32;
-        slices.push(
+        let tail_len = len - tail;
+        push_slice(
+            &mut ops,
             offset + tail as u64,
-            (len - tail) as u64,
-            Place {
-                step: step32,
-                at: tail_at,
-            },
+            tail_len as u64,
+            own((n - tail_len) as u32),
         );
         Ok(Ok(ops))
     }
@@ -226,39 +222,33 @@ fn first_128_bits(block: &[u8]) -> Key {
     k
 }
 
-/// Builds the slices of a step, merging a range into the previous one when it continues it (same chunk, next
-/// bytes).
-struct Slices<'a> {
-    ops: &'a mut Vec<Op>,
-}
-
-impl Slices<'_> {
-    fn push(&mut self, offset: u64, len: u64, place: Place) {
-        if len == 0 {
+/// Appends the slice placing `len` bytes at stream offset `offset`, merged into the previous one when it
+/// continues it (same chunk, next bytes).
+fn push_slice(ops: &mut Vec<Op>, offset: u64, len: u64, place: Place) {
+    if len == 0 {
+        return;
+    }
+    if let Some(Op::Slice {
+        offset: o,
+        len: l,
+        step,
+        at,
+    }) = ops.last_mut()
+    {
+        if *step == u64::from(place.step)
+            && *o + *l == offset
+            && u64::from(*at) + *l == u64::from(place.at)
+        {
+            *l += len;
             return;
         }
-        if let Some(Op::Slice {
-            offset: o,
-            len: l,
-            step,
-            at,
-        }) = self.ops.last_mut()
-        {
-            if *step == u64::from(place.step)
-                && *o + *l == offset
-                && u64::from(*at) + *l == u64::from(place.at)
-            {
-                *l += len;
-                return;
-            }
-        }
-        self.ops.push(Op::Slice {
-            offset,
-            len,
-            step: u64::from(place.step),
-            at: place.at,
-        });
     }
+    ops.push(Op::Slice {
+        offset,
+        len,
+        step: u64::from(place.step),
+        at: place.at,
+    });
 }
 
 #[cfg(test)]
