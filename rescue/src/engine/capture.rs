@@ -241,18 +241,19 @@ pub fn capture<W: Write + Send>(
     let (step_tx, step_rx) = sync_channel::<Step>(window);
     let pool = BufferPool::new(opts.chunk_size as usize, window + threads);
     let mut tally = Tally::default();
-    let dedup = opts.dedup.then(dedup::Dedup::default);
+    let read_source: &dedup::ReadSource = &|buf, at| source.read_once(buf, at);
+    let dedup = opts.dedup.then(|| dedup::Dedup::new(read_source));
 
     let result: Result<FinishedImage<W>, EngineError> = std::thread::scope(|scope| {
         for _ in 0..READERS {
-            let (rx, tx, pool) = (task_rx.clone(), read_tx.clone(), &pool);
-            scope.spawn(move || reader(source, rx, tx, pool));
+            let (rx, tx, pool, dedup) = (task_rx.clone(), read_tx.clone(), &pool, dedup.as_ref());
+            scope.spawn(move || reader(source, rx, tx, pool, dedup));
         }
         drop(read_tx);
         for _ in 0..threads {
             let (rx, tx) = (read_rx.clone(), step_tx.clone());
-            let (level, pool, dedup) = (opts.level, &pool, dedup.as_ref());
-            scope.spawn(move || compressor(rx, tx, level, pool, dedup));
+            let (level, pool) = (opts.level, &pool);
+            scope.spawn(move || compressor(rx, tx, level, pool));
         }
         let extras = IndexExtras {
             creation: opts.creation.clone(),

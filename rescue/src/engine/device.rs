@@ -210,7 +210,7 @@ impl Source {
         // The usual case: one read, direct when the buffer and range allow it (no copy through the page
         // cache, which a rescue system's small memory cannot spare), else buffered. Only a failure is
         // narrowed down.
-        if self.read_fast(buf, offset) {
+        if self.read_once(buf, offset) {
             return Ok(Vec::new());
         }
         let mut unreadable = Vec::new();
@@ -219,8 +219,9 @@ impl Source {
         Ok(unreadable)
     }
 
-    /// One attempt at the whole range: direct I/O where possible, buffered otherwise.
-    fn read_fast(&self, buf: &mut [u8], offset: u64) -> bool {
+    /// One attempt at the whole range, nothing narrowed or retried: direct I/O where possible, buffered
+    /// otherwise. False when it failed.
+    pub fn read_once(&self, buf: &mut [u8], offset: u64) -> bool {
         self.direct
             .read_exact_at(buf, offset, self.sector, |b, at| {
                 self.file.read_exact_at(b, at)

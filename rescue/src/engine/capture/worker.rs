@@ -63,29 +63,41 @@ impl BufferPool {
     }
 }
 
-/// A task's bytes as read: the buffer and the unreadable disk ranges in it, or why reading failed.
+/// A task's bytes as read: the buffer and the unreadable disk ranges in it, or why reading failed; and
+/// when some of its blocks are stored already, the slices that place the read (the buffer then holds only
+/// the bytes of the step's chunk).
 pub(super) struct ReadChunk {
     task: Task,
     got: Result<(AlignedBuf, Vec<Range<u64>>), EngineError>,
+    slices: Option<Vec<Op>>,
 }
 
 /// A reader: reads its tasks' chunks (direct I/O where the source allows it; unreadable sectors narrowed
-/// and recorded) into pool buffers for the compressors. Readers only wait for the disk, so they run beside
-/// the compressors without taking their cores, and the compressors find their next chunk read.
+/// and recorded) into pool buffers for the compressors, and with `dedup` looks up the blocks of each clean
+/// read (block keys are cheap; comparing a candidate copy means reading the source again, which is a
+/// reader's job). Readers mostly wait for the disk, so they run beside the compressors without taking
+/// their cores, and the compressors find their next chunk read.
 pub(super) fn reader(
     source: &Source,
     tasks: Arc<Mutex<Receiver<Task>>>,
     out: SyncSender<ReadChunk>,
     pool: &BufferPool,
+    dedup: Option<&Dedup>,
 ) {
+    let mut scratch = AlignedBuf::with_capacity(0);
     while let Some(task) = next(&tasks) {
+        let mut slices = None;
         let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let mut buf = pool.take(task.len);
-            let bad = source.read_tolerant_into(&mut buf, task.disk_offset + task.offset)?;
+            let device = task.disk_offset + task.offset;
+            let bad = source.read_tolerant_into(&mut buf, device)?;
+            if let Some(d) = dedup.filter(|_| bad.is_empty() && !is_zero(&buf)) {
+                slices = d.arrange(task.seq, task.offset, device, &mut buf, &mut scratch);
+            }
             Ok((buf, bad))
         }))
         .unwrap_or_else(|_| Err(EngineError::Internal("a reader thread panicked".into())));
-        if out.send(ReadChunk { task, got }).is_err() {
+        if out.send(ReadChunk { task, got, slices }).is_err() {
             return;
         }
     }
@@ -97,7 +109,6 @@ pub(super) fn compressor(
     steps: SyncSender<Step>,
     level: i32,
     pool: &BufferPool,
-    dedup: Option<&Dedup>,
 ) {
     let mut compressor = ChunkCompressor::new(level).map_err(EngineError::Image);
     while let Some(read) = next(&reads) {
@@ -108,7 +119,7 @@ pub(super) fn compressor(
                 .as_mut()
                 .map_err(|e| EngineError::Internal(e.to_string()))?;
             let (buf, bad) = read.got?;
-            compress(read.task, buf, &bad, c, pool, dedup)
+            compress(read.task, buf, &bad, read.slices, c, pool)
         }))
         .unwrap_or_else(|_| {
             Err(EngineError::Internal(
@@ -136,27 +147,32 @@ fn compress(
     task: Task,
     buf: AlignedBuf,
     bad: &[Range<u64>],
+    slices: Option<Vec<Op>>,
     compressor: &mut ChunkCompressor,
     pool: &BufferPool,
-    dedup: Option<&Dedup>,
 ) -> Steps {
     if bad.is_empty() {
         // The usual case, a clean read: one piece, compressed from the buffer itself without a copy (or
         // only the blocks not seen before).
+        if let Some(slices) = slices {
+            let mut ops = Vec::with_capacity(slices.len() + 1);
+            if buf.is_empty() {
+                pool.give(buf);
+            } else {
+                let len = buf.len();
+                let (chunk, spare) = compressor
+                    .compress_buf(buf, pool.take(len))
+                    .map_err(EngineError::Image)?;
+                pool.give(spare);
+                ops.push(Op::Chunk(chunk));
+            }
+            ops.extend(slices);
+            return Ok(ops);
+        }
         if is_zero(&buf) {
             pool.give(buf);
             return Ok(vec![zero_extent(task.offset, task.len as u64)]);
         }
-        let buf = match dedup {
-            Some(d) => match d
-                .reduce(task.seq, task.offset, buf, compressor, pool)
-                .map_err(EngineError::Image)?
-            {
-                Ok(ops) => return Ok(ops),
-                Err(buf) => buf,
-            },
-            None => buf,
-        };
         let (chunk, spare) = compressor
             .compress_buf(buf, pool.take(task.len))
             .map_err(EngineError::Image)?;
