@@ -29,6 +29,7 @@
 mod chunk;
 mod codec;
 mod error;
+mod file;
 mod format;
 mod index;
 mod reader;
@@ -53,6 +54,7 @@ pub use self::chunk::{
 };
 pub use self::codec::{DecodeError, DecodeErrorKind};
 pub use self::error::{ChunkFault, ChunkLocation, ImageError};
+pub use self::file::ImageFile;
 pub use self::format::{
     Header, FEATURE_CHUNK_SLICES, FOOTER_LEN, FRAME_HEADER_LEN, HEADER_LEN,
     OPTIONAL_FEATURES_KNOWN, REQUIRED_FEATURES_KNOWN,

@@ -12,7 +12,7 @@ use anyhow::{bail, Context};
 
 use crate::detect::{self, DetectOptions, Disk};
 use crate::engine::{self, capture, device, progress::Progress, restore, verify};
-use crate::image::SharedReader;
+use crate::image::{ImageFile, SharedReader};
 use crate::plan;
 
 /// How a running operation is observed and stopped.
@@ -34,8 +34,9 @@ pub fn detect_one(path: &Path, opts: &DetectOptions) -> anyhow::Result<Disk> {
 }
 
 /// Open an image for reading, with the path in every error.
-pub fn open_image(path: &Path) -> anyhow::Result<SharedReader<File>> {
-    let file = File::open(path).with_context(|| format!("opening the image {}", path.display()))?;
+pub fn open_image(path: &Path) -> anyhow::Result<SharedReader<ImageFile>> {
+    let file =
+        ImageFile::open(path).with_context(|| format!("opening the image {}", path.display()))?;
     SharedReader::open(Arc::new(file))
         .with_context(|| format!("reading the image {}", path.display()))
 }
@@ -167,7 +168,7 @@ pub struct RestoreSpec {
 
 /// Everything decided before a restore writes anything: shown by front ends, then run.
 pub struct PreparedRestore {
-    pub image: SharedReader<File>,
+    pub image: SharedReader<ImageFile>,
     pub layout: plan::Layout,
     pub target_disk: Disk,
     pub plan: plan::RestorePlan,

@@ -92,7 +92,7 @@ pub(crate) fn compare<F: ReadAt>(
     let (len, hash) = (u64::from(record.uncompressed_len), record.hash);
     let mut differ = Vec::new();
     if let Some((tiles, copies)) = tiles(work, len) {
-        fill(buf, len);
+        buf.fit(len as usize);
         match tiles.as_slice() {
             // The usual case: one piece that is the whole chunk, read straight into place.
             [p] => read(buf, p.device)?,
@@ -109,7 +109,7 @@ pub(crate) fn compare<F: ReadAt>(
             return Ok(differ);
         }
     }
-    image.read_chunk_into(work.id, buf)?;
+    image.read_chunk_into(work.id, buf, scratch)?;
     let all: Vec<&Piece> = work.pieces.iter().collect();
     read_spans(&all, read, scratch, |p, bytes| {
         if bytes != &buf[p.at as usize..(p.at + p.len) as usize] {
@@ -161,7 +161,7 @@ fn read_spans(
             end = p.device + p.len;
             j += 1;
         }
-        fill(scratch, end - start);
+        scratch.fit((end - start) as usize);
         read(scratch, start)?;
         for p in &order[i..j] {
             let o = (p.device - start) as usize;
@@ -170,12 +170,4 @@ fn read_spans(
         i = j;
     }
     Ok(())
-}
-
-/// Makes `buf` `len` bytes long, growing it when needed.
-fn fill(buf: &mut AlignedBuf, len: u64) {
-    if buf.capacity() < len as usize {
-        *buf = AlignedBuf::with_capacity(len as usize);
-    }
-    buf.set_len(len as usize);
 }

@@ -139,8 +139,8 @@ fn run<F: ReadAt>(
     let writes = pieces::group(data);
     let total: u64 = writes.iter().map(ChunkWork::bytes).sum();
     let meter = Mutex::new(Meter::new("restore", total, progress.clone()));
-    parallel(&writes, opts, |buf, _, w| {
-        image.read_chunk_into(w.id, buf)?;
+    parallel(&writes, opts, |buf, scratch, w| {
+        image.read_chunk_into(w.id, buf, scratch)?;
         for p in &w.pieces {
             target.write_at(&buf[p.at as usize..(p.at + p.len) as usize], p.device)?;
         }

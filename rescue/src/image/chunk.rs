@@ -163,10 +163,7 @@ pub(crate) fn decompress_into(
             got: 0,
         });
     }
-    if out.capacity() < len {
-        *out = AlignedBuf::with_capacity(len);
-    }
-    out.set_len(len);
+    out.fit(len);
     let got = match compression {
         Compression::Stored if payload.len() == len => {
             out.copy_from_slice(payload);

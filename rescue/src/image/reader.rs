@@ -28,6 +28,14 @@ pub trait ReadAt: Send + Sync {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
     /// Size of the whole image.
     fn size(&self) -> io::Result<u64>;
+
+    /// Reads the `len` bytes at `offset` into `buf` (resized as needed) and returns where in `buf` they
+    /// start. This reads them to its start; a file that reads directly reads an aligned span around them.
+    fn read_span(&self, buf: &mut AlignedBuf, offset: u64, len: usize) -> io::Result<usize> {
+        buf.fit(len);
+        self.read_exact_at(buf, offset)?;
+        Ok(0)
+    }
 }
 
 impl ReadAt for File {
@@ -330,24 +338,6 @@ impl Opened {
             .map_err(|reason| self.damaged(id, rec, reason))
     }
 
-    /// [`Self::read_chunk`] into a reusable, page-aligned buffer (replaced if too small).
-    pub(crate) fn read_chunk_into(
-        &self,
-        id: ChunkId,
-        read_at: &mut dyn FnMut(&mut [u8], u64) -> io::Result<()>,
-        out: &mut AlignedBuf,
-    ) -> Result<(), ImageError> {
-        let (rec, payload) = self.read_payload(id, read_at)?;
-        decompress_into(
-            rec.compression,
-            &payload,
-            rec.uncompressed_len,
-            &rec.hash,
-            out,
-        )
-        .map_err(|reason| self.damaged(id, rec, reason))
-    }
-
     fn damaged(&self, id: ChunkId, rec: &ChunkRecord, reason: ChunkFault) -> ImageError {
         ImageError::ChunkDamaged {
             chunk: id,
@@ -363,6 +353,45 @@ impl Opened {
         id: ChunkId,
         read_at: &mut dyn FnMut(&mut [u8], u64) -> io::Result<()>,
     ) -> Result<(&ChunkRecord, Vec<u8>), ImageError> {
+        let rec = self.chunk_record(id)?;
+        let mut fh = [0u8; FRAME_HEADER_LEN];
+        read_at(&mut fh, rec.offset).map_err(|e| self.read_failed(id, rec, e))?;
+        self.check_frame(id, rec, &fh)?;
+        let mut payload = vec![0u8; rec.stored_len as usize];
+        read_at(&mut payload, rec.offset + FRAME_HEADER_LEN as u64)
+            .map_err(|e| self.read_failed(id, rec, e))?;
+        Ok((rec, payload))
+    }
+
+    /// [`Self::read_chunk`] into a reusable, page-aligned buffer (replaced if too small), with the whole
+    /// frame read in one request ([`ReadAt::read_span`]) into `scratch` and decompressed from there.
+    pub(crate) fn read_frame_into<F: ReadAt + ?Sized>(
+        &self,
+        id: ChunkId,
+        file: &F,
+        scratch: &mut AlignedBuf,
+        out: &mut AlignedBuf,
+    ) -> Result<(), ImageError> {
+        let rec = self.chunk_record(id)?;
+        let len = FRAME_HEADER_LEN + rec.stored_len as usize;
+        let at = file
+            .read_span(scratch, rec.offset, len)
+            .map_err(|e| self.read_failed(id, rec, e))?;
+        let (fh, payload) = scratch[at..at + len].split_at(FRAME_HEADER_LEN);
+        self.check_frame(id, rec, fh)?;
+        decompress_into(
+            rec.compression,
+            payload,
+            rec.uncompressed_len,
+            &rec.hash,
+            out,
+        )
+        .map_err(|reason| self.damaged(id, rec, reason))
+    }
+
+    /// The chunk's record, once checked to lie within the chunk area. Repeats the validation, because a
+    /// leniently opened index may break these limits and they are what bounds the reads' buffers.
+    fn chunk_record(&self, id: ChunkId) -> Result<&ChunkRecord, ImageError> {
         let rec = usize::try_from(id.0)
             .ok()
             .and_then(|i| self.index.chunks.get(i))
@@ -370,30 +399,30 @@ impl Opened {
                 chunk: id,
                 chunks: self.index.chunks.len() as u64,
             })?;
-        let damaged = |reason: ChunkFault| self.damaged(id, rec, reason);
-        // Repeats the validation, because a leniently opened index may break these limits and
-        // they are what bounds the allocation below.
         let payload_at = rec.offset.saturating_add(FRAME_HEADER_LEN as u64);
         let fits = rec.offset >= HEADER_LEN as u64
             && payload_at.saturating_add(u64::from(rec.stored_len)) <= self.footer.index_offset;
         if !fits || rec.uncompressed_len > MAX_CHUNK_SIZE || rec.stored_len > rec.uncompressed_len {
-            return Err(damaged(ChunkFault::OutsideFile));
+            return Err(self.damaged(id, rec, ChunkFault::OutsideFile));
         }
-        let read_failed = |source| ImageError::ChunkRead {
+        Ok(rec)
+    }
+
+    fn check_frame(&self, id: ChunkId, rec: &ChunkRecord, fh: &[u8]) -> Result<(), ImageError> {
+        let frame = FrameHeader::parse(fh).map_err(|reason| self.damaged(id, rec, reason))?;
+        match frame_mismatch(&frame, id, rec) {
+            Some(diff) => Err(self.damaged(id, rec, ChunkFault::WrongFrame(diff))),
+            None => Ok(()),
+        }
+    }
+
+    fn read_failed(&self, id: ChunkId, rec: &ChunkRecord, source: io::Error) -> ImageError {
+        ImageError::ChunkRead {
             chunk: id,
             location: self.locate(id).map(Box::new),
             image_offset: rec.offset,
             source,
-        };
-        let mut fh = [0u8; FRAME_HEADER_LEN];
-        read_at(&mut fh, rec.offset).map_err(read_failed)?;
-        let frame = FrameHeader::parse(&fh).map_err(damaged)?;
-        if let Some(diff) = frame_mismatch(&frame, id, rec) {
-            return Err(damaged(ChunkFault::WrongFrame(diff)));
         }
-        let mut payload = vec![0u8; rec.stored_len as usize];
-        read_at(&mut payload, payload_at).map_err(read_failed)?;
-        Ok((rec, payload))
     }
 }
 
@@ -536,11 +565,15 @@ impl<F: ReadAt> SharedReader<F> {
             .read_chunk(id, &mut |buf, at| f.read_exact_at(buf, at))
     }
 
-    /// [`Self::read_chunk`] into a reusable, page-aligned buffer (replaced if too small).
-    pub fn read_chunk_into(&self, id: ChunkId, out: &mut AlignedBuf) -> Result<(), ImageError> {
-        let f = &*self.f;
-        self.o
-            .read_chunk_into(id, &mut |buf, at| f.read_exact_at(buf, at), out)
+    /// [`Self::read_chunk`] into a reusable, page-aligned buffer (replaced if too small), the frame read
+    /// into `scratch` with one request (direct I/O where the file does it).
+    pub fn read_chunk_into(
+        &self,
+        id: ChunkId,
+        out: &mut AlignedBuf,
+        scratch: &mut AlignedBuf,
+    ) -> Result<(), ImageError> {
+        self.o.read_frame_into(id, &*self.f, scratch, out)
     }
 
     pub fn header(&self) -> &Header {

@@ -170,14 +170,15 @@ impl<F: ReadAt> SharedReader<F> {
             for _ in 0..threads {
                 let (tx, next) = (tx.clone(), &next);
                 scope.spawn(move || {
-                    let mut buf = AlignedBuf::with_capacity(0);
+                    let (mut buf, mut scratch) =
+                        (AlignedBuf::with_capacity(0), AlignedBuf::with_capacity(0));
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         if i >= chunks.len() {
                             return;
                         }
                         let checked = self
-                            .read_chunk_into(ChunkId(i as u64), &mut buf)
+                            .read_chunk_into(ChunkId(i as u64), &mut buf, &mut scratch)
                             .map(|()| buf.len() as u64);
                         if tx.send((i, checked)).is_err() {
                             return;

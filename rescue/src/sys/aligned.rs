@@ -66,6 +66,15 @@ impl AlignedBuf {
         assert!(len <= self.cap, "length {len} beyond capacity {}", self.cap);
         self.len = len;
     }
+
+    /// Make the buffer `len` bytes long, replacing it with a larger one first when its capacity is too
+    /// small (the bytes are then zeros).
+    pub fn fit(&mut self, len: usize) {
+        if self.cap < len {
+            *self = AlignedBuf::with_capacity(len);
+        }
+        self.set_len(len);
+    }
 }
 
 impl Drop for AlignedBuf {
