@@ -401,6 +401,40 @@ pub fn sample_tree(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A 64 MiB ext4 filesystem image (no partition table) at `path` whose used blocks are scattered: 300
+/// small files of noise, every other one deleted again. `content` gets the files that remain.
+pub fn fragmented_ext4(path: &Path, content: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(content)?;
+    for i in 0..300u64 {
+        let bytes = noise(3000 + (i as usize * 997) % 9000, i);
+        std::fs::write(content.join(format!("f{i}")), bytes)?;
+    }
+    run(
+        Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-b", "4096", "-d"])
+            .arg(content)
+            .arg(path)
+            .arg("64M"),
+        "mkfs.ext4",
+    )?;
+    let commands = path.with_extension("rm");
+    let odd: String = (1..300).step_by(2).map(|i| format!("rm /f{i}\n")).collect();
+    std::fs::write(&commands, odd)?;
+    run(
+        Command::new("debugfs")
+            .arg("-w")
+            .arg("-f")
+            .arg(&commands)
+            .arg(path),
+        "debugfs",
+    )?;
+    std::fs::remove_file(&commands)?;
+    for i in (1..300).step_by(2) {
+        std::fs::remove_file(content.join(format!("f{i}")))?;
+    }
+    Ok(())
+}
+
 /// Create the disk image at `path` and return what detection must report for it.
 pub fn create_disk(path: &Path, spec: &DiskSpec) -> anyhow::Result<Vec<Expected>> {
     let work = tempfile::tempdir().context("creating a temporary directory")?;

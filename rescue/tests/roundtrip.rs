@@ -389,3 +389,40 @@ fn capture_streams_to_stdout() {
     let target = restore_to(&f, &streamed, f.spec.size_mib * MIB, "from-stdout.img");
     check_restored(&f, &target);
 }
+
+/// A filesystem whose used blocks are scattered (every other small file deleted): the used ranges close
+/// together are read with one request and stored in one chunk, and every file comes back.
+#[test]
+fn a_fragmented_ext4_is_read_in_few_chunks_and_restores_file_for_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (fs, content) = (dir.path().join("fs.img"), dir.path().join("content"));
+    fixtures::fragmented_ext4(&fs, &content).unwrap();
+
+    let image = dir.path().join("fs.rimg");
+    let (rc, out) = rescue(&["capture", s(&fs), "-o", s(&image)]);
+    assert_eq!(rc, 0, "{out}");
+    let reader = rescue::image::ImageReader::open(std::fs::File::open(&image).unwrap()).unwrap();
+    let index = reader.index();
+    let extents = &index.streams[0].extents;
+    let slices = extents
+        .iter()
+        .filter(|e| matches!(e.kind, rescue::image::ExtentKind::Slice { .. }))
+        .count();
+    let gaps = extents
+        .iter()
+        .filter(|e| e.kind == rescue::image::ExtentKind::Unused)
+        .count();
+    assert!(gaps >= 100, "the files left {gaps} gaps");
+    assert!(slices >= 100, "{slices} slices");
+    assert!(
+        index.chunks.len() < 20,
+        "{} chunks for {gaps} gaps: the ranges between them were not read together",
+        index.chunks.len()
+    );
+
+    let target = dir.path().join("restored.img");
+    std::fs::write(&target, fixtures::noise(64 << 20, 7)).unwrap();
+    let (rc, out) = rescue(&["restore", s(&image), s(&target), "--yes"]);
+    assert_eq!(rc, 0, "{out}");
+    check_filesystem(Fs::Ext4, &target, &content, dir.path());
+}

@@ -6,6 +6,7 @@
 //! index, so memory stays bounded whatever the disk size. Zero chunks are recorded, not stored; identical
 //! chunks are stored once; unreadable sectors are recorded and the capture goes on.
 
+mod arrange;
 mod assemble;
 mod dedup;
 mod worker;
@@ -318,6 +319,12 @@ const MAX_COMPRESSORS: usize = 8;
 /// of index; this bounds them while one worker is stuck narrowing a bad sector and the others run ahead.
 const STEPS_AHEAD: usize = 4096;
 
+/// Used ranges less than this far apart in one chunk-aligned window are read with one request (the free
+/// space between them is read but not stored) and stored in one chunk, when the image may hold slices: a
+/// request costs about as long as reading this much more, and a fragmented filesystem would otherwise make
+/// thousands of small reads and small chunks, which compress worse.
+const BRIDGE: u64 = 128 << 10;
+
 /// Reader threads: two reads in flight keep a disk busy while each waits for its own (and let an NVMe
 /// drive or a RAID work on two at once); they cost no CPU while waiting.
 const READERS: usize = 2;
@@ -406,35 +413,53 @@ fn plan_steps(
         let used = ranges.iter().map(|r| r.end - r.start).sum();
         direct(next(&mut seq)?, Op::Begin(info, used))?;
         let mut pos = 0u64;
-        for r in ranges {
-            if r.start > pos {
-                direct(next(&mut seq)?, unused(pos, r.start - pos))?;
+        for used in reads(ranges, chunk, opts.dedup) {
+            let (start, end) = (used[0].start, used[used.len() - 1].end);
+            if start > pos {
+                direct(next(&mut seq)?, unused(pos, start - pos))?;
             }
-            // Chunks are aligned to the stream (not the range) so identical files dedupe across streams.
-            let mut off = r.start;
-            while off < r.end {
-                let end = ((off / chunk) + 1) * chunk;
-                let len = (end.min(r.end) - off) as usize;
-                let step = next(&mut seq)?;
-                permit.read.recv().map_err(|_| stopped())?;
-                let task = Task {
-                    seq: step,
-                    disk_offset: s.disk_offset,
-                    offset: off,
-                    len,
-                };
-                tasks
-                    .send(task)
-                    .map_err(|_| EngineError::Internal("the compression workers stopped".into()))?;
-                off += len as u64;
-            }
-            pos = r.end;
+            let step = next(&mut seq)?;
+            permit.read.recv().map_err(|_| stopped())?;
+            let task = Task {
+                seq: step,
+                disk_offset: s.disk_offset,
+                offset: start,
+                len: (end - start) as usize,
+                ranges: if used.len() > 1 { used } else { Vec::new() },
+            };
+            tasks
+                .send(task)
+                .map_err(|_| EngineError::Internal("the compression workers stopped".into()))?;
+            pos = end;
         }
         if pos < s.len {
             direct(next(&mut seq)?, unused(pos, s.len - pos))?;
         }
     }
     Ok(())
+}
+
+/// The reads of a stream's used ranges (sorted, disjoint), each given as the used ranges it covers: the
+/// ranges cut at multiples of `chunk` (chunks are aligned to the stream, not the range, so identical files
+/// dedupe across streams), and with `bridge` the ranges less than [`BRIDGE`] apart in one window read as
+/// one.
+fn reads(ranges: &[Range<u64>], chunk: u64, bridge: bool) -> Vec<Vec<Range<u64>>> {
+    let mut out: Vec<Vec<Range<u64>>> = Vec::new();
+    for r in ranges {
+        let mut off = r.start;
+        while off < r.end {
+            let end = ((off / chunk + 1) * chunk).min(r.end);
+            let joins = out.last().and_then(|read| read.last()).is_some_and(|last| {
+                bridge && off / chunk == (last.end - 1) / chunk && off - last.end <= BRIDGE
+            });
+            match out.last_mut() {
+                Some(read) if joins => read.push(off..end),
+                _ => out.push(std::iter::once(off..end).collect()),
+            }
+            off = end;
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -460,5 +485,63 @@ mod tests {
         assert_eq!(read_window(2, chunk), 12);
         // Huge chunks bend the budget rather than starve a thread.
         assert_eq!(read_window(4, 64 << 20), 4 + READERS + 1);
+    }
+
+    #[test]
+    fn ranges_close_together_in_a_window_are_read_as_one() {
+        let (k, mib) = (1u64 << 10, 1u64 << 20);
+        let ranges = [
+            0..4 * k,
+            (4 * k + BRIDGE)..(200 * k + BRIDGE), // BRIDGE after the first: joins it
+            (300 * k + 2 * BRIDGE + 1)..(310 * k + 2 * BRIDGE + 1), // one byte too far
+            (8 * mib - 4 * k)..(8 * mib + 4 * k), // crosses into the next window: cut there
+            (8 * mib + 8 * k)..(8 * mib + 12 * k),
+        ];
+        let chunk = 8 * mib;
+        assert_eq!(
+            reads(&ranges, chunk, true),
+            [
+                vec![ranges[0].clone(), ranges[1].clone()],
+                vec![ranges[2].clone()],
+                std::iter::once((8 * mib - 4 * k)..8 * mib).collect(),
+                vec![8 * mib..(8 * mib + 4 * k), ranges[4].clone()],
+            ]
+        );
+        // Without slices (a format 1.0 image), every range is a read of its own.
+        assert_eq!(reads(&ranges, chunk, false).len(), 6);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn reads_cover_the_used_ranges_exactly_within_windows(
+            spans in proptest::collection::vec((0u64..300_000, 1u64..100_000), 0..40),
+            chunk in 4096u64..1_000_000,
+            bridge: bool,
+        ) {
+            let mut ranges: Vec<Range<u64>> = Vec::new();
+            for (gap, len) in spans {
+                let start = ranges.last().map_or(0, |r| r.end) + gap + 1;
+                ranges.push(start..start + len);
+            }
+            let reads = reads(&ranges, chunk, bridge);
+            let flat: Vec<Range<u64>> = reads.iter().flatten().cloned().collect();
+            // The pieces are the ranges, cut only at window edges.
+            let mut rejoined: Vec<Range<u64>> = Vec::new();
+            for p in &flat {
+                match rejoined.last_mut() {
+                    Some(last) if last.end == p.start && p.start % chunk == 0 => last.end = p.end,
+                    _ => rejoined.push(p.clone()),
+                }
+            }
+            proptest::prop_assert_eq!(rejoined, ranges);
+            for read in &reads {
+                let (first, last) = (&read[0], &read[read.len() - 1]);
+                proptest::prop_assert_eq!(first.start / chunk, (last.end - 1) / chunk);
+                proptest::prop_assert!(bridge || read.len() == 1);
+                for w in read.windows(2) {
+                    proptest::prop_assert!(w[1].start - w[0].end <= BRIDGE);
+                }
+            }
+        }
     }
 }

@@ -36,12 +36,7 @@ fn bad_sectors_are_recorded_and_restored_as_zeros() {
     let path = dir.path().join("source.img");
     builder::fixtures::create_disk(&path, &builder::fixtures::demo_mbr()).unwrap();
     let data = std::fs::read(&path).unwrap();
-    let disk = detect_image(
-        Cursor::new(&data),
-        data.len() as u64,
-        "flaky.img",
-        &DetectOptions::default(),
-    );
+    let disk = detect(&data);
     // One bad sector in ext4 metadata (block 1 of partition 1 at 1 MiB), a run of three in the first logical
     // partition's boot area, and one in the gap before partition 1 (bootloader area).
     let p1 = 1 << 20;
@@ -52,25 +47,7 @@ fn bad_sectors_are_recorded_and_restored_as_zeros() {
         .unwrap()
         .start_bytes;
     let bad = vec![4096..4608, p1 + 4096..p1 + 4608, p5 + 512..p5 + 2048];
-    let source = Source::from_medium(
-        Box::new(Flaky {
-            data: data.clone(),
-            bad: bad.clone(),
-        }),
-        Path::new("flaky.img"),
-        data.len() as u64,
-        512,
-    );
-    let plan = plan_capture(&disk, &CaptureRequest::default(), None).unwrap();
-    let opts = CaptureOptions {
-        level: 3,
-        threads: 2,
-        chunk_size: crate::image::DEFAULT_CHUNK_SIZE,
-        dedup: true,
-        creation: super::creation_info(),
-        cancel: Arc::new(AtomicBool::new(false)),
-    };
-    let (report, image) = capture(&source, &disk, &plan, Vec::new(), &opts, None).unwrap();
+    let (report, image) = capture_flaky(&data, &disk, &bad);
     let mut got: Vec<Range<u64>> = report.unreadable.iter().map(|(_, r)| r.clone()).collect();
     got.sort_by_key(|r| r.start);
     assert_eq!(got, bad, "unreadable ranges at sector precision");
@@ -126,4 +103,80 @@ fn bad_sectors_are_recorded_and_restored_as_zeros() {
     // Outside the holes the partition table and the first partition's used blocks are the source's.
     assert_eq!(restored[..4096], data[..4096]);
     assert_eq!(restored[510..512], [0x55, 0xAA]);
+}
+
+fn detect(data: &[u8]) -> crate::detect::Disk {
+    detect_image(
+        Cursor::new(data),
+        data.len() as u64,
+        "flaky.img",
+        &DetectOptions::default(),
+    )
+}
+
+/// Captures `data` (detected as `disk`) through a medium that fails to read the `bad` ranges.
+fn capture_flaky(
+    data: &[u8],
+    disk: &crate::detect::Disk,
+    bad: &[Range<u64>],
+) -> (super::capture::CaptureReport, Vec<u8>) {
+    let source = Source::from_medium(
+        Box::new(Flaky {
+            data: data.to_vec(),
+            bad: bad.to_vec(),
+        }),
+        Path::new("flaky.img"),
+        data.len() as u64,
+        512,
+    );
+    let plan = plan_capture(disk, &CaptureRequest::default(), None).unwrap();
+    let opts = CaptureOptions {
+        level: 3,
+        threads: 2,
+        chunk_size: crate::image::DEFAULT_CHUNK_SIZE,
+        dedup: true,
+        creation: super::creation_info(),
+        cancel: Arc::new(AtomicBool::new(false)),
+    };
+    capture(&source, disk, &plan, Vec::new(), &opts, None).unwrap()
+}
+
+/// Free space between used ranges close together is read with them; a bad sector there is nobody's
+/// business: not recorded, and the used ranges around it are stored as without it.
+#[test]
+fn a_bad_sector_in_free_space_read_with_used_ranges_is_not_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fs.img");
+    builder::fixtures::fragmented_ext4(&path, &dir.path().join("content")).unwrap();
+    let data = std::fs::read(&path).unwrap();
+    let disk = detect(&data);
+    let extents = |image: Vec<u8>| {
+        let reader = SharedReader::open(Arc::new(image)).unwrap();
+        assert!(reader.verify(|_| {}).is_ok());
+        reader.index().streams[0].extents.clone()
+    };
+    // A short stretch of free space between two used ranges, from a clean capture.
+    let clean = extents(capture_flaky(&data, &disk, &[]).1);
+    let gap = clean
+        .windows(3)
+        .find(|w| {
+            w[1].kind == ExtentKind::Unused
+                && w[0].kind != ExtentKind::Unused
+                && w[2].kind != ExtentKind::Unused
+        })
+        .map(|w| w[1].offset + w[1].len / 2 / 512 * 512)
+        .expect("free space between used blocks");
+    let bad: Vec<_> = std::iter::once(gap..gap + 512).collect();
+    let (report, image) = capture_flaky(&data, &disk, &bad);
+    assert!(report.unreadable.is_empty(), "{:?}", report.unreadable);
+    let kinds = |e: &[crate::image::Extent]| -> Vec<(u64, u64, bool)> {
+        e.iter()
+            .map(|e| (e.offset, e.len, e.kind == ExtentKind::Unused))
+            .collect()
+    };
+    assert_eq!(
+        kinds(&extents(image)),
+        kinds(&clean),
+        "the same ranges as without the bad sector"
+    );
 }

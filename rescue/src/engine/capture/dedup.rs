@@ -24,7 +24,6 @@ use std::sync::Mutex;
 
 use twox_hash::XxHash3_64;
 
-use super::Op;
 use crate::sys::AlignedBuf;
 
 /// The deduplication unit: the block size of ext4, NTFS and most FAT volumes, and the page size.
@@ -41,22 +40,22 @@ const MIN_RUN: usize = 4;
 const CONFIRM_BLOCKS: usize = 256;
 
 /// A block's key: its XXH3 hash.
-type Key = u64;
+pub(super) type Key = u64;
 
 /// Computes a block's key with a seed.
-type KeyFn = fn(u64, &[u8]) -> Key;
+pub(super) type KeyFn = fn(u64, &[u8]) -> Key;
 
 /// Where a block's bytes are stored: the step whose chunk holds them, and the offset in that chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Place {
-    step: u32,
-    at: u32,
+pub(super) struct Place {
+    pub step: u32,
+    pub at: u32,
 }
 
 /// A block in the table: where it is stored, and where it was read on the source (to compare a
 /// candidate copy with it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Seen {
+pub(super) struct Seen {
     place: Place,
     device: u64,
 }
@@ -97,7 +96,7 @@ pub(super) struct Dedup<'a> {
 
 /// What one 4 KiB block of a read turned into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fate {
+pub(super) enum Fate {
     /// Kept in this step's chunk at this offset.
     Kept(u32),
     /// Already stored there.
@@ -107,15 +106,13 @@ enum Fate {
     Refused(u32),
 }
 
-/// What [`Dedup::decide`] needs to know of a read besides its keys.
-#[derive(Debug, Clone, Copy)]
-struct Shape {
-    step: u32,
-    /// Bytes before the first whole block, and after the last.
-    head: usize,
-    tail: usize,
-    /// Device offset of the first whole block.
-    device: u64,
+/// A whole block of a read (on the stream's 4 KiB grid), as the table sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Block {
+    /// Bytes kept before it since the block before it (partial blocks at the ends of the read's ranges).
+    pub lead: usize,
+    /// Where it was read on the source.
+    pub device: u64,
 }
 
 impl<'a> Dedup<'a> {
@@ -126,7 +123,7 @@ impl<'a> Dedup<'a> {
         Dedup::with_key(read, XxHash3_64::oneshot_with_seed)
     }
 
-    fn with_key(read: &'a ReadSource<'a>, key: KeyFn) -> Dedup<'a> {
+    pub(super) fn with_key(read: &'a ReadSource<'a>, key: KeyFn) -> Dedup<'a> {
         // A seed of its own for each capture, so that no fixed set of blocks can be made to share keys.
         let seed = RandomState::new().hash_one(0u64);
         Dedup {
@@ -143,105 +140,28 @@ impl<'a> Dedup<'a> {
 
     /// A block's key; `None` for a block of zeros (told by its key: checking the bytes first would cost a
     /// pass over every block for the few that are zeros; a block that merely shares the key is kept).
-    fn key(&self, block: &[u8]) -> Option<Key> {
+    pub(super) fn key(&self, block: &[u8]) -> Option<Key> {
         Some((self.key)(self.seed, block)).filter(|k| *k != self.zero)
     }
 
-    /// Arranges a clean read for storing: when some of the blocks in `data`, read at stream offset
-    /// `offset` (device offset `device`) in step `step`, are stored already, moves the others together in
-    /// `data` itself (the bytes of the step's chunk, which may be none) and returns the slices that place
-    /// every range of the read. `None` when every block is new: `data` is the chunk as it is, at the
-    /// offsets recorded here. `scratch` holds the source's bytes while candidates are compared.
-    pub fn arrange(
+    /// Each block's fate (`keys[i]` is the key of `blocks[i]`, in the order the blocks are kept in the
+    /// step's chunk). A block that is part of a run of at least [`MIN_RUN`] blocks found in a row where
+    /// they are stored is a candidate: it is found there if `confirm` (called without the table locked; it
+    /// clears the candidates whose bytes differ) leaves it in such a run. The other blocks are kept in this
+    /// step's chunk, after their lead and the blocks kept before them, and recorded there if they are new;
+    /// candidates that are not found after all are kept after the last block's `trailing` bytes. Zero blocks
+    /// (`None` keys) are never recorded or matched: they cost nothing to compress, and they are everywhere.
+    /// New blocks are recorded in the same lock as the look-up, so that a step read at the same time finds
+    /// them.
+    pub(super) fn decide(
         &self,
-        step: u64,
-        offset: u64,
-        device: u64,
-        data: &mut AlignedBuf,
-        scratch: &mut AlignedBuf,
-    ) -> Option<Vec<Op>> {
-        // Places name steps in 32 bits (4 billion steps: 32 PB of 8 MiB reads); beyond, nothing is looked up.
-        let step32 = u32::try_from(step).ok()?;
-        // Bytes before the first whole block of the grid, then whole blocks, then what is left: the partial
-        // blocks at either end are always kept.
-        let head = ((BLOCK as u64 - offset % BLOCK as u64) % BLOCK as u64).min(data.len() as u64);
-        let head = head as usize;
-        let blocks = (data.len() - head) / BLOCK;
-        let block = |i: usize| head + i * BLOCK..head + (i + 1) * BLOCK;
-        let (len, tail) = (data.len(), head + blocks * BLOCK);
-        let keys: Vec<Option<Key>> = (0..blocks).map(|i| self.key(&data[block(i)])).collect();
-        let shape = Shape {
-            step: step32,
-            head,
-            tail: len - tail,
-            device: device + head as u64,
-        };
-        let fates = self.decide(shape, &keys, |found| {
-            self.confirm(found, |i| &data[block(i)], scratch)
-        });
-        if fates.iter().all(|f| matches!(f, Fate::Kept(_))) {
-            return None;
-        }
-        // The chunk: the head (in place), the new blocks and the tail moved together in order, then the
-        // candidates that were not found after all (copied out first: the moves may overwrite them).
-        let refused: Vec<u8> = fates
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| matches!(f, Fate::Refused(_)))
-            .flat_map(|(i, _)| data[block(i)].to_vec())
-            .collect();
-        let mut n = head;
-        for (i, f) in fates.iter().enumerate() {
-            if let Fate::Kept(_) = f {
-                data.copy_within(block(i), n);
-                n += BLOCK;
-            }
-        }
-        data.copy_within(tail..len, n);
-        n += len - tail;
-        data[n..n + refused.len()].copy_from_slice(&refused);
-        data.set_len(n + refused.len());
-
-        let mut ops = Vec::new();
-        let own = |at| Place { step: step32, at };
-        push_slice(&mut ops, offset, head as u64, own(0));
-        for (i, f) in fates.iter().enumerate() {
-            let place = match *f {
-                Fate::Kept(at) | Fate::Refused(at) => own(at),
-                Fate::Found(place) => place,
-            };
-            push_slice(
-                &mut ops,
-                offset + (head + i * BLOCK) as u64,
-                BLOCK as u64,
-                place,
-            );
-        }
-        let tail_len = len - tail;
-        push_slice(
-            &mut ops,
-            offset + tail as u64,
-            tail_len as u64,
-            own((n - tail_len) as u32),
-        );
-        Some(ops)
-    }
-
-    /// Each block's fate. A block that is part of a run of at least [`MIN_RUN`] blocks found in a row where
-    /// they are stored is a candidate: it is found there if `confirm` (called without the table locked;
-    /// it clears the candidates whose bytes differ) leaves it in such a run. The other blocks are kept in
-    /// this step's chunk, after the head and the blocks kept before them, and recorded there (with the
-    /// device offset they were read at) if they are new; candidates that are not found after all are kept
-    /// after the tail. Zero blocks (`None` keys) are never recorded or matched: they cost nothing to
-    /// compress, and they are everywhere. New blocks are recorded in the same lock as the look-up, so that
-    /// a step read at the same time finds them.
-    fn decide(
-        &self,
-        shape: Shape,
+        step: u32,
+        blocks: &[Block],
         keys: &[Option<Key>],
+        trailing: usize,
         confirm: impl FnOnce(&mut [Option<Seen>]),
     ) -> Vec<Fate> {
-        let mut at = shape.head as u32;
+        let mut at = 0u32;
         let mut fates = Vec::with_capacity(keys.len());
         let mut found: Vec<Option<Seen>> = {
             let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
@@ -250,7 +170,8 @@ impl<'a> Dedup<'a> {
                 .map(|k| k.and_then(|k| seen.get(&k).copied()))
                 .collect();
             keep_runs(&mut found);
-            for (i, (k, f)) in keys.iter().zip(&found).enumerate() {
+            for ((b, k), f) in blocks.iter().zip(keys).zip(&found) {
+                at += b.lead as u32;
                 fates.push(match f {
                     Some(s) => Fate::Found(s.place),
                     None => {
@@ -258,12 +179,10 @@ impl<'a> Dedup<'a> {
                             if seen.len() >= MAX_BLOCKS {
                                 seen.clear();
                             }
+                            let place = Place { step, at };
                             seen.entry(*k).or_insert(Seen {
-                                place: Place {
-                                    step: shape.step,
-                                    at,
-                                },
-                                device: shape.device + (i * BLOCK) as u64,
+                                place,
+                                device: b.device,
                             });
                         }
                         at += BLOCK as u32;
@@ -277,8 +196,8 @@ impl<'a> Dedup<'a> {
             confirm(&mut found);
             keep_runs(&mut found);
         }
-        // Candidates not found after all go after the tail.
-        let mut at = at + shape.tail as u32;
+        // Candidates not found after all go after the rest.
+        let mut at = at + trailing as u32;
         for (f, s) in fates.iter_mut().zip(found) {
             if matches!(f, Fate::Found(_)) && s.is_none() {
                 *f = Fate::Refused(at);
@@ -291,7 +210,7 @@ impl<'a> Dedup<'a> {
     /// Compares each candidate block (`block(i)` for `found[i]`) with the source's bytes where the block it
     /// matched was read, and clears the candidates that differ or could not be read. Candidates read one
     /// after the other on the source are read together.
-    fn confirm<'b>(
+    pub(super) fn confirm<'b>(
         &self,
         found: &mut [Option<Seen>],
         block: impl Fn(usize) -> &'b [u8],
@@ -355,35 +274,6 @@ fn runs(
     runs
 }
 
-/// Appends the slice placing `len` bytes at stream offset `offset`, merged into the previous one when it
-/// continues it (same chunk, next bytes).
-fn push_slice(ops: &mut Vec<Op>, offset: u64, len: u64, place: Place) {
-    if len == 0 {
-        return;
-    }
-    if let Some(Op::Slice {
-        offset: o,
-        len: l,
-        step,
-        at,
-    }) = ops.last_mut()
-    {
-        if *step == u64::from(place.step)
-            && *o + *l == offset
-            && u64::from(*at) + *l == u64::from(place.at)
-        {
-            *l += len;
-            return;
-        }
-    }
-    ops.push(Op::Slice {
-        offset,
-        len,
-        step: u64::from(place.step),
-        at: place.at,
-    });
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,13 +282,14 @@ mod tests {
         Some(u64::from(i) | 1 << 40)
     }
 
-    fn shape(step: u32, head: usize, device: u64) -> Shape {
-        Shape {
-            step,
-            head,
-            tail: 0,
-            device,
-        }
+    /// `n` blocks read one after the other from `device`, after `head` partial bytes.
+    fn blocks(head: usize, n: usize, device: u64) -> Vec<Block> {
+        (0..n)
+            .map(|i| Block {
+                lead: if i == 0 { head } else { 0 },
+                device: device + (i * BLOCK) as u64,
+            })
+            .collect()
     }
 
     /// A source nothing is read from: the tests of the run rule confirm every candidate.
@@ -409,8 +300,9 @@ mod tests {
     #[test]
     fn only_runs_of_blocks_stored_in_a_row_are_found() {
         let d = Dedup::new(&no_source);
-        let decide =
-            |step, head, keys: &[Option<Key>]| d.decide(shape(step, head, 0), keys, |_| {});
+        let decide = |step, head, keys: &[Option<Key>]| {
+            d.decide(step, &blocks(head, keys.len(), 0), keys, 0, |_| {})
+        };
         // Step 1 keeps blocks 1..=10 (after 512 bytes of head).
         let keys: Vec<_> = (1..=10).map(k).collect();
         let f = decide(1, 512, &keys);
@@ -477,7 +369,7 @@ mod tests {
         };
         let d = Dedup::with_key(&read, |_, b| u64::from_le_bytes(b[..8].try_into().unwrap()));
         let keys: Vec<_> = source.chunks(BLOCK).map(|b| d.key(b)).collect();
-        d.decide(shape(1, 0, 0), &keys, |_| {
+        d.decide(1, &blocks(0, 12, 0), &keys, 0, |_| {
             unreachable!("nothing to confirm")
         });
         // A read holding true copies of blocks 1..=5, then blocks keyed like 7..=12 with other bytes, then
@@ -489,7 +381,7 @@ mod tests {
             .collect();
         let keys: Vec<_> = data.chunks(BLOCK).map(|b| d.key(b)).collect();
         let mut scratch = AlignedBuf::with_capacity(0);
-        let fates = d.decide(shape(2, 0, 1 << 30), &keys, |found| {
+        let fates = d.decide(2, &blocks(0, keys.len(), 1 << 30), &keys, 0, |found| {
             d.confirm(found, |i| &data[i * BLOCK..(i + 1) * BLOCK], &mut scratch)
         });
         let found = |i: u32| {
@@ -530,89 +422,15 @@ mod tests {
         );
     }
 
-    /// The bytes `ops` place from stream offset `offset` on, from the chunks' bytes by step.
-    fn rebuild(ops: &[Op], offset: u64, chunks: &HashMap<u64, Vec<u8>>) -> Vec<u8> {
-        let mut out = Vec::new();
-        for op in ops {
-            if let Op::Slice {
-                offset: o,
-                len,
-                step,
-                at,
-            } = *op
-            {
-                assert_eq!(o, offset + out.len() as u64, "slices follow each other");
-                out.extend_from_slice(&chunks[&step][at as usize..at as usize + len as usize]);
-            }
-        }
-        out
-    }
-
-    #[test]
-    fn an_arranged_read_puts_every_byte_back_whatever_was_found_or_refused() {
-        // Blocks share a key when they share their first 8 bytes.
-        let block = |tag: u8, rest: u8| {
-            let mut b = vec![rest; BLOCK];
-            b[..8].fill(tag);
-            b
-        };
-        // Step 1 reads 300 bytes of head, blocks 1..=8 and 50 bytes of tail.
-        let first: Vec<u8> = std::iter::repeat_n(5u8, 300)
-            .chain((1..=8).flat_map(|i| block(i, i)))
-            .chain(std::iter::repeat_n(6u8, 50))
-            .collect();
-        let source = first.clone();
-        let read = |buf: &mut [u8], at: u64| {
-            let at = at as usize - 1000;
-            buf.copy_from_slice(&source[at..at + buf.len()]);
-            true
-        };
-        let d = Dedup::with_key(&read, |_, b| u64::from_le_bytes(b[..8].try_into().unwrap()));
-        let mut scratch = AlignedBuf::with_capacity(0);
-        let mut data = AlignedBuf::copy_of(&first);
-        // At stream offset 4096 - 300 the 4 KiB grid starts 300 bytes into the read (device offset 1000).
-        assert!(d
-            .arrange(1, 4096 - 300, 1000, &mut data, &mut scratch)
-            .is_none());
-        assert_eq!(*data, *first, "a read of new blocks is stored as it is");
-        // Step 2: 300 bytes of head, a new block, copies of blocks 1..=4, blocks keyed like 5..=8 with other
-        // bytes, a new block, 10 bytes of tail.
-        let second: Vec<u8> = std::iter::repeat_n(7u8, 300)
-            .chain(block(20, 20))
-            .chain((1..=4).flat_map(|i| block(i, i)))
-            .chain((5..=8).flat_map(|i| block(i, 99)))
-            .chain(block(21, 21))
-            .chain(std::iter::repeat_n(8u8, 10))
-            .collect();
-        let mut data = AlignedBuf::copy_of(&second);
-        let ops = d
-            .arrange(2, (1 << 20) - 300, 1 << 30, &mut data, &mut scratch)
-            .expect("blocks 1..=4 are found");
-        // Stored: head, the two new blocks, the tail, then the four refused blocks.
-        assert_eq!(data.len(), 300 + 2 * BLOCK + 10 + 4 * BLOCK);
-        let chunks = HashMap::from([(1, first), (2, data.to_vec())]);
-        assert_eq!(rebuild(&ops, (1 << 20) - 300, &chunks), second);
-        let found: Vec<_> = ops
-            .iter()
-            .filter_map(|op| match *op {
-                Op::Slice {
-                    step: 1, len, at, ..
-                } => Some((at, len)),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(found, [(300, 4 * BLOCK as u64)]);
-    }
-
     #[test]
     fn candidates_the_source_cannot_read_again_are_kept() {
         let read = |_: &mut [u8], _: u64| false;
         let d = Dedup::new(&read);
         let keys: Vec<_> = (1..=8).map(k).collect();
-        d.decide(shape(1, 0, 0), &keys, |_| {});
+        d.decide(1, &blocks(0, 8, 0), &keys, 0, |_| {});
         let data = vec![7u8; 8 * BLOCK];
         let mut scratch = AlignedBuf::with_capacity(0);
-        let fates = d.decide(shape(2, 0, 1 << 30), &keys, |found| {
+        let fates = d.decide(2, &blocks(0, keys.len(), 1 << 30), &keys, 0, |found| {
             d.confirm(found, |i| &data[i * BLOCK..(i + 1) * BLOCK], &mut scratch)
         });
         assert!(fates.iter().all(|f| matches!(f, Fate::Refused(_))));
@@ -623,7 +441,7 @@ mod tests {
         let d = Dedup::new(&no_source);
         let keys: Vec<_> = (0..MAX_BLOCKS as u32 + 10).map(k).collect();
         for (step, part) in keys.chunks(2048).enumerate() {
-            d.decide(shape(step as u32, 0, 0), part, |_| {});
+            d.decide(step as u32, &blocks(0, part.len(), 0), part, 0, |_| {});
         }
         let seen = d.seen.lock().unwrap_or_else(|p| p.into_inner());
         assert!(seen.len() <= MAX_BLOCKS);

@@ -6,6 +6,7 @@ use std::ops::Range;
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 
+use super::arrange::{arrange, Part};
 use super::dedup::Dedup;
 use super::{Op, Step, Steps};
 use crate::engine::device::Source;
@@ -19,6 +20,18 @@ pub(super) struct Task {
     pub disk_offset: u64,
     pub offset: u64,
     pub len: usize,
+    /// The used ranges in it (stream offsets) when it is several read as one; empty when it is one.
+    pub ranges: Vec<Range<u64>>,
+}
+
+impl Task {
+    /// The used ranges of the read.
+    fn used(&self) -> Vec<Range<u64>> {
+        match self.ranges.is_empty() {
+            true => std::iter::once(self.offset..self.offset + self.len as u64).collect(),
+            false => self.ranges.clone(),
+        }
+    }
 }
 
 /// Chunk-sized, page-aligned buffers handed back by the workers and the writer, so that reading and
@@ -91,8 +104,8 @@ pub(super) fn reader(
             let mut buf = pool.take(task.len);
             let device = task.disk_offset + task.offset;
             let bad = source.read_tolerant_into(&mut buf, device)?;
-            if let Some(d) = dedup.filter(|_| bad.is_empty() && !is_zero(&buf)) {
-                slices = d.arrange(task.seq, task.offset, device, &mut buf, &mut scratch);
+            if let Some(d) = dedup.filter(|_| bad.is_empty()) {
+                slices = arrange_read(d, &task, &mut buf, &mut scratch);
             }
             Ok((buf, bad))
         }))
@@ -101,6 +114,37 @@ pub(super) fn reader(
             return;
         }
     }
+}
+
+/// [`arrange`] for a clean read: its used ranges (the gaps between them and the ranges of zeros moved out
+/// of the buffer first). `None` for a single range of zeros, which the compressor records as such.
+fn arrange_read(
+    dedup: &Dedup,
+    task: &Task,
+    buf: &mut AlignedBuf,
+    scratch: &mut AlignedBuf,
+) -> Option<Vec<Op>> {
+    if task.ranges.is_empty() && is_zero(buf) {
+        return None;
+    }
+    let mut parts = Vec::new();
+    let mut n = 0;
+    for r in task.used() {
+        let (from, len) = ((r.start - task.offset) as usize, (r.end - r.start) as usize);
+        let zero = !task.ranges.is_empty() && is_zero(&buf[from..from + len]);
+        if !zero {
+            buf.copy_within(from..from + len, n);
+            n += len;
+        }
+        parts.push(Part {
+            offset: r.start,
+            device: task.disk_offset + r.start,
+            len,
+            zero,
+        });
+    }
+    buf.set_len(n);
+    arrange(dedup, task.seq, &parts, buf, scratch)
 }
 
 /// A compressor, one per thread: finds zeros in a read chunk, and hashes and compresses the rest.
@@ -184,27 +228,38 @@ fn compress(
         }]);
     }
     let mut ops = Vec::new();
-    for piece in split_readable(task.offset, task.len as u64, bad, task.disk_offset) {
-        ops.push(match piece {
-            Piece::Bad(range) => Op::Extent {
-                offset: range.start,
-                len: range.end - range.start,
-                kind: ExtentKind::Unreadable,
-            },
-            Piece::Good(range) => {
-                let data =
-                    &buf[(range.start - task.offset) as usize..(range.end - task.offset) as usize];
-                if is_zero(data) {
-                    zero_extent(range.start, range.end - range.start)
-                } else {
-                    Op::Data {
-                        offset: range.start,
-                        len: range.end - range.start,
-                        chunk: compressor.compress(data).map_err(EngineError::Image)?,
+    let mut end = task.offset;
+    for r in task.used() {
+        if r.start > end {
+            ops.push(Op::Extent {
+                offset: end,
+                len: r.start - end,
+                kind: ExtentKind::Unused,
+            });
+        }
+        end = r.end;
+        for piece in split_readable(r.start, r.end - r.start, bad, task.disk_offset) {
+            ops.push(match piece {
+                Piece::Bad(range) => Op::Extent {
+                    offset: range.start,
+                    len: range.end - range.start,
+                    kind: ExtentKind::Unreadable,
+                },
+                Piece::Good(range) => {
+                    let data = &buf
+                        [(range.start - task.offset) as usize..(range.end - task.offset) as usize];
+                    if is_zero(data) {
+                        zero_extent(range.start, range.end - range.start)
+                    } else {
+                        Op::Data {
+                            offset: range.start,
+                            len: range.end - range.start,
+                            chunk: compressor.compress(data).map_err(EngineError::Image)?,
+                        }
                     }
                 }
-            }
-        });
+            });
+        }
     }
     pool.give(buf);
     Ok(ops)
@@ -223,12 +278,17 @@ enum Piece {
     Bad(Range<u64>),
 }
 
-/// Split `[off, off+len)` (stream offsets) around the unreadable disk ranges of one read.
+/// Split `[off, off+len)` (stream offsets) around the unreadable disk ranges of one read (sorted; those
+/// outside it, in the free space between a read's ranges, do not matter).
 fn split_readable(off: u64, len: u64, bad: &[Range<u64>], disk_offset: u64) -> Vec<Piece> {
     let mut out = Vec::new();
     let mut pos = off;
     for b in bad {
-        let (bs, be) = (b.start - disk_offset, b.end - disk_offset);
+        let bs = (b.start - disk_offset).max(pos);
+        let be = (b.end - disk_offset).min(off + len);
+        if bs >= be {
+            continue;
+        }
         if bs > pos {
             out.push(Piece::Good(pos..bs));
         }
