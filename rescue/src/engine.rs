@@ -7,6 +7,7 @@ pub mod device;
 pub mod output;
 mod pieces;
 pub mod progress;
+mod readback;
 pub mod restore;
 pub mod verify;
 

@@ -149,25 +149,41 @@ fn read_spans(
 ) -> Result<(), EngineError> {
     let mut order = pieces.to_vec();
     order.sort_by_key(|p| p.device);
-    let mut i = 0;
-    while i < order.len() {
-        let start = order[i].device;
-        let mut end = start + order[i].len;
-        let mut j = i + 1;
-        while let Some(p) = order.get(j) {
-            if p.device < end || p.device - end > SPAN_GAP || p.device + p.len - start > SPAN_MAX {
-                break;
-            }
-            end = p.device + p.len;
-            j += 1;
-        }
-        scratch.fit((end - start) as usize);
+    for span in spans(&order, |p| (p.device, p.len)) {
+        let (first, last) = (order[span.start], order[span.end - 1]);
+        let start = first.device;
+        scratch.fit((last.device + last.len - start) as usize);
         read(scratch, start)?;
-        for p in &order[i..j] {
+        for p in &order[span] {
             let o = (p.device - start) as usize;
             f(p, &scratch[o..o + p.len as usize]);
         }
-        i = j;
     }
     Ok(())
+}
+
+/// The runs of `sorted` (places on the device, in device order, not overlapping) to read with one request
+/// each: places less than [`SPAN_GAP`] apart, at most [`SPAN_MAX`] from the first byte to the last (a
+/// longer place is a run of its own).
+pub(crate) fn spans<T>(
+    sorted: &[T],
+    place: impl Fn(&T) -> (u64, u64),
+) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let (start, len) = place(&sorted[i]);
+        let mut end = start + len;
+        let mut j = i + 1;
+        while let Some((at, len)) = sorted.get(j).map(&place) {
+            if at < end || at - end > SPAN_GAP || at + len - start > SPAN_MAX {
+                break;
+            }
+            end = at + len;
+            j += 1;
+        }
+        out.push(i..j);
+        i = j;
+    }
+    out
 }

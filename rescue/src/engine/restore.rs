@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use super::device::Target;
 use super::pieces::{self, ChunkWork};
 use super::progress::{Meter, Progress};
+use super::readback::Ledger;
 use super::EngineError;
 use crate::image::{ExtentKind, ReadAt, SharedReader, TableRole};
 use crate::plan::{tables, Layout, RestorePlan, StreamKind, TablePlan};
@@ -139,10 +140,14 @@ fn run<F: ReadAt>(
     let writes = pieces::group(data);
     let total: u64 = writes.iter().map(ChunkWork::bytes).sum();
     let meter = Mutex::new(Meter::new("restore", total, progress.clone()));
+    let ledger = opts.verify.then(Ledger::new);
     parallel(&writes, opts, |buf, scratch, w| {
         image.read_chunk_into(w.id, buf, scratch)?;
         for p in &w.pieces {
             target.write_at(&buf[p.at as usize..(p.at + p.len) as usize], p.device)?;
+        }
+        if let Some(l) = &ledger {
+            l.note(w.id, &w.pieces, buf);
         }
         if let Ok(mut m) = meter.lock() {
             m.advance(w.bytes(), 0);
@@ -161,24 +166,25 @@ fn run<F: ReadAt>(
             ));
         }
     }
-    if opts.verify {
+    if let Some(ledger) = ledger {
         target.drop_cache();
         let meter = Mutex::new(Meter::new("read-back", total, progress));
         let read: &pieces::ReadDevice =
             &|buf, at| target.read_exact_at(buf, at).map_err(EngineError::from);
-        parallel(&writes, opts, |buf, scratch, w| {
-            if let Some(p) = pieces::compare(image, w, read, buf, scratch)?.first() {
+        let (checker, spans) = ledger.into_spans();
+        parallel(&spans, opts, |buf, _, span| {
+            if let Some(w) = checker.check(span, read, buf)? {
                 return Err(EngineError::Failed(format!(
-                    "read-back verification failed: {} bytes at byte {} of {} differ from the image ({}); the target \
-                     may be failing",
-                    p.len,
-                    p.device,
+                    "read-back verification failed: {} bytes at byte {} of {} differ from what was written there \
+                     ({}); the target may be failing",
+                    w.len,
+                    w.device,
                     target.path().display(),
-                    w.id
+                    w.chunk
                 )));
             }
             if let Ok(mut m) = meter.lock() {
-                m.advance(w.bytes(), 0);
+                m.advance(checker.bytes(span), 0);
             }
             Ok(())
         })?;
