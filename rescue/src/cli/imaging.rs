@@ -193,6 +193,7 @@ pub struct RestoreArgs {
     /// Discard (TRIM) the free space instead.
     #[arg(long)]
     pub discard_unused: bool,
+    /// Decompression threads (default: every core); two more workers keep the disk busy meanwhile.
     #[arg(long, default_value_t = default_threads())]
     pub threads: usize,
     /// Progress as JSON lines on stderr and the summary as JSON.

@@ -194,8 +194,17 @@ fn run<F: ReadAt>(
     Ok(report)
 }
 
-/// Run `f` over `items` on `opts.threads` threads, each with two page-aligned buffers of its own to reuse
-/// (a chunk's bytes, and a piece's); the first error stops the rest.
+/// Workers beyond the decompression threads: each worker waits for the disk part of the time (reading a
+/// frame, writing pieces, reading back), so two more keep the disk busy while the others compute. Measured
+/// on the benchmark: 2 workers on 2 cores 4.0-4.8 s, 3 or 4 workers 3.5-4.2 s, in alternating runs.
+const IO_WORKERS: usize = 2;
+
+/// The most workers: each holds up to 24 MiB of buffers (a chunk, its frame; a read-back span).
+const MAX_WORKERS: usize = 8;
+
+/// Run `f` over `items` on `opts.threads` + [`IO_WORKERS`] threads (at most [`MAX_WORKERS`]), each with two
+/// page-aligned buffers of its own to reuse (a chunk's bytes, and a frame's or a piece's); the first error
+/// stops the rest.
 fn parallel<T: Sync>(
     items: &[T],
     opts: &RestoreOptions,
@@ -205,7 +214,7 @@ fn parallel<T: Sync>(
     let failed: Mutex<Option<EngineError>> = Mutex::new(None);
     let stop = AtomicBool::new(false);
     std::thread::scope(|scope| {
-        for _ in 0..opts.threads.max(1) {
+        for _ in 0..(opts.threads.max(1) + IO_WORKERS).min(MAX_WORKERS) {
             scope.spawn(|| {
                 let mut buf = AlignedBuf::with_capacity(crate::image::DEFAULT_CHUNK_SIZE as usize);
                 let mut scratch = AlignedBuf::with_capacity(0);
