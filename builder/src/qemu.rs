@@ -284,12 +284,18 @@ impl Vm {
 /// A blkdebug config that fails every `read` (or `write`) request touching one of `sectors` (512-byte
 /// units) with EIO, every time: a bad sector as a failing disk presents it.
 pub fn blkdebug_config(sectors: &[u64], write: bool) -> String {
-    let event = if write { "write_aio" } else { "read_aio" };
+    // The event arms the rule; `iotype` keeps it to that kind of request (without it, once armed, a rule
+    // fails reads and writes alike).
+    let (event, iotype) = if write {
+        ("write_aio", "write")
+    } else {
+        ("read_aio", "read")
+    };
     sectors
         .iter()
         .map(|s| {
             format!(
-                "[inject-error]\nevent = \"{event}\"\nerrno = \"5\"\nsector = \"{s}\"\nonce = \"off\"\n\n"
+                "[inject-error]\nevent = \"{event}\"\niotype = \"{iotype}\"\nerrno = \"5\"\nsector = \"{s}\"\nonce = \"off\"\n\n"
             )
         })
         .collect()

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -155,8 +155,19 @@ fn bad_sectors_on_the_source_are_recorded_to_the_sector_and_the_rest_restores() 
     }
 }
 
-#[test]
-fn write_errors_on_the_restore_target_fail_the_job_and_name_the_offset() {
+/// What a restore job onto a failing target left: the guest's output from the job on, the target drive,
+/// the job's result record, and the failing sector's byte offset.
+struct FailedRestore {
+    text: String,
+    target: PathBuf,
+    result: Value,
+    offset: u64,
+    _dir: tempfile::TempDir,
+}
+
+/// Runs a restore job in the guest onto a target drive one of whose sectors (inside the ext4 partition's
+/// data) fails to be written (`write`) or read, waits for the job to fail, and powers off from the menu.
+fn restore_onto_a_failing_target(write: bool) -> FailedRestore {
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path();
     let src = source_disk(work);
@@ -170,7 +181,7 @@ fn write_errors_on_the_restore_target_fail_the_job_and_name_the_offset() {
     let e = ext4_of(&src).clone();
     let bad = e.start_bytes / 512 + 2048;
     let conf = work.join("blkdebug.conf");
-    std::fs::write(&conf, blkdebug_config(&[bad], true)).unwrap();
+    std::fs::write(&conf, blkdebug_config(&[bad], write)).unwrap();
 
     let mut vm = vm();
     vm.disks.push(Disk::new(&images, Bus::Virtio).serial("IMG"));
@@ -188,18 +199,7 @@ fn write_errors_on_the_restore_target_fail_the_job_and_name_the_offset() {
         .unwrap_or_else(|e| panic!("{e:#}"));
     g.wait_for_from("Press Enter for the menu", begin, Duration::from_secs(30))
         .unwrap();
-    let out = g.output();
-    let text = &out[begin..];
-    assert!(
-        !text.contains("restore: OK") && !text.contains("verified"),
-        "something reported success:\n{text}"
-    );
-    let offset = bad * 512;
-    assert!(
-        text.contains(&format!("at byte {offset} failed")),
-        "the failure does not name the failing write's offset ({offset}):\n{}",
-        tail(text, 30)
-    );
+    let text = g.output()[begin..].to_string();
     // Enter leads to the menu; power off from there, which unmounts the image drive cleanly.
     let menu = g.output_len();
     g.send("\r").unwrap();
@@ -223,9 +223,60 @@ fn write_errors_on_the_restore_target_fail_the_job_and_name_the_offset() {
             .arg(format!("dump /{name} {}", result.display()))
             .arg(&images),
     );
-    let v: Value = serde_json::from_slice(&std::fs::read(&result).unwrap()).unwrap();
-    assert_eq!(v["ok"], false, "{v:#}");
-    assert!(v["error"].as_str().unwrap().contains("writing"), "{v:#}");
+    let result: Value = serde_json::from_slice(&std::fs::read(&result).unwrap()).unwrap();
+    assert_eq!(result["ok"], false, "{result:#}");
+    assert!(
+        !text.contains("restore: OK") && !text.contains("verified"),
+        "something reported success:\n{text}"
+    );
+    FailedRestore {
+        text,
+        target,
+        result,
+        offset: bad * 512,
+        _dir: dir,
+    }
+}
+
+#[test]
+fn write_errors_on_the_restore_target_fail_the_job_and_name_the_offset() {
+    let f = restore_onto_a_failing_target(true);
+    assert!(
+        f.text.contains(&format!("at byte {} failed", f.offset)),
+        "the failure does not name the failing write's offset ({}):\n{}",
+        f.offset,
+        tail(&f.text, 30)
+    );
+    assert!(
+        f.result["error"].as_str().unwrap().contains("writing"),
+        "{:#}",
+        f.result
+    );
+}
+
+/// A sector that reads back wrong or not at all once everything is written (the partition table too)
+/// fails the restore, and the table is taken away again: the disk must not look restored.
+#[test]
+fn a_read_back_error_fails_the_restore_and_leaves_no_table() {
+    let f = restore_onto_a_failing_target(false);
+    let error = f.result["error"].as_str().unwrap();
+    assert!(
+        error.contains("reading") && error.contains("no valid partition table"),
+        "{:#}\n{}",
+        f.result,
+        tail(&f.text, 30)
+    );
+    let disk = std::fs::read(&f.target).unwrap();
+    assert_ne!(
+        disk[510..512],
+        [0x55, 0xAA],
+        "the MBR is still on the target"
+    );
+    let size = disk.len();
+    assert!(
+        disk[size - 512..].iter().all(|&b| b == 0) && disk[512..1024].iter().all(|&b| b == 0),
+        "a GPT header is still on the target"
+    );
 }
 
 /// Capture on the host with the library (what the CLI runs).

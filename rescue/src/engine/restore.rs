@@ -156,39 +156,51 @@ fn run<F: ReadAt>(
     })?;
     report.bytes_written = total;
 
-    write_tables(image, layout, plan, target, &mut report)?;
-    target.sync()?;
-    if plan.tables != TablePlan::Untouched {
-        if let Err(e) = target.reread_partitions() {
-            report.notes.push(format!(
-                "the kernel could not re-read the partition table of {} ({e}); reboot before using the new partitions",
-                target.path().display()
-            ));
+    // From here on the tables may be on the target: if anything fails, they are taken away again, so that
+    // the target is left with no valid-looking table, as the error says.
+    let tables_then_check = || -> Result<(), EngineError> {
+        write_tables(image, layout, plan, target, &mut report)?;
+        target.sync()?;
+        if plan.tables != TablePlan::Untouched {
+            if let Err(e) = target.reread_partitions() {
+                report.notes.push(format!(
+                    "the kernel could not re-read the partition table of {} ({e}); reboot before using the new partitions",
+                    target.path().display()
+                ));
+            }
         }
-    }
-    if let Some(ledger) = ledger {
-        target.drop_cache();
-        let meter = Mutex::new(Meter::new("read-back", total, progress));
-        let read: &pieces::ReadDevice =
-            &|buf, at| target.read_exact_at(buf, at).map_err(EngineError::from);
-        let (checker, spans) = ledger.into_spans();
-        parallel(&spans, opts, |buf, _, span| {
-            if let Some(w) = checker.check(span, read, buf)? {
-                return Err(EngineError::Failed(format!(
-                    "read-back verification failed: {} bytes at byte {} of {} differ from what was written there \
-                     ({}); the target may be failing",
-                    w.len,
-                    w.device,
-                    target.path().display(),
-                    w.chunk
-                )));
-            }
-            if let Ok(mut m) = meter.lock() {
-                m.advance(checker.bytes(span), 0);
-            }
-            Ok(())
-        })?;
-        report.verified = true;
+        if let Some(ledger) = ledger {
+            target.drop_cache();
+            let meter = Mutex::new(Meter::new("read-back", total, progress));
+            let read: &pieces::ReadDevice =
+                &|buf, at| target.read_exact_at(buf, at).map_err(EngineError::from);
+            let (checker, spans) = ledger.into_spans();
+            parallel(&spans, opts, |buf, _, span| {
+                if let Some(w) = checker.check(span, read, buf)? {
+                    return Err(EngineError::Failed(format!(
+                        "read-back verification failed: {} bytes at byte {} of {} differ from what was written there \
+                         ({}); the target may be failing",
+                        w.len,
+                        w.device,
+                        target.path().display(),
+                        w.chunk
+                    )));
+                }
+                if let Ok(mut m) = meter.lock() {
+                    m.advance(checker.bytes(span), 0);
+                }
+                Ok(())
+            })?;
+            report.verified = true;
+        }
+        Ok(())
+    };
+    if let Err(e) = tables_then_check() {
+        for r in &plan.invalidate {
+            let _ = target.zero(r.start, r.end - r.start);
+        }
+        let _ = target.sync();
+        return Err(e);
     }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
