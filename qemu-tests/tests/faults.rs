@@ -155,19 +155,21 @@ fn bad_sectors_on_the_source_are_recorded_to_the_sector_and_the_rest_restores() 
     }
 }
 
-/// What a restore job onto a failing target left: the guest's output from the job on, the target drive,
-/// the job's result record, and the failing sector's byte offset.
-struct FailedRestore {
+/// What a job onto a failing target left: the guest's output from the job on, the target drive, the
+/// job's result record (a restore's: a clone keeps its records in memory), and the failing sector's byte
+/// offset.
+struct FailedJob {
     text: String,
     target: PathBuf,
-    result: Value,
+    result: Option<Value>,
     offset: u64,
     _dir: tempfile::TempDir,
 }
 
-/// Runs a restore job in the guest onto a target drive one of whose sectors (inside the ext4 partition's
-/// data) fails to be written (`write`) or read, waits for the job to fail, and powers off from the menu.
-fn restore_onto_a_failing_target(write: bool) -> FailedRestore {
+/// Runs a restore job (or with `clone`, a clone of the source disk) in the guest onto a target drive one
+/// of whose sectors (inside the ext4 partition's data) fails to be written (`write`) or read, waits for
+/// the job to fail, and powers off from the menu.
+fn job_onto_a_failing_target(clone: bool, write: bool) -> FailedJob {
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path();
     let src = source_disk(work);
@@ -190,9 +192,14 @@ fn restore_onto_a_failing_target(write: bool) -> FailedRestore {
             .serial("DST")
             .blkdebug(&conf),
     );
-    vm.append =
+    vm.append = if clone {
+        vm.disks
+            .push(Disk::new(&src.path, Bus::Virtio).serial("SRC"));
+        "rescue.job=\"action=clone source.serial=SRC target.serial=DST\"".into()
+    } else {
         "rescue.job=\"action=restore image.device=serial=IMG image.path=d.rimg target.serial=DST\""
-            .into();
+            .into()
+    };
     let mut g = Guest::boot(vm).unwrap();
     let begin = g.wait_for(rescue::init::CMD_BEGIN, BOOT_TIMEOUT).unwrap();
     g.wait_for_from("THE JOB FAILED", begin, CHAIN_TIMEOUT)
@@ -209,6 +216,21 @@ fn restore_onto_a_failing_target(write: bool) -> FailedRestore {
     std::thread::sleep(Duration::from_millis(500));
     g.send("p").unwrap();
     g.wait_exit(Duration::from_secs(60)).unwrap();
+    let action = if clone { "clone" } else { "restore" };
+    assert!(
+        !text.contains(&format!("{action}: OK")) && !text.contains("verified"),
+        "something reported success:\n{text}"
+    );
+    let offset = bad * 512;
+    if clone {
+        return FailedJob {
+            text,
+            target,
+            result: None,
+            offset,
+            _dir: dir,
+        };
+    }
     // The result file beside the image says it failed.
     let (_, listing) = tool(Command::new("debugfs").args(["-R", "ls -l /"]).arg(&images));
     let name = listing
@@ -225,48 +247,18 @@ fn restore_onto_a_failing_target(write: bool) -> FailedRestore {
     );
     let result: Value = serde_json::from_slice(&std::fs::read(&result).unwrap()).unwrap();
     assert_eq!(result["ok"], false, "{result:#}");
-    assert!(
-        !text.contains("restore: OK") && !text.contains("verified"),
-        "something reported success:\n{text}"
-    );
-    FailedRestore {
+    FailedJob {
         text,
         target,
-        result,
-        offset: bad * 512,
+        result: Some(result),
+        offset,
         _dir: dir,
     }
 }
 
-#[test]
-fn write_errors_on_the_restore_target_fail_the_job_and_name_the_offset() {
-    let f = restore_onto_a_failing_target(true);
-    assert!(
-        f.text.contains(&format!("at byte {} failed", f.offset)),
-        "the failure does not name the failing write's offset ({}):\n{}",
-        f.offset,
-        tail(&f.text, 30)
-    );
-    assert!(
-        f.result["error"].as_str().unwrap().contains("writing"),
-        "{:#}",
-        f.result
-    );
-}
-
-/// A sector that reads back wrong or not at all once everything is written (the partition table too)
-/// fails the restore, and the table is taken away again: the disk must not look restored.
-#[test]
-fn a_read_back_error_fails_the_restore_and_leaves_no_table() {
-    let f = restore_onto_a_failing_target(false);
-    let error = f.result["error"].as_str().unwrap();
-    assert!(
-        error.contains("reading") && error.contains("no valid partition table"),
-        "{:#}\n{}",
-        f.result,
-        tail(&f.text, 30)
-    );
-    let disk = std::fs::read(&f.target).unwrap();
+/// The target holds neither an MBR nor a GPT header.
+fn assert_no_table(target: &Path) {
+    let disk = std::fs::read(target).unwrap();
     assert_ne!(
         disk[510..512],
         [0x55, 0xAA],
@@ -277,6 +269,49 @@ fn a_read_back_error_fails_the_restore_and_leaves_no_table() {
         disk[size - 512..].iter().all(|&b| b == 0) && disk[512..1024].iter().all(|&b| b == 0),
         "a GPT header is still on the target"
     );
+}
+
+#[test]
+fn write_errors_on_the_restore_target_fail_the_job_and_name_the_offset() {
+    let f = job_onto_a_failing_target(false, true);
+    assert!(
+        f.text.contains(&format!("at byte {} failed", f.offset)),
+        "the failure does not name the failing write's offset ({}):\n{}",
+        f.offset,
+        tail(&f.text, 30)
+    );
+    let result = f.result.unwrap();
+    assert!(
+        result["error"].as_str().unwrap().contains("writing"),
+        "{result:#}"
+    );
+}
+
+/// A sector that reads back wrong or not at all once everything is written (the partition table too)
+/// fails the restore, and the table is taken away again: the disk must not look restored.
+#[test]
+fn a_read_back_error_fails_the_restore_and_leaves_no_table() {
+    let f = job_onto_a_failing_target(false, false);
+    let result = f.result.unwrap();
+    let error = result["error"].as_str().unwrap();
+    assert!(
+        error.contains("reading") && error.contains("no valid partition table"),
+        "{result:#}\n{}",
+        tail(&f.text, 30)
+    );
+    assert_no_table(&f.target);
+}
+
+/// The same for a clone.
+#[test]
+fn a_read_back_error_fails_the_clone_and_leaves_no_table() {
+    let f = job_onto_a_failing_target(true, false);
+    assert!(
+        f.text.contains("reading") && f.text.contains("no valid partition table"),
+        "{}",
+        tail(&f.text, 30)
+    );
+    assert_no_table(&f.target);
 }
 
 /// Capture on the host with the library (what the CLI runs).

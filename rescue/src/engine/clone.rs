@@ -91,31 +91,43 @@ pub fn clone_disk(
             }
         }
     }
-    write_tables(source, target, capture, restore, &mut report)?;
-    target.sync()?;
-    if let Err(e) = target.reread_partitions() {
-        notes.push(format!(
-            "the kernel could not re-read the partition table of {} ({e}); reboot before using it",
-            target.path().display()
-        ));
-    }
-    report.bytes_copied = total;
-    if opts.verify {
-        target.drop_cache();
-        let mut meter = Meter::new("read-back", total, progress);
-        for (off, len, hash) in &copied {
-            buf.set_len(*len as usize);
-            target.read_exact_at(&mut buf, *off)?;
-            if Hash::of(&buf) != *hash {
-                return Err(EngineError::Failed(format!(
-                    "read-back verification failed: {len} bytes at byte {off} of {} differ from what was written; \
-                     the target may be failing",
-                    target.path().display()
-                )));
-            }
-            meter.advance(*len, 0);
+    // From here on the tables may be on the target: if anything fails, they are taken away again, so that
+    // the target is left with no valid-looking table, as the error says.
+    let tables_then_check = || -> Result<(), EngineError> {
+        write_tables(source, target, capture, restore, &mut report)?;
+        target.sync()?;
+        if let Err(e) = target.reread_partitions() {
+            notes.push(format!(
+                "the kernel could not re-read the partition table of {} ({e}); reboot before using it",
+                target.path().display()
+            ));
         }
-        report.verified = true;
+        report.bytes_copied = total;
+        if opts.verify {
+            target.drop_cache();
+            let mut meter = Meter::new("read-back", total, progress);
+            for (off, len, hash) in &copied {
+                buf.set_len(*len as usize);
+                target.read_exact_at(&mut buf, *off)?;
+                if Hash::of(&buf) != *hash {
+                    return Err(EngineError::Failed(format!(
+                        "read-back verification failed: {len} bytes at byte {off} of {} differ from what was written; \
+                         the target may be failing",
+                        target.path().display()
+                    )));
+                }
+                meter.advance(*len, 0);
+            }
+            report.verified = true;
+        }
+        Ok(())
+    };
+    if let Err(e) = tables_then_check() {
+        for r in &restore.invalidate {
+            let _ = target.zero(r.start, r.end - r.start);
+        }
+        let _ = target.sync();
+        return Err(e);
     }
     report.notes = notes;
     report.seconds = meter.elapsed().as_secs_f64();
