@@ -123,10 +123,7 @@ pub fn clone_disk(
         Ok(())
     };
     if let Err(e) = tables_then_check() {
-        for r in &restore.invalidate {
-            let _ = target.zero(r.start, r.end - r.start);
-        }
-        let _ = target.sync();
+        super::restore::take_tables_away(target, &restore.invalidate);
         return Err(e);
     }
     report.notes = notes;

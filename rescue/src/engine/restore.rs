@@ -196,14 +196,20 @@ fn run<F: ReadAt>(
         Ok(())
     };
     if let Err(e) = tables_then_check() {
-        for r in &plan.invalidate {
-            let _ = target.zero(r.start, r.end - r.start);
-        }
-        let _ = target.sync();
+        take_tables_away(target, &plan.invalidate);
         return Err(e);
     }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// After a failure once the tables may be written: zeros over the target's table areas again (best effort:
+/// the failure is what gets reported).
+pub(super) fn take_tables_away(target: &Target, invalidate: &[Range<u64>]) {
+    for r in invalidate {
+        let _ = target.zero(r.start, r.end - r.start);
+    }
+    let _ = target.sync();
 }
 
 /// Workers beyond the decompression threads: each worker waits for the disk part of the time (reading a
