@@ -102,7 +102,7 @@ pub(super) enum Fate {
     /// Already stored there.
     Found(Place),
     /// A candidate whose bytes differ from the block it matched, or could not be compared with it: kept
-    /// in this step's chunk at this offset, after the tail.
+    /// in this step's chunk at this offset, after everything else.
     Refused(u32),
 }
 

@@ -76,19 +76,35 @@ impl BufferPool {
     }
 }
 
-/// A task's bytes as read: the buffer and the unreadable disk ranges in it, or why reading failed; and
-/// when some of its blocks are stored already, the slices that place the read (the buffer then holds only
-/// the bytes of the step's chunk).
+/// A task's bytes as read, or why reading failed.
 pub(super) struct ReadChunk {
     task: Task,
-    got: Result<(AlignedBuf, Vec<Range<u64>>), EngineError>,
-    slices: Option<Vec<Op>>,
+    got: Result<Read, EngineError>,
+}
+
+/// A read's bytes, and what they become.
+enum Read {
+    /// Every sector read; the reader decided what it is (see [`Clean`]).
+    Clean(AlignedBuf, Clean),
+    /// Some sectors could not be read (disk ranges, zero-filled in the buffer).
+    Damaged(AlignedBuf, Vec<Range<u64>>),
+}
+
+/// What a clean read becomes, decided by the reader.
+enum Clean {
+    /// One range of zeros: a Zero extent, nothing stored.
+    Zero,
+    /// The buffer as one chunk: a Data extent.
+    Whole,
+    /// The buffer holds the step's chunk (maybe empty: every byte is elsewhere) and these extents place
+    /// every range of the read.
+    Arranged(Vec<Op>),
 }
 
 /// A reader: reads its tasks' chunks (direct I/O where the source allows it; unreadable sectors narrowed
-/// and recorded) into pool buffers for the compressors, and with `dedup` looks up the blocks of each clean
-/// read (block keys are cheap; comparing a candidate copy means reading the source again, which is a
-/// reader's job). Readers mostly wait for the disk, so they run beside the compressors without taking
+/// and recorded) into pool buffers for the compressors, finds reads of zeros, and with `dedup` arranges
+/// each clean read (block keys are cheap; comparing a candidate copy means reading the source again, which
+/// is a reader's job). Readers mostly wait for the disk, so they run beside the compressors without taking
 /// their cores, and the compressors find their next chunk read.
 pub(super) fn reader(
     source: &Source,
@@ -99,34 +115,37 @@ pub(super) fn reader(
 ) {
     let mut scratch = AlignedBuf::with_capacity(0);
     while let Some(task) = next(&tasks) {
-        let mut slices = None;
         let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let mut buf = pool.take(task.len);
-            let device = task.disk_offset + task.offset;
-            let bad = source.read_tolerant_into(&mut buf, device)?;
-            if let Some(d) = dedup.filter(|_| bad.is_empty()) {
-                slices = arrange_read(d, &task, &mut buf, &mut scratch);
+            let bad = source.read_tolerant_into(&mut buf, task.disk_offset + task.offset)?;
+            if !bad.is_empty() {
+                return Ok(Read::Damaged(buf, bad));
             }
-            Ok((buf, bad))
+            let clean = clean(dedup, &task, &mut buf, &mut scratch);
+            Ok(Read::Clean(buf, clean))
         }))
         .unwrap_or_else(|_| Err(EngineError::Internal("a reader thread panicked".into())));
-        if out.send(ReadChunk { task, got, slices }).is_err() {
+        if out.send(ReadChunk { task, got }).is_err() {
             return;
         }
     }
 }
 
-/// [`arrange`] for a clean read: its used ranges (the gaps between them and the ranges of zeros moved out
-/// of the buffer first). `None` for a single range of zeros, which the compressor records as such.
-fn arrange_read(
-    dedup: &Dedup,
+/// What a clean read becomes: zeros, the whole buffer, or (with `dedup`, [`arrange`]) its used ranges with
+/// the gaps between them and the ranges of zeros moved out of the buffer first. Several ranges are only
+/// read as one when the image may hold slices, that is with `dedup`.
+fn clean(
+    dedup: Option<&Dedup>,
     task: &Task,
     buf: &mut AlignedBuf,
     scratch: &mut AlignedBuf,
-) -> Option<Vec<Op>> {
+) -> Clean {
     if task.ranges.is_empty() && is_zero(buf) {
-        return None;
+        return Clean::Zero;
     }
+    let Some(dedup) = dedup else {
+        return Clean::Whole;
+    };
     let mut parts = Vec::new();
     let mut n = 0;
     for r in task.used() {
@@ -144,7 +163,10 @@ fn arrange_read(
         });
     }
     buf.set_len(n);
-    arrange(dedup, task.seq, &parts, buf, scratch)
+    match arrange(dedup, task.seq, &parts, buf, scratch) {
+        Some(ops) => Clean::Arranged(ops),
+        None => Clean::Whole,
+    }
 }
 
 /// A compressor, one per thread: finds zeros in a read chunk, and hashes and compresses the rest.
@@ -162,8 +184,10 @@ pub(super) fn compressor(
             let c = compressor
                 .as_mut()
                 .map_err(|e| EngineError::Internal(e.to_string()))?;
-            let (buf, bad) = read.got?;
-            compress(read.task, buf, &bad, read.slices, c, pool)
+            match read.got? {
+                Read::Clean(buf, clean) => store(read.task, buf, clean, c, pool),
+                Read::Damaged(buf, bad) => store_damaged(read.task, buf, &bad, c, pool),
+            }
         }))
         .unwrap_or_else(|_| {
             Err(EngineError::Internal(
@@ -186,47 +210,51 @@ fn next<T>(rx: &Mutex<Receiver<T>>) -> Option<T> {
     rx.lock().ok()?.recv().ok()
 }
 
-/// Turn one task's bytes into image steps: unreadable pieces, zero pieces, and chunks.
-fn compress(
+/// Turn a clean read into image steps, compressing from the buffer itself without a copy.
+fn store(
     task: Task,
     buf: AlignedBuf,
-    bad: &[Range<u64>],
-    slices: Option<Vec<Op>>,
+    clean: Clean,
     compressor: &mut ChunkCompressor,
     pool: &BufferPool,
 ) -> Steps {
-    if bad.is_empty() {
-        // The usual case, a clean read: one piece, compressed from the buffer itself without a copy (or
-        // only the blocks not seen before).
-        if let Some(slices) = slices {
-            let mut ops = Vec::with_capacity(slices.len() + 1);
-            if buf.is_empty() {
-                pool.give(buf);
-            } else {
-                let len = buf.len();
-                let (chunk, spare) = compressor
-                    .compress_buf(buf, pool.take(len))
-                    .map_err(EngineError::Image)?;
-                pool.give(spare);
-                ops.push(Op::Chunk(chunk));
-            }
-            ops.extend(slices);
-            return Ok(ops);
-        }
-        if is_zero(&buf) {
+    let len = buf.len();
+    let chunk = match clean {
+        Clean::Zero => {
             pool.give(buf);
             return Ok(vec![zero_extent(task.offset, task.len as u64)]);
         }
-        let (chunk, spare) = compressor
-            .compress_buf(buf, pool.take(task.len))
-            .map_err(EngineError::Image)?;
-        pool.give(spare);
-        return Ok(vec![Op::Data {
+        Clean::Arranged(extents) if len == 0 => {
+            pool.give(buf);
+            return Ok(extents);
+        }
+        _ => {
+            let (chunk, spare) = compressor
+                .compress_buf(buf, pool.take(len))
+                .map_err(EngineError::Image)?;
+            pool.give(spare);
+            chunk
+        }
+    };
+    Ok(match clean {
+        Clean::Arranged(extents) => std::iter::once(Op::Chunk(chunk)).chain(extents).collect(),
+        _ => vec![Op::Data {
             offset: task.offset,
             len: task.len as u64,
             chunk,
-        }]);
-    }
+        }],
+    })
+}
+
+/// Turn a read with unreadable sectors into image steps: unreadable pieces, zero pieces, and a chunk for
+/// each readable piece of each used range.
+fn store_damaged(
+    task: Task,
+    buf: AlignedBuf,
+    bad: &[Range<u64>],
+    compressor: &mut ChunkCompressor,
+    pool: &BufferPool,
+) -> Steps {
     let mut ops = Vec::new();
     let mut end = task.offset;
     for r in task.used() {
