@@ -59,23 +59,8 @@ impl Layout {
     /// The smallest disk this layout fits on: the end of the last partition, plus the GPT backup
     /// structures that must follow it.
     pub fn min_target_size(&self) -> u64 {
-        let data_end = self
-            .streams
-            .iter()
-            .filter(|s| matches!(s.kind, StreamKind::Partition | StreamKind::WholeDisk))
-            .map(|s| s.disk_offset + s.len)
-            .max()
-            .unwrap_or(0);
-        // The GPT backup (entries + header): the table streams after the last partition.
-        let backup: u64 = match self.table {
-            PartitionTable::Gpt => self
-                .streams
-                .iter()
-                .filter(|s| s.is_table() && s.disk_offset >= data_end)
-                .map(|s| s.len)
-                .sum(),
-            _ => 0,
-        };
+        let data_end = self.data_end();
+        let backup = self.gpt_backup_len(data_end);
         let table_end = self
             .streams
             .iter()
@@ -84,6 +69,30 @@ impl Layout {
             .max()
             .unwrap_or(0);
         (data_end + backup).max(table_end)
+    }
+
+    /// The bytes of the GPT backup (entries + header): the table streams from `data_end` (the end of the
+    /// last partition) on; 0 without a GPT.
+    fn gpt_backup_len(&self, data_end: u64) -> u64 {
+        match self.table {
+            PartitionTable::Gpt => self
+                .streams
+                .iter()
+                .filter(|s| s.is_table() && s.disk_offset >= data_end)
+                .map(|s| s.len)
+                .sum(),
+            _ => 0,
+        }
+    }
+
+    /// The end of the last partition (or of the whole-disk stream).
+    fn data_end(&self) -> u64 {
+        self.streams
+            .iter()
+            .filter(|s| matches!(s.kind, StreamKind::Partition | StreamKind::WholeDisk))
+            .map(|s| s.disk_offset + s.len)
+            .max()
+            .unwrap_or(0)
     }
 }
 
@@ -428,7 +437,8 @@ pub enum TablePlan {
 pub struct RestorePlan {
     pub target: String,
     pub placements: Vec<Placement>,
-    /// Streams not written, with the reason (free space beyond a smaller target's end).
+    /// Streams not written, with the reason (free space beyond a smaller target's end or under its moved
+    /// GPT backup).
     pub skipped: Vec<(usize, String)>,
     pub tables: TablePlan,
     /// Ranges to wipe before any data is written, so an interrupted restore leaves no valid-looking table.
@@ -558,18 +568,25 @@ pub fn plan_restore_disk(
     let gpt_moves = layout.table == PartitionTable::Gpt && !same_size;
     let mut placements = Vec::new();
     let mut skipped = Vec::new();
+    // Where the rebuilt GPT's backup will start: free space captured there is not written, or the backup
+    // would overwrite it (and its read-back fail).
+    let room = if gpt_moves {
+        target.size_bytes - layout.gpt_backup_len(layout.data_end())
+    } else {
+        target.size_bytes
+    };
     for (i, s) in layout.streams.iter().enumerate() {
         // GPT structures are rebuilt for the new size; the backup's old place is free space now.
         if gpt_moves && s.is_table() {
             continue;
         }
         let end = s.disk_offset + s.len;
-        if end > target.size_bytes {
+        if end > room {
             // Only gaps can reach past `need`; what was beyond the smaller disk's end is free space.
             skipped.push((
                 i,
                 format!(
-                    "{} bytes of free space beyond the end of {}",
+                    "{} bytes of free space that do not fit on {} (past its end or where its GPT backup goes)",
                     s.len, target.path
                 ),
             ));

@@ -261,6 +261,29 @@ fn restore_to_same_larger_and_smaller_disks() {
     assert_eq!(smaller.invalidate.len(), 2);
 }
 
+/// On a target a little smaller than the source, the free space after the last partition still fits, but
+/// its end is where the rebuilt GPT's backup goes: it is left out rather than written under the backup.
+#[test]
+fn free_space_under_the_moved_gpt_backup_is_not_written() {
+    let src = gpt_disk("/dev/sdx", 256);
+    let layout = layout_of(&src);
+    let mut target = gpt_disk("/dev/sdy", 256);
+    target.size_bytes -= 4096;
+    let plan = plan_restore_disk(&layout, &target, &Environment::default(), true).unwrap();
+    assert!(matches!(plan.tables, TablePlan::RelocateGpt { .. }));
+    let backup_start = target.size_bytes - 33 * 512;
+    for p in &plan.placements {
+        let s = &layout.streams[p.stream];
+        assert!(
+            p.target_offset + s.len <= backup_start,
+            "{:?} at {} overlaps the backup GPT at {backup_start}",
+            s.kind,
+            p.target_offset
+        );
+    }
+    assert_eq!(plan.skipped.len(), 1, "{:?}", plan.skipped);
+}
+
 #[test]
 fn restore_refusals_name_the_target_and_the_reason() {
     let layout = layout_of(&gpt_disk("/dev/sdx", 256));
