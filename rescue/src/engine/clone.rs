@@ -1,19 +1,31 @@
 //! Clone: disk to disk with no intermediate image, with the same filesystem awareness as capture. The
-//! target's table areas are wiped first and the tables written last, as in a restore; every copied range is
-//! hashed while it is copied and read back afterwards.
+//! target's table areas are wiped first and the tables written last, as in a restore; a few workers copy
+//! at once, and everything written (copied bytes, runs of zeros, the tables) is read back afterwards
+//! ([`super::readback`]).
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::Sender;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use super::capture::ranges_to_read;
 use super::device::{Source, Target};
 use super::progress::{Meter, Progress};
-use super::EngineError;
-use crate::image::{Hash, TableRole, DEFAULT_CHUNK_SIZE};
+use super::readback::{read_back, Held, Ledger};
+use super::workers::{self, parallel};
+use super::{is_zero, EngineError};
+use crate::image::{TableRole, DEFAULT_CHUNK_SIZE};
 use crate::plan::{tables, CapturePlan, RestorePlan, StreamKind, TablePlan};
-use crate::sys::AlignedBuf;
+
+/// Bytes `from..from + len` of the source, to go to `to` on the target.
+struct Copy {
+    stream: usize,
+    from: u64,
+    to: u64,
+    len: u64,
+    /// The first copy of its stream: the bytes the stream copies (for progress).
+    starts: Option<u64>,
+}
 
 #[derive(Debug, Clone)]
 pub struct CloneOptions {
@@ -38,63 +50,88 @@ pub fn clone_disk(
     opts: &CloneOptions,
     progress: Option<Sender<Progress>>,
 ) -> Result<CloneReport, EngineError> {
+    let started = std::time::Instant::now();
     let mut report = CloneReport::default();
     let mut notes = Vec::new();
     let layout = &capture.layout;
-    let mut work = Vec::new();
+    // The copy in pieces of at most a chunk, aligned to chunks of the stream (direct I/O on both disks
+    // where they allow it), spread over a few workers so that both disks have requests waiting.
+    let chunk = u64::from(DEFAULT_CHUNK_SIZE);
+    let mut copies = Vec::new();
     for p in &restore.placements {
         let s = &layout.streams[p.stream];
         if s.is_table() {
             continue;
         }
         let (ranges, _, _) = ranges_to_read(source, s, &mut notes);
-        work.push((p.stream, p.target_offset, ranges));
-    }
-    let total: u64 = work
-        .iter()
-        .flat_map(|(_, _, r)| r)
-        .map(|r| r.end - r.start)
-        .sum();
-    let mut meter = Meter::new("clone", total, progress.clone());
-    for r in &restore.invalidate {
-        target.zero(r.start, r.end - r.start)?;
-    }
-    let chunk = u64::from(DEFAULT_CHUNK_SIZE);
-    // One page-aligned buffer for every read and write: direct I/O on both disks where they allow it.
-    let mut buf = AlignedBuf::with_capacity(DEFAULT_CHUNK_SIZE as usize);
-    // (target offset, len, hash) of everything copied, for the read-back check.
-    let mut copied: Vec<(u64, u64, Hash)> = Vec::new();
-    for (stream, target_offset, ranges) in &work {
-        let s = &layout.streams[*stream];
-        meter.set_current(
-            format!("{:?} at byte {}", s.kind, s.disk_offset),
-            ranges.iter().map(|r| r.end - r.start).sum(),
-        );
+        let mut starts = Some(ranges.iter().map(|r| r.end - r.start).sum());
         for r in ranges {
             let mut off = r.start;
             while off < r.end {
-                if opts.cancel.load(Ordering::Relaxed) {
-                    return Err(EngineError::Cancelled);
-                }
-                let len = (r.end - off).min(chunk - off % chunk) as usize;
-                buf.set_len(len);
-                let unreadable = source.read_tolerant_into(&mut buf, s.disk_offset + off)?;
-                target.write_at(&buf, target_offset + off)?;
-                for bad in unreadable {
-                    report
-                        .unreadable
-                        .push((format!("{:?} at byte {}", s.kind, s.disk_offset), bad));
-                }
-                copied.push((target_offset + off, len as u64, Hash::of(&buf)));
-                meter.advance(len as u64, 0);
-                off += len as u64;
+                let len = (r.end - off).min(chunk - off % chunk);
+                copies.push(Copy {
+                    stream: p.stream,
+                    from: s.disk_offset + off,
+                    to: p.target_offset + off,
+                    len,
+                    starts: starts.take(),
+                });
+                off += len;
             }
         }
     }
+    let total: u64 = copies.iter().map(|c| c.len).sum();
+    let meter = Mutex::new(Meter::new("clone", total, progress.clone()));
+    for r in &restore.invalidate {
+        target.zero(r.start, r.end - r.start)?;
+    }
+    let label = |stream: usize| {
+        let s = &layout.streams[stream];
+        format!("{:?} at byte {}", s.kind, s.disk_offset)
+    };
+    let ledger = opts.verify.then(Ledger::new);
+    let unreadable = Mutex::new(Vec::new());
+    let workers = workers::count(1);
+    parallel(&copies, workers, &opts.cancel, |buf, _, c| {
+        buf.fit(c.len as usize);
+        let bad = source.read_tolerant_into(buf, c.from)?;
+        // A run of zeros costs the target no data writes (a device's zero-out, a file's hole).
+        if is_zero(buf) {
+            target.zero(c.to, c.len)?;
+            if let Some(l) = &ledger {
+                l.note_zeros(c.to, c.len);
+            }
+        } else {
+            target.write_at(buf, c.to)?;
+            if let Some(l) = &ledger {
+                l.note_bytes(c.to, buf, Held::Copied);
+            }
+        }
+        if !bad.is_empty() {
+            let mut u = unreadable.lock().unwrap_or_else(|p| p.into_inner());
+            u.extend(bad.into_iter().map(|r| (label(c.stream), r)));
+        }
+        if let Ok(mut m) = meter.lock() {
+            if let Some(total) = c.starts {
+                m.set_current(label(c.stream), total);
+            }
+            m.advance(c.len, 0);
+        }
+        Ok(())
+    })?;
+    report.unreadable = unreadable.into_inner().unwrap_or_else(|p| p.into_inner());
+    report.unreadable.sort_by_key(|(_, r)| r.start);
     // From here on the tables may be on the target: if anything fails, they are taken away again, so that
     // the target is left with no valid-looking table, as the error says.
     let tables_then_check = || -> Result<(), EngineError> {
-        write_tables(source, target, capture, restore, &mut report)?;
+        write_tables(
+            source,
+            target,
+            capture,
+            restore,
+            ledger.as_ref(),
+            &mut report,
+        )?;
         target.sync()?;
         if let Err(e) = target.reread_partitions() {
             notes.push(format!(
@@ -103,21 +140,8 @@ pub fn clone_disk(
             ));
         }
         report.bytes_copied = total;
-        if opts.verify {
-            target.drop_cache();
-            let mut meter = Meter::new("read-back", total, progress);
-            for (off, len, hash) in &copied {
-                buf.set_len(*len as usize);
-                target.read_exact_at(&mut buf, *off)?;
-                if Hash::of(&buf) != *hash {
-                    return Err(EngineError::Failed(format!(
-                        "read-back verification failed: {len} bytes at byte {off} of {} differ from what was written; \
-                         the target may be failing",
-                        target.path().display()
-                    )));
-                }
-                meter.advance(*len, 0);
-            }
+        if let Some(ledger) = ledger {
+            read_back(ledger, target, workers, &opts.cancel, progress)?;
             report.verified = true;
         }
         Ok(())
@@ -127,7 +151,7 @@ pub fn clone_disk(
         return Err(e);
     }
     report.notes = notes;
-    report.seconds = meter.elapsed().as_secs_f64();
+    report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }
 
@@ -136,8 +160,16 @@ fn write_tables(
     target: &Target,
     capture: &CapturePlan,
     restore: &RestorePlan,
+    ledger: Option<&Ledger>,
     report: &mut CloneReport,
 ) -> Result<(), EngineError> {
+    let write = |bytes: &[u8], at: u64| -> Result<(), EngineError> {
+        target.write_at(bytes, at)?;
+        if let Some(l) = ledger {
+            l.note_bytes(at, bytes, Held::Table);
+        }
+        Ok(())
+    };
     let layout = &capture.layout;
     let read = |role: TableRole| -> Result<Vec<u8>, EngineError> {
         let s = layout
@@ -165,7 +197,7 @@ fn write_tables(
                 let s = &layout.streams[p.stream];
                 let mut buf = vec![0u8; s.len as usize];
                 source.read_exact_at(&mut buf, s.disk_offset)?;
-                target.write_at(&buf, p.target_offset)?;
+                write(&buf, p.target_offset)?;
             }
         }
         TablePlan::RelocateGpt { target_size } => {
@@ -178,7 +210,7 @@ fn write_tables(
                     .writes;
             w.sort_by_key(|(off, _)| std::cmp::Reverse(*off));
             for (off, bytes) in w {
-                target.write_at(&bytes, off)?;
+                write(&bytes, off)?;
             }
             report.notes.push(format!(
                 "the GPT was moved to the end of the {target_size}-byte target"

@@ -67,7 +67,7 @@ pub(crate) type ReadDevice<'a> = dyn Fn(&mut [u8], u64) -> Result<(), EngineErro
 /// Pieces further apart on the device than this are read separately.
 const SPAN_GAP: u64 = 1 << 20;
 /// The most one read covers.
-const SPAN_MAX: u64 = 16 << 20;
+pub(crate) const SPAN_MAX: u64 = 16 << 20;
 
 /// Compares what the device holds at each piece of `work` with the chunk; returns the pieces that differ.
 ///

@@ -6,18 +6,18 @@
 //! needed. Afterwards every written range is read back and checked.
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 
 use super::device::Target;
 use super::pieces::{self, ChunkWork};
 use super::progress::{Meter, Progress};
-use super::readback::Ledger;
+use super::readback::{read_back, Held, Ledger};
+use super::workers::{self, parallel};
 use super::EngineError;
 use crate::image::{ExtentKind, ReadAt, SharedReader, TableRole};
 use crate::plan::{tables, Layout, RestorePlan, StreamKind, TablePlan};
-use crate::sys::AlignedBuf;
 
 /// What to do with bytes the filesystem did not use (not captured).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -108,6 +108,14 @@ fn run<F: ReadAt>(
     for r in &plan.invalidate {
         target.zero(r.start, r.end - r.start)?;
     }
+    let ledger = opts.verify.then(Ledger::new);
+    let zero = |at, len| -> Result<(), EngineError> {
+        target.zero(at, len)?;
+        if let Some(l) = &ledger {
+            l.note_zeros(at, len);
+        }
+        Ok(())
+    };
     // Everything but the tables: the chunks and the pieces of them to write, plus the direct zero/discard
     // work.
     let mut data = Vec::new();
@@ -122,9 +130,9 @@ fn run<F: ReadAt>(
                 ExtentKind::Data(_) | ExtentKind::Slice { .. } => {
                     data.push((p.stream, p.target_offset, e));
                 }
-                ExtentKind::Zero => target.zero(at, e.len)?,
+                ExtentKind::Zero => zero(at, e.len)?,
                 ExtentKind::Unreadable => {
-                    target.zero(at, e.len)?;
+                    zero(at, e.len)?;
                     report
                         .unreadable
                         .push((s.info.label.clone(), at..at + e.len));
@@ -140,8 +148,8 @@ fn run<F: ReadAt>(
     let writes = pieces::group(data);
     let total: u64 = writes.iter().map(ChunkWork::bytes).sum();
     let meter = Mutex::new(Meter::new("restore", total, progress.clone()));
-    let ledger = opts.verify.then(Ledger::new);
-    parallel(&writes, opts, |buf, scratch, w| {
+    let workers = workers::count(opts.threads);
+    parallel(&writes, workers, &opts.cancel, |buf, scratch, w| {
         image.read_chunk_into(w.id, buf, scratch)?;
         for p in &w.pieces {
             target.write_at(&buf[p.at as usize..(p.at + p.len) as usize], p.device)?;
@@ -159,7 +167,7 @@ fn run<F: ReadAt>(
     // From here on the tables may be on the target: if anything fails, they are taken away again, so that
     // the target is left with no valid-looking table, as the error says.
     let tables_then_check = || -> Result<(), EngineError> {
-        write_tables(image, layout, plan, target, &mut report)?;
+        write_tables(image, layout, plan, target, ledger.as_ref(), &mut report)?;
         target.sync()?;
         if plan.tables != TablePlan::Untouched {
             if let Err(e) = target.reread_partitions() {
@@ -170,27 +178,7 @@ fn run<F: ReadAt>(
             }
         }
         if let Some(ledger) = ledger {
-            target.drop_cache();
-            let meter = Mutex::new(Meter::new("read-back", total, progress));
-            let read: &pieces::ReadDevice =
-                &|buf, at| target.read_exact_at(buf, at).map_err(EngineError::from);
-            let (checker, spans) = ledger.into_spans();
-            parallel(&spans, opts, |buf, _, span| {
-                if let Some(w) = checker.check(span, read, buf)? {
-                    return Err(EngineError::Failed(format!(
-                        "read-back verification failed: {} bytes at byte {} of {} differ from what was written there \
-                         ({}); the target may be failing",
-                        w.len,
-                        w.device,
-                        target.path().display(),
-                        w.chunk
-                    )));
-                }
-                if let Ok(mut m) = meter.lock() {
-                    m.advance(checker.bytes(span), 0);
-                }
-                Ok(())
-            })?;
+            read_back(ledger, target, workers, &opts.cancel, progress)?;
             report.verified = true;
         }
         Ok(())
@@ -212,73 +200,21 @@ pub(super) fn take_tables_away(target: &Target, invalidate: &[Range<u64>]) {
     let _ = target.sync();
 }
 
-/// Workers beyond the decompression threads: each worker waits for the disk part of the time (reading a
-/// frame, writing pieces, reading back), so two more keep the disk busy while the others compute. Measured
-/// on the benchmark: 2 workers on 2 cores 4.0-4.8 s, 3 or 4 workers 3.5-4.2 s, in alternating runs.
-const IO_WORKERS: usize = 2;
-
-/// The most workers: each holds up to 24 MiB of buffers (a chunk, its frame; a read-back span).
-const MAX_WORKERS: usize = 8;
-
-/// Run `f` over `items` on `opts.threads` + [`IO_WORKERS`] threads (at most [`MAX_WORKERS`]), each with two
-/// page-aligned buffers of its own to reuse (a chunk's bytes, and a frame's or a piece's); the first error
-/// stops the rest.
-fn parallel<T: Sync>(
-    items: &[T],
-    opts: &RestoreOptions,
-    f: impl Fn(&mut AlignedBuf, &mut AlignedBuf, &T) -> Result<(), EngineError> + Sync,
-) -> Result<(), EngineError> {
-    let next = AtomicUsize::new(0);
-    let failed: Mutex<Option<EngineError>> = Mutex::new(None);
-    let stop = AtomicBool::new(false);
-    std::thread::scope(|scope| {
-        for _ in 0..(opts.threads.max(1) + IO_WORKERS).min(MAX_WORKERS) {
-            scope.spawn(|| {
-                let mut buf = AlignedBuf::with_capacity(crate::image::DEFAULT_CHUNK_SIZE as usize);
-                let mut scratch = AlignedBuf::with_capacity(0);
-                loop {
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    if opts.cancel.load(Ordering::Relaxed) {
-                        stop.store(true, Ordering::Relaxed);
-                        if let Ok(mut slot) = failed.lock() {
-                            slot.get_or_insert(EngineError::Cancelled);
-                        }
-                        return;
-                    }
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(item) = items.get(i) else { return };
-                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        f(&mut buf, &mut scratch, item)
-                    }))
-                    .unwrap_or_else(|_| {
-                        Err(EngineError::Internal("a restore worker panicked".into()))
-                    });
-                    if let Err(e) = r {
-                        stop.store(true, Ordering::Relaxed);
-                        if let Ok(mut slot) = failed.lock() {
-                            slot.get_or_insert(e);
-                        }
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
-}
-
 fn write_tables<F: ReadAt>(
     image: &SharedReader<F>,
     layout: &Layout,
     plan: &RestorePlan,
     target: &Target,
+    ledger: Option<&Ledger>,
     report: &mut RestoreReport,
 ) -> Result<(), EngineError> {
+    let write = |bytes: &[u8], at: u64| -> Result<(), EngineError> {
+        target.write_at(bytes, at)?;
+        if let Some(l) = ledger {
+            l.note_bytes(at, bytes, Held::Table);
+        }
+        Ok(())
+    };
     match &plan.tables {
         TablePlan::Untouched => Ok(()),
         TablePlan::AsCaptured => {
@@ -290,8 +226,7 @@ fn write_tables<F: ReadAt>(
                 .collect();
             table_placements.sort_by_key(|p| std::cmp::Reverse(p.target_offset));
             for p in table_placements {
-                let bytes = stream_bytes(image, p.stream)?;
-                target.write_at(&bytes, p.target_offset)?;
+                write(&stream_bytes(image, p.stream)?, p.target_offset)?;
             }
             Ok(())
         }
@@ -314,7 +249,7 @@ fn write_tables<F: ReadAt>(
             let mut w = writes.writes;
             w.sort_by_key(|(off, _)| std::cmp::Reverse(*off));
             for (off, bytes) in w {
-                target.write_at(&bytes, off)?;
+                write(&bytes, off)?;
             }
             report.notes.push(format!(
                 "the GPT was moved to the end of the {target_size}-byte target (the source had {} bytes)",

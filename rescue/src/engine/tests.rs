@@ -87,7 +87,25 @@ fn bad_sectors_are_recorded_and_restored_as_zeros() {
         unused: UnusedPolicy::Zero,
         cancel: Arc::new(AtomicBool::new(false)),
     };
-    let rreport = restore(&reader, &layout, &rplan, &target, &ropts, None).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let rreport = restore(&reader, &layout, &rplan, &target, &ropts, Some(tx)).unwrap();
+    // The read-back covers every byte the image put on the target: data, runs of zeros, the zeros written
+    // for unreadable ranges and the tables (not the free space zeroed on request).
+    let read_back = rx
+        .try_iter()
+        .filter(|p| p.phase == "read-back")
+        .map(|p| p.bytes_total)
+        .last();
+    let written: u64 = reader
+        .index()
+        .streams
+        .iter()
+        .flat_map(|s| &s.extents)
+        .filter(|e| e.kind != ExtentKind::Unused)
+        .map(|e| e.len)
+        .sum();
+    assert_eq!(read_back, Some(written));
+    assert!(rreport.verified);
     let mut zeroed: Vec<Range<u64>> = rreport.unreadable.iter().map(|(_, r)| r.clone()).collect();
     zeroed.sort_by_key(|r| r.start);
     assert_eq!(zeroed, bad, "restore reports the holes");

@@ -10,7 +10,7 @@ use super::arrange::{arrange, Part};
 use super::dedup::Dedup;
 use super::{Op, Step, Steps};
 use crate::engine::device::Source;
-use crate::engine::EngineError;
+use crate::engine::{is_zero, EngineError};
 use crate::image::{ChunkCompressor, ExtentKind};
 use crate::sys::AlignedBuf;
 
@@ -327,10 +327,4 @@ fn split_readable(off: u64, len: u64, bad: &[Range<u64>], disk_offset: u64) -> V
         out.push(Piece::Good(pos..off + len));
     }
     out
-}
-
-/// OR-folding blocks vectorises; an early-exit `all` over bytes does not.
-fn is_zero(data: &[u8]) -> bool {
-    data.chunks(4096)
-        .all(|c| c.iter().fold(0u8, |a, &b| a | b) == 0)
 }
