@@ -30,6 +30,8 @@ pub struct Disk {
     pub boot: bool,
     /// Inject I/O errors through QEMU's blkdebug driver with this config file (see [`blkdebug_config`]).
     pub blkdebug: Option<PathBuf>,
+    /// `path` is the Unix socket of an NBD server exporting the disk (QEMU's own NBD client attaches it).
+    pub nbd: bool,
 }
 
 impl Disk {
@@ -42,6 +44,15 @@ impl Disk {
             read_only: false,
             boot: false,
             blkdebug: None,
+            nbd: false,
+        }
+    }
+
+    /// The disk an NBD server exports on the Unix socket `socket`.
+    pub fn nbd(socket: impl Into<PathBuf>, bus: Bus) -> Self {
+        Disk {
+            nbd: true,
+            ..Disk::new(socket, bus)
         }
     }
 
@@ -228,6 +239,11 @@ impl Vm {
             let id = format!("disk{i}");
             let ro = if d.read_only { ",read-only=on" } else { "" };
             match &d.blkdebug {
+                None if d.nbd => c.arg("-drive").arg(format!(
+                    "if=none,id={id},format=raw,cache=unsafe,file.driver=nbd,file.server.type=unix,\
+                     file.server.path={}{ro}",
+                    d.path.display()
+                )),
                 None => c.arg("-drive").arg(format!(
                     "if=none,id={id},format=raw,cache=unsafe,file={}{ro}",
                     d.path.display()

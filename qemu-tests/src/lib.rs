@@ -13,6 +13,8 @@ use anyhow::{bail, Context};
 use builder::artifacts::{self, KernelSource};
 use builder::qemu::Vm;
 
+pub mod nbd;
+
 /// Kernel and initramfs to boot.
 #[derive(Debug, Clone)]
 pub struct BootFiles {

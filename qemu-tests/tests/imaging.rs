@@ -212,27 +212,10 @@ fn restore_onto_the_disk_holding_the_image_is_refused() {
     let src = source_disk(work);
     // An image made on the host and copied into the drive's ext4, as if captured earlier.
     let image = work.join("disk.rimg");
-    let args = rescue::cli::imaging::CaptureArgs {
-        source: src.path.clone(),
-        output: image.clone(),
-        partitions: Vec::new(),
-        level: rescue::image::DEFAULT_LEVEL,
-        threads: 2,
-        raw: false,
-        no_dedup: false,
-        json: false,
-    };
-    assert_eq!(rescue::cli::imaging::capture(args).unwrap(), 0);
+    host_capture(&src.path, &image);
     let image_drive = work.join("images.img");
     ext4_drive(&image_drive, 64);
-    let (ok, out) = tool(
-        Command::new("debugfs")
-            .arg("-w")
-            .arg("-R")
-            .arg(format!("write {} disk.rimg", image.display()))
-            .arg(&image_drive),
-    );
-    assert!(ok && !out.contains("rror"), "debugfs write: {out}");
+    put_file(&image_drive, &image, "disk.rimg");
     let before = std::fs::read(&image_drive).unwrap();
 
     let mut vm = vm();

@@ -239,3 +239,40 @@ pub fn line_with<'a>(screen: &'a str, needle: &str) -> &'a str {
         .find(|l| l.contains(needle))
         .unwrap_or_else(|| panic!("no {needle:?} on the screen:\n{screen}"))
 }
+
+/// Capture on the host with the library (what the CLI runs).
+pub fn host_capture(source: &Path, image: &Path) {
+    let args = rescue::cli::imaging::CaptureArgs {
+        source: source.to_path_buf(),
+        output: image.to_path_buf(),
+        partitions: Vec::new(),
+        level: rescue::image::DEFAULT_LEVEL,
+        threads: 2,
+        raw: false,
+        no_dedup: false,
+        json: false,
+    };
+    assert_eq!(rescue::cli::imaging::capture(args).unwrap(), 0);
+}
+
+/// Copy a host file into the root of an ext4 drive image.
+pub fn put_file(drive: &Path, file: &Path, name: &str) {
+    let (ok, out) = tool(
+        Command::new("debugfs")
+            .arg("-w")
+            .arg("-R")
+            .arg(format!("write {} {name}", file.display()))
+            .arg(drive),
+    );
+    assert!(ok && !out.contains("rror"), "debugfs write: {out}");
+}
+
+/// The demo source's ext4 partition.
+pub fn ext4_of(src: &Source) -> &fixtures::Expected {
+    src.expected
+        .iter()
+        .zip(&src.spec.parts)
+        .find(|(_, p)| p.fs == fixtures::Fs::Ext4)
+        .map(|(e, _)| e)
+        .unwrap()
+}
