@@ -134,7 +134,7 @@ fn fs_name(fs: Option<FsKind>) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-fn stream_label(s: &PlannedStream) -> String {
+pub(super) fn stream_label(s: &PlannedStream) -> String {
     use crate::plan::StreamKind as K;
     match s.kind {
         K::Table(role) => format!("{role:?} table"),

@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 
-use super::capture::ranges_to_read;
+use super::capture::{ranges_to_read, stream_label};
 use super::device::{Source, Target};
 use super::progress::{Meter, Progress};
 use super::readback::{read_back, Held, Ledger};
@@ -85,10 +85,7 @@ pub fn clone_disk(
     for r in &restore.invalidate {
         target.zero(r.start, r.end - r.start)?;
     }
-    let label = |stream: usize| {
-        let s = &layout.streams[stream];
-        format!("{:?} at byte {}", s.kind, s.disk_offset)
-    };
+    let label = |stream: usize| stream_label(&layout.streams[stream]);
     let ledger = opts.verify.then(Ledger::new);
     let unreadable = Mutex::new(Vec::new());
     let workers = workers::count(1);

@@ -5,6 +5,7 @@
 //! is read once for all the places it goes); writes of different pieces never overlap, so no ordering is
 //! needed. Afterwards every written range is read back and checked.
 
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::Sender;
@@ -148,20 +149,46 @@ fn run<F: ReadAt>(
     let writes = pieces::group(data);
     let total: u64 = writes.iter().map(ChunkWork::bytes).sum();
     let meter = Mutex::new(Meter::new("restore", total, progress.clone()));
+    // Progress names the stream being written: each chunk's first piece's, from the chunk that starts it.
+    let mut per_stream: HashMap<usize, u64> = HashMap::new();
+    for p in writes.iter().flat_map(|w| &w.pieces) {
+        *per_stream.entry(p.stream).or_default() += p.len;
+    }
+    let mut seen = HashSet::new();
+    let items: Vec<(&ChunkWork, Option<usize>)> = writes
+        .iter()
+        .map(|w| {
+            (
+                w,
+                w.pieces
+                    .first()
+                    .map(|p| p.stream)
+                    .filter(|s| seen.insert(*s)),
+            )
+        })
+        .collect();
     let workers = workers::count(opts.threads);
-    parallel(&writes, workers, &opts.cancel, |buf, scratch, w| {
-        image.read_chunk_into(w.id, buf, scratch)?;
-        for p in &w.pieces {
-            target.write_at(&buf[p.at as usize..(p.at + p.len) as usize], p.device)?;
-        }
-        if let Some(l) = &ledger {
-            l.note(w.id, &w.pieces, buf);
-        }
-        if let Ok(mut m) = meter.lock() {
-            m.advance(w.bytes(), 0);
-        }
-        Ok(())
-    })?;
+    parallel(
+        &items,
+        workers,
+        &opts.cancel,
+        |buf, scratch, &(w, starts)| {
+            if let (Some(s), Ok(mut m)) = (starts, meter.lock()) {
+                m.set_current(index.streams[s].info.label.clone(), per_stream[&s]);
+            }
+            image.read_chunk_into(w.id, buf, scratch)?;
+            for p in &w.pieces {
+                target.write_at(&buf[p.at as usize..(p.at + p.len) as usize], p.device)?;
+            }
+            if let Some(l) = &ledger {
+                l.note(w.id, &w.pieces, buf);
+            }
+            if let Ok(mut m) = meter.lock() {
+                m.advance(w.bytes(), 0);
+            }
+            Ok(())
+        },
+    )?;
     report.bytes_written = total;
 
     // From here on the tables may be on the target: if anything fails, they are taken away again, so that

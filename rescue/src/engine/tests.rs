@@ -91,11 +91,12 @@ fn bad_sectors_are_recorded_and_restored_as_zeros() {
     let rreport = restore(&reader, &layout, &rplan, &target, &ropts, Some(tx)).unwrap();
     // The read-back covers every byte the image put on the target: data, runs of zeros, the zeros written
     // for unreadable ranges and the tables (not the free space zeroed on request).
-    let read_back = rx
-        .try_iter()
+    let events: Vec<_> = rx.try_iter().collect();
+    let read_back = events
+        .iter()
         .filter(|p| p.phase == "read-back")
         .map(|p| p.bytes_total)
-        .last();
+        .next_back();
     let written: u64 = reader
         .index()
         .streams
@@ -106,6 +107,20 @@ fn bad_sectors_are_recorded_and_restored_as_zeros() {
         .sum();
     assert_eq!(read_back, Some(written));
     assert!(rreport.verified);
+    // Progress names each partition as its first chunk is written.
+    let mut current: Vec<&str> = events
+        .iter()
+        .filter(|p| p.phase == "restore" && !p.current.is_empty())
+        .map(|p| p.current.as_str())
+        .collect();
+    current.dedup();
+    for label in [
+        "partition 1 (ext4)",
+        "partition 5 (vfat)",
+        "partition 6 (exfat)",
+    ] {
+        assert!(current.contains(&label), "{label} not in {current:?}");
+    }
     let mut zeroed: Vec<Range<u64>> = rreport.unreadable.iter().map(|(_, r)| r.clone()).collect();
     zeroed.sort_by_key(|r| r.start);
     assert_eq!(zeroed, bad, "restore reports the holes");
