@@ -5,6 +5,9 @@
       Copy real files from SRC trees into DIR/SUBDIR until BYTES of file data are copied; prints the bytes.
   bench.py measure --work DIR --disk DISK --layout LAYOUT.json --rescue BIN [--runs N] [--command CMD]
       Time every tool, check the restored filesystems, print the table (also DIR/results.md, .json).
+  bench.py floor --image IMG --target TARGET --bytes N
+      The verified restore's disk traffic with no work in between: reads IMG while writing N bytes to TARGET,
+      fsyncs, reads them back (all O_DIRECT, 8 MiB writes, 16 MiB reads).
 
 Every timed command runs under `/usr/bin/time -v` (one per process of a pipeline) for its peak RSS and CPU
 time; wall time is measured around the whole pipeline plus an fsync of what it wrote. The page cache is
@@ -349,6 +352,44 @@ def combine(results):
     }
 
 
+def cmd_floor(a):
+    import mmap
+    block = 8 * MiB
+
+    def read_all(path, size, limit=None):
+        """Reads `path` from the start in `size` requests, to its end or past `limit` bytes."""
+        buf = mmap.mmap(-1, size)  # page-aligned, as O_DIRECT wants
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+        try:
+            off = 0
+            while True:
+                n = os.preadv(fd, [buf], off)
+                if n <= 0:
+                    return off
+                off += n
+                if limit is not None and off >= limit:
+                    return off
+        finally:
+            os.close(fd)
+
+    reader = threading.Thread(target=read_all, args=(a.image, block))
+    reader.start()
+    data = mmap.mmap(-1, block)
+    data.write(os.urandom(block))
+    fd = os.open(a.target, os.O_WRONLY | os.O_DIRECT)
+    try:
+        off = 0
+        while off < a.bytes:
+            n = min(block, a.bytes - off + 4095 & ~4095)
+            off += os.pwritev(fd, [memoryview(data)[:n]], off)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    reader.join()
+    read_all(a.target, 16 * MiB, a.bytes)
+    return 0
+
+
 def cmd_measure(a):
     W = a.work
     R = os.path.join(W, "run")
@@ -431,7 +472,17 @@ def cmd_measure(a):
                 per_round.setdefault(key, []).append(r)
                 if first:
                     check_ours(a, loops, checks, disk, tgt, img, parts, label)
+                written = os.stat(tgt).st_blocks * 512  # the data restored: runs of zeros are holes
                 rm(tgt)
+
+            # The disk's own time for the verified restore's I/O, to tell the code's share from the disk's.
+            log(f"{tag}disk floor: the verified restore's I/O alone ({written / MiB:,.0f} MiB written)")
+            fl_tgt = tgt + ".floor"
+            per_round.setdefault("disk-floor", []).append(run(
+                "disk-floor", [[sys.executable, os.path.abspath(__file__), "floor", "--image", img,
+                                "--target", fl_tgt, "--bytes", str(written)]],
+                prepare=lambda: new_target(fl_tgt, size), sync=[fl_tgt]))
+            rm(fl_tgt)
 
             # Clonezilla: partclone.<fs> | zstd per partition, from loop devices (nothing is extracted).
             log(f"{tag}partclone capture, {len(parts)} partitions")
@@ -494,6 +545,8 @@ def cmd_measure(a):
         ("ours-verify", "rescue", "verify the image (info: no writes)"),
         ("ours-restore", "rescue", "restore (with read-back verify)"),
         ("ours-restore-nv", "rescue", "restore --no-verify"),
+        ("disk-floor", "disk alone", "the verified restore's I/O: image read while the data is written, "
+                                     "fsync, data read back (O_DIRECT)"),
         ("pc-capture", "partclone+zstd", f"capture ({len(parts)} partitions)"),
         ("pc-restore", "partclone+zstd", f"restore ({len(parts)} partitions)"),
         ("dd-capture", "dd+zstd", "capture (whole disk)"),
@@ -630,6 +683,10 @@ def render(a, layout, rows, checks, extra, pc_cmds, nproc):
              f"{ratio(pc['seconds'], o3['seconds']):.2f}; {ratio(o3img, pimg):.3f} | | for comparison |")
     x = ratio(pr["seconds"], orv["seconds"])
     L.append(f"| restore, verified: partclone+zstd time / ours | {x:.2f} | >= {GOAL_SPEEDUP:.0f} | {goal(x >= GOAL_SPEEDUP)} |")
+    fl, _ = by["disk-floor"]
+    L.append(f"| restore, verified: our time / the disk's for the same I/O | {ratio(orv['seconds'], fl['seconds']):.2f} "
+             f"| | 4x partclone+zstd needs {pr['seconds'] / GOAL_SPEEDUP:.2f} s; the disk alone took "
+             f"{fl['seconds']:.2f} s |")
     x = ratio(pr["seconds"], orn["seconds"])
     L.append(f"| restore, --no-verify: partclone+zstd time / ours | {x:.2f} | >= {GOAL_SPEEDUP:.0f} | "
              f"{goal(x >= GOAL_SPEEDUP)} |")
@@ -653,7 +710,8 @@ def render(a, layout, rows, checks, extra, pc_cmds, nproc):
             return ", ".join(f"{ratio(t, o):.2f}" for t, o in zip(theirs["all_seconds"], ours["all_seconds"]))
         L.append("partclone+zstd time / ours within each round: capture " + per_round(pc, oc)
                  + "; verified restore " + per_round(pr, orv) + "; restore --no-verify " + per_round(pr, orn)
-                 + ".")
+                 + ". Verified restore / the disk alone: " + ", ".join(
+                     f"{ratio(o, f):.2f}" for o, f in zip(orv["all_seconds"], fl["all_seconds"])) + ".")
         L.append("")
     fss = [f"{p['number']} ({p['fs']})" for p in layout["partitions"]]
     L.append("partclone per partition (median round): capture " + ", ".join(
@@ -724,7 +782,13 @@ def main():
     m.add_argument("--command", default="scripts/bench")
     m.add_argument("--quiet-wait", type=float, default=300,
                    help="wait up to this many seconds before each run for other processes to go idle")
+    fl = sub.add_parser("floor")
+    fl.add_argument("--image", required=True)
+    fl.add_argument("--target", required=True)
+    fl.add_argument("--bytes", type=int, required=True)
     a = ap.parse_args()
+    if a.cmd == "floor":
+        return cmd_floor(a)
     if a.cmd == "stage":
         if a.quota <= 0:
             print(0)
