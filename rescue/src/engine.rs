@@ -9,6 +9,7 @@ mod pieces;
 pub mod progress;
 mod readback;
 pub mod restore;
+mod tables;
 pub mod verify;
 mod workers;
 

@@ -12,10 +12,11 @@ use super::capture::{ranges_to_read, stream_label};
 use super::device::{Source, Target};
 use super::progress::{Meter, Progress};
 use super::readback::{read_back, Held, Ledger};
+use super::tables;
 use super::workers::{self, parallel};
 use super::{is_zero, EngineError};
-use crate::image::{TableRole, DEFAULT_CHUNK_SIZE};
-use crate::plan::{tables, CapturePlan, RestorePlan, StreamKind, TablePlan};
+use crate::image::DEFAULT_CHUNK_SIZE;
+use crate::plan::{CapturePlan, RestorePlan};
 
 /// Bytes `from..from + len` of the source, to go to `to` on the target.
 struct Copy {
@@ -82,6 +83,12 @@ pub fn clone_disk(
     }
     let total: u64 = copies.iter().map(|c| c.len).sum();
     let meter = Mutex::new(Meter::new("clone", total, progress.clone()));
+    let tables = tables::prepare(layout, restore, |stream| {
+        let s = &layout.streams[stream];
+        let mut buf = vec![0u8; s.len as usize];
+        source.read_exact_at(&mut buf, s.disk_offset)?;
+        Ok(buf)
+    })?;
     for r in &restore.invalidate {
         target.zero(r.start, r.end - r.start)?;
     }
@@ -121,15 +128,11 @@ pub fn clone_disk(
     // From here on the tables may be on the target: if anything fails, they are taken away again, so that
     // the target is left with no valid-looking table, as the error says.
     let tables_then_check = || -> Result<(), EngineError> {
-        write_tables(
-            source,
-            target,
-            capture,
-            restore,
-            ledger.as_ref(),
-            &mut report,
-        )?;
+        // Every data byte on stable storage before the first table byte (see `restore`).
         target.sync()?;
+        tables.write(target, ledger.as_ref())?;
+        target.sync()?;
+        notes.extend(tables.notes.iter().cloned());
         if let Err(e) = target.reread_partitions() {
             notes.push(format!(
                 "the kernel could not re-read the partition table of {} ({e}); reboot before using it",
@@ -150,69 +153,4 @@ pub fn clone_disk(
     report.notes = notes;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
-}
-
-fn write_tables(
-    source: &Source,
-    target: &Target,
-    capture: &CapturePlan,
-    restore: &RestorePlan,
-    ledger: Option<&Ledger>,
-    report: &mut CloneReport,
-) -> Result<(), EngineError> {
-    let write = |bytes: &[u8], at: u64| -> Result<(), EngineError> {
-        target.write_at(bytes, at)?;
-        if let Some(l) = ledger {
-            l.note_bytes(at, bytes, Held::Table);
-        }
-        Ok(())
-    };
-    let layout = &capture.layout;
-    let read = |role: TableRole| -> Result<Vec<u8>, EngineError> {
-        let s = layout
-            .streams
-            .iter()
-            .find(|s| s.kind == StreamKind::Table(role))
-            .ok_or_else(|| {
-                EngineError::Failed(format!("the source has no {role:?}; cannot move its GPT"))
-            })?;
-        let mut buf = vec![0u8; s.len as usize];
-        source.read_exact_at(&mut buf, s.disk_offset)?;
-        Ok(buf)
-    };
-    match &restore.tables {
-        TablePlan::Untouched => {}
-        TablePlan::AsCaptured => {
-            let mut ts: Vec<_> = restore
-                .placements
-                .iter()
-                .filter(|p| layout.streams[p.stream].is_table())
-                .collect();
-            // LBA 0 last: until it lands nothing points at the rest.
-            ts.sort_by_key(|p| std::cmp::Reverse(p.target_offset));
-            for p in ts {
-                let s = &layout.streams[p.stream];
-                let mut buf = vec![0u8; s.len as usize];
-                source.read_exact_at(&mut buf, s.disk_offset)?;
-                write(&buf, p.target_offset)?;
-            }
-        }
-        TablePlan::RelocateGpt { target_size } => {
-            let lba0 = read(TableRole::Mbr)?;
-            let mut primary = read(TableRole::GptPrimaryHeader)?;
-            primary.extend(read(TableRole::GptPrimaryEntries)?);
-            let mut w =
-                tables::relocate_gpt(&lba0, &primary, layout.logical_sector_size, *target_size)
-                    .map_err(|e| EngineError::Failed(e.to_string()))?
-                    .writes;
-            w.sort_by_key(|(off, _)| std::cmp::Reverse(*off));
-            for (off, bytes) in w {
-                write(&bytes, off)?;
-            }
-            report.notes.push(format!(
-                "the GPT was moved to the end of the {target_size}-byte target"
-            ));
-        }
-    }
-    Ok(())
 }

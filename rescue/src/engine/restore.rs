@@ -14,11 +14,12 @@ use std::sync::{Arc, Mutex};
 use super::device::Target;
 use super::pieces::{self, ChunkWork};
 use super::progress::{Meter, Progress};
-use super::readback::{read_back, Held, Ledger};
+use super::readback::{read_back, Ledger};
+use super::tables;
 use super::workers::{self, parallel};
 use super::EngineError;
-use crate::image::{ExtentKind, ReadAt, SharedReader, TableRole};
-use crate::plan::{tables, Layout, RestorePlan, StreamKind, TablePlan};
+use crate::image::{ExtentKind, ReadAt, SharedReader};
+use crate::plan::{Layout, RestorePlan, TablePlan};
 
 /// What to do with bytes the filesystem did not use (not captured).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -64,13 +65,6 @@ fn stream_bytes<F: ReadAt>(image: &SharedReader<F>, stream: usize) -> Result<Vec
     Ok(out)
 }
 
-fn table_role(layout: &Layout, stream: usize) -> Option<TableRole> {
-    match layout.streams[stream].kind {
-        StreamKind::Table(role) => Some(role),
-        _ => None,
-    }
-}
-
 /// Restore per `plan`. On failure after the first write, the error says the target is now invalid.
 pub fn restore<F: ReadAt>(
     image: &SharedReader<F>,
@@ -106,6 +100,7 @@ fn run<F: ReadAt>(
     let index = image.index();
     let started = std::time::Instant::now();
     let mut report = RestoreReport::default();
+    let tables = tables::prepare(layout, plan, |stream| stream_bytes(image, stream))?;
     for r in &plan.invalidate {
         target.zero(r.start, r.end - r.start)?;
     }
@@ -121,7 +116,7 @@ fn run<F: ReadAt>(
     // work.
     let mut data = Vec::new();
     for p in &plan.placements {
-        if table_role(layout, p.stream).is_some() {
+        if layout.streams[p.stream].is_table() {
             continue;
         }
         let s = &index.streams[p.stream];
@@ -194,8 +189,12 @@ fn run<F: ReadAt>(
     // From here on the tables may be on the target: if anything fails, they are taken away again, so that
     // the target is left with no valid-looking table, as the error says.
     let tables_then_check = || -> Result<(), EngineError> {
-        write_tables(image, layout, plan, target, ledger.as_ref(), &mut report)?;
+        // Every data byte on stable storage before the first table byte: a power cut cannot leave tables
+        // describing data still in the disk's cache.
         target.sync()?;
+        tables.write(target, ledger.as_ref())?;
+        target.sync()?;
+        report.notes.extend(tables.notes.iter().cloned());
         if plan.tables != TablePlan::Untouched {
             if let Err(e) = target.reread_partitions() {
                 report.notes.push(format!(
@@ -225,64 +224,4 @@ pub(super) fn take_tables_away(target: &Target, invalidate: &[Range<u64>]) {
         let _ = target.zero(r.start, r.end - r.start);
     }
     let _ = target.sync();
-}
-
-fn write_tables<F: ReadAt>(
-    image: &SharedReader<F>,
-    layout: &Layout,
-    plan: &RestorePlan,
-    target: &Target,
-    ledger: Option<&Ledger>,
-    report: &mut RestoreReport,
-) -> Result<(), EngineError> {
-    let write = |bytes: &[u8], at: u64| -> Result<(), EngineError> {
-        target.write_at(bytes, at)?;
-        if let Some(l) = ledger {
-            l.note_bytes(at, bytes, Held::Table);
-        }
-        Ok(())
-    };
-    match &plan.tables {
-        TablePlan::Untouched => Ok(()),
-        TablePlan::AsCaptured => {
-            // Backup structures first and LBA 0 last: until LBA 0 lands, nothing points at the rest.
-            let mut table_placements: Vec<_> = plan
-                .placements
-                .iter()
-                .filter(|p| table_role(layout, p.stream).is_some())
-                .collect();
-            table_placements.sort_by_key(|p| std::cmp::Reverse(p.target_offset));
-            for p in table_placements {
-                write(&stream_bytes(image, p.stream)?, p.target_offset)?;
-            }
-            Ok(())
-        }
-        TablePlan::RelocateGpt { target_size } => {
-            let find = |role: TableRole| {
-                layout.streams.iter().position(|s| s.kind == StreamKind::Table(role)).ok_or_else(|| {
-                    EngineError::Failed(format!(
-                        "the image has no {role:?} stream, so its GPT cannot be moved to a disk of another size; \
-                         restore onto a disk of exactly {} bytes",
-                        layout.size_bytes
-                    ))
-                })
-            };
-            let lba0 = stream_bytes(image, find(TableRole::Mbr)?)?;
-            let mut primary = stream_bytes(image, find(TableRole::GptPrimaryHeader)?)?;
-            primary.extend(stream_bytes(image, find(TableRole::GptPrimaryEntries)?)?);
-            let writes =
-                tables::relocate_gpt(&lba0, &primary, layout.logical_sector_size, *target_size)
-                    .map_err(|e| EngineError::Failed(e.to_string()))?;
-            let mut w = writes.writes;
-            w.sort_by_key(|(off, _)| std::cmp::Reverse(*off));
-            for (off, bytes) in w {
-                write(&bytes, off)?;
-            }
-            report.notes.push(format!(
-                "the GPT was moved to the end of the {target_size}-byte target (the source had {} bytes)",
-                layout.size_bytes
-            ));
-            Ok(())
-        }
-    }
 }

@@ -138,7 +138,7 @@ fn bad_sectors_are_recorded_and_restored_as_zeros() {
     assert_eq!(restored[510..512], [0x55, 0xAA]);
 }
 
-fn detect(data: &[u8]) -> crate::detect::Disk {
+pub(super) fn detect(data: &[u8]) -> crate::detect::Disk {
     detect_image(
         Cursor::new(data),
         data.len() as u64,
