@@ -4,6 +4,7 @@
 pub mod imaging;
 pub mod job;
 pub mod mounts;
+mod signals;
 pub mod ui;
 
 use std::io::Write;

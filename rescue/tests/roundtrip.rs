@@ -29,6 +29,21 @@ fn rescue(args: &[&str]) -> (i32, String) {
     (out.status.code().unwrap_or(-1), text)
 }
 
+/// A loop device over `backing` (needs root, as CI and the development machines have).
+fn attach_loop(backing: &Path) -> String {
+    let out = Command::new("losetup")
+        .args(["-f", "--show"])
+        .arg(backing)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "losetup failed (this test needs root): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -322,17 +337,7 @@ fn a_mounted_target_is_refused_and_untouched() {
         .unwrap();
     let (ok, out) = tool(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&backing));
     assert!(ok, "{out}");
-    let out = Command::new("losetup")
-        .args(["-f", "--show"])
-        .arg(&backing)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "losetup failed (this test needs root): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let loopdev = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let loopdev = attach_loop(&backing);
     let mnt = f.dir.join("mnt");
     std::fs::create_dir_all(&mnt).unwrap();
     let mounted = Command::new("mount")
@@ -425,4 +430,63 @@ fn a_fragmented_ext4_is_read_in_few_chunks_and_restores_file_for_file() {
     let (rc, out) = rescue(&["restore", s(&image), s(&target), "--yes"]);
     assert_eq!(rc, 0, "{out}");
     check_filesystem(Fs::Ext4, &target, &content, dir.path());
+}
+
+/// Ctrl-C during a capture from a block device: the capture stops at the next chunk, the partial image is
+/// removed, and the source is writable again (the kernel's read-only flag set for the capture is put back).
+/// Needs root and loop devices (CI and the development machines have both).
+#[test]
+fn an_interrupted_capture_cleans_up_and_leaves_the_source_writable() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let backing = dir.path().join("noise.img");
+    std::fs::write(&backing, fixtures::noise(256 << 20, 5)).unwrap();
+    let loopdev = attach_loop(&backing);
+    let ro_flag = format!("/sys/block/{}/ro", loopdev.trim_start_matches("/dev/"));
+    let image = dir.path().join("noise.rimg");
+    let result = std::panic::catch_unwind(|| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rescue"))
+            .args(["capture", &loopdev, "-o", s(&image), "--json"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut text = String::new();
+        // Interrupt once the capture is under way (its first progress line).
+        while !text.contains("\"phase\":\"capture\"") {
+            if stderr.read_line(&mut text).unwrap() == 0 {
+                break;
+            }
+        }
+        assert_eq!(
+            std::fs::read_to_string(&ro_flag).unwrap().trim(),
+            "1",
+            "the source is read-only while captured:\n{text}"
+        );
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap();
+        std::io::Read::read_to_string(&mut stderr, &mut text).unwrap();
+        let status = child.wait().unwrap();
+        assert!(!status.success(), "the capture completed:\n{text}");
+        assert!(
+            text.contains("interrupted") && text.contains("cancelled"),
+            "{text}"
+        );
+        assert!(!image.exists(), "an image was left");
+        let partial = dir.path().join("noise.rimg.partial");
+        assert!(!partial.exists(), "the partial image was left:\n{text}");
+        assert_eq!(
+            std::fs::read_to_string(&ro_flag).unwrap().trim(),
+            "0",
+            "the source was left read-only"
+        );
+    });
+    let _ = Command::new("losetup").arg("-d").arg(&loopdev).status();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
 }

@@ -116,7 +116,7 @@ pub fn capture(a: CaptureArgs) -> anyhow::Result<i32> {
     let (tx, printer) = progress_printer(a.json);
     let ctl = ops::Control {
         progress: tx,
-        ..Default::default()
+        cancel: super::signals::cancel_on_signals(),
     };
     let result = ops::capture(&spec, &super::detect_options(), ctl);
     finish_progress(printer);
@@ -221,7 +221,7 @@ pub fn restore(a: RestoreArgs) -> anyhow::Result<i32> {
     let (tx, printer) = progress_printer(a.json);
     let ctl = ops::Control {
         progress: tx,
-        ..Default::default()
+        cancel: super::signals::cancel_on_signals(),
     };
     let report = ops::restore(&spec, &super::detect_options(), ctl);
     finish_progress(printer);
@@ -437,7 +437,7 @@ pub fn clone(a: CloneArgs) -> anyhow::Result<i32> {
     let (tx, printer) = progress_printer(a.json);
     let ctl = ops::Control {
         progress: tx,
-        ..Default::default()
+        cancel: super::signals::cancel_on_signals(),
     };
     let report = ops::clone(&spec, &super::detect_options(), ctl);
     finish_progress(printer);

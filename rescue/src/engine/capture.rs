@@ -283,8 +283,10 @@ pub fn capture<W: Write + Send>(
             ))
         });
         // The writer's error (a worker's read or compression failure, a write error) explains a stopped
-        // planner better than the planner's own.
+        // planner better than the planner's own, unless the planner stopped because it was cancelled (the
+        // writer then only finds the image incomplete).
         match (plan_result, written) {
+            (Err(EngineError::Cancelled), _) => Err(EngineError::Cancelled),
             (_, Err(e)) => Err(e),
             (Err(e), Ok(_)) => Err(e),
             (Ok(()), Ok(w)) => Ok(w),
