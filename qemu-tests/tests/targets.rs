@@ -282,3 +282,39 @@ fn a_clone_onto_a_fake_capacity_stick_fails_in_the_read_back() {
     let (_, backing, _dir) = job_onto_a_fake_stick(true);
     assert_no_table(&backing);
 }
+
+/// The stick this system booted from (named by its disk GUID on the kernel command line, as the boot
+/// loader does) is refused as a target even through one of its partitions' device nodes, and left as it
+/// was.
+#[test]
+fn a_partition_of_the_boot_stick_is_refused_as_a_restore_target() {
+    let Prepared {
+        dir, src, images, ..
+    } = prepare();
+    let stick = dir.path().join("stick.img");
+    std::fs::copy(&src.path, &stick).unwrap();
+    let before = std::fs::read(&stick).unwrap();
+    let (ok, guid) = tool(Command::new("sfdisk").arg("--disk-id").arg(&stick));
+    assert!(ok, "{guid}");
+    let mut vm = vm();
+    vm.append = format!("rescue.stick={}", guid.trim());
+    vm.disks.push(Disk::new(&images, Bus::Virtio).serial("IMG"));
+    vm.disks
+        .push(Disk::new(&stick, Bus::Virtio).serial("STICK"));
+    let run = run_chain(
+        vm,
+        "mount serial=IMG /mnt/t ; restore /mnt/t/d.rimg --partition 2 /dev/vdb2 --yes",
+    );
+    assert_ne!(run.rc, 0, "the restore ran:\n{}", tail(&run.serial, 30));
+    assert!(
+        run.stdout.contains(
+            "/dev/vdb2 is the rescue stick this system booted from, or one of its partitions"
+        ),
+        "{}",
+        tail(&run.serial, 30)
+    );
+    assert!(
+        std::fs::read(&stick).unwrap() == before,
+        "the stick was written"
+    );
+}

@@ -99,10 +99,37 @@ pub struct Disk {
     pub fs_uuid: Option<String>,
     /// Where the whole disk itself is mounted.
     pub mounts: Vec<String>,
-    /// This disk is the medium we booted from.
+    /// This disk is the medium we booted from (or, for a partition's device node, one of its partitions).
     pub boot_medium: bool,
     /// Everything that went wrong or looks wrong with this disk, for people to read.
     pub problems: Vec<String>,
+    /// For a partition's device node (`/dev/sdb1`): the whole disk it belongs to (`/dev/sdb`).
+    pub whole_disk: Option<String>,
+    /// What the path names on this machine, so that two names of one device or file are known to be one.
+    #[serde(skip)]
+    pub identity: Option<Identity>,
+}
+
+/// A block device by its device number, or a file by its filesystem's device number and its inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Identity {
+    Device(u64),
+    File { dev: u64, ino: u64 },
+}
+
+impl Identity {
+    /// The identity of what `path` names now; `None` when it does not exist.
+    pub fn of(path: &Path) -> Option<Identity> {
+        let meta = std::fs::metadata(path).ok()?;
+        Some(if meta.file_type().is_block_device() {
+            Identity::Device(meta.rdev())
+        } else {
+            Identity::File {
+                dev: meta.dev(),
+                ino: meta.ino(),
+            }
+        })
+    }
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -319,7 +346,9 @@ pub fn detect_paths(paths: &[PathBuf], opts: &DetectOptions) -> Report {
                     Some(dir) => {
                         let mut sys = sysfs::read_disk(&dir);
                         sys.dev = sys.dev.or(Some(dev));
-                        block_device(sys, path, &mounts, opts)
+                        let mut disk = block_device(sys, path, &mounts, opts);
+                        whole_disk_of_partition(&mut disk, &dir, opts);
+                        disk
                     }
                     None => block_device_without_sysfs(path, dev, &mounts, opts),
                 }
@@ -347,9 +376,28 @@ pub fn detect_paths(paths: &[PathBuf], opts: &DetectOptions) -> Report {
                 DetectError::NotADisk { path: path.clone() },
             ),
         };
+        let mut disk = disk;
+        disk.identity = Identity::of(path);
         report.disks.push(disk);
     }
     report
+}
+
+/// When `dir` (sysfs) is a partition's: names its whole disk, and marks the partition as part of the boot
+/// medium when its disk is.
+fn whole_disk_of_partition(disk: &mut Disk, dir: &Path, opts: &DetectOptions) {
+    if !dir.join("partition").exists() {
+        return;
+    }
+    let Some(name) = dir.parent().and_then(|p| p.file_name()) else {
+        return;
+    };
+    let whole = opts.dev.join(name);
+    if opts.boot_disk_guid.is_some() {
+        let report = detect_paths(std::slice::from_ref(&whole), opts);
+        disk.boot_medium |= report.disks.iter().any(|d| d.boot_medium);
+    }
+    disk.whole_disk = Some(whole.to_string_lossy().into_owned());
 }
 
 /// Detects the layout of a disk image already open as `reader` (`size_bytes` long). `path` is
@@ -584,6 +632,8 @@ fn empty_disk(path: &str, name: String, transport: Transport) -> Disk {
         mounts: Vec::new(),
         boot_medium: false,
         problems: Vec::new(),
+        whole_disk: None,
+        identity: None,
     }
 }
 

@@ -81,6 +81,13 @@ pub fn capture(
             .unwrap_or(Path::new("."));
         detect::disk_holding(dir, opts)
     };
+    if !to_stdout {
+        plan::check_output(
+            &disk,
+            &spec.output.display().to_string(),
+            detect::Identity::of(&spec.output),
+        )?;
+    }
     let plan = plan::plan_capture(
         &disk,
         &plan::CaptureRequest {
@@ -190,6 +197,7 @@ pub fn prepare_restore(
     let env = plan::Environment {
         image_disk: detect::disk_holding(&spec.image, opts),
         image_path: spec.image.display().to_string(),
+        image_identity: detect::Identity::of(&spec.image),
     };
     let plan = match spec.partition {
         Some(n) => plan::plan_restore_partition(

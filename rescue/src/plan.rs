@@ -7,7 +7,7 @@ pub mod tables;
 
 use std::ops::Range;
 
-use crate::detect::{Disk, FsKind, PartitionTable};
+use crate::detect::{Disk, FsKind, Identity, PartitionTable};
 pub use crate::image::TableRole;
 
 /// What a stream of the image holds.
@@ -123,7 +123,11 @@ pub enum Refusal {
     },
     #[error("{target} is the source disk; choose another target")]
     TargetIsSource { target: String },
-    #[error("{target} is the rescue stick this system booted from; it cannot be a restore or clone target")]
+    #[error("{target} is the image being restored; choose another target")]
+    TargetIsImage { target: String },
+    #[error("{output} is the source being captured; write the image to another file")]
+    OutputIsSource { output: String },
+    #[error("{target} is the rescue stick this system booted from, or one of its partitions; it cannot be a restore or clone target")]
     TargetIsBootMedium { target: String },
     #[error("{target} is too small: it has {have} bytes ({have_h}) but the image needs at least {need} bytes ({need_h}); use a disk of at least {need_h}")]
     TooSmall {
@@ -273,6 +277,17 @@ fn subtract(whole: Range<u64>, taken: &[Range<u64>]) -> Vec<Range<u64>> {
     out
 }
 
+/// Refuses an image file `output` (named `shown`; `identity` when it exists already) that is the `source`
+/// itself: the finished image would replace it.
+pub fn check_output(source: &Disk, shown: &str, identity: Option<Identity>) -> Result<(), Refusal> {
+    if identity.is_some() && identity == source.identity {
+        return Err(Refusal::OutputIsSource {
+            output: shown.to_string(),
+        });
+    }
+    Ok(())
+}
+
 /// Decide what a capture of `source` contains. `image_disk` is the disk that holds the output file.
 pub fn plan_capture(
     source: &Disk,
@@ -412,6 +427,8 @@ pub struct Environment {
     pub image_disk: Option<String>,
     /// Display path of the image, for messages.
     pub image_path: String,
+    /// The image file itself (a file target that is the image is refused).
+    pub image_identity: Option<Identity>,
 }
 
 /// Where one stream of the image lands on the target.
@@ -451,6 +468,11 @@ pub struct RestorePlan {
 fn check_target(target: &Disk, env: &Environment) -> Result<(), Refusal> {
     if target.boot_medium {
         return Err(Refusal::TargetIsBootMedium {
+            target: target.path.clone(),
+        });
+    }
+    if target.identity.is_some() && target.identity == env.image_identity {
+        return Err(Refusal::TargetIsImage {
             target: target.path.clone(),
         });
     }
@@ -704,7 +726,9 @@ pub fn plan_clone(
         (Some(a), Some(b)) => a == b && source.model == target.model,
         _ => false,
     };
-    if source.path == target.path || same_identity {
+    let same_path = source.path == target.path
+        || (source.identity.is_some() && source.identity == target.identity);
+    if same_path || same_identity {
         return Err(Refusal::TargetIsSource {
             target: target.path.clone(),
         });

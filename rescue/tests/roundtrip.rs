@@ -299,6 +299,45 @@ fn refused_restores_leave_the_target_untouched() {
     );
 }
 
+/// Another name of the same file is the same file: the image is not restored over itself, a disk is not
+/// cloned onto itself through a symlink, and a capture does not write its image over its source.
+#[test]
+fn a_file_under_another_name_is_recognised_and_refused() {
+    let f = fixture(fixtures::demo_mbr());
+    let image = capture(&f, &[]);
+    let image_bytes = std::fs::read(&image).unwrap();
+    let source_bytes = std::fs::read(&f.disk).unwrap();
+    let alias = f.dir.join("alias.img");
+    std::os::unix::fs::symlink(&f.disk, &alias).unwrap();
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["restore", s(&image), s(&image), "--yes"],
+            "is the image being restored",
+        ),
+        (
+            &["clone", s(&f.disk), s(&alias), "--yes"],
+            "is the source disk",
+        ),
+        (
+            &["capture", s(&alias), "-o", s(&f.disk)],
+            "is the source being captured",
+        ),
+    ];
+    for (args, why) in cases {
+        let (rc, out) = rescue(args);
+        assert_ne!(rc, 0, "rescue {args:?} was not refused:\n{out}");
+        assert!(out.contains(why), "rescue {args:?}:\n{out}");
+    }
+    assert!(
+        std::fs::read(&image).unwrap() == image_bytes,
+        "the image changed"
+    );
+    assert!(
+        std::fs::read(&f.disk).unwrap() == source_bytes,
+        "the source changed"
+    );
+}
+
 #[test]
 fn clone_copies_a_disk_onto_a_larger_one_and_refuses_itself() {
     let f = fixture(fixtures::demo_gpt());

@@ -376,6 +376,8 @@ mod tests {
             mounts: vec![],
             boot_medium: false,
             problems: vec![],
+            whole_disk: None,
+            identity: None,
         }
     }
 

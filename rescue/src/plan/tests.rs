@@ -1,5 +1,5 @@
 use super::*;
-use crate::detect::{GptInfo, Partition, Transport};
+use crate::detect::{GptInfo, Identity, Partition, Transport};
 
 const MIB: u64 = 1 << 20;
 
@@ -68,6 +68,8 @@ fn gpt_disk(path: &str, size_mib: u64) -> Disk {
         mounts: Vec::new(),
         boot_medium: false,
         problems: Vec::new(),
+        whole_disk: None,
+        identity: None,
     }
 }
 
@@ -287,9 +289,11 @@ fn free_space_under_the_moved_gpt_backup_is_not_written() {
 #[test]
 fn restore_refusals_name_the_target_and_the_reason() {
     let layout = layout_of(&gpt_disk("/dev/sdx", 256));
+    let image = Identity::File { dev: 7, ino: 42 };
     let env = Environment {
         image_disk: Some("/dev/sdz".into()),
         image_path: "/mnt/img/disk.rimg".into(),
+        image_identity: Some(image),
     };
     let small = gpt_disk("/dev/sdy", 100);
     let e = plan_restore_disk(&layout, &small, &env, true).unwrap_err();
@@ -315,6 +319,12 @@ fn restore_refusals_name_the_target_and_the_reason() {
         matches!(e, Refusal::ImageOnDisk { .. }) && e.to_string().contains("/mnt/img/disk.rimg"),
         "{e}"
     );
+
+    // The image file itself, under another name.
+    let mut itself = gpt_disk("./disk.rimg", 512);
+    itself.identity = Some(image);
+    let e = plan_restore_disk(&layout, &itself, &env, true).unwrap_err();
+    assert!(matches!(e, Refusal::TargetIsImage { .. }), "{e}");
 
     let mut mounted = gpt_disk("/dev/sdy", 512);
     mounted.partitions[0].mounts = vec!["/boot/efi".into()];
@@ -374,6 +384,27 @@ fn clone_refuses_the_source_as_target() {
         Err(Refusal::TargetIsSource { .. })
     ));
     assert!(plan_clone(&src, &gpt_disk("/dev/sdy", 300), false, true).is_ok());
+    // Another name of the same device or file (a symlink, a relative path), with no serial to compare.
+    let mut src = gpt_disk("/dev/sdx", 256);
+    src.serial = None;
+    src.identity = Some(Identity::Device(0x800));
+    let mut alias = gpt_disk("/dev/disk/by-path/pci-0000:00:1f.2-ata-1", 256);
+    alias.serial = None;
+    alias.identity = src.identity;
+    assert!(matches!(
+        plan_clone(&src, &alias, false, true),
+        Err(Refusal::TargetIsSource { .. })
+    ));
+}
+
+#[test]
+fn a_capture_refuses_to_write_its_image_over_the_source() {
+    let mut src = gpt_disk("disk.img", 256);
+    src.identity = Some(Identity::File { dev: 7, ino: 9 });
+    let e = check_output(&src, "./disk.img", src.identity).unwrap_err();
+    assert!(matches!(e, Refusal::OutputIsSource { .. }), "{e}");
+    assert!(check_output(&src, "other.rimg", Some(Identity::File { dev: 7, ino: 10 })).is_ok());
+    assert!(check_output(&src, "new.rimg", None).is_ok());
 }
 
 proptest::proptest! {

@@ -216,6 +216,7 @@ impl RestoreWiz {
         let env = Environment {
             image_disk: image.image_disk.clone(),
             image_path: image.path.display().to_string(),
+            image_identity: crate::detect::Identity::of(&image.path),
         };
         let mut rows = Vec::new();
         for d in &report.disks {

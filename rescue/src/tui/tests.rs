@@ -41,6 +41,8 @@ pub(super) fn disk(name: &str, serial: &str, transport: Transport, size: u64) ->
         mounts: vec![],
         boot_medium: false,
         problems: vec![],
+        whole_disk: None,
+        identity: None,
     }
 }
 

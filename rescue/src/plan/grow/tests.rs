@@ -69,6 +69,8 @@ fn stick(size: u64) -> Disk {
         mounts: vec![],
         boot_medium: true,
         problems: vec![],
+        whole_disk: None,
+        identity: None,
     }
 }
 
