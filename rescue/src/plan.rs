@@ -85,6 +85,21 @@ impl Layout {
         }
     }
 
+    /// Whether the streams cover every byte of the disk: a whole-disk capture does (tables, partitions and
+    /// the gaps between), a capture of chosen partitions does not.
+    pub fn covers_disk(&self) -> bool {
+        let mut ranges: Vec<Range<u64>> = self.streams.iter().map(PlannedStream::range).collect();
+        ranges.sort_by_key(|r| r.start);
+        let mut pos = 0;
+        for r in ranges {
+            if r.start > pos {
+                return false;
+            }
+            pos = pos.max(r.end);
+        }
+        pos >= self.size_bytes
+    }
+
     /// The end of the last partition (or of the whole-disk stream).
     fn data_end(&self) -> u64 {
         self.streams
@@ -123,6 +138,8 @@ pub enum Refusal {
     },
     #[error("{target} is the source disk; choose another target")]
     TargetIsSource { target: String },
+    #[error("{image} holds only partition(s) {partitions} of its source disk, not the whole disk: a whole-disk restore would create partitions with nothing restored in them; restore each into a partition of a disk partitioned beforehand (--partition N --to-partition M)")]
+    PartialImage { image: String, partitions: String },
     #[error("{target} is the image being restored; choose another target")]
     TargetIsImage { target: String },
     #[error("{output} is the source being captured; write the image to another file")]
@@ -556,6 +573,12 @@ pub fn plan_restore_disk(
     env: &Environment,
     confirmed: bool,
 ) -> Result<RestorePlan, Refusal> {
+    if !layout.covers_disk() {
+        return Err(Refusal::PartialImage {
+            image: env.image_path.clone(),
+            partitions: list_numbers(layout.streams.iter().filter_map(|s| s.partition)),
+        });
+    }
     check_target(target, env)?;
     if target.logical_sector_size != layout.logical_sector_size
         && layout.table != PartitionTable::None

@@ -206,6 +206,15 @@ fn a_single_partition_is_captured_and_restored_into_a_partition() {
     let image = capture(&f, &["--partition", "2"]);
     let target = f.dir.join("other.img");
     fixtures::create_disk(&target, &fixtures::demo_gpt()).unwrap();
+    // Not as a whole disk: it holds one partition.
+    let before = std::fs::read(&target).unwrap();
+    let (rc, out) = rescue(&["restore", s(&image), s(&target), "--yes"]);
+    assert_ne!(rc, 0, "{out}");
+    assert!(out.contains("holds only partition(s) 2"), "{out}");
+    assert!(
+        std::fs::read(&target).unwrap() == before,
+        "the target was written"
+    );
     let (rc, out) = rescue(&[
         "restore",
         s(&image),

@@ -286,6 +286,31 @@ fn free_space_under_the_moved_gpt_backup_is_not_written() {
     assert_eq!(plan.skipped.len(), 1, "{:?}", plan.skipped);
 }
 
+/// An image of chosen partitions is not a disk: restoring it as one is refused, naming what it holds.
+#[test]
+fn an_image_of_some_partitions_is_not_restored_as_a_whole_disk() {
+    let src = gpt_disk("/dev/sdx", 256);
+    let req = CaptureRequest {
+        partitions: vec![2],
+        raw: false,
+    };
+    let layout = plan_capture(&src, &req, None).unwrap().layout;
+    assert!(!layout.covers_disk());
+    assert!(layout_of(&src).covers_disk());
+    let env = Environment {
+        image_path: "p2.rimg".into(),
+        ..Environment::default()
+    };
+    let e = plan_restore_disk(&layout, &gpt_disk("/dev/sdy", 256), &env, true).unwrap_err();
+    assert!(matches!(e, Refusal::PartialImage { .. }), "{e}");
+    assert!(
+        e.to_string().contains("p2.rimg holds only partition(s) 2"),
+        "{e}"
+    );
+    let target = gpt_disk("/dev/sdy", 256);
+    assert!(plan_restore_partition(&layout, 2, &target, Some(2), &env, true).is_ok());
+}
+
 #[test]
 fn restore_refusals_name_the_target_and_the_reason() {
     let layout = layout_of(&gpt_disk("/dev/sdx", 256));
