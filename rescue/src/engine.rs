@@ -126,6 +126,13 @@ pub fn layout_of(index: &Index) -> Layout {
             TableKind::None | TableKind::Other => PartitionTable::None,
         },
         streams,
+        entries_end: index
+            .disk
+            .partitions
+            .iter()
+            .map(|p| (p.start + p.size).min(index.disk.size))
+            .max()
+            .unwrap_or(0),
     }
 }
 

@@ -53,6 +53,10 @@ pub struct Layout {
     pub logical_sector_size: u32,
     pub table: PartitionTable,
     pub streams: Vec<PlannedStream>,
+    /// The end of the furthest partition-table entry (within the disk), an MBR's extended container
+    /// included (it has no stream of its own): an MBR restored as it is must not point past the target's
+    /// end.
+    pub entries_end: u64,
 }
 
 impl Layout {
@@ -68,7 +72,7 @@ impl Layout {
             .map(|s| s.len)
             .max()
             .unwrap_or(0);
-        (data_end + backup).max(table_end)
+        (data_end + backup).max(table_end).max(self.entries_end)
     }
 
     /// The bytes of the GPT backup (entries + header): the table streams from `data_end` (the end of the
@@ -423,6 +427,12 @@ pub fn plan_capture(
             logical_sector_size: source.logical_sector_size,
             table: source.table,
             streams,
+            entries_end: source
+                .partitions
+                .iter()
+                .map(|p| (p.start_bytes + p.size_bytes).min(source.size_bytes))
+                .max()
+                .unwrap_or(0),
         },
         whole_disk,
     })

@@ -286,6 +286,24 @@ fn free_space_under_the_moved_gpt_backup_is_not_written() {
     assert_eq!(plan.skipped.len(), 1, "{:?}", plan.skipped);
 }
 
+/// An MBR is restored as it is: its extended container (no stream of its own: its EBRs are in the gaps)
+/// must fit too, or the table would point past the target's end.
+#[test]
+fn an_mbr_whose_extended_partition_does_not_fit_is_refused() {
+    let layout = layout_of(&mbr_disk("/dev/sdx"));
+    // The logical partitions end at 112 MiB, the extended container at 120 MiB.
+    assert_eq!(layout.min_target_size(), 120 * MIB);
+    let mut target = mbr_disk("/dev/sdy");
+    target.size_bytes = 115 * MIB;
+    let e = plan_restore_disk(&layout, &target, &Environment::default(), true).unwrap_err();
+    assert!(
+        matches!(e, Refusal::TooSmall { need, .. } if need == 120 * MIB),
+        "{e}"
+    );
+    target.size_bytes = 120 * MIB;
+    assert!(plan_restore_disk(&layout, &target, &Environment::default(), true).is_ok());
+}
+
 /// An image of chosen partitions is not a disk: restoring it as one is refused, naming what it holds.
 #[test]
 fn an_image_of_some_partitions_is_not_restored_as_a_whole_disk() {
