@@ -83,7 +83,8 @@ fn bad_sectors_on_the_source_are_recorded_to_the_sector_and_the_rest_restores() 
     let run = run_chain(
         vm,
         "mount serial=IMG /mnt/t ; capture serial=SRC -o /mnt/t/d.rimg --json ; \
-         inspect /mnt/t/d.rimg ; restore /mnt/t/d.rimg serial=DST --yes --json ; umount /mnt/t",
+         inspect /mnt/t/d.rimg ; verify /mnt/t/d.rimg ; restore /mnt/t/d.rimg serial=DST --yes --json ; \
+         umount /mnt/t",
     );
     assert_eq!(run.rc, 0, "{}", tail(&run.serial, 60));
     let captured = &json_lines_with(&run.stdout, "root_hash")[0];
@@ -106,6 +107,12 @@ fn bad_sectors_on_the_source_are_recorded_to_the_sector_and_the_rest_restores() 
             run.stdout
         );
     }
+    assert!(
+        run.stdout
+            .contains("2560 bytes of the source could not be read when it was captured"),
+        "verify does not report the unreadable bytes:\n{}",
+        run.stdout
+    );
     let restored = &json_lines_with(&run.stdout, "bytes_written")[0];
     assert_eq!(restored["verified"], true, "{restored}");
     assert_eq!(
@@ -235,7 +242,7 @@ fn a_power_cut_during_capture_leaves_no_image_and_the_rerun_completes() {
             .arg(format!("dump /big.rimg {}", image.display()))
             .arg(&images),
     );
-    let outcome = rescue::ops::verify(&image, Some(&src)).unwrap();
+    let outcome = rescue::ops::verify(&image, Some(&src), None).unwrap();
     assert!(outcome.problems.is_empty(), "{:?}", outcome.problems);
 }
 
@@ -365,6 +372,6 @@ fn ctrl_alt_del_during_a_restore_does_not_reboot() {
     let boots = g.output().matches("Linux version").count();
     assert_eq!(boots, 1, "the machine rebooted during the restore");
     g.wait_exit(Duration::from_secs(60)).unwrap();
-    let outcome = rescue::ops::verify(&image, None).unwrap();
+    let outcome = rescue::ops::verify(&image, None, None).unwrap();
     assert!(outcome.problems.is_empty());
 }

@@ -307,7 +307,7 @@ fn execute(
                 .collect();
             out.notes = report.notes.clone();
             if o.verify {
-                let v = ops::verify(&output, None)?;
+                let v = ops::verify(&output, None, None)?;
                 if !v.problems.is_empty() {
                     anyhow::bail!(
                         "the new image {} does not verify: {}",
@@ -355,7 +355,7 @@ fn execute(
                 .as_ref()
                 .or(r.source.as_ref())
                 .map(|(d, _)| PathBuf::from(&d.path));
-            let v = ops::verify(&image, against.as_deref())?;
+            let v = ops::verify(&image, against.as_deref(), ctl.progress)?;
             out.root_hash = Some(v.root_hash);
             out.bytes = std::fs::metadata(&image).map(|m| m.len()).unwrap_or(0);
             if !v.problems.is_empty() {

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 
 use crate::detect::{self, DetectOptions, Disk};
-use crate::engine::{self, capture, device, progress::Progress, restore, verify};
+use crate::engine::progress::{Meter, Progress};
+use crate::engine::{self, capture, device, restore, verify};
 use crate::image::{ImageFile, SharedReader};
 use crate::plan;
 
@@ -291,21 +292,36 @@ pub struct VerifyOutcome {
     pub root_hash: String,
     /// Empty when everything checks out.
     pub problems: Vec<String>,
+    /// Source bytes recorded as unreadable at capture (not damage to the image: bytes it does not hold).
+    pub unreadable_bytes: u64,
 }
 
 /// Check every chunk hash and the root hash of `image`; with `against`, compare a device with it.
-pub fn verify(image: &Path, against: Option<&Path>) -> anyhow::Result<VerifyOutcome> {
+/// `progress` gets "verify" events (and "compare" ones for `against`).
+pub fn verify(
+    image: &Path,
+    against: Option<&Path>,
+    progress: Option<Sender<Progress>>,
+) -> anyhow::Result<VerifyOutcome> {
     let reader = open_image(image)?;
-    let report = reader.verify(|_| {});
+    let mut meter: Option<Meter> = None;
+    let report = reader.verify(|p| {
+        let m = meter.get_or_insert_with(|| Meter::new("verify", p.bytes_total, progress.clone()));
+        m.advance(p.bytes_done - m.done(), 0);
+    });
+    if let Some(m) = &mut meter {
+        m.finish();
+    }
     let mut problems = report.problems();
     if let Some(dev) = against {
         let source = device::Source::open_unlocked(dev)?;
-        let r = verify::verify_against(&reader, &source, None, None)?;
+        let r = verify::verify_against(&reader, &source, None, progress)?;
         problems.extend(r.differences);
     }
     Ok(VerifyOutcome {
         root_hash: reader.root_hash().to_string(),
         problems,
+        unreadable_bytes: report.unreadable_source_bytes,
     })
 }
 

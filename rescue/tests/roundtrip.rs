@@ -437,7 +437,10 @@ fn capture_streams_to_stdout() {
     .unwrap();
     let (rc, verify) = rescue(&["verify", "--json", s(&streamed)]);
     assert_eq!(rc, 0, "{verify}");
-    let v: serde_json::Value = serde_json::from_str(&verify).unwrap();
+    // Progress lines (on stderr) while the chunks are checked, then the result.
+    assert!(verify.contains("\"phase\":\"verify\""), "{verify}");
+    let v: serde_json::Value =
+        serde_json::from_str(verify.lines().rfind(|l| l.contains("root_hash")).unwrap()).unwrap();
     assert_eq!(v["root_hash"], summary["root_hash"], "{verify}");
     let target = restore_to(&f, &streamed, f.spec.size_mib * MIB, "from-stdout.img");
     check_restored(&f, &target);

@@ -265,7 +265,10 @@ pub fn restore(a: RestoreArgs) -> anyhow::Result<i32> {
 }
 
 pub fn verify(image_path: &Path, against: Option<&Path>, json_out: bool) -> anyhow::Result<i32> {
-    let outcome = match ops::verify(image_path, against) {
+    let (tx, printer) = progress_printer(json_out);
+    let outcome = ops::verify(image_path, against, tx);
+    finish_progress(printer);
+    let outcome = match outcome {
         Ok(o) => o,
         Err(e) => {
             if json_out {
@@ -281,7 +284,8 @@ pub fn verify(image_path: &Path, against: Option<&Path>, json_out: bool) -> anyh
     if json_out {
         println!(
             "{}",
-            json!({"image": image_path.display().to_string(), "ok": problems.is_empty(), "root_hash": outcome.root_hash, "problems": problems})
+            json!({"image": image_path.display().to_string(), "ok": problems.is_empty(), "root_hash": outcome.root_hash,
+                   "unreadable_bytes": outcome.unreadable_bytes, "problems": problems})
         );
     } else if problems.is_empty() {
         eprintln!(
@@ -289,6 +293,13 @@ pub fn verify(image_path: &Path, against: Option<&Path>, json_out: bool) -> anyh
             image_path.display(),
             outcome.root_hash
         );
+        if outcome.unreadable_bytes > 0 {
+            eprintln!(
+                "{}: {} bytes of the source could not be read when it was captured; a restore writes zeros there                  (`rescue inspect` lists the ranges)",
+                image_path.display(),
+                outcome.unreadable_bytes
+            );
+        }
     } else {
         for p in &problems {
             eprintln!("{}: {p}", image_path.display());

@@ -7,7 +7,8 @@ use serde::Serialize;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Progress {
-    /// `capture`, `restore`, `verify`, `clone`, or `read-back` for restore's verification pass.
+    /// `capture`, `restore`, `verify` (an image's chunks), `compare` (a device with an image), `clone`, or
+    /// `read-back` (a restore's or clone's verification pass).
     pub phase: &'static str,
     /// Bytes of the source (or image) processed so far, of `bytes_total`.
     pub bytes_done: u64,

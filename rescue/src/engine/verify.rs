@@ -35,7 +35,7 @@ pub fn verify_against<F: ReadAt>(
         .filter(|e| compared(&e.kind))
         .map(|e| e.len)
         .sum();
-    let mut meter = Meter::new("verify", total, progress);
+    let mut meter = Meter::new("compare", total, progress);
     let mut report = AgainstReport::default();
     let mut data = Vec::new();
     for (si, s) in index.streams.iter().enumerate() {

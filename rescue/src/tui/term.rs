@@ -557,7 +557,7 @@ fn run_job(spec: &JobSpec, opts: &DetectOptions, ctl: ops::Control) -> anyhow::R
         }
         JobSpec::Grow(p) => return super::grow::run(p, opts, &ctl, title),
         JobSpec::Verify(p) => {
-            let o = ops::verify(p, None)?;
+            let o = ops::verify(p, None, ctl.progress.clone())?;
             lines.push(format!("Root hash: {}", o.root_hash));
             if o.problems.is_empty() {
                 lines.push("Every chunk and the root hash check out".into());
