@@ -491,6 +491,16 @@ fn failure_lines(spec: &JobSpec, err: &str) -> Vec<String> {
     lines
 }
 
+/// A line for each range the source could not give, written as zeros on the target.
+fn unreadable_lines(lines: &mut Vec<String>, ranges: &[(String, std::ops::Range<u64>)], why: &str) {
+    for (stream, range) in ranges {
+        lines.push(format!(
+            "{stream}: bytes {}..{} {why}; written as zeros",
+            range.start, range.end
+        ));
+    }
+}
+
 fn run_job(spec: &JobSpec, opts: &DetectOptions, ctl: ops::Control) -> anyhow::Result<JobResult> {
     let title = spec.title();
     let mut lines = Vec::new();
@@ -530,12 +540,7 @@ fn run_job(spec: &JobSpec, opts: &DetectOptions, ctl: ops::Control) -> anyhow::R
                     " (not verified)"
                 }
             ));
-            for (stream, range) in &r.unreadable {
-                lines.push(format!(
-                    "{stream}: bytes {}..{} were unreadable when captured; written as zeros",
-                    range.start, range.end
-                ));
-            }
+            unreadable_lines(&mut lines, &r.unreadable, "were unreadable when captured");
             lines.extend(r.notes.iter().map(|n| format!("Note: {n}")));
             true
         }
@@ -552,6 +557,11 @@ fn run_job(spec: &JobSpec, opts: &DetectOptions, ctl: ops::Control) -> anyhow::R
                     ""
                 }
             ));
+            unreadable_lines(
+                &mut lines,
+                &r.unreadable,
+                "could not be read from the source",
+            );
             lines.extend(r.notes.iter().map(|n| format!("Note: {n}")));
             true
         }
