@@ -31,7 +31,12 @@ fn rescue(args: &[&str]) -> (i32, String) {
 
 /// A loop device over `backing` (needs root, as CI and the development machines have).
 fn attach_loop(backing: &Path) -> String {
+    attach_loop_with(backing, &[])
+}
+
+fn attach_loop_with(backing: &Path, options: &[&str]) -> String {
     let out = Command::new("losetup")
+        .args(options)
         .args(["-f", "--show"])
         .arg(backing)
         .output()
@@ -98,17 +103,22 @@ fn restore_to(f: &Fixture, image: &Path, size: u64, name: &str) -> PathBuf {
 }
 
 fn check_restored(f: &Fixture, target: &Path) {
-    if f.spec.sector_size == 512 {
-        let (_, out) = match f.spec.table {
-            fixtures::Table::Gpt => tool(Command::new("sgdisk").arg("-v").arg(target)),
-            fixtures::Table::Mbr => tool(Command::new("sfdisk").arg("-V").arg(target)),
-        };
-        assert!(
-            out.contains("No problems found") || out.contains("No errors detected"),
-            "table check on {}:\n{out}",
-            target.display()
-        );
+    // A 4Kn disk's table is checked through a loop device with 4096-byte sectors (on a file, the tools
+    // assume 512).
+    let loopdev = (f.spec.sector_size != 512).then(|| attach_loop_with(target, &["-b", "4096"]));
+    let table_on = loopdev.as_deref().map(Path::new).unwrap_or(target);
+    let (_, out) = match f.spec.table {
+        fixtures::Table::Gpt => tool(Command::new("sgdisk").arg("-v").arg(table_on)),
+        fixtures::Table::Mbr => tool(Command::new("sfdisk").arg("-V").arg(table_on)),
+    };
+    if let Some(dev) = &loopdev {
+        let _ = Command::new("losetup").arg("-d").arg(dev).status();
     }
+    assert!(
+        out.contains("No problems found") || out.contains("No errors detected"),
+        "table check on {}:\n{out}",
+        target.display()
+    );
     let (rc, json) = rescue(&["disks", "--json", s(target)]);
     assert_eq!(rc, 0, "{json}");
     let report: serde_json::Value = serde_json::from_str(&json).unwrap();
@@ -175,6 +185,31 @@ fn mbr_disk_with_logical_partitions_round_trips() {
     check_restored(&f, &target);
     let target = restore_to(&f, &image, (f.spec.size_mib + 32) * MIB, "larger.img");
     check_restored(&f, &target);
+    // Smaller: down to the end of the extended partition (the last table entry), which the MBR keeps.
+    let (rc, json) = rescue(&["disks", "--json", s(&f.disk)]);
+    assert_eq!(rc, 0, "{json}");
+    let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let entries_end = report["disks"][0]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["start_bytes"].as_u64().unwrap() + p["size_bytes"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    assert!(entries_end < f.spec.size_mib * MIB);
+    let target = restore_to(&f, &image, entries_end, "smaller.img");
+    check_restored(&f, &target);
+    let short = f.dir.join("short.img");
+    std::fs::File::create(&short)
+        .unwrap()
+        .set_len(entries_end - MIB)
+        .unwrap();
+    let (rc, out) = rescue(&["restore", s(&image), s(&short), "--yes"]);
+    assert_ne!(rc, 0, "{out}");
+    assert!(
+        out.contains(&format!("at least {entries_end} bytes")),
+        "{out}"
+    );
 }
 
 #[test]
@@ -185,8 +220,24 @@ fn a_4kn_disk_round_trips() {
     assert_eq!(rc, 0, "{inspect}");
     let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
     assert_eq!(v["source"]["logical_sector_size"], 4096, "{inspect}");
-    let target = restore_to(&f, &image, f.spec.size_mib * MIB, "same.img");
-    check_restored(&f, &target);
+    // The same size, larger (the GPT moved to the new end in 4096-byte sectors) and smaller (the last
+    // partition's end, plus the backup GPT's 5 sectors, plus a MiB).
+    let last_end = f
+        .expected
+        .iter()
+        .map(|e| e.start_bytes + e.size_bytes)
+        .max()
+        .unwrap();
+    let size = f.spec.size_mib * MIB;
+    for (bytes, name) in [
+        (size, "same.img"),
+        (size + 64 * MIB, "larger.img"),
+        (last_end + 5 * 4096 + MIB, "smaller.img"),
+    ] {
+        let target = restore_to(&f, &image, bytes, name);
+        check_restored(&f, &target);
+        std::fs::remove_file(&target).unwrap();
+    }
 }
 
 #[test]
