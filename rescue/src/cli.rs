@@ -44,15 +44,21 @@ pub enum Cmd {
     Clone(imaging::CloneArgs),
     /// Check every chunk hash and the root hash of an image; with --against, compare a device with it.
     Verify {
+        /// The image file.
         image: PathBuf,
+        /// Also compare this device (or disk image file, or selector) with the image over every captured
+        /// range: after a restore, or to check that the source has not changed since the capture.
         #[arg(long)]
         against: Option<PathBuf>,
+        /// Progress as JSON lines on stderr and the result as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Show an image's source layout, streams, sizes, root hash, creation info and unreadable ranges.
     Inspect {
+        /// The image file.
         image: PathBuf,
+        /// Print everything as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -85,12 +91,33 @@ pub fn detect_options() -> DetectOptions {
     }
 }
 
+impl Cmd {
+    /// A command asked for JSON whose failure is not already reported as JSON by the command itself.
+    fn error_as_json(&self) -> bool {
+        match self {
+            Cmd::Capture(a) => a.json,
+            Cmd::Restore(a) => a.json,
+            Cmd::Clone(a) => a.json,
+            Cmd::Disks { json, .. } | Cmd::Inspect { json, .. } => *json,
+            _ => false,
+        }
+    }
+}
+
 pub fn main() -> i32 {
     let cli = Cli::parse();
+    let error_as_json = cli.command.error_as_json();
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("rescue: error: {e:#}");
+            if error_as_json {
+                // A script reading stdout gets a document either way.
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": false, "error": format!("{e:#}")})
+                );
+            }
             1
         }
     }

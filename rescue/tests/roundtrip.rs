@@ -336,10 +336,18 @@ fn refused_restores_leave_the_target_untouched() {
     let small = f.dir.join("small.img");
     let before = fixtures::noise((64 * MIB) as usize, 5);
     std::fs::write(&small, &before).unwrap();
-    let (rc, out) = rescue(&["restore", s(&image), s(&small), "--yes"]);
+    let (rc, out) = rescue(&["restore", s(&image), s(&small), "--yes", "--json"]);
     assert_ne!(rc, 0);
     assert!(
         out.contains("too small") && out.contains("at least"),
+        "{out}"
+    );
+    // With --json, a script gets the refusal as a document too.
+    let doc: serde_json::Value =
+        serde_json::from_str(out.lines().find(|l| l.starts_with("{\"")).unwrap()).unwrap();
+    assert_eq!(doc["ok"], false, "{out}");
+    assert!(
+        doc["error"].as_str().unwrap().contains("too small"),
         "{out}"
     );
     assert!(

@@ -172,6 +172,7 @@ pub fn capture(a: CaptureArgs) -> anyhow::Result<i32> {
 
 #[derive(clap::Args, Debug)]
 pub struct RestoreArgs {
+    /// The image file to restore.
     pub image: PathBuf,
     /// The disk (or partition, or file) to write; or a selector such as serial=WD123 (docs/SELECTORS.md).
     pub target: PathBuf,
