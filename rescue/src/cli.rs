@@ -106,6 +106,15 @@ impl Cmd {
 
 pub fn main() -> i32 {
     let cli = Cli::parse();
+    if matches!(cli.command, Cmd::Disks { .. } | Cmd::Inspect { .. }) {
+        // Listings hold nothing to clean up: `rescue disks | head` just ends, as other tools do, instead
+        // of panicking on the closed pipe. (Jobs keep SIGPIPE ignored: a capture to a closed stdout fails
+        // and cleans up.)
+        // SAFETY: setting a signal's disposition before any thread is started.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let error_as_json = cli.command.error_as_json();
     match run(cli) {
         Ok(code) => code,

@@ -257,6 +257,14 @@ fn a_single_partition_is_captured_and_restored_into_a_partition() {
     let image = capture(&f, &["--partition", "2"]);
     let target = f.dir.join("other.img");
     fixtures::create_disk(&target, &fixtures::demo_gpt()).unwrap();
+    // inspect lists every partition of the source and marks the one captured.
+    let (rc, text) = rescue(&["inspect", s(&image)]);
+    assert_eq!(rc, 0, "{text}");
+    let marked: Vec<&str> = text.lines().filter(|l| l.starts_with("  * ")).collect();
+    assert!(
+        marked.len() == 1 && marked[0].contains("ext4") && text.contains("    1 "),
+        "{text}"
+    );
     // Not as a whole disk: it holds one partition.
     let before = std::fs::read(&target).unwrap();
     let (rc, out) = rescue(&["restore", s(&image), s(&target), "--yes"]);

@@ -365,7 +365,7 @@ pub fn inspect(image_path: &Path, json_out: bool) -> anyhow::Result<i32> {
     println!("root hash   {}", image.root_hash());
     println!(
         "created     {} on {} by {} {}",
-        index.creation.created_unix,
+        crate::store::date_time(u64::try_from(index.creation.created_unix).unwrap_or(0)),
         index.creation.host_name,
         index.creation.tool_name,
         index.creation.tool_version
@@ -396,6 +396,30 @@ pub fn inspect(image_path: &Path, json_out: bool) -> anyhow::Result<i32> {
         image.header().major,
         image.header().minor
     );
+    println!("partitions of the source (* captured):");
+    for p in &d.partitions {
+        let captured = index.streams.iter().any(|s| {
+            matches!(s.info.kind, crate::image::StreamKind::Partition { number } if number == p.number)
+        });
+        println!(
+            "  {} {:<3} at {:>12}  {:>10}  {:<8} {:<12} {}",
+            if captured { "*" } else { " " },
+            p.number,
+            p.start,
+            human_size(p.size),
+            if p.fs_kind.is_empty() {
+                "-"
+            } else {
+                &p.fs_kind
+            },
+            p.fs_label,
+            if p.name.is_empty() {
+                &p.type_id
+            } else {
+                &p.name
+            },
+        );
+    }
     println!("streams:");
     for s in &index.streams {
         println!(
