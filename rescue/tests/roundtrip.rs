@@ -311,6 +311,52 @@ fn damaged_images_are_named_and_never_restored() {
     assert_ne!(rc, 0, "restore of a damaged image succeeded:\n{out}");
     assert!(out.contains("no valid partition table"), "{out}");
 
+    // A flipped byte in the middle of a file's data chunk: the restore stops there, and none of that
+    // chunk's bytes reach the target (its places keep what the target held).
+    let reader = rescue::image::ImageReader::open(std::fs::File::open(&image).unwrap()).unwrap();
+    let index = reader.index();
+    let (id, record) = index
+        .chunks
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, c)| c.stored_len)
+        .unwrap();
+    let places: Vec<(u64, u64)> = index
+        .streams
+        .iter()
+        .flat_map(|s| {
+            s.extents.iter().filter_map(move |e| {
+                e.chunk_piece()
+                    .filter(|(c, _)| c.0 == id as u64)
+                    .map(|_| (s.info.disk_offset + e.offset, e.len))
+            })
+        })
+        .collect();
+    assert!(!places.is_empty());
+    let mut damaged = good.clone();
+    damaged[(record.offset + u64::from(record.stored_len) / 2) as usize] ^= 0x40;
+    let bad = f.dir.join("damaged-data.rimg");
+    std::fs::write(&bad, &damaged).unwrap();
+    let (rc, out) = rescue(&["verify", s(&bad)]);
+    assert_ne!(rc, 0, "{out}");
+    assert!(
+        out.contains(&format!("chunk {id}")),
+        "verify does not name chunk {id}:\n{out}"
+    );
+    std::fs::write(&target, vec![0xAAu8; (f.spec.size_mib * MIB) as usize]).unwrap();
+    let (rc, out) = rescue(&["restore", s(&bad), s(&target), "--yes"]);
+    assert_ne!(rc, 0, "{out}");
+    let after = std::fs::read(&target).unwrap();
+    for (at, len) in places {
+        assert!(
+            after[at as usize..(at + len) as usize]
+                .iter()
+                .all(|&b| b == 0xAA),
+            "bytes of the damaged chunk were written at {at}"
+        );
+    }
+    assert_ne!(after[510..512], [0x55, 0xAA], "a table was written");
+
     // A truncated tail: never taken for a complete image.
     let cut = f.dir.join("cut.rimg");
     std::fs::write(&cut, &good[..good.len() - 50]).unwrap();
