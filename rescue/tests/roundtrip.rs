@@ -654,3 +654,81 @@ fn an_interrupted_capture_cleans_up_and_leaves_the_source_writable() {
         std::panic::resume_unwind(e);
     }
 }
+
+/// An ext4 whose block bitmap does not match its checksum cannot be trusted to say what is used: that
+/// partition is captured raw (every sector, zero-skipped), the image and the capture's output say why,
+/// and it restores byte for byte.
+#[test]
+fn an_inconsistent_used_block_map_falls_back_to_raw_and_says_why() {
+    let f = fixture(fixtures::demo_gpt());
+    let (i, e) = f
+        .spec
+        .parts
+        .iter()
+        .zip(&f.expected)
+        .enumerate()
+        .find(|(_, (p, _))| p.fs == Fs::Ext4)
+        .map(|(i, (_, e))| (i, e.clone()))
+        .unwrap();
+    let part = f.dir.join("ext4.img");
+    extract(&f.disk, &e, &part);
+    let (ok, out) = tool(Command::new("dumpe2fs").arg(&part));
+    assert!(ok, "{out}");
+    let number = |prefix: &str| -> u64 {
+        let line = out
+            .lines()
+            .find(|l| l.trim_start().starts_with(prefix))
+            .unwrap();
+        let rest = line.trim_start()[prefix.len()..].trim_start_matches([':', ' ']);
+        rest.split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (bitmap, block) = (number("Block bitmap at"), number("Block size"));
+    // One bit near the end of group 0's bitmap: the checksum no longer matches (metadata_csum).
+    let at = e.start_bytes + bitmap * block + block / 2;
+    let mut disk = std::fs::read(&f.disk).unwrap();
+    disk[at as usize] ^= 0x01;
+    std::fs::write(&f.disk, &disk).unwrap();
+
+    let image = f.dir.join("fallback.rimg");
+    let (rc, out) = rescue(&["capture", s(&f.disk), "-o", s(&image)]);
+    assert_eq!(rc, 0, "{out}");
+    assert!(
+        out.contains("captured raw") && out.contains("checksum"),
+        "the capture does not say why:\n{out}"
+    );
+    let (rc, json) = rescue(&["inspect", "--json", s(&image)]);
+    assert_eq!(rc, 0, "{json}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let stream = v["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["disk_offset"] == e.start_bytes)
+        .unwrap();
+    assert_eq!(stream["capture"], "Raw", "{stream}");
+    assert!(
+        stream["reason"].as_str().unwrap().contains("checksum"),
+        "{stream}"
+    );
+    assert!(
+        v["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n.as_str().unwrap().contains("captured raw")),
+        "{json}"
+    );
+    // Raw means every byte of the partition comes back as it was, the flipped bit included.
+    let target = restore_to(&f, &image, f.spec.size_mib * MIB, "fallback-target.img");
+    let restored = std::fs::read(&target).unwrap();
+    let r = e.start_bytes as usize..(e.start_bytes + e.size_bytes) as usize;
+    assert!(
+        restored[r.clone()] == disk[r],
+        "partition {} differs",
+        i + 1
+    );
+}
