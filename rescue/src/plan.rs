@@ -144,6 +144,12 @@ pub enum Refusal {
     TargetIsSource { target: String },
     #[error("{image} holds only partition(s) {partitions} of its source disk, not the whole disk: a whole-disk restore would create partitions with nothing restored in them; restore each into a partition of a disk partitioned beforehand (--partition N --to-partition M)")]
     PartialImage { image: String, partitions: String },
+    #[error("{target} is a disk with a partition table (partitions {partitions}); to restore partition {image_partition} into one of them add --to-partition M; to overwrite the whole disk with that one filesystem, remove the table first (wipefs -a {target})")]
+    PartitionOntoPartitionedDisk {
+        target: String,
+        image_partition: u32,
+        partitions: String,
+    },
     #[error("{target} is the image being restored; choose another target")]
     TargetIsImage { target: String },
     #[error("{output} is the source being captured; write the image to another file")]
@@ -717,6 +723,21 @@ pub fn plan_restore_partition(
                 p.size_bytes,
                 format!("partition {n} of {}", target.path),
             )
+        }
+        // A whole disk with a partition table is almost never meant: its table would be overwritten by
+        // the start of the filesystem.
+        None if target.table != PartitionTable::None => {
+            return Err(Refusal::PartitionOntoPartitionedDisk {
+                target: target.path.clone(),
+                image_partition,
+                partitions: list_numbers(
+                    target
+                        .partitions
+                        .iter()
+                        .filter(|p| !p.extended)
+                        .map(|p| p.number),
+                ),
+            });
         }
         None => (0, target.size_bytes, target.path.clone()),
     };

@@ -411,6 +411,20 @@ fn partition_restore_checks_room_and_numbers() {
     assert!(matches!(e, Refusal::NoSuchImagePartition { .. }), "{e}");
     let e = plan_restore_partition(&layout, 1, &target, Some(9), &env, true).unwrap_err();
     assert!(matches!(e, Refusal::NoSuchPartition { .. }), "{e}");
+    // Without --to-partition onto a partitioned disk: refused, naming its partitions.
+    let e = plan_restore_partition(&layout, 1, &target, None, &env, true).unwrap_err();
+    assert!(
+        matches!(e, Refusal::PartitionOntoPartitionedDisk { .. })
+            && e.to_string().contains("partitions 1, 2, 3")
+            && e.to_string().contains("--to-partition"),
+        "{e}"
+    );
+    // Onto a device with no table (a partition's node, a blank disk, a file): its start.
+    let mut blank = gpt_disk("/dev/sdy1", 64);
+    blank.table = PartitionTable::None;
+    blank.partitions.clear();
+    let ok = plan_restore_partition(&layout, 1, &blank, None, &env, true).unwrap();
+    assert_eq!(ok.placements[0].target_offset, 0);
 }
 
 #[test]
