@@ -31,6 +31,9 @@ pub enum EngineError {
     Internal(String),
     #[error("{0}")]
     Failed(String),
+    /// A failure before the first write to the target.
+    #[error("{0}; nothing was written to the target")]
+    Untouched(String),
 }
 
 /// The name an enum has in the JSON report (`usb`, `gpt`, `ext4`).

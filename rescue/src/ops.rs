@@ -278,11 +278,12 @@ pub fn clone(
         &copts,
         ctl.progress,
     )
-    .map_err(|e| {
-        anyhow::anyhow!(
+    .map_err(|e| match e {
+        engine::EngineError::Untouched(_) => anyhow::anyhow!("{e}"),
+        e => anyhow::anyhow!(
             "{e}. The clone did not complete: {} has no valid partition table now",
             spec.target.display()
-        )
+        ),
     })
 }
 

@@ -732,3 +732,27 @@ fn an_inconsistent_used_block_map_falls_back_to_raw_and_says_why() {
         i + 1
     );
 }
+
+/// A GPT that cannot be moved to a larger disk (its captured primary header fails its CRC) fails the
+/// restore before the first write: the target keeps every byte, and the message says so.
+#[test]
+fn a_gpt_that_cannot_move_fails_before_anything_is_written() {
+    let f = fixture(fixtures::demo_gpt());
+    let mut disk = std::fs::read(&f.disk).unwrap();
+    disk[512 + 16] ^= 0xFF; // the primary header's CRC
+    std::fs::write(&f.disk, &disk).unwrap();
+    let image = capture(&f, &[]);
+    let target = f.dir.join("larger.img");
+    let before = fixtures::noise(((f.spec.size_mib + 16) * MIB) as usize, 8);
+    std::fs::write(&target, &before).unwrap();
+    let (rc, out) = rescue(&["restore", s(&image), s(&target), "--yes"]);
+    assert_ne!(rc, 0, "{out}");
+    assert!(
+        out.contains("CRC") && out.contains("nothing was written to the target"),
+        "{out}"
+    );
+    assert!(
+        std::fs::read(&target).unwrap() == before,
+        "the target was written"
+    );
+}

@@ -88,7 +88,8 @@ pub fn clone_disk(
         let mut buf = vec![0u8; s.len as usize];
         source.read_exact_at(&mut buf, s.disk_offset)?;
         Ok(buf)
-    })?;
+    })
+    .map_err(|e| EngineError::Untouched(e.to_string()))?;
     for r in &restore.invalidate {
         target.zero(r.start, r.end - r.start)?;
     }

@@ -74,7 +74,9 @@ pub fn restore<F: ReadAt>(
     opts: &RestoreOptions,
     progress: Option<Sender<Progress>>,
 ) -> Result<RestoreReport, EngineError> {
-    let result = run(image, layout, plan, target, opts, progress);
+    let tables = tables::prepare(layout, plan, |stream| stream_bytes(image, stream))
+        .map_err(|e| EngineError::Untouched(e.to_string()))?;
+    let result = run(image, layout, plan, target, opts, progress, tables);
     result.map_err(|e| match e {
         EngineError::Refused(r) => EngineError::Refused(r),
         other if plan.tables != TablePlan::Untouched => EngineError::Failed(format!(
@@ -96,11 +98,11 @@ fn run<F: ReadAt>(
     target: &Target,
     opts: &RestoreOptions,
     progress: Option<Sender<Progress>>,
+    tables: tables::Tables,
 ) -> Result<RestoreReport, EngineError> {
     let index = image.index();
     let started = std::time::Instant::now();
     let mut report = RestoreReport::default();
-    let tables = tables::prepare(layout, plan, |stream| stream_bytes(image, stream))?;
     for r in &plan.invalidate {
         target.zero(r.start, r.end - r.start)?;
     }
