@@ -120,15 +120,20 @@ pub enum Identity {
 impl Identity {
     /// The identity of what `path` names now; `None` when it does not exist.
     pub fn of(path: &Path) -> Option<Identity> {
-        let meta = std::fs::metadata(path).ok()?;
-        Some(if meta.file_type().is_block_device() {
+        std::fs::metadata(path)
+            .ok()
+            .map(|m| Identity::from_metadata(&m))
+    }
+
+    fn from_metadata(meta: &std::fs::Metadata) -> Identity {
+        if meta.file_type().is_block_device() {
             Identity::Device(meta.rdev())
         } else {
             Identity::File {
                 dev: meta.dev(),
                 ino: meta.ino(),
             }
-        })
+        }
     }
 }
 
@@ -332,7 +337,9 @@ pub fn detect_paths(paths: &[PathBuf], opts: &DetectOptions) -> Report {
     let mut report = Report::default();
     let mounts = load_mounts(opts, &mut report.problems);
     for path in paths {
-        let disk = match std::fs::metadata(path) {
+        let meta = std::fs::metadata(path);
+        let identity = meta.as_ref().ok().map(Identity::from_metadata);
+        let mut disk = match meta {
             Err(source) => {
                 let err = DetectError::Stat {
                     path: path.clone(),
@@ -376,8 +383,7 @@ pub fn detect_paths(paths: &[PathBuf], opts: &DetectOptions) -> Report {
                 DetectError::NotADisk { path: path.clone() },
             ),
         };
-        let mut disk = disk;
-        disk.identity = Identity::of(path);
+        disk.identity = identity;
         report.disks.push(disk);
     }
     report

@@ -699,6 +699,15 @@ pub fn plan_restore_partition(
             available: list_numbers(layout.streams.iter().filter_map(|s| s.partition)),
         });
     };
+    let target_numbers = || {
+        list_numbers(
+            target
+                .partitions
+                .iter()
+                .filter(|p| !p.extended)
+                .map(|p| p.number),
+        )
+    };
     let (offset, room, what) = match target_partition {
         Some(n) => {
             let Some(p) = target
@@ -709,13 +718,7 @@ pub fn plan_restore_partition(
                 return Err(Refusal::NoSuchPartition {
                     disk: target.path.clone(),
                     number: n,
-                    available: list_numbers(
-                        target
-                            .partitions
-                            .iter()
-                            .filter(|p| !p.extended)
-                            .map(|p| p.number),
-                    ),
+                    available: target_numbers(),
                 });
             };
             (
@@ -730,13 +733,7 @@ pub fn plan_restore_partition(
             return Err(Refusal::PartitionOntoPartitionedDisk {
                 target: target.path.clone(),
                 image_partition,
-                partitions: list_numbers(
-                    target
-                        .partitions
-                        .iter()
-                        .filter(|p| !p.extended)
-                        .map(|p| p.number),
-                ),
+                partitions: target_numbers(),
             });
         }
         None => (0, target.size_bytes, target.path.clone()),

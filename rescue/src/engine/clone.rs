@@ -19,7 +19,7 @@ use crate::image::DEFAULT_CHUNK_SIZE;
 use crate::plan::{CapturePlan, RestorePlan};
 
 /// Bytes `from..from + len` of the source, to go to `to` on the target.
-struct Copy {
+struct CopyRange {
     stream: usize,
     from: u64,
     to: u64,
@@ -70,7 +70,7 @@ pub fn clone_disk(
             let mut off = r.start;
             while off < r.end {
                 let len = (r.end - off).min(chunk - off % chunk);
-                copies.push(Copy {
+                copies.push(CopyRange {
                     stream: p.stream,
                     from: s.disk_offset + off,
                     to: p.target_offset + off,

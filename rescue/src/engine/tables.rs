@@ -63,36 +63,11 @@ pub(super) fn prepare(
             let lba0 = read(find(TableRole::Mbr)?)?;
             let mut primary = read(find(TableRole::GptPrimaryHeader)?)?;
             primary.extend(read(find(TableRole::GptPrimaryEntries)?)?);
-            let ls = layout.logical_sector_size as usize;
             let moved =
                 tables::relocate_gpt(&lba0, &primary, layout.logical_sector_size, *target_size)
                     .map_err(|e| EngineError::Failed(e.to_string()))?;
-            for (offset, bytes) in moved.writes {
-                // LBA 0; the primary header and its entries; the backup entries and their header.
-                match offset {
-                    0 => ranked.push((rank(TableRole::Mbr), 0, bytes)),
-                    o if o == ls as u64 => {
-                        ranked.push((rank(TableRole::GptPrimaryHeader), o, bytes[..ls].to_vec()));
-                        ranked.push((
-                            rank(TableRole::GptPrimaryEntries),
-                            o + ls as u64,
-                            bytes[ls..].to_vec(),
-                        ));
-                    }
-                    o => {
-                        let header = bytes.len() - ls;
-                        ranked.push((
-                            rank(TableRole::GptBackupEntries),
-                            o,
-                            bytes[..header].to_vec(),
-                        ));
-                        ranked.push((
-                            rank(TableRole::GptBackupHeader),
-                            o + header as u64,
-                            bytes[header..].to_vec(),
-                        ));
-                    }
-                }
+            for (role, offset, bytes) in moved.writes {
+                ranked.push((rank(role), offset, bytes));
             }
             notes.push(format!(
                 "the GPT was moved to the end of the {target_size}-byte target (the source had {} bytes)",

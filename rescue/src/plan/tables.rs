@@ -4,6 +4,7 @@
 //! partition entries themselves are kept byte for byte (their CRC does not change).
 
 use crate::detect::io::{crc32, le32, le64};
+use crate::image::TableRole;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TableError {
@@ -18,10 +19,22 @@ pub enum TableError {
     },
 }
 
-/// Table bytes to write, each at its byte offset on the target.
+/// Table structures to write: what each is, its byte offset on the target and its bytes, in an order that
+/// leaves no valid-looking table until the last write lands (entry arrays, the backup header, the primary
+/// header, LBA 0).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableWrites {
-    pub writes: Vec<(u64, Vec<u8>)>,
+    pub writes: Vec<(TableRole, u64, Vec<u8>)>,
+}
+
+impl TableWrites {
+    /// The offset and bytes of the structure `role`.
+    pub fn get(&self, role: TableRole) -> Option<(u64, &[u8])> {
+        self.writes
+            .iter()
+            .find(|(r, _, _)| *r == role)
+            .map(|(_, at, bytes)| (*at, bytes.as_slice()))
+    }
 }
 
 /// Rebuild a GPT for a disk of `target_size` bytes from the captured primary structures:
@@ -107,12 +120,8 @@ pub fn relocate_gpt(
         h[16..20].copy_from_slice(&crc.to_le_bytes());
         h
     };
-    let mut primary_out = header_for(1, backup_lba, 2);
-    primary_out.extend_from_slice(entries);
-    primary_out.resize((1 + entries_sectors as usize) * ls, 0);
-    let mut backup_out = entries.to_vec();
-    backup_out.resize(entries_sectors as usize * ls, 0);
-    backup_out.extend_from_slice(&header_for(backup_lba, 1, backup_entries_lba));
+    let mut entries_out = entries.to_vec();
+    entries_out.resize(entries_sectors as usize * ls, 0);
 
     // The protective entry spans the disk (capped at 32 bits); hybrid entries stay as they are.
     let mut mbr = lba0.to_vec();
@@ -125,9 +134,23 @@ pub fn relocate_gpt(
     }
     Ok(TableWrites {
         writes: vec![
-            (0, mbr),
-            (ls64, primary_out),
-            (backup_entries_lba * ls64, backup_out),
+            (
+                TableRole::GptBackupEntries,
+                backup_entries_lba * ls64,
+                entries_out.clone(),
+            ),
+            (TableRole::GptPrimaryEntries, 2 * ls64, entries_out),
+            (
+                TableRole::GptBackupHeader,
+                backup_lba * ls64,
+                header_for(backup_lba, 1, backup_entries_lba),
+            ),
+            (
+                TableRole::GptPrimaryHeader,
+                ls64,
+                header_for(1, backup_lba, 2),
+            ),
+            (TableRole::Mbr, 0, mbr),
         ],
     })
 }
@@ -165,7 +188,7 @@ mod tests {
             let t = relocate_gpt(&data[..512], &data[512..512 * 34], 512, size).unwrap();
             let dst = dir.path().join(format!("dst{size}.img"));
             let mut img = vec![0u8; size as usize];
-            for (off, bytes) in &t.writes {
+            for (_, off, bytes) in &t.writes {
                 img[*off as usize..*off as usize + bytes.len()].copy_from_slice(bytes);
             }
             std::fs::write(&dst, &img).unwrap();

@@ -25,6 +25,7 @@ use crate::detect::{Disk, FsKind};
 use crate::engine::device::{DeviceError, Target};
 use crate::plan::grow::{data_partition, DataContents, GrowPlan, DATA_NAME};
 use crate::plan::tables::{relocate_gpt, TableError};
+use crate::plan::TableRole;
 
 /// Names read from the data partition's root directory for messages.
 const NAMES_LISTED: usize = 8;
@@ -173,13 +174,30 @@ pub fn grow(
             source,
         }
     })?;
-    let [(0, mbr), (at, primary_out), (backup_at, backup)] = tables.writes.as_slice() else {
+    let part = |role| tables.get(role);
+    let (
+        Some((0, mbr)),
+        Some((at, header)),
+        Some((_, entries)),
+        Some((backup_at, backup_entries)),
+        Some((_, backup_header)),
+    ) = (
+        part(TableRole::Mbr),
+        part(TableRole::GptPrimaryHeader),
+        part(TableRole::GptPrimaryEntries),
+        part(TableRole::GptBackupEntries),
+        part(TableRole::GptBackupHeader),
+    )
+    else {
         return Err(changed(
             "the table writes are not in the expected places".into(),
         ));
     };
+    // Each copy of the table in one write: the backup (entries, then its header), then LBA 0 to the end of
+    // the primary entries.
+    let backup = [backup_entries, backup_header].concat();
     let backup_header_lba = (backup_at + backup.len() as u64) / ss as u64 - 1;
-    if *at != ss as u64 || backup_at / (ss as u64) <= plan.new_last_lba {
+    if at != ss as u64 || backup_at / (ss as u64) <= plan.new_last_lba {
         return Err(changed(format!(
             "the new backup GPT at LBA {} would overlap the grown partition",
             backup_at / ss as u64
@@ -188,11 +206,10 @@ pub fn grow(
 
     step("writing the partition table");
     target
-        .write_at(backup, *backup_at)
+        .write_at(&backup, backup_at)
         .and_then(|()| target.sync())
         .map_err(failed(OLD_TABLE))?;
-    let mut front = mbr.clone();
-    front.extend_from_slice(primary_out);
+    let front = [mbr, header, entries].concat();
     target
         .write_at(&front, 0)
         .and_then(|()| target.sync())
