@@ -278,7 +278,7 @@ fn damaged_images_are_named_by_verify_and_refused_by_restore_in_the_guest() {
         (
             "flipped",
             "restore /mnt/t/flipped.rimg serial=DST --yes",
-            "hash",
+            "nothing was written",
         ),
         ("truncated", "verify /mnt/t/truncated.rimg", "truncated"),
     ] {
@@ -293,14 +293,10 @@ fn damaged_images_are_named_by_verify_and_refused_by_restore_in_the_guest() {
             tail(&run.stdout, 20)
         );
     }
-    // The refused restore left no valid-looking partition table on the target.
-    let t = std::fs::read(&target).unwrap();
-    let last = t.len() - 512;
+    // The image was checked before the first write: the refused restore left the target as it was.
     assert!(
-        &t[512..520] != b"EFI PART"
-            && &t[last..last + 8] != b"EFI PART"
-            && t[510..512] != [0x55, 0xaa],
-        "the target still has a partition table after a failed restore"
+        std::fs::read(&target).unwrap() == std::fs::read(&src.path).unwrap(),
+        "the refused restore of a damaged image changed the target"
     );
 }
 

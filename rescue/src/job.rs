@@ -331,6 +331,7 @@ fn execute(
                 // Into the target partition the rules name, else the one with the image partition's number.
                 to_partition: to_part.or(o.partition),
                 confirmed: true,
+                precheck: o.precheck,
                 verify: o.verify,
                 unused: UnusedPolicy::Leave,
                 threads,

@@ -169,6 +169,8 @@ pub struct RestoreSpec {
     pub to_partition: Option<u32>,
     /// The user confirmed that the target may be destroyed.
     pub confirmed: bool,
+    /// Check every chunk the restore needs before the first write (see [`restore::RestoreOptions`]).
+    pub precheck: bool,
     pub verify: bool,
     pub unused: restore::UnusedPolicy,
     pub threads: usize,
@@ -228,6 +230,7 @@ pub fn restore(
     let target = device::Target::open(&spec.target)?;
     let ropts = restore::RestoreOptions {
         threads: spec.threads.max(1),
+        precheck: spec.precheck,
         verify: spec.verify,
         unused: spec.unused,
         cancel: ctl.cancel,

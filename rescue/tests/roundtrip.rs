@@ -309,10 +309,18 @@ fn damaged_images_are_named_and_never_restored() {
     std::fs::write(&target, vec![0u8; (f.spec.size_mib * MIB) as usize]).unwrap();
     let (rc, out) = rescue(&["restore", s(&bad), s(&target), "--yes"]);
     assert_ne!(rc, 0, "restore of a damaged image succeeded:\n{out}");
-    assert!(out.contains("no valid partition table"), "{out}");
+    assert!(
+        out.contains("the image is damaged") && out.contains("nothing was written"),
+        "{out}"
+    );
+    assert!(
+        std::fs::read(&target).unwrap().iter().all(|&b| b == 0),
+        "the check before writing let bytes reach the target"
+    );
 
-    // A flipped byte in the middle of a file's data chunk: the restore stops there, and none of that
-    // chunk's bytes reach the target (its places keep what the target held).
+    // A flipped byte in the middle of a file's data chunk, late in the image: refused before the first
+    // write, the target as it was. With --no-precheck the restore stops at that chunk, none of its bytes
+    // reach the target (its places keep what the target held), and no table is left.
     let reader = rescue::image::ImageReader::open(std::fs::File::open(&image).unwrap()).unwrap();
     let index = reader.index();
     let (id, record) = index
@@ -346,6 +354,17 @@ fn damaged_images_are_named_and_never_restored() {
     std::fs::write(&target, vec![0xAAu8; (f.spec.size_mib * MIB) as usize]).unwrap();
     let (rc, out) = rescue(&["restore", s(&bad), s(&target), "--yes"]);
     assert_ne!(rc, 0, "{out}");
+    assert!(
+        out.contains(&format!("chunk {id}")) && out.contains("nothing was written"),
+        "the refusal does not name chunk {id}:\n{out}"
+    );
+    assert!(
+        std::fs::read(&target).unwrap().iter().all(|&b| b == 0xAA),
+        "the check before writing let bytes reach the target"
+    );
+    let (rc, out) = rescue(&["restore", s(&bad), s(&target), "--yes", "--no-precheck"]);
+    assert_ne!(rc, 0, "{out}");
+    assert!(out.contains("no valid partition table"), "{out}");
     let after = std::fs::read(&target).unwrap();
     for (at, len) in places {
         assert!(

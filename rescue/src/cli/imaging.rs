@@ -185,6 +185,10 @@ pub struct RestoreArgs {
     /// Confirm that everything on the target may be destroyed.
     #[arg(long)]
     pub yes: bool,
+    /// Skip checking every chunk of the image before the first write (for an image verified already; a
+    /// damaged chunk then stops the restore part-way, leaving the target without a partition table).
+    #[arg(long)]
+    pub no_precheck: bool,
     /// Skip reading the target back to verify it.
     #[arg(long)]
     pub no_verify: bool,
@@ -209,6 +213,7 @@ pub fn restore(a: RestoreArgs) -> anyhow::Result<i32> {
         partition: a.partition,
         to_partition: a.to_partition,
         confirmed: a.yes,
+        precheck: !a.no_precheck,
         verify: !a.no_verify,
         unused: if a.zero_unused {
             restore::UnusedPolicy::Zero

@@ -36,6 +36,9 @@ pub enum UnusedPolicy {
 #[derive(Debug, Clone)]
 pub struct RestoreOptions {
     pub threads: usize,
+    /// Check every chunk to be written against its hash before the first write, so a damaged image is
+    /// refused with the target untouched (the image is read twice).
+    pub precheck: bool,
     pub verify: bool,
     pub unused: UnusedPolicy,
     pub cancel: Arc<AtomicBool>,
@@ -78,7 +81,7 @@ pub fn restore<F: ReadAt>(
         .map_err(|e| EngineError::Untouched(e.to_string()))?;
     let result = run(image, layout, plan, target, opts, progress, tables);
     result.map_err(|e| match e {
-        EngineError::Refused(r) => EngineError::Refused(r),
+        e @ (EngineError::Refused(_) | EngineError::Untouched(_)) => e,
         other if plan.tables != TablePlan::Untouched => EngineError::Failed(format!(
             "{other}. The restore did not complete: {} now has no valid partition table and must not be used \
              until a restore completes",
@@ -103,20 +106,11 @@ fn run<F: ReadAt>(
     let index = image.index();
     let started = std::time::Instant::now();
     let mut report = RestoreReport::default();
-    for r in &plan.invalidate {
-        target.zero(r.start, r.end - r.start)?;
-    }
-    let ledger = opts.verify.then(Ledger::new);
-    let zero = |at, len| -> Result<(), EngineError> {
-        target.zero(at, len)?;
-        if let Some(l) = &ledger {
-            l.note_zeros(at, len);
-        }
-        Ok(())
-    };
-    // Everything but the tables: the chunks and the pieces of them to write, plus the direct zero/discard
-    // work.
+    // Everything is decided before the first write: the chunks and the pieces of them to write, and the
+    // runs of zeros (read back) and free space to zero or discard (not read back).
     let mut data = Vec::new();
+    let mut zeros: Vec<(u64, u64)> = Vec::new();
+    let mut unused: Vec<(u64, u64)> = Vec::new();
     for p in &plan.placements {
         if layout.streams[p.stream].is_table() {
             continue;
@@ -128,22 +122,39 @@ fn run<F: ReadAt>(
                 ExtentKind::Data(_) | ExtentKind::Slice { .. } => {
                     data.push((p.stream, p.target_offset, e));
                 }
-                ExtentKind::Zero => zero(at, e.len)?,
+                ExtentKind::Zero => zeros.push((at, e.len)),
                 ExtentKind::Unreadable => {
-                    zero(at, e.len)?;
+                    zeros.push((at, e.len));
                     report
                         .unreadable
                         .push((s.info.label.clone(), at..at + e.len));
                 }
-                ExtentKind::Unused => match opts.unused {
-                    UnusedPolicy::Leave => {}
-                    UnusedPolicy::Zero => target.zero(at, e.len)?,
-                    UnusedPolicy::Discard => target.discard(at, e.len),
-                },
+                ExtentKind::Unused => unused.push((at, e.len)),
             }
         }
     }
     let writes = pieces::group(data);
+    if opts.precheck {
+        precheck(image, &writes, &opts.cancel, progress.clone())?;
+    }
+
+    for r in &plan.invalidate {
+        target.zero(r.start, r.end - r.start)?;
+    }
+    let ledger = opts.verify.then(Ledger::new);
+    for &(at, len) in &zeros {
+        target.zero(at, len)?;
+        if let Some(l) = &ledger {
+            l.note_zeros(at, len);
+        }
+    }
+    for &(at, len) in &unused {
+        match opts.unused {
+            UnusedPolicy::Leave => {}
+            UnusedPolicy::Zero => target.zero(at, len)?,
+            UnusedPolicy::Discard => target.discard(at, len),
+        }
+    }
     let total: u64 = writes.iter().map(ChunkWork::bytes).sum();
     let meter = Mutex::new(Meter::new("restore", total, progress.clone()));
     // Progress names the stream being written: each chunk's first piece's, from the chunk that starts it.
@@ -217,6 +228,51 @@ fn run<F: ReadAt>(
     }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Every chunk `writes` will take bytes from, checked against its hash (and decompressed) before anything is
+/// written, so that a damaged image is refused while the target is still untouched. Progress phase `check`.
+fn precheck<F: ReadAt>(
+    image: &SharedReader<F>,
+    writes: &[ChunkWork],
+    cancel: &AtomicBool,
+    progress: Option<Sender<Progress>>,
+) -> Result<(), EngineError> {
+    let chunks = &image.index().chunks;
+    let len = |id: crate::image::ChunkId| {
+        chunks
+            .get(id.0 as usize)
+            .map_or(0, |c| u64::from(c.uncompressed_len))
+    };
+    // Ids in file order, so the image is read front to back.
+    let mut ids: Vec<_> = writes.iter().map(|w| w.id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut meter = Meter::new("check", ids.iter().map(|&id| len(id)).sum(), progress);
+    let mut damaged = Vec::new();
+    let complete = image.check_chunks(&ids, cancel, |id, checked| {
+        if let Err(e) = checked {
+            damaged.push(e);
+        }
+        meter.advance(len(id), 0);
+    });
+    meter.finish();
+    if !complete {
+        return Err(EngineError::Untouched(EngineError::Cancelled.to_string()));
+    }
+    if damaged.is_empty() {
+        return Ok(());
+    }
+    damaged.sort_by_key(|e| e.chunk());
+    let n = damaged.len();
+    let shown: Vec<String> = damaged.iter().take(3).map(|e| e.to_string()).collect();
+    Err(EngineError::Untouched(format!(
+        "the image is damaged: {n} of the {} chunks this restore needs fail their check ({}{}). Restore from \
+         another copy of the image; `rescue verify IMAGE` lists every damaged chunk",
+        ids.len(),
+        shown.join("; "),
+        if n > shown.len() { "; …" } else { "" }
+    )))
 }
 
 /// After a failure once the tables may be written: zeros over the target's table areas again (best effort:

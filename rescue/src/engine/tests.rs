@@ -83,6 +83,7 @@ fn bad_sectors_are_recorded_and_restored_as_zeros() {
     let rplan = plan_restore_disk(&layout, &target_disk, &Environment::default(), true).unwrap();
     let ropts = RestoreOptions {
         threads: 2,
+        precheck: true,
         verify: true,
         unused: UnusedPolicy::Zero,
         cancel: Arc::new(AtomicBool::new(false)),

@@ -139,6 +139,7 @@ fn repeated_blocks_are_stored_once_and_restored_everywhere() {
     let plan = plan_restore_disk(&layout, &disk, &Environment::default(), true).unwrap();
     let opts = RestoreOptions {
         threads: 2,
+        precheck: true,
         verify: true,
         unused: UnusedPolicy::Leave,
         cancel: Arc::new(AtomicBool::new(false)),

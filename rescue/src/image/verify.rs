@@ -3,7 +3,7 @@
 //! so the user learns exactly which parts of the disk an image can and cannot restore.
 
 use std::io::{Read, Seek};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::sync_channel;
 
 use super::index::ExtentKind;
@@ -153,19 +153,40 @@ impl<R: Read + Seek> ImageReader<R> {
 }
 
 impl<F: ReadAt> SharedReader<F> {
-    /// [`ImageReader::verify`] over positional reads, on every core (at most [`MAX_THREADS`]): each
-    /// thread decompresses and hashes whole chunks into a buffer of its own, taking the next chunk id in
-    /// turn, so the image is still read front to back. Damaged chunks are listed in chunk order.
+    /// [`ImageReader::verify`] over positional reads, on every core (see [`Self::check_chunks`]).
+    /// Damaged chunks are listed in chunk order.
     pub fn verify(&self, mut progress: impl FnMut(&VerifyProgress)) -> VerifyReport {
         let o = self.state();
         let (mut report, mut p) = start(&o, self.root_hash());
         progress(&p);
         let chunks = &o.index.chunks;
+        let ids: Vec<ChunkId> = (0..chunks.len() as u64).map(ChunkId).collect();
+        let never = AtomicBool::new(false);
+        self.check_chunks(&ids, &never, |id, checked| {
+            report.record(&mut p, chunks[id.0 as usize].uncompressed_len, checked);
+            progress(&p);
+        });
+        report.chunk_errors.sort_by_key(|e| e.chunk());
+        report
+    }
+
+    /// Reads, decompresses and hashes each chunk of `ids` on every core (at most [`MAX_THREADS`]): each
+    /// thread works into buffers of its own, taking the next id in turn, so ids in file order are read
+    /// front to back. `checked` gets every chunk's outcome (its uncompressed length, or why it failed),
+    /// in the order they finish. Returns false when `cancel` stopped it before every chunk was checked.
+    pub fn check_chunks(
+        &self,
+        ids: &[ChunkId],
+        cancel: &AtomicBool,
+        mut checked: impl FnMut(ChunkId, Result<u64, ImageError>),
+    ) -> bool {
         let threads = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
-            .clamp(1, MAX_THREADS);
+            .clamp(1, MAX_THREADS)
+            .min(ids.len().max(1));
         let next = AtomicUsize::new(0);
-        let (tx, rx) = sync_channel::<(usize, Result<u64, ImageError>)>(2 * threads);
+        let (tx, rx) = sync_channel::<(ChunkId, Result<u64, ImageError>)>(2 * threads);
+        let mut finished = 0;
         std::thread::scope(|scope| {
             for _ in 0..threads {
                 let (tx, next) = (tx.clone(), &next);
@@ -173,27 +194,28 @@ impl<F: ReadAt> SharedReader<F> {
                     let (mut buf, mut scratch) =
                         (AlignedBuf::with_capacity(0), AlignedBuf::with_capacity(0));
                     loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= chunks.len() {
+                        if cancel.load(Ordering::Relaxed) {
                             return;
                         }
-                        let checked = self
-                            .read_chunk_into(ChunkId(i as u64), &mut buf, &mut scratch)
+                        let Some(&id) = ids.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                            return;
+                        };
+                        let r = self
+                            .read_chunk_into(id, &mut buf, &mut scratch)
                             .map(|()| buf.len() as u64);
-                        if tx.send((i, checked)).is_err() {
+                        if tx.send((id, r)).is_err() {
                             return;
                         }
                     }
                 });
             }
             drop(tx);
-            for (i, checked) in rx {
-                report.record(&mut p, chunks[i].uncompressed_len, checked);
-                progress(&p);
+            for (id, r) in rx {
+                finished += 1;
+                checked(id, r);
             }
         });
-        report.chunk_errors.sort_by_key(|e| e.chunk());
-        report
+        finished == ids.len()
     }
 }
 

@@ -73,6 +73,9 @@ pub struct Options {
     /// Read back (restore, clone) or verify the new image (capture).
     #[serde(default = "yes")]
     pub verify: bool,
+    /// Restore: check every chunk of the image before the first write.
+    #[serde(default = "yes")]
+    pub precheck: bool,
 }
 
 fn default_level() -> i32 {
@@ -91,6 +94,7 @@ impl Default for Options {
             level: default_level(),
             raw: false,
             verify: true,
+            precheck: true,
         }
     }
 }

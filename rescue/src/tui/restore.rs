@@ -44,6 +44,9 @@ pub struct RestoreWiz {
     pub target_sel: usize,
     pub typed: String,
     pub error: Option<String>,
+    /// Check every chunk of the image before the first write (`c` on the details step turns it off, for
+    /// an image verified already).
+    pub precheck: bool,
 }
 
 impl RestoreWiz {
@@ -57,6 +60,7 @@ impl RestoreWiz {
             target_sel: 0,
             typed: String::new(),
             error: None,
+            precheck: true,
         }
     }
 
@@ -105,6 +109,10 @@ impl RestoreWiz {
                     return Step::Stay(vec![]);
                 }
                 match key {
+                    Key::Char('c') => {
+                        self.precheck = !self.precheck;
+                        Step::Stay(vec![])
+                    }
                     Key::Enter => {
                         self.targets = self.target_rows(&app.report);
                         self.target_sel = self
@@ -179,6 +187,7 @@ impl RestoreWiz {
                             partition: self.chosen_partition(),
                             to_partition: t.part,
                             confirmed: true,
+                            precheck: self.precheck,
                             verify: true,
                             unused: UnusedPolicy::Leave,
                             threads: app.threads,

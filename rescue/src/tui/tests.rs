@@ -520,6 +520,12 @@ fn capture_names_are_checked() {
 }
 
 fn restore_to_targets(a: &mut App, partition: bool) {
+    restore_to_details(a, partition);
+    a.on_key(Key::Enter);
+}
+
+/// The restore wizard on its details step, the whole image or partition 2 chosen.
+fn restore_to_details(a: &mut App, partition: bool) {
     a.on_key(Key::Char('r'));
     let s = images_store(a);
     a.on_key(Key::Enter);
@@ -531,7 +537,6 @@ fn restore_to_targets(a: &mut App, partition: bool) {
         a.on_key(Key::Down);
         a.on_key(Key::Down); // partition 2 (ext4)
     }
-    a.on_key(Key::Enter);
 }
 
 #[test]
@@ -607,9 +612,40 @@ fn restore_needs_the_target_name_typed() {
     match e.as_slice() {
         [Effect::Start(JobSpec::Restore(s))] => {
             assert_eq!(s.target, PathBuf::from("/dev/vdc"));
-            assert!(s.confirmed && s.verify);
+            assert!(s.confirmed && s.verify && s.precheck);
             assert_eq!(s.partition, None);
         }
+        other => panic!("expected a restore to start, got {other:?}"),
+    }
+}
+
+#[test]
+fn restore_check_first_can_be_turned_off_on_the_details_step() {
+    let mut a = app();
+    restore_to_details(&mut a, false);
+    a.on_key(Key::Char('c'));
+    let Screen::Restore(w) = &a.screen else {
+        panic!()
+    };
+    assert_eq!(w.step, RStep::Details);
+    assert!(!w.precheck);
+    a.on_key(Key::Enter);
+    let Screen::Restore(w) = &a.screen else {
+        panic!()
+    };
+    let idx = w
+        .targets
+        .iter()
+        .position(|t| t.device == "/dev/vdc")
+        .unwrap();
+    a.on_key(Key::Home);
+    for _ in 0..idx {
+        a.on_key(Key::Down);
+    }
+    a.on_key(Key::Enter);
+    type_text(&mut a, "vdc");
+    match a.on_key(Key::Enter).as_slice() {
+        [Effect::Start(JobSpec::Restore(s))] => assert!(!s.precheck),
         other => panic!("expected a restore to start, got {other:?}"),
     }
 }

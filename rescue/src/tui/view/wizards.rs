@@ -321,7 +321,12 @@ pub(super) fn restore(
                 ));
             }
             select_list(f, parts[1], "Restore", items, w.part_sel);
-            vec![("Enter", "choose"), ("Esc", "back")]
+            let check = if w.precheck {
+                "check image first: on"
+            } else {
+                "check image first: OFF"
+            };
+            vec![("Enter", "choose"), ("c", check), ("Esc", "back")]
         }
         RStep::Target => {
             let parts = rows(area, &[0, 6]);
@@ -421,7 +426,11 @@ pub(super) fn restore(
                     ))),
                 }
             }
-            lines.push(Line::from(""));
+            lines.push(Line::from(if w.precheck {
+                "Every chunk of the image is checked before the first write."
+            } else {
+                "The image is NOT checked first: a damaged chunk stops the restore part-way."
+            }));
             lines.push(field_line(
                 &format!(
                     "Type {} to confirm: ",
