@@ -188,7 +188,17 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             } else {
                 write!(out, "{}", render_report(&report))?;
             }
-            Ok(0)
+            // A disk that was named and could not be read at all (missing, empty, not a disk) fails the
+            // command, after the report that says why.
+            let unreadable = report
+                .disks
+                .iter()
+                .any(|d| d.size_bytes == 0 && !d.problems.is_empty());
+            Ok(if !paths.is_empty() && unreadable {
+                1
+            } else {
+                0
+            })
         }
         Cmd::Capture(args) => imaging::capture(args),
         Cmd::Restore(args) => imaging::restore(args),

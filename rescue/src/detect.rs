@@ -289,6 +289,10 @@ pub enum DetectError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{path} does not exist; check the name (`rescue disks` lists every disk)")]
+    Missing { path: PathBuf },
+    #[error("{path} is empty (0 bytes): it holds no disk; check that you named the right file")]
+    EmptyFile { path: PathBuf },
     #[error("{path} is neither a block device nor a regular file; give a disk (/dev/sda) or an image file")]
     NotADisk { path: PathBuf },
     #[error("{path} has a size of 0 bytes (no medium inserted?)")]
@@ -341,9 +345,13 @@ pub fn detect_paths(paths: &[PathBuf], opts: &DetectOptions) -> Report {
         let identity = meta.as_ref().ok().map(Identity::from_metadata);
         let mut disk = match meta {
             Err(source) => {
-                let err = DetectError::Stat {
-                    path: path.clone(),
-                    source,
+                let err = if source.kind() == std::io::ErrorKind::NotFound {
+                    DetectError::Missing { path: path.clone() }
+                } else {
+                    DetectError::Stat {
+                        path: path.clone(),
+                        source,
+                    }
                 };
                 failed_disk(path, Transport::Unknown, err)
             }
@@ -360,6 +368,11 @@ pub fn detect_paths(paths: &[PathBuf], opts: &DetectOptions) -> Report {
                     None => block_device_without_sysfs(path, dev, &mounts, opts),
                 }
             }
+            Ok(meta) if meta.is_file() && meta.len() == 0 => failed_disk(
+                path,
+                Transport::File,
+                DetectError::EmptyFile { path: path.clone() },
+            ),
             Ok(meta) if meta.file_type().is_file() => match File::open(path) {
                 Ok(file) => {
                     let mut disk = detect_image(file, meta.len(), &path.to_string_lossy(), opts);

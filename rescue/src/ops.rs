@@ -27,11 +27,34 @@ pub struct Control {
 /// Detect one disk (device or image file), or fail saying why.
 pub fn detect_one(path: &Path, opts: &DetectOptions) -> anyhow::Result<Disk> {
     let report = detect::detect_paths(&[path.to_path_buf()], opts);
-    match report.disks.into_iter().next() {
-        Some(d) if d.size_bytes > 0 => Ok(d),
-        Some(d) => bail!("{}: {}", path.display(), d.problems.join("; ")),
-        None => bail!("{}: {}", path.display(), report.problems.join("; ")),
+    let problems = match report.disks.into_iter().next() {
+        Some(d) if d.size_bytes > 0 => return Ok(d),
+        Some(d) => d.problems,
+        None => report.problems,
+    };
+    let said = problems.join("; ");
+    if said.is_empty() {
+        bail!(
+            "{} has no size (0 bytes): it holds no disk; check that you named the right device or file",
+            path.display()
+        );
     }
+    if said.contains(&*path.to_string_lossy()) {
+        bail!("{said}")
+    }
+    bail!("{}: {said}", path.display())
+}
+
+/// [`detect_one`] for a disk to be written: an empty file gets the advice to give it a size.
+fn detect_target(path: &Path, opts: &DetectOptions) -> anyhow::Result<Disk> {
+    if std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == 0) {
+        bail!(
+            "{p} is empty (0 bytes): a file to restore or clone into needs the size of the disk it stands \
+             for; give it one first (e.g. truncate -s 64G {p}) or name a disk",
+            p = path.display()
+        );
+    }
+    detect_one(path, opts)
 }
 
 /// Open an image for reading, with the path in every error.
@@ -75,12 +98,7 @@ pub fn capture(
     let image_disk = if to_stdout {
         None
     } else {
-        let dir = spec
-            .output
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        detect::disk_holding(dir, opts)
+        detect::disk_holding(folder_of(&spec.output), opts)
     };
     if !to_stdout {
         plan::check_output(
@@ -123,8 +141,7 @@ pub fn capture(
         );
     }
     let partial = partial_path(&spec.output);
-    let out = engine::output::OutputFile::create(&partial)
-        .with_context(|| format!("creating {}", partial.display()))?;
+    let out = create_partial(&spec.output, &partial)?;
     let result = capture::capture(&source, &disk, &plan, out, &capture_opts, ctl.progress)
         .map_err(anyhow::Error::from)
         .and_then(|(report, out)| {
@@ -133,9 +150,10 @@ pub fn capture(
                 .with_context(|| format!("writing {}", partial.display()))?;
             file.sync_all()
                 .with_context(|| format!("flushing {} to disk", partial.display()))?;
-            Ok(report)
+            Ok((report, file))
         });
-    let report = match result {
+    // `_held` keeps the partial file's lock until it has its final name.
+    let (report, _held) = match result {
         Ok(r) => r,
         Err(e) => {
             let _ = std::fs::remove_file(&partial);
@@ -146,19 +164,68 @@ pub fn capture(
             )));
         }
     };
-    std::fs::rename(&partial, &spec.output).with_context(|| {
-        format!(
-            "renaming {} to {}",
-            partial.display(),
-            spec.output.display()
-        )
-    })?;
-    if let Some(dir) = spec.output.parent().filter(|p| !p.as_os_str().is_empty()) {
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
+    finalize(&partial, &spec.output)?;
     Ok((disk, report))
+}
+
+/// The folder an output file goes into.
+fn folder_of(output: &Path) -> &Path {
+    output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// `OUTPUT.partial`, created and locked: a second capture to the same output is refused at once.
+fn create_partial(output: &Path, partial: &Path) -> anyhow::Result<engine::output::OutputFile> {
+    engine::output::OutputFile::create(partial).map_err(|e| match e.kind() {
+        std::io::ErrorKind::WouldBlock => anyhow::anyhow!(
+            "another capture is writing {} right now (its {} is locked); wait for it to finish or \
+             choose another name",
+            output.display(),
+            partial.display()
+        ),
+        std::io::ErrorKind::NotFound => anyhow::anyhow!(
+            "cannot write the image {}: the folder {} does not exist; create it or choose another place",
+            output.display(),
+            folder_of(output).display()
+        ),
+        _ => anyhow::Error::new(e).context(format!("cannot create the image {}", output.display())),
+    })
+}
+
+/// Give the complete `partial` its final name, never replacing a file that appeared there meanwhile,
+/// and make the rename durable.
+fn finalize(partial: &Path, output: &Path) -> anyhow::Result<()> {
+    let renamed = match crate::sys::rename_noreplace(partial, output) {
+        // File systems without RENAME_NOREPLACE: our lock on the partial file keeps other captures out.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) && !output.exists() => {
+            std::fs::rename(partial, output)
+        }
+        r => r,
+    };
+    renamed.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists
+            || e.raw_os_error() == Some(libc::EINVAL)
+        {
+            anyhow::anyhow!(
+                "{} appeared while this capture ran (another program wrote it) and was left as it is; \
+                 this capture's complete image is {}: rename it to keep it",
+                output.display(),
+                partial.display()
+            )
+        } else {
+            anyhow::Error::new(e).context(format!(
+                "the image is complete as {} but could not be renamed to {}",
+                partial.display(),
+                output.display()
+            ))
+        }
+    })?;
+    if let Ok(d) = File::open(folder_of(output)) {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -192,7 +259,7 @@ pub fn prepare_restore(
 ) -> anyhow::Result<PreparedRestore> {
     let image = open_image(&spec.image)?;
     let layout = engine::layout_of(image.index());
-    let mut target_disk = detect_one(&spec.target, opts)?;
+    let mut target_disk = detect_target(&spec.target, opts)?;
     if target_disk.transport == detect::Transport::File {
         // An image file has no sector size of its own: it takes the image's.
         target_disk.logical_sector_size = layout.logical_sector_size;
@@ -260,7 +327,7 @@ pub fn clone(
     ctl: Control,
 ) -> anyhow::Result<engine::clone::CloneReport> {
     let source_disk = detect_one(&spec.source, opts)?;
-    let mut target_disk = detect_one(&spec.target, opts)?;
+    let mut target_disk = detect_target(&spec.target, opts)?;
     if target_disk.transport == detect::Transport::File {
         target_disk.logical_sector_size = source_disk.logical_sector_size;
     }
@@ -415,4 +482,29 @@ pub fn peak_rss_bytes() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A file that appeared under the image's name while the capture ran is never replaced; the complete
+    /// image stays as the partial file, and the error says so.
+    #[test]
+    fn a_finished_image_never_replaces_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let output = dir.path().join("a.rimg");
+        let partial = partial_path(&output);
+        std::fs::write(&partial, b"ours").unwrap();
+        std::fs::write(&output, b"theirs").unwrap();
+        let e = format!("{:#}", finalize(&partial, &output).unwrap_err());
+        assert!(e.contains("appeared while this capture ran"), "{e}");
+        assert_eq!(std::fs::read(&output).unwrap(), b"theirs");
+        assert_eq!(std::fs::read(&partial).unwrap(), b"ours");
+        std::fs::remove_file(&output).unwrap();
+        finalize(&partial, &output).unwrap();
+        assert_eq!(std::fs::read(&output).unwrap(), b"ours");
+        assert!(!partial.exists());
+    }
 }

@@ -344,6 +344,19 @@ pub fn open_direct_write(path: &Path) -> Option<File> {
         .ok()
 }
 
+/// Rename `from` to `to` unless `to` exists (`renameat2` with `RENAME_NOREPLACE`): a finished image never
+/// silently replaces another. `EEXIST` when it does; `EINVAL` on file systems without the flag.
+pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    nix::fcntl::renameat2(
+        nix::fcntl::AT_FDCWD,
+        from,
+        nix::fcntl::AT_FDCWD,
+        to,
+        nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+    )
+    .map_err(io::Error::from)
+}
+
 /// Start writing the range's dirty pages to the device without waiting (`sync_file_range` with WRITE).
 pub fn start_writeback(fd: BorrowedFd, offset: u64, len: u64) -> io::Result<()> {
     sync_range(fd, offset, len, libc::SYNC_FILE_RANGE_WRITE)

@@ -3,29 +3,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
+mod common;
+use common::{rescue_split as rescue, s};
+
 use std::process::Command;
 
 use builder::fixtures;
 
 const MIB: u64 = 1 << 20;
-
-fn rescue(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_rescue"))
-        .args(args)
-        .output()
-        .unwrap();
-    let (o, e) = (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    );
-    assert!(!e.contains("panicked"), "rescue {args:?} panicked:\n{e}");
-    (out.status.code().unwrap_or(-1), o, e)
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 #[test]
 fn capture_then_restore_jobs_choose_disks_by_rules_and_leave_records() {

@@ -4,6 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
+mod common;
+use common::{rescue, s};
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -11,23 +14,6 @@ use builder::checks::{check_filesystem, extract, tool};
 use builder::fixtures::{self, DiskSpec, Expected, Fs};
 
 const MIB: u64 = 1 << 20;
-
-fn rescue(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_rescue"))
-        .args(args)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        !text.contains("panicked"),
-        "rescue {args:?} panicked:\n{text}"
-    );
-    (out.status.code().unwrap_or(-1), text)
-}
 
 /// A loop device over `backing` (needs root, as CI and the development machines have).
 fn attach_loop(backing: &Path) -> String {
@@ -47,10 +33,6 @@ fn attach_loop_with(backing: &Path, options: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 struct Fixture {

@@ -153,8 +153,13 @@ pub fn capture(a: CaptureArgs) -> anyhow::Result<i32> {
         );
         if report.repeated_bytes > 0 {
             eprintln!(
-                "{} found more than once was stored once",
-                human_size(report.repeated_bytes)
+                "{} found more than once was stored once{}",
+                human_size(report.repeated_bytes),
+                if a.no_dedup {
+                    " (whole identical chunks; block deduplication was off)"
+                } else {
+                    ""
+                }
             );
         }
         for (s, r) in &report.unreadable {
@@ -238,6 +243,8 @@ pub fn restore(a: RestoreArgs) -> anyhow::Result<i32> {
             json!({
                 "target": a.target.display().to_string(),
                 "bytes_written": report.bytes_written,
+                "zero_bytes": report.zero_bytes,
+                "discarded_bytes": report.discarded_bytes,
                 "peak_rss_bytes": ops::peak_rss_bytes(),
                 "verified": report.verified,
                 "seconds": report.seconds,
@@ -246,8 +253,18 @@ pub fn restore(a: RestoreArgs) -> anyhow::Result<i32> {
             })
         );
     } else {
+        let zeros = match (report.zero_bytes, report.discarded_bytes) {
+            (0, 0) => String::new(),
+            (z, 0) => format!(" ({} of it zeros)", human_size(z)),
+            (0, d) => format!(", {} of free space discarded", human_size(d)),
+            (z, d) => format!(
+                " ({} of it zeros), {} of free space discarded",
+                human_size(z),
+                human_size(d)
+            ),
+        };
         eprintln!(
-            "restored {} onto {}: {} written{}",
+            "restored {} onto {}: {} written{zeros}{}",
             a.image.display(),
             a.target.display(),
             human_size(report.bytes_written),

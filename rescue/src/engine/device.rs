@@ -22,6 +22,8 @@ pub enum DeviceError {
     Open { path: PathBuf, source: io::Error },
     #[error("{path} is in use (mounted, or open by another program): {source}; unmount it and close whatever uses it")]
     Busy { path: PathBuf, source: io::Error },
+    #[error("{path} is {what} right now; wait for that to finish")]
+    InUse { path: PathBuf, what: &'static str },
     #[error("writing {path} at byte {offset} failed: {source}. The target may be failing")]
     Write {
         path: PathBuf,
@@ -87,6 +89,30 @@ pub(super) fn open_error(path: &Path, source: io::Error) -> DeviceError {
     }
 }
 
+/// A `flock` on a regular file, held while `file` is open: shared for sources, exclusive for targets, so
+/// two jobs never write one file and none captures a file another writes (block devices have `O_EXCL` and
+/// the kernel's read-only flag instead).
+pub(super) fn lock_file(
+    file: &File,
+    path: &Path,
+    exclusive: bool,
+    what: &'static str,
+) -> Result<(), DeviceError> {
+    let r = if exclusive {
+        file.try_lock()
+    } else {
+        file.try_lock_shared()
+    };
+    match r {
+        Ok(()) => Ok(()),
+        Err(std::fs::TryLockError::WouldBlock) => Err(DeviceError::InUse {
+            path: path.to_path_buf(),
+            what,
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(open_error(path, e)),
+    }
+}
+
 pub(super) fn is_block(file: &File) -> bool {
     file.metadata()
         .map(|m| m.file_type().is_block_device())
@@ -120,6 +146,10 @@ impl Source {
             let (logical, _) = sys::block_sector_sizes(fd).unwrap_or((512, 512));
             (size, logical)
         } else {
+            // A file being written by a restore or clone (which holds it exclusively) is not captured.
+            if lock {
+                lock_file(&file, path, false, "being written by a restore or clone")?;
+            }
             (file.metadata().map_err(|e| open_error(path, e))?.len(), 512)
         };
         let block_fd = if restore_rw {

@@ -40,9 +40,11 @@ pub struct OutputFile {
 }
 
 impl OutputFile {
-    /// Create `path`, or empty it if it exists.
+    /// Create `path` (or take over one left by an interrupted run, emptied) and hold an exclusive lock on
+    /// it until the returned file is closed, so that two captures never write one file. Fails with
+    /// [`io::ErrorKind::WouldBlock`] while another process holds it.
     pub fn create(path: &Path) -> io::Result<OutputFile> {
-        let file = File::create(path)?;
+        let file = create_locked(path)?;
         OutputFile::new(file, sys::open_direct_write(path))
     }
 
@@ -72,6 +74,40 @@ impl OutputFile {
         self.pos += len;
         Ok(())
     }
+}
+
+/// Opens or creates `path` without truncating it, takes an exclusive lock (`flock`, released when the file
+/// is closed) and only then empties it. A file renamed or removed between the open and the lock (by the
+/// process that held it) is not the one at `path` any more: open again.
+fn create_locked(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::MetadataExt;
+    for _ in 0..8 {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "another process is writing it",
+                ))
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
+        let (held, named) = (file.metadata()?, std::fs::metadata(path));
+        if named.is_ok_and(|n| n.dev() == held.dev() && n.ino() == held.ino()) {
+            file.set_len(0)?;
+            return Ok(file);
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::WouldBlock,
+        "it keeps being replaced by another process",
+    ))
 }
 
 fn empty_block() -> AlignedBuf {
@@ -344,6 +380,24 @@ mod tests {
         let again = out.write_all(&block).unwrap_err();
         assert!(again.to_string().contains(&first.to_string()), "{again}");
         assert!(out.finish().is_err());
+    }
+
+    /// A second writer of the same file is refused while the first holds it; once the first is closed, a
+    /// file it left behind is taken over and emptied.
+    #[test]
+    fn one_writer_per_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("img.partial");
+        let mut first = OutputFile::create(&path).unwrap();
+        first.write_all(b"first").unwrap();
+        let second = OutputFile::create(&path).err().unwrap();
+        assert_eq!(second.kind(), io::ErrorKind::WouldBlock, "{second}");
+        let file = first.finish().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"first");
+        drop(file);
+        let again = OutputFile::create(&path).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+        drop(again);
     }
 
     #[test]

@@ -46,7 +46,12 @@ pub struct RestoreOptions {
 
 #[derive(Debug, Clone, Default)]
 pub struct RestoreReport {
+    /// Every byte written to the target but the tables: data, and the zeros of `zero_bytes`.
     pub bytes_written: u64,
+    /// Of `bytes_written`: runs of zeros, unreadable ranges and (with [`UnusedPolicy::Zero`]) free space.
+    pub zero_bytes: u64,
+    /// Free space discarded with [`UnusedPolicy::Discard`] (not written).
+    pub discarded_bytes: u64,
     /// Ranges (target offsets) the source could not read at capture time: written as zeros.
     pub unreadable: Vec<(String, Range<u64>)>,
     pub verified: bool,
@@ -144,6 +149,7 @@ fn run<F: ReadAt>(
     let ledger = opts.verify.then(Ledger::new);
     for &(at, len) in &zeros {
         target.zero(at, len)?;
+        report.zero_bytes += len;
         if let Some(l) = &ledger {
             l.note_zeros(at, len);
         }
@@ -151,8 +157,14 @@ fn run<F: ReadAt>(
     for &(at, len) in &unused {
         match opts.unused {
             UnusedPolicy::Leave => {}
-            UnusedPolicy::Zero => target.zero(at, len)?,
-            UnusedPolicy::Discard => target.discard(at, len),
+            UnusedPolicy::Zero => {
+                target.zero(at, len)?;
+                report.zero_bytes += len;
+            }
+            UnusedPolicy::Discard => {
+                target.discard(at, len);
+                report.discarded_bytes += len;
+            }
         }
     }
     let total: u64 = writes.iter().map(ChunkWork::bytes).sum();
@@ -197,7 +209,7 @@ fn run<F: ReadAt>(
             Ok(())
         },
     )?;
-    report.bytes_written = total;
+    report.bytes_written = total + report.zero_bytes;
 
     // From here on the tables may be on the target: if anything fails, they are taken away again, so that
     // the target is left with no valid-looking table, as the error says.

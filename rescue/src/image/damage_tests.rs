@@ -74,7 +74,6 @@ fn truncated_tail_says_not_finalized() {
         n - 64,
         n - 8,
         n - 3,
-        n,
     ] {
         let e = ImageReader::open(Cursor::new(a.bytes[..n - cut].to_vec()))
             .err()
@@ -86,6 +85,9 @@ fn truncated_tail_says_not_finalized() {
             "{e}"
         );
     }
+    // Nothing at all left: an empty file is named as such.
+    let e = ImageReader::open(Cursor::new(Vec::new())).err().unwrap();
+    assert!(e.to_string().contains("the file is empty (0 bytes)"), "{e}");
     let e = ImageReader::open(Cursor::new(b"hello, not an image at all".to_vec()))
         .err()
         .unwrap();

@@ -21,8 +21,15 @@ pub struct ImageFile {
 
 impl ImageFile {
     pub fn open(path: &Path) -> io::Result<ImageFile> {
+        let file = File::open(path)?;
+        if file.metadata()?.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::IsADirectory,
+                "it is a folder, not an image file; name the image file in it",
+            ));
+        }
         Ok(ImageFile {
-            file: File::open(path)?,
+            file,
             direct: Direct::new(sys::open_direct(path)),
         })
     }

@@ -240,6 +240,11 @@ impl Opened {
     /// No footer magic: tells an unfinished image apart from a file that is not an image at all,
     /// and from a complete footer whose magic alone was damaged.
     fn no_footer<S: Source>(src: &mut S, file_len: u64) -> ImageError {
+        if file_len == 0 {
+            return ImageError::NotAnImage {
+                reason: "the file is empty (0 bytes); check that you named the right file".into(),
+            };
+        }
         let n = file_len.min(HEADER_MAGIC.len() as u64) as usize;
         let mut start = [0u8; 8];
         if src.read_at(&mut start[..n], 0).is_err() || start[..n] != HEADER_MAGIC[..n] {

@@ -10,7 +10,7 @@ fn bad_paths_are_reported_not_fatal() {
     let r = detect_paths(&paths, &DetectOptions::default());
     assert_eq!(r.disks.len(), 3);
     assert!(
-        r.disks[0].problems[0].contains("cannot inspect"),
+        r.disks[0].problems[0].contains("does not exist"),
         "{:?}",
         r.disks[0].problems
     );
@@ -22,6 +22,11 @@ fn bad_paths_are_reported_not_fatal() {
     assert_eq!(
         (r.disks[2].table, r.disks[2].size_bytes),
         (PartitionTable::None, 0)
+    );
+    assert!(
+        r.disks[2].problems[0].contains("empty (0 bytes)"),
+        "{:?}",
+        r.disks[2].problems
     );
     assert!(r.problems.is_empty());
     let opts = DetectOptions {

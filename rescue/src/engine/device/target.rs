@@ -7,7 +7,7 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use super::{is_block, open_error, DeviceError};
+use super::{is_block, lock_file, open_error, DeviceError};
 use crate::sys;
 use crate::sys::direct::Direct;
 
@@ -44,6 +44,12 @@ impl Target {
                 sys::block_sector_sizes(fd).map(|s| s.0).unwrap_or(512),
             )
         } else {
+            lock_file(
+                &file,
+                path,
+                true,
+                "being written or captured by another job",
+            )?;
             (file.metadata().map_err(|e| open_error(path, e))?.len(), 512)
         };
         let direct = OpenOptions::new()

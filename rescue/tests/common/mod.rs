@@ -1,0 +1,33 @@
+//! What the CLI tests share: running the `rescue` binary.
+
+#![allow(dead_code, clippy::unwrap_used)] // each test file uses its own part; tests fail loudly
+
+use std::path::Path;
+use std::process::Command;
+
+/// Runs `rescue ARGS`: the exit code, stdout and stderr. A panic is never an acceptable answer.
+pub fn rescue_split(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_rescue"))
+        .args(args)
+        .output()
+        .unwrap();
+    let (o, e) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(
+        !e.contains("panicked") && !o.contains("panicked"),
+        "rescue {args:?} panicked:\n{o}{e}"
+    );
+    (out.status.code().unwrap_or(-1), o, e)
+}
+
+/// [`rescue_split`] with stdout and stderr together.
+pub fn rescue(args: &[&str]) -> (i32, String) {
+    let (rc, o, e) = rescue_split(args);
+    (rc, o + &e)
+}
+
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
