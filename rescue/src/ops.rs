@@ -365,6 +365,8 @@ pub struct VerifyOutcome {
     pub problems: Vec<String>,
     /// Source bytes recorded as unreadable at capture (not damage to the image: bytes it does not hold).
     pub unreadable_bytes: u64,
+    /// How the device was compared where it differs from the image's layout (`against` only).
+    pub notes: Vec<String>,
 }
 
 /// Check every chunk hash and the root hash of `image`; with `against`, compare a device with it.
@@ -384,15 +386,18 @@ pub fn verify(
         m.finish();
     }
     let mut problems = report.problems();
+    let mut notes = Vec::new();
     if let Some(dev) = against {
         let source = device::Source::open_unlocked(dev)?;
         let r = verify::verify_against(&reader, &source, None, progress)?;
         problems.extend(r.differences);
+        notes = r.notes;
     }
     Ok(VerifyOutcome {
         root_hash: reader.root_hash().to_string(),
         problems,
         unreadable_bytes: report.unreadable_source_bytes,
+        notes,
     })
 }
 

@@ -625,16 +625,30 @@ pub fn plan_restore_disk(
             ),
         });
     }
-    let same_size = target.size_bytes == layout.size_bytes;
+    let mut plan = place_disk(
+        layout,
+        &target.path,
+        target.size_bytes,
+        target.logical_sector_size,
+    );
+    plan.overwritten = describe_contents(target);
+    Ok(plan)
+}
+
+/// Where a whole-disk image's streams and tables go on a disk of `target_size` bytes (at least
+/// [`Layout::min_target_size`]), with no refusal checked: what [`plan_restore_disk`] decides once every
+/// check passed, and what `verify --against` compares a restored disk with.
+pub fn place_disk(layout: &Layout, target: &str, target_size: u64, sector: u32) -> RestorePlan {
+    let same_size = target_size == layout.size_bytes;
     let gpt_moves = layout.table == PartitionTable::Gpt && !same_size;
     let mut placements = Vec::new();
     let mut skipped = Vec::new();
     // Where the rebuilt GPT's backup will start: free space captured there is not written, or the backup
     // would overwrite it (and its read-back fail).
     let room = if gpt_moves {
-        target.size_bytes - layout.gpt_backup_len(layout.data_end())
+        target_size.saturating_sub(layout.gpt_backup_len(layout.data_end()))
     } else {
-        target.size_bytes
+        target_size
     };
     for (i, s) in layout.streams.iter().enumerate() {
         // GPT structures are rebuilt for the new size; the backup's old place is free space now.
@@ -647,8 +661,9 @@ pub fn plan_restore_disk(
             skipped.push((
                 i,
                 format!(
-                    "{} bytes of free space that do not fit on {} (past its end or where its GPT backup goes)",
-                    s.len, target.path
+                    "{} bytes of free space that do not fit on {target} (past its end or where its GPT backup \
+                     goes)",
+                    s.len
                 ),
             ));
             continue;
@@ -658,23 +673,21 @@ pub fn plan_restore_disk(
             target_offset: s.disk_offset,
         });
     }
-    let ls = u64::from(target.logical_sector_size);
+    let ls = u64::from(sector);
     // The first and last 34 sectors hold every table we know (MBR, GPT primary and backup).
-    let edge = (34 * ls).min(target.size_bytes / 2);
-    Ok(RestorePlan {
-        target: target.path.clone(),
+    let edge = (34 * ls).min(target_size / 2);
+    RestorePlan {
+        target: target.to_string(),
         placements,
         skipped,
         tables: if gpt_moves {
-            TablePlan::RelocateGpt {
-                target_size: target.size_bytes,
-            }
+            TablePlan::RelocateGpt { target_size }
         } else {
             TablePlan::AsCaptured
         },
-        invalidate: vec![0..edge, target.size_bytes - edge..target.size_bytes],
-        overwritten: describe_contents(target),
-    })
+        invalidate: vec![0..edge, target_size - edge..target_size],
+        overwritten: Vec::new(),
+    }
 }
 
 /// Plan writing one partition stream of the image into a target partition (or a whole target device that

@@ -81,6 +81,12 @@ fn restore_to(f: &Fixture, image: &Path, size: u64, name: &str) -> PathBuf {
     let (rc, out) = rescue(&["restore", s(image), s(&target), "--yes"]);
     assert_eq!(rc, 0, "restore onto {size} bytes failed:\n{out}");
     assert!(out.contains("verified"), "{out}");
+    // The restored disk matches the image as the restore placed it (a GPT moved for another size).
+    let (rc, out) = rescue(&["verify", s(image), "--against", s(&target)]);
+    assert_eq!(
+        rc, 0,
+        "verify --against right after the restore onto {size} bytes:\n{out}"
+    );
     target
 }
 

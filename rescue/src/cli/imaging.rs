@@ -308,9 +308,14 @@ pub fn verify(image_path: &Path, against: Option<&Path>, json_out: bool) -> anyh
         println!(
             "{}",
             json!({"image": image_path.display().to_string(), "ok": problems.is_empty(), "root_hash": outcome.root_hash,
-                   "unreadable_bytes": outcome.unreadable_bytes, "problems": problems})
+                   "unreadable_bytes": outcome.unreadable_bytes, "problems": problems, "notes": outcome.notes})
         );
-    } else if problems.is_empty() {
+        return Ok(if problems.is_empty() { 0 } else { 2 });
+    }
+    for n in &outcome.notes {
+        eprintln!("note: {n}");
+    }
+    if problems.is_empty() {
         eprintln!(
             "{}: OK, every chunk and the root hash {} check out",
             image_path.display(),
@@ -318,7 +323,8 @@ pub fn verify(image_path: &Path, against: Option<&Path>, json_out: bool) -> anyh
         );
         if outcome.unreadable_bytes > 0 {
             eprintln!(
-                "{}: {} bytes of the source could not be read when it was captured; a restore writes zeros there                  (`rescue inspect` lists the ranges)",
+                "{}: {} bytes of the source could not be read when it was captured; a restore writes zeros \
+                 there (`rescue inspect` lists the ranges)",
                 image_path.display(),
                 outcome.unreadable_bytes
             );

@@ -60,7 +60,10 @@ pub struct RestoreReport {
 }
 
 /// The whole stream's bytes (tables are small: a few sectors).
-fn stream_bytes<F: ReadAt>(image: &SharedReader<F>, stream: usize) -> Result<Vec<u8>, EngineError> {
+pub(super) fn stream_bytes<F: ReadAt>(
+    image: &SharedReader<F>,
+    stream: usize,
+) -> Result<Vec<u8>, EngineError> {
     let s = &image.index().streams[stream];
     let mut out = vec![0u8; s.info.length as usize];
     for e in &s.extents {

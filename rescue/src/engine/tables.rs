@@ -96,6 +96,11 @@ impl Tables {
         Ok(())
     }
 
+    /// Each table write: where, and the bytes.
+    pub fn writes(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        self.writes.iter().map(|(o, b)| (*o, b.as_slice()))
+    }
+
     #[cfg(test)]
     pub fn offsets(&self) -> Vec<(u64, u64)> {
         self.writes
