@@ -64,6 +64,7 @@ pub use self::index::{
     RawSection, Stream, StreamInfo, StreamKind, TableKind, TableRole,
 };
 pub use self::reader::{ImageReader, ReadAt, SharedReader};
+pub use self::validate::StreamStorage;
 pub use self::verify::{VerifyProgress, VerifyReport};
 pub use self::writer::{FinishedImage, ImageHeaderInfo, ImageWriter, IndexExtras};
 

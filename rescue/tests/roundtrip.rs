@@ -146,6 +146,15 @@ fn gpt_disk_round_trips_to_same_larger_and_smaller_disks() {
         "at least one copy of random.bin: {inspect}"
     );
     assert_eq!(v["format"], "1.1", "{inspect}");
+    // Each stored byte counts once: the streams' shares add up to no more than the file, and the copies in
+    // the other filesystems are shown as shared.
+    let streams = v["streams"].as_array().unwrap();
+    let sum = |key: &str| -> u64 { streams.iter().map(|s| s[key].as_u64().unwrap()).sum() };
+    assert!(
+        sum("stored_bytes") <= v["image_bytes"].as_u64().unwrap(),
+        "{inspect}"
+    );
+    assert!(sum("shared_bytes") >= 3 * MIB, "{inspect}");
     let (rc, out) = rescue(&["verify", s(&image), "--against", s(&f.disk)]);
     assert_eq!(rc, 0, "{out}");
     let size = f.spec.size_mib * MIB;

@@ -358,6 +358,7 @@ pub fn inspect(image_path: &Path, json_out: bool) -> anyhow::Result<i32> {
     let file_len = std::fs::metadata(image_path).map(|m| m.len()).unwrap_or(0);
     let used: u64 = index.streams.iter().map(|s| s.used_bytes).sum();
     let d = &index.disk;
+    let storage = index.stream_storage();
     let value = json!({
         "image": image_path.display().to_string(),
         "image_bytes": file_len,
@@ -370,8 +371,9 @@ pub fn inspect(image_path: &Path, json_out: bool) -> anyhow::Result<i32> {
                    "table": format!("{:?}", d.table_kind).to_lowercase(), "table_id": d.table_id},
         "partitions": d.partitions.iter().map(|p| json!({"number": p.number, "start_bytes": p.start, "size_bytes": p.size,
             "type": p.type_id, "name": p.name, "fs": p.fs_kind, "fs_label": p.fs_label, "fs_uuid": p.fs_uuid})).collect::<Vec<_>>(),
-        "streams": index.streams.iter().map(|s| json!({"label": s.info.label, "disk_offset": s.info.disk_offset,
-            "length": s.info.length, "used_bytes": s.used_bytes, "stored_bytes": s.stored_bytes,
+        "streams": index.streams.iter().zip(&storage).map(|(s, st)| json!({"label": s.info.label,
+            "disk_offset": s.info.disk_offset, "length": s.info.length, "used_bytes": s.used_bytes,
+            "stored_bytes": st.stored_bytes, "shared_bytes": st.shared_bytes,
             "capture": format!("{:?}", s.info.capture), "reason": s.info.capture_reason})).collect::<Vec<_>>(),
         "used_bytes": used,
         "repeated_bytes": index.repeated_bytes(),
@@ -448,15 +450,23 @@ pub fn inspect(image_path: &Path, json_out: bool) -> anyhow::Result<i32> {
             },
         );
     }
-    println!("streams:");
-    for s in &index.streams {
+    println!(
+        "streams (stored: bytes of the image file written for it; shared: its data stored once for"
+    );
+    println!("an earlier stream):");
+    for (s, st) in index.streams.iter().zip(&storage) {
+        let shared = if st.shared_bytes > 0 {
+            format!(", {} shared", human_size(st.shared_bytes))
+        } else {
+            String::new()
+        };
         println!(
-            "  {:<28} at {:>12}  {:>10} used of {:>10}, {:>10} stored  {:?}: {}",
+            "  {:<28} at {:>12}  {:>10} used of {:>10}, {:>10} stored{shared}  {:?}: {}",
             s.info.label,
             s.info.disk_offset,
             human_size(s.used_bytes),
             human_size(s.info.length),
-            human_size(s.stored_bytes),
+            human_size(st.stored_bytes),
             s.info.capture,
             s.info.capture_reason
         );

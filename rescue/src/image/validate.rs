@@ -69,6 +69,36 @@ impl Index {
         placed.saturating_sub(stored)
     }
 
+    /// How the stored chunks divide among the streams, each stored byte counted once: a chunk belongs to
+    /// the first stream (in index order) that references it. Per stream, in index order.
+    pub fn stream_storage(&self) -> Vec<StreamStorage> {
+        let mut owner: Vec<Option<usize>> = vec![None; self.chunks.len()];
+        let mut out = vec![StreamStorage::default(); self.streams.len()];
+        for (si, s) in self.streams.iter().enumerate() {
+            for x in &s.extents {
+                let Some((id, _)) = x.chunk_piece() else {
+                    continue;
+                };
+                let Some(slot) = owner.get_mut(id.0 as usize) else {
+                    continue;
+                };
+                match *slot {
+                    None => {
+                        *slot = Some(si);
+                        out[si].stored_bytes = out[si]
+                            .stored_bytes
+                            .saturating_add(u64::from(self.chunks[id.0 as usize].stored_len));
+                    }
+                    Some(o) if o != si => {
+                        out[si].shared_bytes = out[si].shared_bytes.saturating_add(x.len)
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        out
+    }
+
     /// Whether any extent is a [`ExtentKind::Slice`].
     pub fn has_slices(&self) -> bool {
         self.streams.iter().any(|s| {
@@ -209,6 +239,15 @@ impl Index {
             }
         }
     }
+}
+
+/// One stream's share of an image file: see [`Index::stream_storage`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamStorage {
+    /// Payload bytes of the chunks this stream was the first to reference (stored for it).
+    pub stored_bytes: u64,
+    /// Bytes of this stream held by chunks another stream stored first (shared with it).
+    pub shared_bytes: u64,
 }
 
 /// For each chunk, the first extent referencing it and how many reference it.
