@@ -186,6 +186,13 @@ fn a_hibernated_ntfs_is_refused_for_writing_and_still_read() {
     let (rc, out) = drive.mount(&[]);
     assert_eq!(rc, 0, "rescue mount failed:\n{out}");
     std::fs::write(drive.mnt.join("kept.txt"), b"kept").unwrap();
+    let source = drive.dir.path().join("small.img");
+    std::fs::File::create(&source)
+        .unwrap()
+        .set_len(4 * MIB)
+        .unwrap();
+    let (rc, out) = rescue(&["capture", s(&source), "-o", s(&drive.mnt.join("x.rimg"))]);
+    assert_eq!(rc, 0, "{out}");
     // What Windows leaves when it hibernates or shuts down with Fast Startup: hiberfil.sys in the root,
     // starting with its signature. ntfs-3g looks at exactly this.
     let mut hiberfil = b"HIBR".to_vec();
@@ -210,6 +217,21 @@ fn a_hibernated_ntfs_is_refused_for_writing_and_still_read() {
     assert_eq!(std::fs::read(drive.mnt.join("kept.txt")).unwrap(), b"kept");
     assert!(std::fs::write(drive.mnt.join("new.txt"), b"x").is_err());
     drive.umount();
+    // A job that only reads finds the store by label and mounts it read-only by itself.
+    let (rc, out) = rescue(&[
+        "job",
+        "action=verify image.label=IMAGES image.path=x.rimg",
+        "--disk",
+        &drive.dev,
+    ]);
+    let store_dir = PathBuf::from(format!(
+        "/run/rescue/mnt/{}",
+        drive.dev.trim_start_matches("/dev/")
+    ));
+    let line = mount_line(&store_dir);
+    let _ = rescue(&["umount", s(&store_dir)]);
+    assert_eq!(rc, 0, "the verify job failed:\n{out}");
+    assert!(line.is_some_and(|l| l.contains(" ro,")), "{out}");
     // Read-only use changed nothing: Windows still finds its hibernation file.
     let (rc, _) = drive.mount(&[]);
     assert_ne!(rc, 0);
