@@ -15,7 +15,7 @@ pub enum DebError {
     Read { path: PathBuf, source: io::Error },
     #[error("the package {path} has no data.tar.xz or data.tar (it has: {members}). Delete it from the builder cache and run again")]
     NoData { path: PathBuf, members: String },
-    #[error("the package {path} contains no {file}. Is it the right package (shim-signed, grub-efi-amd64-signed, grub-pc-bin, grub-common)?")]
+    #[error("the package {path} contains no {file}. Is it the right package (shim-signed, grub-efi-amd64-signed, grub-pc-bin, grub-common, ntfs-3g, libntfs-3g89, libc6)?")]
     NoFile { path: PathBuf, file: String },
 }
 
@@ -129,6 +129,19 @@ pub fn extract_dir(deb: &Path, dir: &str) -> Result<BTreeMap<String, Vec<u8>>, D
 
 /// The contents of each of `wanted` (package paths such as `usr/lib/shim/shimx64.efi.signed`).
 pub fn extract(deb: &Path, wanted: &[&str]) -> Result<BTreeMap<String, Vec<u8>>, DebError> {
+    let out = extract_present(deb, wanted)?;
+    match wanted.iter().find(|w| !out.contains_key(**w)) {
+        Some(w) => Err(DebError::NoFile {
+            path: deb.to_path_buf(),
+            file: w.to_string(),
+        }),
+        None => Ok(out),
+    }
+}
+
+/// The contents of those of `wanted` the package has: for files whose place moved between releases
+/// (`lib/…` before the /usr merge, `usr/lib/…` after), asked for at both places.
+pub fn extract_present(deb: &Path, wanted: &[&str]) -> Result<BTreeMap<String, Vec<u8>>, DebError> {
     let (mut files, links) = contents(deb)?;
     let mut out = BTreeMap::new();
     for w in wanted {
@@ -140,11 +153,9 @@ pub fn extract(deb: &Path, wanted: &[&str]) -> Result<BTreeMap<String, Vec<u8>>,
                 None => break,
             }
         }
-        let data = files.remove(&p).ok_or_else(|| DebError::NoFile {
-            path: deb.to_path_buf(),
-            file: w.to_string(),
-        })?;
-        out.insert(w.to_string(), data);
+        if let Some(data) = files.remove(&p) {
+            out.insert(w.to_string(), data);
+        }
     }
     Ok(out)
 }

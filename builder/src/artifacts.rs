@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 
-use crate::{kernel, static_build};
+use crate::{kernel, programs, static_build};
 
 #[derive(Debug, Clone)]
 pub enum KernelSource {
@@ -69,6 +69,7 @@ pub fn build(
     // The kernel first: a bad package is reported before minutes of compiling.
     let start = Instant::now();
     let tree = kernel_tree(source)?;
+    let programs = programs::ntfs3g_files()?;
     let kernel_seconds = start.elapsed().as_secs_f64();
     let rescue = match rescue_bin {
         Some(p) => {
@@ -78,7 +79,8 @@ pub fn build(
         None => static_build::build_rescue()?,
     };
     let start = Instant::now();
-    let spec = initramfs::build::InitramfsSpec::new(tree.clone(), rescue, source_date_epoch());
+    let mut spec = initramfs::build::InitramfsSpec::new(tree.clone(), rescue, source_date_epoch());
+    spec.extra_files.extend(programs);
     let out = initramfs::build::build_initramfs(&spec)?;
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let initramfs = out_dir.join("initramfs.img");

@@ -44,7 +44,7 @@ fn parse_depends(text: &str) -> Option<String> {
 }
 
 /// A cached `PACKAGE_*.deb` (the newest by name), downloading it by package name when absent: the kernel,
-/// and the bootloader packages of the stick.
+/// the bootloader packages of the stick, and the userspace programs of the initramfs (ntfs-3g, libc6).
 pub fn fetch_deb(package: &str) -> anyhow::Result<PathBuf> {
     fetch(&format!("{package}_"), package, || {
         "Check the network and `apt-get update`, or pass --kernel-deb PATH".to_string()
@@ -52,7 +52,8 @@ pub fn fetch_deb(package: &str) -> anyhow::Result<PathBuf> {
 }
 
 /// A cached `PACKAGE_VERSION_*.deb`, downloading exactly that version when absent: for packages whose
-/// files must match another package's (grub-common's `grub-mkimage` and grub-pc-bin's modules).
+/// files must match another package's (grub-common's `grub-mkimage` and grub-pc-bin's modules,
+/// libntfs-3g89 and ntfs-3g).
 pub fn fetch_deb_version(package: &str, version: &str) -> anyhow::Result<PathBuf> {
     let dir = cache_dir().join("debs");
     fetch(
@@ -60,8 +61,8 @@ pub fn fetch_deb_version(package: &str, version: &str) -> anyhow::Result<PathBuf
         &format!("{package}={}", version.replace("%3a", ":")),
         || {
             format!(
-                "The archive may have moved on: delete the cached {package}* and grub-pc-bin* packages in {} \
-                 and run again",
+                "The archive may have moved on: delete the cached {package}* packages and the one whose \
+                 version it must match (grub-pc-bin, ntfs-3g) in {} and run again",
                 dir.display()
             )
         },

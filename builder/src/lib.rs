@@ -10,5 +10,6 @@ pub mod checks;
 pub mod fixtures;
 pub mod image;
 pub mod kernel;
+pub mod programs;
 pub mod qemu;
 pub mod static_build;

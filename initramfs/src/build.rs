@@ -15,6 +15,9 @@
 //! /lib/modules/<release>/modules.rescue   the module index (see `index`)
 //! /etc/rescue-release                     what was built from what
 //! ```
+//!
+//! plus `extra_files`: the builder adds ntfs-3g with its libraries under `/usr/lib/rescue/ntfs-3g/`
+//! ([`crate::programs`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Write};

@@ -3,10 +3,12 @@
 //! and softdep tables the package does not ship ([`modinfo`], [`depmod`]), choosing the module set by
 //! rules ([`select`]), and writing a reproducible, compressed cpio newc archive ([`cpio`], [`build`]).
 //!
-//! [`index`] is the module index PID 1 reads; it is the only part built without the `build` feature, so
-//! the static `rescue` binary does not carry the archive and compression code.
+//! [`index`] is the module index PID 1 reads and [`programs`] the place of the Debian userspace programs
+//! (ntfs-3g) in the archive; they are the only parts built without the `build` feature, so the static
+//! `rescue` binary does not carry the archive and compression code.
 
 pub mod index;
+pub mod programs;
 
 #[cfg(feature = "build")]
 pub mod build;

@@ -79,3 +79,38 @@ fn two_builds_are_byte_identical() {
         again.seconds
     );
 }
+
+/// ntfs-3g (the rescue system's NTFS, over FUSE) is carried with everything it links, and the archive
+/// stays within the 8 MB the stick and netboot budgets allow.
+#[test]
+fn ntfs3g_is_carried_with_its_libraries_within_the_size_budget() {
+    use initramfs::programs as layout;
+    let boot = boot_files();
+    let size = std::fs::metadata(&boot.initramfs).unwrap().len();
+    assert!(
+        size <= 8_000_000,
+        "the initramfs is {size} bytes, over 8 MB"
+    );
+    let files = unpack(&boot.initramfs);
+    let dir = layout::NTFS3G_DIR.trim_start_matches('/');
+    let carried: Vec<String> = files
+        .keys()
+        .filter_map(|k| k.strip_prefix(&format!("{dir}/lib/")))
+        .map(str::to_string)
+        .collect();
+    for program in [layout::NTFS3G, layout::NTFS3G_PROBE, layout::LOADER] {
+        let (mode, data) = files
+            .get(&format!("{dir}/{program}"))
+            .unwrap_or_else(|| panic!("{program} is not in the archive"));
+        assert_eq!(mode & 0o111, 0o111, "{program} is executable");
+        for lib in builder::programs::needed_libraries(data).unwrap() {
+            assert!(carried.contains(&lib), "{program} needs {lib}: {carried:?}");
+        }
+    }
+    let packages = &files[&format!("{dir}/{}", layout::PACKAGES)].1;
+    let packages = String::from_utf8_lossy(packages);
+    assert!(
+        packages.contains("ntfs-3g_") && packages.contains("libc6_"),
+        "{packages}"
+    );
+}

@@ -619,7 +619,7 @@ fn attach_kernel_partitions(
 
 fn load_mounts(opts: &DetectOptions, problems: &mut Vec<String>) -> MountTable {
     match std::fs::read_to_string(&opts.mountinfo) {
-        Ok(text) => mounts::parse_mountinfo(&text),
+        Ok(text) => mounts::parse_mountinfo_with(&text, block_dev_of),
         Err(source) => {
             let path = opts.mountinfo.clone();
             problems.push(DetectError::MountTable { path, source }.to_string());
@@ -666,6 +666,14 @@ fn file_name(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| path.to_string_lossy().into_owned())
+}
+
+/// The device number of the block device node `path` (the source of a FUSE mount), if it is one.
+fn block_dev_of(path: &str) -> Option<DevNum> {
+    let meta = std::fs::metadata(path).ok()?;
+    meta.file_type()
+        .is_block_device()
+        .then(|| devnum(meta.rdev()))
 }
 
 /// Splits a `st_rdev` into major and minor the way glibc encodes it.

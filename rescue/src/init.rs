@@ -373,6 +373,11 @@ fn run_child(args: &[OsString]) -> i32 {
 
 /// Stop everything, flush, unmount what was mounted from disks, then power off or reboot.
 fn shutdown(action: PowerAction) -> ! {
+    // ntfs-3g must close its volumes itself (stopped, it leaves them unclean): unmount FUSE first and
+    // wait for each program to finish, while nothing has been stopped yet.
+    for line in crate::store::mount::unmount_fuse_filesystems() {
+        log(&line);
+    }
     let _ = kill(Pid::from_raw(-1), Signal::SIGTERM);
     std::thread::sleep(Duration::from_millis(300));
     let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);

@@ -216,9 +216,13 @@ fn resolve(
                         .resolve(report)
                         .map_err(|e| format!("the filesystem holding the image: {e}"))?;
                     // Images are only read by restore and verify: a write-protected drive will do.
-                    let candidates = match spec.action {
-                        Action::Restore | Action::Verify => store::readable_stores(report),
-                        Action::Capture | Action::Clone => store::stores(report),
+                    let (candidates, access) = match spec.action {
+                        Action::Restore | Action::Verify => {
+                            (store::readable_stores(report), store::Access::Read)
+                        }
+                        Action::Capture | Action::Clone => {
+                            (store::stores(report), store::Access::Write)
+                        }
                     };
                     let st = candidates
                         .into_iter()
@@ -226,8 +230,8 @@ fn resolve(
                         .ok_or_else(|| {
                             format!("{device} holds no filesystem images can be kept on")
                         })?;
-                    let dir =
-                        store::ensure_mounted(&st, &env.detect).map_err(|e| format!("{e:#}"))?;
+                    let dir = store::ensure_mounted(&st, access, &env.detect)
+                        .map_err(|e| format!("{e:#}"))?;
                     Some(dir.join(rel.trim_start_matches('/')))
                 }
             }
@@ -465,7 +469,7 @@ pub fn stick_data_dir(opts: &DetectOptions) -> Option<(PathBuf, bool)> {
         .into_iter()
         .find(|s| s.on_boot_medium && s.unusable.is_none())?;
     let was_mounted = st.mounted_on.is_some();
-    store::ensure_mounted(&st, opts)
+    store::ensure_mounted(&st, store::Access::Write, opts)
         .ok()
         .map(|dir| (dir, !was_mounted))
 }

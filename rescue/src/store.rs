@@ -1,6 +1,6 @@
-//! Where images are kept: the filesystems an image can be written to or read from, mounting them, the
-//! images they hold, free space and default names. Used by the TUI (and later by jobs); the CLI takes
-//! plain paths.
+//! Where images are kept: the filesystems an image can be written to or read from, mounting them (NTFS
+//! through ntfs-3g: [`ntfs`]), the images they hold, free space and default names. Used by the TUI and
+//! jobs; the CLI takes plain paths (and `rescue mount`).
 //!
 //! The rescue stick's own data partition is a store too, and can be grown to the end of the stick:
 //! [`grow`] re-partitions the stick and re-creates the data partition with [`exfat`] (an exFAT
@@ -9,6 +9,7 @@
 pub mod exfat;
 pub mod grow;
 pub mod mount;
+pub mod ntfs;
 pub mod region;
 pub mod upcase;
 
@@ -93,16 +94,20 @@ impl Store {
     }
 }
 
-/// Why a filesystem of this kind cannot take images in the rescue system, if it cannot.
+/// Why a filesystem of this kind cannot take images in the rescue system, if it cannot. NTFS can (through
+/// ntfs-3g); a hibernated or unclean NTFS is only found out when it is mounted ([`ntfs::NtfsError`]).
 pub fn unwritable_reason(fs: Option<FsKind>) -> Option<String> {
     match fs {
-        Some(FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 | FsKind::Vfat | FsKind::Exfat) => None,
-        Some(FsKind::Ntfs) => Some(
-            "NTFS cannot be written by the rescue system (no NTFS driver); use an ext4, FAT32 or exFAT drive"
-                .into(),
-        ),
+        Some(
+            FsKind::Ext2
+            | FsKind::Ext3
+            | FsKind::Ext4
+            | FsKind::Vfat
+            | FsKind::Exfat
+            | FsKind::Ntfs,
+        ) => None,
         Some(FsKind::Xfs | FsKind::Btrfs) => Some(format!(
-            "{} is not mounted by the rescue system; use an ext4, FAT32 or exFAT drive",
+            "{} is not mounted by the rescue system; use an ext4, FAT32, exFAT or NTFS drive",
             json_name(&fs)
         )),
         Some(other) => Some(
@@ -201,19 +206,45 @@ fn store_of(
     }
 }
 
-/// Mount `store` (under [`MOUNT_ROOT`]) unless it is mounted already; returns where it is.
+/// What a store is opened for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// An image will be written (capture).
+    Write,
+    /// Images are only read (restore, verify, inspect): a drive that cannot be written will do,
+    /// mounted read-only.
+    Read,
+}
+
+/// Mount `store` (under [`MOUNT_ROOT`]) unless it is mounted already; returns where it is. Stores are
+/// mounted read-write where they can be (the log beside an image is written on restores too); for
+/// [`Access::Read`] a drive that refuses writing (write-protected, a hibernated or unclean NTFS) is
+/// mounted read-only instead.
 pub fn ensure_mounted(
     store: &Store,
+    access: Access,
     opts: &crate::detect::DetectOptions,
 ) -> anyhow::Result<PathBuf> {
-    if let Some(dir) = &store.mounted_on {
-        return Ok(dir.clone());
-    }
     let Some(device) = &store.device else {
-        anyhow::bail!("nothing to mount");
+        return match &store.mounted_on {
+            Some(dir) => Ok(dir.clone()),
+            None => anyhow::bail!("nothing to mount"),
+        };
     };
     // Mounted since the detection the store came from (by an earlier job): use it where it is.
-    if let Some(dir) = mount::current_mount_point(Path::new(device)) {
+    if let Some(dir) = store
+        .mounted_on
+        .clone()
+        .or_else(|| mount::current_mount_point(Path::new(device)))
+    {
+        if access == Access::Write && mount::is_read_only(&dir) == Some(true) {
+            anyhow::bail!(
+                "{device} is mounted read-only on {}, so no image can be written to it; unmount it \
+                 (`rescue umount {}`) and open it again",
+                dir.display(),
+                dir.display()
+            );
+        }
         return Ok(dir);
     }
     if let Some(why) = &store.unusable {
@@ -224,8 +255,19 @@ pub fn ensure_mounted(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "drive".into());
     let dir = Path::new(MOUNT_ROOT).join(name);
-    mount::mount_at(Path::new(device), &dir, None, store.read_only, opts)?;
-    Ok(dir)
+    let device = Path::new(device);
+    match mount::mount_at(device, &dir, None, store.read_only, opts) {
+        Ok(_) => Ok(dir),
+        Err(e)
+            if access == Access::Read
+                && e.downcast_ref::<ntfs::NtfsError>()
+                    .is_some_and(ntfs::NtfsError::readable_only) =>
+        {
+            mount::mount_at(device, &dir, None, true, opts)?;
+            Ok(dir)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// An image file found on a store.
@@ -410,9 +452,10 @@ mod tests {
     #[test]
     fn only_writable_filesystems_are_usable() {
         assert!(unwritable_reason(Some(FsKind::Exfat)).is_none());
-        assert!(unwritable_reason(Some(FsKind::Ntfs))
+        assert!(unwritable_reason(Some(FsKind::Ntfs)).is_none());
+        assert!(unwritable_reason(Some(FsKind::Xfs))
             .unwrap()
-            .contains("NTFS"));
+            .contains("NTFS drive"));
         assert!(unwritable_reason(Some(FsKind::Swap))
             .unwrap()
             .contains("swap"));

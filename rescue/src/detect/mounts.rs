@@ -1,7 +1,9 @@
 //! The mount table from `/proc/self/mountinfo`, keyed by device number.
 //!
 //! mountinfo (not /proc/mounts) because it carries `MAJ:MIN`, which matches sysfs `dev` files without
-//! needing device nodes or udev symlinks to agree on names.
+//! needing device nodes or udev symlinks to agree on names. A FUSE filesystem (NTFS through ntfs-3g)
+//! has an anonymous number of its own (`0:N`); its source, the device node ntfs-3g was given, names the
+//! block device it occupies.
 
 use std::collections::HashMap;
 
@@ -29,7 +31,17 @@ pub(crate) fn parse_devnum(s: &str) -> Option<DevNum> {
 
 /// Parses mountinfo text. Malformed lines are skipped: the table is advisory (it feeds "mounted"
 /// warnings, and the plan module re-checks before writing anything).
+#[cfg(test)]
 pub(crate) fn parse_mountinfo(text: &str) -> MountTable {
+    parse_mountinfo_with(text, |_| None)
+}
+
+/// As [`parse_mountinfo`]; a FUSE mount whose source is a device node is also recorded under the device
+/// number `block_dev` finds for that node.
+pub(crate) fn parse_mountinfo_with(
+    text: &str,
+    block_dev: impl Fn(&str) -> Option<DevNum>,
+) -> MountTable {
     let mut table = MountTable::default();
     for line in text.lines() {
         // id parent MAJ:MIN root mount_point options [optional...] - fstype source superopts
@@ -47,9 +59,21 @@ pub(crate) fn parse_mountinfo(text: &str) -> MountTable {
             continue;
         };
         let point = unescape(mount_point);
-        let list = table.by_dev.entry(dev).or_default();
-        if !list.contains(&point) {
-            list.push(point);
+        let mut devs = vec![dev];
+        if let Some((_, tail)) = line.split_once(" - ") {
+            let mut t = tail.split(' ');
+            if let (Some(fstype), Some(source)) = (t.next(), t.next()) {
+                let fuse = fstype == "fuseblk" || fstype == "fuse" || fstype.starts_with("fuse.");
+                if fuse && dev.0 == 0 && source.starts_with("/dev/") {
+                    devs.extend(block_dev(&unescape(source)));
+                }
+            }
+        }
+        for dev in devs {
+            let list = table.by_dev.entry(dev).or_default();
+            if !list.contains(&point) {
+                list.push(point.clone());
+            }
         }
     }
     table
@@ -108,6 +132,23 @@ garbage line
         assert!(t.mounts_of(Some((8, 0))).is_empty());
         assert!(t.mounts_of(None).is_empty());
         assert_eq!(t.mounts_of(Some((0, 21))), vec!["/proc".to_string()]);
+    }
+
+    #[test]
+    fn a_fuse_mount_belongs_to_its_source_device() {
+        let text =
+            "50 27 0:52 / /run/rescue/mnt/vdb1 rw,nosuid,nodev - fuseblk /dev/vdb1 rw,user_id=0\n\
+                    51 27 0:53 / /mnt/s rw - fuse.sshfs me@host:/x rw\n";
+        let t = parse_mountinfo_with(text, |src| (src == "/dev/vdb1").then_some((254, 17)));
+        assert_eq!(
+            t.mounts_of(Some((254, 17))),
+            vec!["/run/rescue/mnt/vdb1".to_string()]
+        );
+        assert_eq!(
+            t.mounts_of(Some((0, 52))),
+            vec!["/run/rescue/mnt/vdb1".to_string()]
+        );
+        assert_eq!(t.mounts_of(Some((0, 53))), vec!["/mnt/s".to_string()]);
     }
 
     #[test]

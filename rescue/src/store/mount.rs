@@ -1,6 +1,7 @@
 //! Mounting: put a drive's filesystem somewhere an image can be written to or read from (in the rescue
 //! system there is no other mount tool), and take it off again with everything flushed. The filesystem
-//! type comes from `detect`; the syscalls from `sys`. Used by `rescue mount`/`umount` and the TUI.
+//! type comes from `detect`; the syscalls from `sys`; NTFS is mounted by ntfs-3g ([`super::ntfs`]).
+//! Used by `rescue mount`/`umount`, the TUI and jobs.
 
 use std::fs::File;
 use std::io;
@@ -10,11 +11,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use nix::mount::MsFlags;
 
+use super::ntfs;
 use crate::detect::{self, Disk, FsKind, PartitionTable};
 use crate::engine::json_name;
 use crate::sys::{self, Unmounted};
 
-/// The kernel's name for a detected filesystem, or why it cannot be mounted.
+/// The kernel's name for a detected filesystem (for NTFS the program [`ntfs::FSTYPE`]: the rescue kernel
+/// has no NTFS driver), or why it cannot be mounted.
 pub fn kernel_fstype(kind: FsKind) -> Result<&'static str, &'static str> {
     match kind {
         // The ext4 driver mounts ext2 and ext3 too; Debian builds no separate drivers for them.
@@ -23,8 +26,7 @@ pub fn kernel_fstype(kind: FsKind) -> Result<&'static str, &'static str> {
         FsKind::Exfat => Ok("exfat"),
         FsKind::Xfs => Ok("xfs"),
         FsKind::Btrfs => Ok("btrfs"),
-        // On a host with the ntfs3 driver this works; the rescue kernel has none (see the ENODEV message).
-        FsKind::Ntfs => Ok("ntfs3"),
+        FsKind::Ntfs => Ok(ntfs::FSTYPE),
         FsKind::Swap => Err("it holds swap space, not files"),
         FsKind::Luks => Err("it is encrypted with LUKS; the rescue system cannot unlock it"),
         FsKind::Bitlocker => {
@@ -97,10 +99,8 @@ fn mount_error(device: &Path, dir: &Path, fstype: &str, read_only: bool, e: &io:
     let dev = device.display();
     let dir = dir.display();
     let what = match e.raw_os_error() {
-        Some(libc::ENODEV) if fstype == "ntfs3" || fstype == "ntfs" => {
-            "this kernel has no NTFS driver. NTFS disks can still be captured and restored (they are \
-             read and written as devices), but images must go on a drive formatted ext4, FAT32 or exFAT"
-                .to_string()
+        Some(libc::ENODEV) if fstype == "ntfs3" => {
+            "this kernel has no ntfs3 driver; leave out --fstype (NTFS is mounted with ntfs-3g)".to_string()
         }
         Some(libc::ENODEV) => format!(
             "this kernel has no {fstype} driver (the rescue system mounts ext4, vfat and exfat); check \
@@ -179,6 +179,35 @@ fn mount_point_in(mountinfo: &str, device: &str) -> Option<PathBuf> {
     })
 }
 
+/// The filesystem type and mount options of the mount on `dir`, from `mountinfo` text (the last one:
+/// it hides the others).
+fn mount_on_in(mountinfo: &str, dir: &Path) -> Option<(String, String)> {
+    mountinfo.lines().rev().find_map(|l| {
+        let (head, tail) = l.split_once(" - ")?;
+        let mut h = head.split(' ');
+        let point = h.nth(4)?;
+        let opts = h.next()?;
+        let fstype = tail.split(' ').next()?;
+        (Path::new(&unescape_mount_path(point)) == dir)
+            .then(|| (fstype.to_string(), opts.to_string()))
+    })
+}
+
+fn live_mount_on(dir: &Path) -> Option<(String, String)> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mount_on_in(&info, dir)
+}
+
+/// Whether the filesystem on `dir` is mounted read-only, if something is mounted there.
+pub fn is_read_only(dir: &Path) -> Option<bool> {
+    live_mount_on(dir).map(|(_, opts)| opts.split(',').any(|o| o == "ro"))
+}
+
+/// Names `--fstype` may give for NTFS through ntfs-3g (`ntfs3` stays the kernel driver, where there is one).
+fn is_ntfs3g(fstype: &str) -> bool {
+    matches!(fstype, ntfs::FSTYPE | "ntfs" | "fuseblk")
+}
+
 /// Where `device` is mounted now (the live mount table, not an older detection), if anywhere.
 pub fn current_mount_point(device: &Path) -> Option<PathBuf> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
@@ -241,17 +270,23 @@ pub fn mount_at(
             dir.display()
         );
     }
-    // Nothing on a drive we only store images on should run or act as a device node.
-    let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-    if read_only {
-        flags |= MsFlags::MS_RDONLY;
-    }
-    if let Err(e) = sys::mount_device(device, &dir, &fstype, flags, None) {
+    let result = if is_ntfs3g(&fstype) {
+        ntfs::mount(device, &dir, read_only, is_read_only).map_err(anyhow::Error::new)
+    } else {
+        // Nothing on a drive we only store images on should run or act as a device node.
+        let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+        if read_only {
+            flags |= MsFlags::MS_RDONLY;
+        }
+        sys::mount_device(device, &dir, &fstype, flags, None)
+            .map_err(|e| anyhow::anyhow!(mount_error(device, &dir, &fstype, read_only, &e)))
+    };
+    if let Err(e) = result {
         if created {
             // Leave no empty directory behind that looks like a mounted drive.
             let _ = std::fs::remove_dir(&dir);
         }
-        bail!(mount_error(device, &dir, &fstype, read_only, &e));
+        return Err(e);
     }
     Ok(format!(
         "mounted {dev} ({fstype}{}{}) on {}",
@@ -284,11 +319,21 @@ pub fn unmount(dir: &Path) -> anyhow::Result<String> {
     })?;
     drop(handle);
     nix::unistd::sync();
+    // A FUSE filesystem is only complete on the drive when its program has closed it: find the program
+    // while the mount still names it.
+    let daemon = live_mount_on(&dir)
+        .filter(|(fstype, _)| ntfs::is_fuse_type(fstype))
+        .and_then(|_| ntfs::daemon_of(&dir));
     match sys::unmount_or_detach(&dir) {
-        Ok(Unmounted::Now) => Ok(format!(
-            "unmounted {}; the drive can be removed",
-            dir.display()
-        )),
+        Ok(Unmounted::Now) => {
+            if let Some(pid) = daemon {
+                ntfs::wait_for_exit(pid, &dir, ntfs::EXIT_WAIT)?;
+            }
+            Ok(format!(
+                "unmounted {}; the drive can be removed",
+                dir.display()
+            ))
+        }
         Ok(Unmounted::Detached) => Ok(format!(
             "{} is still in use by a program: it was flushed and detached, and is unmounted when \
              that program ends; wait before unplugging the drive",
@@ -298,9 +343,53 @@ pub fn unmount(dir: &Path) -> anyhow::Result<String> {
     }
 }
 
+/// Unmount every FUSE filesystem (NTFS through ntfs-3g), waiting for each program to finish writing:
+/// PID 1 does this at power off before it stops all processes, since a stopped ntfs-3g leaves its
+/// volume unclean. What happened, one line per mount.
+pub fn unmount_fuse_filesystems() -> Vec<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let dirs: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| {
+            let (head, tail) = l.split_once(" - ")?;
+            let fstype = tail.split(' ').next()?;
+            ntfs::is_fuse_type(fstype)
+                .then(|| {
+                    head.split(' ')
+                        .nth(4)
+                        .map(|p| PathBuf::from(unescape_mount_path(p)))
+                })
+                .flatten()
+        })
+        .collect();
+    dirs.iter()
+        .rev()
+        .map(|d| match unmount(d) {
+            Ok(m) => m,
+            Err(e) => format!("{e:#}"),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_mount_on_a_directory_has_its_type_and_options() {
+        let info = "36 25 8:2 / /mnt/a rw,nosuid - exfat /dev/sda2 rw\n\
+                    40 25 0:52 / /mnt/my\\040drive ro,nosuid,nodev - fuseblk /dev/sdb1 ro,user_id=0\n";
+        assert_eq!(
+            mount_on_in(info, Path::new("/mnt/my drive")),
+            Some(("fuseblk".into(), "ro,nosuid,nodev".into()))
+        );
+        assert_eq!(
+            mount_on_in(info, Path::new("/mnt/a")).map(|m| m.0),
+            Some("exfat".into())
+        );
+        assert_eq!(mount_on_in(info, Path::new("/mnt")), None);
+        assert!(is_ntfs3g("ntfs") && is_ntfs3g(ntfs::FSTYPE) && !is_ntfs3g("ntfs3"));
+    }
 
     #[test]
     fn a_device_is_found_in_the_mount_table() {
@@ -339,6 +428,7 @@ mod tests {
         assert_eq!(kernel_fstype(FsKind::Ext3), Ok("ext4"));
         assert_eq!(kernel_fstype(FsKind::Vfat), Ok("vfat"));
         assert_eq!(kernel_fstype(FsKind::Exfat), Ok("exfat"));
+        assert_eq!(kernel_fstype(FsKind::Ntfs), Ok("ntfs-3g"));
         assert!(kernel_fstype(FsKind::Swap).is_err());
         assert!(kernel_fstype(FsKind::Luks)
             .unwrap_err()
@@ -372,10 +462,7 @@ mod tests {
             false,
             &e,
         );
-        assert!(
-            m.contains("/dev/sdb1") && m.contains("no NTFS driver"),
-            "{m}"
-        );
+        assert!(m.contains("/dev/sdb1") && m.contains("ntfs-3g"), "{m}");
         let e = io::Error::from_raw_os_error(libc::EROFS);
         let m = mount_error(
             Path::new("/dev/sdb1"),

@@ -49,8 +49,9 @@ pub enum Effect {
     Quit,
     PowerOff,
     Reboot,
-    /// Mount (if needed) the store and list its images and free space; answer with `on_store`.
-    OpenStore(Store),
+    /// Mount (if needed) the store, to write an image or only to read, and list its images and free
+    /// space; answer with `on_store`.
+    OpenStore(Store, crate::store::Access),
     /// Read an image's index; answer with `on_image`.
     Inspect(PathBuf),
     Start(JobSpec),

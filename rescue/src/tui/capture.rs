@@ -270,7 +270,10 @@ impl CaptureWiz {
                 }
                 Some(s) => {
                     self.opening = true;
-                    Step::Stay(vec![Effect::OpenStore(s.clone())])
+                    Step::Stay(vec![Effect::OpenStore(
+                        s.clone(),
+                        crate::store::Access::Write,
+                    )])
                 }
             },
             Key::Esc | Key::Left => {

@@ -67,7 +67,10 @@ impl ImagePicker {
                 }
                 Some(s) => {
                     self.opening = true;
-                    Step::Stay(vec![Effect::OpenStore(s.clone())])
+                    Step::Stay(vec![Effect::OpenStore(
+                        s.clone(),
+                        crate::store::Access::Read,
+                    )])
                 }
             },
             Key::Esc => Step::Back,

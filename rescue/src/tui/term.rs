@@ -176,8 +176,8 @@ fn event_loop(
                         c.store(true, Ordering::Relaxed);
                     }
                 }
-                Effect::OpenStore(s) => {
-                    let r = open_store(&s, detect_opts);
+                Effect::OpenStore(s, access) => {
+                    let r = open_store(&s, access, detect_opts);
                     if let Ok(o) = &r {
                         app.log
                             .push(format!("opened {} at {}", s.title(), o.dir.display()));
@@ -407,8 +407,12 @@ fn spawn_kmsg(tx: Sender<Msg>) {
     });
 }
 
-fn open_store(s: &Store, opts: &DetectOptions) -> Result<OpenedStore, String> {
-    let dir = store::ensure_mounted(s, opts).map_err(|e| format!("{e:#}"))?;
+fn open_store(
+    s: &Store,
+    access: store::Access,
+    opts: &DetectOptions,
+) -> Result<OpenedStore, String> {
+    let dir = store::ensure_mounted(s, access, opts).map_err(|e| format!("{e:#}"))?;
     Ok(OpenedStore {
         store: s.clone(),
         free_bytes: store::free_bytes(&dir),
