@@ -6,6 +6,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
+mod common;
+use common::{rescue, s};
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -13,27 +16,6 @@ use builder::checks::tool;
 use builder::fixtures::{self, DiskSpec, Fs, Table};
 
 const MIB: u64 = 1 << 20;
-
-fn rescue(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_rescue"))
-        .args(args)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        !text.contains("panicked"),
-        "rescue {args:?} panicked:\n{text}"
-    );
-    (out.status.code().unwrap_or(-1), text)
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// An NTFS volume made by mkntfs in a file, on a loop device; detached (and unmounted) when dropped.
 struct NtfsDrive {
