@@ -142,6 +142,8 @@ pub fn capture(
     }
     let partial = partial_path(&spec.output);
     let out = create_partial(&spec.output, &partial)?;
+    // A second Ctrl-C ends the process at once: the partial file goes too.
+    let _abort = crate::sys::on_abort::RemoveOnAbort::new(&partial);
     let result = capture::capture(&source, &disk, &plan, out, &capture_opts, ctl.progress)
         .map_err(anyhow::Error::from)
         .and_then(|(report, out)| {

@@ -12,6 +12,7 @@ use nix::mount::MsFlags;
 
 pub mod aligned;
 pub mod direct;
+pub mod on_abort;
 pub mod zstd;
 pub use aligned::AlignedBuf;
 

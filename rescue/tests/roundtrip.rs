@@ -617,7 +617,6 @@ fn a_fragmented_ext4_is_read_in_few_chunks_and_restores_file_for_file() {
 /// Needs root and loop devices (CI and the development machines have both).
 #[test]
 fn an_interrupted_capture_cleans_up_and_leaves_the_source_writable() {
-    use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
     let backing = dir.path().join("noise.img");
     std::fs::write(&backing, fixtures::noise(256 << 20, 5)).unwrap();
@@ -625,20 +624,9 @@ fn an_interrupted_capture_cleans_up_and_leaves_the_source_writable() {
     let ro_flag = format!("/sys/block/{}/ro", loopdev.trim_start_matches("/dev/"));
     let image = dir.path().join("noise.rimg");
     let result = std::panic::catch_unwind(|| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rescue"))
-            .args(["capture", &loopdev, "-o", s(&image), "--json"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut text = String::new();
         // Interrupt once the capture is under way (its first progress line).
-        while !text.contains("\"phase\":\"capture\"") {
-            if stderr.read_line(&mut text).unwrap() == 0 {
-                break;
-            }
-        }
+        let (mut child, mut stderr, mut text) =
+            common::spawn_until_phase(&["capture", &loopdev, "-o", s(&image), "--json"], "capture");
         assert_eq!(
             std::fs::read_to_string(&ro_flag).unwrap().trim(),
             "1",

@@ -201,3 +201,42 @@ fn summaries_count_what_was_done() {
         "plain {plain}, zeroed {zeroed}"
     );
 }
+
+/// Ctrl-C twice in a row (the second quits at once): still no partial image left behind.
+#[test]
+fn a_second_ctrl_c_leaves_no_partial_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("noise.img");
+    std::fs::write(&source, fixtures::noise(64 << 20, 7)).unwrap();
+    let image = dir.path().join("noise.rimg");
+    let (mut child, mut stderr, mut text) = common::spawn_until_phase(
+        &[
+            "capture",
+            s(&source),
+            "-o",
+            s(&image),
+            "--json",
+            "--level",
+            "19",
+        ],
+        "capture",
+    );
+    assert!(
+        partial(&image).exists(),
+        "the capture is under way:\n{text}"
+    );
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    // Two signals sent together are delivered as one; a few milliseconds apart, the second arrives
+    // before the first has been acted on (it is noticed within 50 ms).
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+    let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "the capture completed:\n{text}");
+    assert!(!image.exists(), "an image was left");
+    assert!(
+        !partial(&image).exists(),
+        "the partial image was left:\n{text}"
+    );
+}

@@ -13,7 +13,9 @@ static SIGNALLED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(sig: libc::c_int) {
     if SIGNALLED.swap(true, Ordering::SeqCst) {
-        // The second one: the default action (the process ends). Both calls are async-signal-safe.
+        // The second one: the default action (the process ends), with no partial image left behind.
+        // Every call here is async-signal-safe.
+        crate::sys::on_abort::remove_now();
         // SAFETY: resetting a handler and raising a signal from a signal handler is allowed by POSIX.
         unsafe {
             libc::signal(sig, libc::SIG_DFL);
@@ -38,8 +40,8 @@ pub fn cancel_on_signals() -> Arc<AtomicBool> {
     std::thread::spawn(move || loop {
         if SIGNALLED.load(Ordering::SeqCst) {
             eprintln!(
-                "\nrescue: interrupted: stopping at the next chunk and cleaning up (a second Ctrl-C quits at \
-                 once, leaving a source disk read-only until `blockdev --setrw`)"
+                "\nrescue: interrupted: stopping and cleaning up (a second Ctrl-C quits at once, removing a \
+                 partial image but leaving a source disk read-only until `blockdev --setrw`)"
             );
             flag.store(true, Ordering::SeqCst);
             return;

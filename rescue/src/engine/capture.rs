@@ -253,8 +253,8 @@ pub fn capture<W: Write + Send>(
         drop(read_tx);
         for _ in 0..threads {
             let (rx, tx) = (read_rx.clone(), step_tx.clone());
-            let (level, pool) = (opts.level, &pool);
-            scope.spawn(move || compressor(rx, tx, level, pool));
+            let (level, pool, cancel) = (opts.level, &pool, &*opts.cancel);
+            scope.spawn(move || compressor(rx, tx, level, pool, cancel));
         }
         let extras = IndexExtras {
             creation: opts.creation.clone(),

@@ -20,7 +20,13 @@ pub struct CompressedChunk {
 /// its tables (megabytes at high levels) for every chunk.
 pub struct ChunkCompressor {
     zstd: ZstdCompressor,
+    level: i32,
 }
+
+/// From this level on a chunk takes seconds to compress; [`ChunkCompressor::compress_buf_until`] then
+/// feeds zstd [`SLOW_PIECE`] bytes at a time so that a cancel is noticed within a fraction of a second.
+const SLOW_LEVEL: i32 = 10;
+const SLOW_PIECE: usize = 256 << 10;
 
 /// The default compression level: with block deduplication, images of real disks come out smaller than
 /// Clonezilla's `partclone | zstd -3`; zstd at level 2 takes about two thirds of level 3's time (the
@@ -55,7 +61,7 @@ impl ChunkCompressor {
         let zstd = ZstdCompressor::new(zstd_params(level)).map_err(|e| ImageError::Compress {
             source: std::io::Error::other(e),
         })?;
-        Ok(ChunkCompressor { zstd })
+        Ok(ChunkCompressor { zstd, level })
     }
 
     /// Hashes and compresses `data` (1..=[`MAX_CHUNK_SIZE`] bytes), keeping the bytes as they are
@@ -71,16 +77,45 @@ impl ChunkCompressor {
     pub fn compress_buf(
         &mut self,
         data: AlignedBuf,
-        mut out: AlignedBuf,
+        out: AlignedBuf,
     ) -> Result<(CompressedChunk, AlignedBuf), ImageError> {
+        let never = std::sync::atomic::AtomicBool::new(false);
+        self.compress_buf_until(data, out, &never)?
+            .ok_or_else(|| ImageError::InvalidUse {
+                reason: "compression stopped without being asked to".into(),
+            })
+    }
+
+    /// [`Self::compress_buf`] that gives up (`Ok(None)`) soon after `stop` is set, even in the middle of
+    /// a slow, high-level compression.
+    pub fn compress_buf_until(
+        &mut self,
+        data: AlignedBuf,
+        mut out: AlignedBuf,
+        stop: &std::sync::atomic::AtomicBool,
+    ) -> Result<Option<(CompressedChunk, AlignedBuf)>, ImageError> {
+        use std::sync::atomic::Ordering;
         let uncompressed_len = chunk_len(data.len())?;
+        if stop.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
         let hash = Hash::of(&data);
         // Only a frame smaller than the bytes is worth keeping: zstd stops as soon as it cannot fit in
         // one byte less, which also ends the work on incompressible data early. A frame that does not fit
         // (or any other zstd failure) leaves the bytes stored as they are, which is always correct.
         out.set_len(out.capacity().min(data.len() - 1));
-        let compressed = self.zstd.compress(&data, &mut out).ok();
-        Ok(match compressed {
+        let compressed = if self.level >= SLOW_LEVEL {
+            match self.zstd.compress_pieces(&data, &mut out, SLOW_PIECE, &|| {
+                stop.load(Ordering::Relaxed)
+            }) {
+                Ok(None) => return Ok(None),
+                Ok(Some(n)) => Some(n),
+                Err(_) => None,
+            }
+        } else {
+            self.zstd.compress(&data, &mut out).ok()
+        };
+        Ok(Some(match compressed {
             Some(n) if n < data.len() => {
                 out.set_len(n);
                 (chunk(hash, uncompressed_len, Compression::Zstd, out), data)
@@ -89,7 +124,7 @@ impl ChunkCompressor {
                 chunk(hash, uncompressed_len, Compression::Stored, data),
                 out,
             ),
-        })
+        }))
     }
 }
 

@@ -605,3 +605,32 @@ fn index_speed_250k_chunks() {
         z.len()
     );
 }
+
+/// A slow, high-level compression gives up soon after it is asked to (a cancelled capture does not wait
+/// for chunks taking seconds each), and the compressor still works afterwards.
+#[test]
+fn a_slow_compression_is_abandoned_when_asked() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    // Half text, half noise: level 19 takes well over a second on 8 MiB of it.
+    let mut data = b"a line of log text, 2026-12-06 23:59:59 ok\n".repeat(100_000);
+    data.truncate(4 << 20);
+    data.extend(noise(9, 4 << 20));
+    let mut c = super::ChunkCompressor::new(19).unwrap();
+    let stop = AtomicBool::new(false);
+    let stopped = std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            stop.store(true, Ordering::Relaxed);
+        });
+        c.compress_buf_until(
+            crate::sys::AlignedBuf::copy_of(&data),
+            crate::sys::AlignedBuf::with_capacity(data.len()),
+            &stop,
+        )
+        .unwrap()
+    });
+    assert!(stopped.is_none(), "the compression ran to the end");
+    let small = b"again ".repeat(1000);
+    let chunk = c.compress(&small).unwrap();
+    assert_eq!(chunk.uncompressed_len as usize, small.len());
+}

@@ -82,6 +82,71 @@ impl ZstdCompressor {
     }
 }
 
+impl ZstdCompressor {
+    /// [`Self::compress`] fed `piece` bytes at a time, asking `stop` between pieces: a slow level can then
+    /// be abandoned within one piece's time. `Ok(None)` when stopped (the context is ready for the next
+    /// frame). The frame is the same format as [`Self::compress`]'s, with the content size in its header.
+    pub fn compress_pieces(
+        &mut self,
+        src: &[u8],
+        dst: &mut [u8],
+        piece: usize,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Option<usize>, String> {
+        use zstd_sys::{ZSTD_EndDirective, ZSTD_ResetDirective};
+        let ctx = self.ctx.as_ptr();
+        // SAFETY: `ctx` is live and exclusively ours.
+        unsafe {
+            zstd_sys::ZSTD_CCtx_reset(ctx, ZSTD_ResetDirective::ZSTD_reset_session_only);
+            check(zstd_sys::ZSTD_CCtx_setPledgedSrcSize(ctx, src.len() as u64))?;
+        }
+        let mut out = zstd_sys::ZSTD_outBuffer {
+            dst: dst.as_mut_ptr().cast(),
+            size: dst.len(),
+            pos: 0,
+        };
+        let mut fed = 0;
+        let result = loop {
+            if stop() {
+                break Ok(None);
+            }
+            let end = (fed + piece.max(1)).min(src.len());
+            let last = end == src.len();
+            let mut input = zstd_sys::ZSTD_inBuffer {
+                src: src[..end].as_ptr().cast(),
+                size: end,
+                pos: fed,
+            };
+            let directive = if last {
+                ZSTD_EndDirective::ZSTD_e_end
+            } else {
+                ZSTD_EndDirective::ZSTD_e_continue
+            };
+            // SAFETY: `ctx` is live; `input` and `out` describe the valid slices `src[..end]` and `dst`,
+            // with positions within them.
+            let left = check(unsafe {
+                zstd_sys::ZSTD_compressStream2(ctx, &mut out, &mut input, directive)
+            });
+            fed = input.pos;
+            match left {
+                Err(e) => break Err(e),
+                Ok(0) if last && fed == src.len() => break Ok(Some(out.pos)),
+                Ok(_) if out.pos == out.size => {
+                    break Err("Destination buffer is too small".to_string())
+                }
+                Ok(_) => {}
+            }
+        };
+        if !matches!(result, Ok(Some(_))) {
+            // SAFETY: as above; resetting a session never fails and makes the context reusable.
+            unsafe {
+                zstd_sys::ZSTD_CCtx_reset(ctx, ZSTD_ResetDirective::ZSTD_reset_session_only);
+            }
+        }
+        result
+    }
+}
+
 impl Drop for ZstdCompressor {
     fn drop(&mut self) {
         // SAFETY: created by ZSTD_createCCtx and freed once, here.
@@ -130,6 +195,30 @@ mod tests {
             let e = c.compress(&text, &mut out[..8]).unwrap_err();
             assert!(e.contains("too small"), "{e}");
         }
+        // Fed in pieces: the same bytes back, a stop honoured, and the context usable again afterwards.
+        let mut c = ZstdCompressor::new(ZstdParams {
+            level: 19,
+            ..Default::default()
+        })
+        .unwrap();
+        let mut out = vec![0u8; 1 << 20];
+        assert_eq!(
+            c.compress_pieces(&text, &mut out, 64 << 10, &|| true),
+            Ok(None)
+        );
+        let n = c
+            .compress_pieces(&text, &mut out, 64 << 10, &|| false)
+            .unwrap()
+            .unwrap();
+        assert_eq!(zstd::bulk::decompress(&out[..n], text.len()).unwrap(), text);
+        assert_eq!(
+            zstd::zstd_safe::get_frame_content_size(&out[..n]).ok(),
+            Some(Some(text.len() as u64))
+        );
+        let e = c
+            .compress_pieces(&text, &mut out[..8], 64 << 10, &|| false)
+            .unwrap_err();
+        assert!(e.contains("too small"), "{e}");
         let e = ZstdCompressor::new(ZstdParams {
             level: 3,
             window_log: 99,

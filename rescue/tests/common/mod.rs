@@ -31,3 +31,31 @@ pub fn rescue(args: &[&str]) -> (i32, String) {
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// Starts `rescue ARGS` (which must print progress as JSON lines, `--json`) and returns once its first
+/// progress event of `phase` is out: the child, its stderr, and what it printed so far.
+pub fn spawn_until_phase(
+    args: &[&str],
+    phase: &str,
+) -> (
+    std::process::Child,
+    std::io::BufReader<std::process::ChildStderr>,
+    String,
+) {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rescue"))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut text = String::new();
+    let wanted = format!("\"phase\":\"{phase}\"");
+    while !text.contains(&wanted) {
+        if stderr.read_line(&mut text).unwrap() == 0 {
+            break;
+        }
+    }
+    (child, stderr, text)
+}

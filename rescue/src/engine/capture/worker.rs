@@ -3,6 +3,7 @@
 //! writer hands back.
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 
@@ -175,17 +176,37 @@ pub(super) fn compressor(
     steps: SyncSender<Step>,
     level: i32,
     pool: &BufferPool,
+    cancel: &AtomicBool,
 ) {
     let mut compressor = ChunkCompressor::new(level).map_err(EngineError::Image);
     while let Some(read) = next(&reads) {
         let seq = read.task.seq;
+        // Once cancelled, the chunks read ahead are dropped rather than compressed, and the one being
+        // compressed is abandoned (see `compress_buf_until`): the capture stops within a second even at
+        // level 19.
+        if cancel.load(Ordering::Relaxed) {
+            if let Ok(Read::Clean(buf, _) | Read::Damaged(buf, _)) = read.got {
+                pool.give(buf);
+            }
+            if steps
+                .send(Step {
+                    seq,
+                    ops: Err(EngineError::Cancelled),
+                    read: true,
+                })
+                .is_err()
+            {
+                return;
+            }
+            continue;
+        }
         // A panic while compressing must end this step with an error, not take the process down.
         let ops = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let c = compressor
                 .as_mut()
                 .map_err(|e| EngineError::Internal(e.to_string()))?;
             match read.got? {
-                Read::Clean(buf, clean) => store(read.task, buf, clean, c, pool),
+                Read::Clean(buf, clean) => store(read.task, buf, clean, c, pool, cancel),
                 Read::Damaged(buf, bad) => store_damaged(read.task, buf, &bad, c, pool),
             }
         }))
@@ -217,6 +238,7 @@ fn store(
     clean: Clean,
     compressor: &mut ChunkCompressor,
     pool: &BufferPool,
+    cancel: &AtomicBool,
 ) -> Steps {
     let len = buf.len();
     let chunk = match clean {
@@ -230,8 +252,9 @@ fn store(
         }
         _ => {
             let (chunk, spare) = compressor
-                .compress_buf(buf, pool.take(len))
-                .map_err(EngineError::Image)?;
+                .compress_buf_until(buf, pool.take(len), cancel)
+                .map_err(EngineError::Image)?
+                .ok_or(EngineError::Cancelled)?;
             pool.give(spare);
             chunk
         }
