@@ -211,6 +211,7 @@ fn golden_image(src: &Source, work: &Path) -> PathBuf {
         output: golden.clone(),
         partitions: vec![],
         raw: false,
+        keep_unallocated: false,
         level: rescue::image::DEFAULT_LEVEL,
         threads: 2,
         dedup: true,

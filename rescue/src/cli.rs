@@ -119,12 +119,12 @@ pub fn main() -> i32 {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("rescue: error: {e:#}");
+            eprintln!("rescue: error: {}", crate::ops::describe(&e));
             if error_as_json {
                 // A script reading stdout gets a document either way.
                 println!(
                     "{}",
-                    serde_json::json!({"ok": false, "error": format!("{e:#}")})
+                    serde_json::json!({"ok": false, "error": crate::ops::describe(&e)})
                 );
             }
             1

@@ -117,6 +117,12 @@ pub fn layout_of(index: &Index) -> Layout {
                 partition,
                 fs,
                 fs_aware: s.info.capture == crate::image::CaptureMode::FilesystemAware,
+                // Unallocated space is a gap stream that is one Unused extent (FORMAT.md §7.3).
+                unallocated: s.info.kind == I::Gap
+                    && s.info.length > 0
+                    && s.extents
+                        .iter()
+                        .all(|e| e.kind == crate::image::ExtentKind::Unused),
             }
         })
         .collect();

@@ -231,7 +231,7 @@ fn resolve(
                             format!("{device} holds no filesystem images can be kept on")
                         })?;
                     let dir = store::ensure_mounted(&st, access, &env.detect)
-                        .map_err(|e| format!("{e:#}"))?;
+                        .map_err(|e| ops::describe(&e))?;
                     Some(dir.join(rel.trim_start_matches('/')))
                 }
             }
@@ -259,7 +259,7 @@ pub fn run(spec: &JobSpec, env: &JobEnv, ctl: ops::Control) -> Outcome {
     let started = Instant::now();
     let report = env.report();
     let result = resolve(spec, env, &report, &mut out)
-        .and_then(|r| execute(spec, env, &r, ctl, &mut out).map_err(|e| format!("{e:#}")));
+        .and_then(|r| execute(spec, env, &r, ctl, &mut out).map_err(|e| ops::describe(&e)));
     out.seconds = started.elapsed().as_secs_f64();
     match result {
         Ok(()) => out.ok = true,
@@ -296,6 +296,7 @@ fn execute(
                 output: output.clone(),
                 partitions,
                 raw: o.raw,
+                keep_unallocated: o.keep_unallocated,
                 level: o.level,
                 threads,
                 dedup: true,

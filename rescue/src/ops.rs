@@ -22,6 +22,26 @@ pub struct Control {
     /// Set to stop the operation at the next chunk; it then fails with "cancelled".
     pub cancel: Arc<AtomicBool>,
     pub progress: Option<Sender<Progress>>,
+    /// Warnings to show at once, while the operation goes on (a destination that may be too small).
+    pub notices: Option<Sender<String>>,
+}
+
+/// An error and its causes as one line for the user (what `{e:#}` prints), leaving out a cause whose text
+/// the line already holds: many errors name their OS error in their own message and keep it as their
+/// source too.
+pub fn describe(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 /// Detect one disk (device or image file), or fail saying why.
@@ -72,6 +92,8 @@ pub struct CaptureSpec {
     pub output: PathBuf,
     pub partitions: Vec<u32>,
     pub raw: bool,
+    /// Read every gap outside the partitions, however large (see [`plan::SMALL_GAP`]).
+    pub keep_unallocated: bool,
     pub level: i32,
     pub threads: usize,
     /// Store each 4 KiB block once (an image for format 1.1 readers).
@@ -112,6 +134,7 @@ pub fn capture(
         &plan::CaptureRequest {
             partitions: spec.partitions.clone(),
             raw: spec.raw,
+            keep_unallocated: spec.keep_unallocated,
         },
         image_disk.as_deref(),
     )?;
@@ -139,6 +162,18 @@ pub fn capture(
             "{} already exists; remove it or choose another name",
             spec.output.display()
         );
+    }
+    let folder = folder_of(&spec.output);
+    if let Some(tx) = &ctl.notices {
+        let to_read = capture::bytes_to_read(&source, &plan);
+        let warning = crate::store::space_warning(
+            crate::store::max_file_size_at(folder),
+            crate::store::free_bytes(folder),
+            to_read,
+        );
+        if let Some(w) = warning {
+            let _ = tx.send(format!("{}: {w}", spec.output.display()));
+        }
     }
     let partial = partial_path(&spec.output);
     let out = create_partial(&spec.output, &partial)?;

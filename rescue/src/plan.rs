@@ -34,6 +34,8 @@ pub struct PlannedStream {
     pub fs: Option<FsKind>,
     /// Read only what the filesystem uses; otherwise every byte (zero-skipped).
     pub fs_aware: bool,
+    /// A gap of unallocated space that is not read at all (see [`SMALL_GAP`]).
+    pub unallocated: bool,
 }
 
 impl PlannedStream {
@@ -183,14 +185,40 @@ pub enum Refusal {
 pub struct CaptureRequest {
     /// Only these partitions (the table is still recorded for reference); empty: the whole disk.
     pub partitions: Vec<u32>,
-    /// Every byte, no filesystem awareness.
+    /// Every byte, no filesystem awareness, and every gap.
     pub raw: bool,
+    /// Read every gap between and after the partitions, however large (see [`SMALL_GAP`]).
+    pub keep_unallocated: bool,
 }
+
+/// Space outside the partitions and tables up to this size is captured whatever it holds (alignment
+/// slack, vendor and boot data); a larger gap is recorded as unallocated: not read, not stored, left as it
+/// is by a restore (or zeroed with `--zero-unused`). Whatever its size, the gap before the first partition
+/// (boot code: GRUB's core image, vendor loaders) and every gap inside an MBR extended partition (the
+/// EBRs) are captured. `--raw` and `--keep-unallocated` capture every gap.
+pub const SMALL_GAP: u64 = 1 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CapturePlan {
     pub layout: Layout,
     pub whole_disk: bool,
+}
+
+impl CapturePlan {
+    /// Bytes a capture of this plan reads: every stream's length, but what `used(stream)` says a
+    /// filesystem-aware stream's filesystem uses (its length while unknown), and nothing of unallocated
+    /// space. The estimate front ends show and check the destination's room with.
+    pub fn bytes_to_read(&self, used: impl Fn(&PlannedStream) -> Option<u64>) -> u64 {
+        self.layout
+            .streams
+            .iter()
+            .map(|s| match s {
+                s if s.unallocated => 0,
+                s if s.fs_aware => used(s).unwrap_or(s.len).min(s.len),
+                s => s.len,
+            })
+            .sum()
+    }
 }
 
 fn human(bytes: u64) -> String {
@@ -276,6 +304,25 @@ pub fn table_ranges(disk: &Disk) -> Vec<(Range<u64>, TableRole)> {
         }
         keep
     });
+    out
+}
+
+/// `r` cut at every point of `cuts` strictly inside it.
+fn split_at(r: Range<u64>, cuts: &[u64]) -> Vec<Range<u64>> {
+    let mut points: Vec<u64> = cuts
+        .iter()
+        .copied()
+        .filter(|&c| r.start < c && c < r.end)
+        .collect();
+    points.sort_unstable();
+    points.dedup();
+    let mut out = Vec::new();
+    let mut start = r.start;
+    for p in points {
+        out.push(start..p);
+        start = p;
+    }
+    out.push(start..r.end);
     out
 }
 
@@ -384,6 +431,7 @@ pub fn plan_capture(
             partition: None,
             fs: None,
             fs_aware: false,
+            unallocated: false,
         });
     }
     if source.table == PartitionTable::None {
@@ -394,6 +442,7 @@ pub fn plan_capture(
             partition: None,
             fs: source.fs,
             fs_aware: !req.raw && has_used_map(source.fs),
+            unallocated: false,
         });
     } else {
         let mut taken: Vec<Range<u64>> = tables.iter().map(|(r, _)| r.clone()).collect();
@@ -410,11 +459,34 @@ pub fn plan_capture(
                     partition: Some(p.number),
                     fs: p.fs,
                     fs_aware: !req.raw && has_used_map(p.fs),
+                    unallocated: false,
                 });
             }
         }
         if whole_disk {
-            for g in subtract(0..source.size_bytes, &taken) {
+            let first_partition = data_parts
+                .iter()
+                .map(|p| p.start_bytes)
+                .min()
+                .unwrap_or(source.size_bytes);
+            let extended: Vec<Range<u64>> = source
+                .partitions
+                .iter()
+                .filter(|p| p.extended)
+                .map(|p| p.start_bytes..p.start_bytes + p.size_bytes)
+                .collect();
+            // Gaps are cut where an extended partition begins and ends, so that space just outside it
+            // is judged on its own.
+            let cuts: Vec<u64> = extended.iter().flat_map(|e| [e.start, e.end]).collect();
+            let gaps = subtract(0..source.size_bytes, &taken)
+                .into_iter()
+                .flat_map(|g| split_at(g, &cuts));
+            for g in gaps {
+                let kept = req.raw
+                    || req.keep_unallocated
+                    || g.end - g.start <= SMALL_GAP
+                    || g.start < first_partition
+                    || extended.iter().any(|e| e.start < g.end && g.start < e.end);
                 streams.push(PlannedStream {
                     kind: StreamKind::Gap,
                     disk_offset: g.start,
@@ -422,6 +494,7 @@ pub fn plan_capture(
                     partition: None,
                     fs: None,
                     fs_aware: false,
+                    unallocated: !kept,
                 });
             }
         }
@@ -802,6 +875,7 @@ pub fn plan_clone(
         &CaptureRequest {
             partitions: Vec::new(),
             raw,
+            keep_unallocated: false,
         },
         None,
     )?;

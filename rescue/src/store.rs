@@ -329,6 +329,36 @@ pub fn max_file_size(fs: Option<FsKind>) -> Option<u64> {
     }
 }
 
+/// The largest file the filesystem holding `dir` can hold, when it has a limit (FAT: 4 GiB - 1).
+pub fn max_file_size_at(dir: &Path) -> Option<u64> {
+    let st = nix::sys::statfs::statfs(dir).ok()?;
+    (st.filesystem_type() == nix::sys::statfs::MSDOS_SUPER_MAGIC).then_some((4u64 << 30) - 1)
+}
+
+/// A warning, before a capture starts, that its destination may not have room for an image of up to
+/// `to_read` bytes of data (worst case: nothing compresses), given the destination's largest file and
+/// free space.
+pub fn space_warning(max_file: Option<u64>, free: Option<u64>, to_read: u64) -> Option<String> {
+    let h = crate::cli::human_size;
+    if let Some(max) = max_file {
+        if to_read > max {
+            return Some(format!(
+                "FAT32 cannot hold files over 4 GiB and up to {} will be read: if the image comes out \
+                 larger the capture fails; exFAT or ext4 has no such limit",
+                h(to_read)
+            ));
+        }
+    }
+    match free {
+        Some(free) if free < to_read => Some(format!(
+            "only {} free for up to {} of data: enough only if it compresses well",
+            h(free),
+            h(to_read)
+        )),
+        _ => None,
+    }
+}
+
 /// A file name for an image of `disk`: model, serial and the date, with only portable characters.
 pub fn default_image_name(disk: &Disk, unix: u64) -> String {
     let mut parts: Vec<String> = [disk.model.as_deref(), disk.serial.as_deref()]

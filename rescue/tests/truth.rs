@@ -240,3 +240,30 @@ fn a_second_ctrl_c_leaves_no_partial_image() {
         "the partial image was left:\n{text}"
     );
 }
+
+/// A destination too small for the capture: warned about before the capture starts, and when it runs
+/// full the error says where, once. Mounts a small tmpfs (root, as CI has).
+#[test]
+fn a_full_destination_is_warned_about_first_and_named_when_it_fills() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("noise.img");
+    std::fs::write(&source, fixtures::noise(48 << 20, 3)).unwrap();
+    let small = common::Tmpfs::mount(dir.path(), "12m");
+    let image = small.dir.join("x.rimg");
+    let (rc, out) = rescue(&["capture", s(&source), "-o", s(&image)]);
+    drop(small);
+    assert_ne!(rc, 0, "{out}");
+    let warned = out.find("warning:").expect("no warning before the capture");
+    let failed = out.find("error:").unwrap();
+    assert!(warned < failed, "{out}");
+    assert!(
+        out.contains("only 12.0 MiB free for up to 48.0 MiB"),
+        "{out}"
+    );
+    assert!(out.contains("ran out of space writing bytes"), "{out}");
+    assert!(
+        out.matches("No space left").count() <= 1 && out.matches("os error").count() <= 1,
+        "the OS error is repeated:\n{out}"
+    );
+    assert!(!out.contains(".partial"), "{out}");
+}

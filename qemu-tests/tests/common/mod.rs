@@ -249,6 +249,7 @@ pub fn host_capture(source: &Path, image: &Path) {
         level: rescue::image::DEFAULT_LEVEL,
         threads: 2,
         raw: false,
+        keep_unallocated: false,
         no_dedup: false,
         json: false,
     };

@@ -72,6 +72,52 @@ pub fn finish_progress(handle: Option<std::thread::JoinHandle<()>>) {
     }
 }
 
+/// What a running operation shows on this terminal: progress (see [`progress_printer`]) and warnings,
+/// printed as they come (a JSON line `{"warning": …}` with `--json`).
+pub struct Printers {
+    progress: Option<std::thread::JoinHandle<()>>,
+    notices: std::thread::JoinHandle<()>,
+}
+
+/// An operation's control with this terminal's printers attached; `cancel` from Ctrl-C when `signals`.
+pub fn control(json_lines: bool, signals: bool) -> (ops::Control, Printers) {
+    let (progress, progress_handle) = progress_printer(json_lines);
+    let (ntx, nrx) = channel::<String>();
+    let notices = std::thread::spawn(move || {
+        for n in nrx {
+            if json_lines {
+                eprintln!("{}", json!({ "warning": n }));
+            } else {
+                eprintln!("\rwarning: {n}");
+            }
+        }
+    });
+    let ctl = ops::Control {
+        progress,
+        notices: Some(ntx),
+        cancel: if signals {
+            super::signals::cancel_on_signals()
+        } else {
+            Default::default()
+        },
+    };
+    (
+        ctl,
+        Printers {
+            progress: progress_handle,
+            notices,
+        },
+    )
+}
+
+impl Printers {
+    /// Waits until everything sent has been printed (the operation has dropped its control).
+    pub fn finish(self) {
+        finish_progress(self.progress);
+        let _ = self.notices.join();
+    }
+}
+
 #[derive(clap::Args, Debug)]
 pub struct CaptureArgs {
     /// The disk to capture: a block device, a disk image file, or a selector such as serial=WD123
@@ -90,9 +136,13 @@ pub struct CaptureArgs {
     /// Compression threads (default: every core; at most 8 are used).
     #[arg(long, default_value_t = default_threads())]
     pub threads: usize,
-    /// Read every sector (zero-skipped) instead of only what filesystems use.
+    /// Read every sector (zero-skipped) instead of only what filesystems use, unallocated space too.
     #[arg(long)]
     pub raw: bool,
+    /// Also read unallocated space outside the partitions: gaps over 1 MiB are otherwise recorded as
+    /// unallocated, not read (the gap before the first partition and EBR areas are always read).
+    #[arg(long)]
+    pub keep_unallocated: bool,
     /// Do not look for 4 KiB blocks stored already (block deduplication): the image is then readable by
     /// format 1.0 readers too, and usually larger.
     #[arg(long)]
@@ -109,17 +159,14 @@ pub fn capture(a: CaptureArgs) -> anyhow::Result<i32> {
         output: a.output.clone(),
         partitions: a.partitions.clone(),
         raw: a.raw,
+        keep_unallocated: a.keep_unallocated,
         level: a.level,
         threads: a.threads,
         dedup: !a.no_dedup,
     };
-    let (tx, printer) = progress_printer(a.json);
-    let ctl = ops::Control {
-        progress: tx,
-        cancel: super::signals::cancel_on_signals(),
-    };
+    let (ctl, printers) = control(a.json, true);
     let result = ops::capture(&spec, &super::detect_options(), ctl);
-    finish_progress(printer);
+    printers.finish();
     let (disk, report) = result?;
     let summary = json!({
         "image": if to_stdout { "-".to_string() } else { a.output.display().to_string() },
@@ -229,13 +276,9 @@ pub fn restore(a: RestoreArgs) -> anyhow::Result<i32> {
         },
         threads: a.threads,
     };
-    let (tx, printer) = progress_printer(a.json);
-    let ctl = ops::Control {
-        progress: tx,
-        cancel: super::signals::cancel_on_signals(),
-    };
+    let (ctl, printers) = control(a.json, true);
     let report = ops::restore(&spec, &super::detect_options(), ctl);
-    finish_progress(printer);
+    printers.finish();
     let report = report?;
     if a.json {
         println!(
@@ -297,7 +340,7 @@ pub fn verify(image_path: &Path, against: Option<&Path>, json_out: bool) -> anyh
             if json_out {
                 println!(
                     "{}",
-                    json!({"image": image_path.display().to_string(), "ok": false, "problems": [format!("{e:#}")]})
+                    json!({"image": image_path.display().to_string(), "ok": false, "problems": [ops::describe(&e)]})
                 );
             }
             return Err(e);
@@ -335,6 +378,20 @@ pub fn verify(image_path: &Path, against: Option<&Path>, json_out: bool) -> anyh
         }
     }
     Ok(if problems.is_empty() { 0 } else { 2 })
+}
+
+/// Disk ranges of the gap streams that were not read at all (unallocated space, FORMAT.md §7.3).
+fn unallocated_ranges(index: &Index) -> Vec<std::ops::Range<u64>> {
+    index
+        .streams
+        .iter()
+        .filter(|s| {
+            s.info.kind == crate::image::StreamKind::Gap
+                && s.info.length > 0
+                && s.extents.iter().all(|e| e.kind == ExtentKind::Unused)
+        })
+        .map(|s| s.info.disk_offset..s.info.disk_offset + s.info.length)
+        .collect()
 }
 
 fn unreadable_ranges(index: &Index) -> Vec<serde_json::Value> {
@@ -381,6 +438,7 @@ pub fn inspect(image_path: &Path, json_out: bool) -> anyhow::Result<i32> {
         "required_features": image.header().required_features,
         "ratio": if file_len > 0 { used as f64 / file_len as f64 } else { 0.0 },
         "unreadable": unreadable_ranges(index),
+        "unallocated": unallocated_ranges(index).iter().map(|r| json!({"start": r.start, "end": r.end})).collect::<Vec<_>>(),
         "notes": index.creation.notes,
     });
     if json_out {
@@ -474,6 +532,14 @@ pub fn inspect(image_path: &Path, json_out: bool) -> anyhow::Result<i32> {
     for u in unreadable_ranges(index) {
         println!("unreadable  {u}");
     }
+    for r in unallocated_ranges(index) {
+        println!(
+            "unallocated bytes {}..{} ({}): not captured; a restore leaves them as they are",
+            r.start,
+            r.end,
+            human_size(r.end - r.start)
+        );
+    }
     for n in &index.creation.notes {
         println!("note        {n}");
     }
@@ -508,13 +574,9 @@ pub fn clone(a: CloneArgs) -> anyhow::Result<i32> {
         confirmed: a.yes,
         verify: !a.no_verify,
     };
-    let (tx, printer) = progress_printer(a.json);
-    let ctl = ops::Control {
-        progress: tx,
-        cancel: super::signals::cancel_on_signals(),
-    };
+    let (ctl, printers) = control(a.json, true);
     let report = ops::clone(&spec, &super::detect_options(), ctl);
-    finish_progress(printer);
+    printers.finish();
     let report = report?;
     if a.json {
         println!(

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use crate::init::{EXIT_POWEROFF, EXIT_REBOOT};
 use crate::job::{self, After, JobEnv};
-use crate::ops;
 
 /// Exit status when `--on-stick` finds no job file: PID 1 then shows the UI.
 pub const EXIT_NO_JOB: i32 = 3;
@@ -63,13 +62,9 @@ pub fn run(a: JobArgs) -> anyhow::Result<i32> {
         detect,
         disks: a.disks.clone(),
     };
-    let (tx, printer) = super::imaging::progress_printer(a.json);
-    let ctl = ops::Control {
-        progress: tx,
-        ..Default::default()
-    };
+    let (ctl, printers) = super::imaging::control(a.json, false);
     let outcome = job::run(&spec, &env, ctl);
-    super::imaging::finish_progress(printer);
+    printers.finish();
     if a.json {
         println!("{}", serde_json::to_string(&outcome)?);
     }

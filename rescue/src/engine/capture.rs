@@ -163,6 +163,17 @@ pub(crate) fn ranges_to_read(
     s: &PlannedStream,
     notes: &mut Vec<String>,
 ) -> (Vec<Range<u64>>, CaptureMode, String) {
+    if s.unallocated {
+        return (
+            Vec::new(),
+            CaptureMode::Raw,
+            format!(
+                "unallocated: not read (space outside the partitions over {} is left out; \
+                 --keep-unallocated reads it)",
+                crate::cli::human_size(crate::plan::SMALL_GAP)
+            ),
+        );
+    }
     if s.fs_aware {
         if let Some(fs) = s.fs {
             let mut w = Window::new(source, s.disk_offset, s.len);
@@ -202,6 +213,15 @@ pub(crate) fn ranges_to_read(
         _ => "every byte".to_string(),
     };
     (std::iter::once(0..s.len).collect(), CaptureMode::Raw, why)
+}
+
+/// The bytes a capture of `plan` reads from `source`: each filesystem's used-block map worked out (and
+/// dropped), unallocated space left out, as the capture itself will.
+pub fn bytes_to_read(source: &Source, plan: &CapturePlan) -> u64 {
+    plan.bytes_to_read(|s| {
+        let (ranges, _, _) = ranges_to_read(source, s, &mut Vec::new());
+        Some(ranges.iter().map(|r| r.end - r.start).sum())
+    })
 }
 
 /// Capture `plan` of `source` (described by `disk`) into `out`. Returns the report and the inner writer.

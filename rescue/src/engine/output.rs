@@ -139,7 +139,9 @@ impl Write for OutputFile {
     fn flush(&mut self) -> io::Result<()> {
         self.io.drain()?;
         if !self.buf.is_empty() {
-            self.file.write_all_at(&self.buf, self.pos)?;
+            self.file
+                .write_all_at(&self.buf, self.pos)
+                .map_err(|e| placed(e, self.pos, self.buf.len()))?;
         }
         self.file.flush()
     }
@@ -272,11 +274,28 @@ fn write_blocks(
                 writeback.written(&file, pos + block.len() as u64)
             },
         );
+        let r = r.map_err(|e| placed(e, pos, block.len()));
         let failed = r.is_err();
         if done.send(r.map(|()| block)).is_err() || failed {
             return;
         }
     }
+}
+
+/// A failed write of `len` bytes at `pos`, saying where (and, for a full drive, how much fit).
+fn placed(e: io::Error, pos: u64, len: usize) -> io::Error {
+    let end = pos + len as u64;
+    if e.raw_os_error() == Some(libc::ENOSPC) {
+        return io::Error::new(
+            io::ErrorKind::StorageFull,
+            format!(
+                "the drive holding it is full: it ran out of space writing bytes {pos}..{end} of the \
+                 image ({} had been written)",
+                crate::cli::human_size(pos)
+            ),
+        );
+    }
+    io::Error::new(e.kind(), format!("at bytes {pos}..{end} of the file: {e}"))
 }
 
 /// Early writeback of a file written front to back through the page cache.
@@ -376,7 +395,11 @@ mod tests {
             }
         }
         let first = first.expect("a write error by the time the blocks in flight are waited for");
-        assert_eq!(first.raw_os_error(), Some(libc::EBADF), "{first}");
+        assert!(
+            first.to_string().contains("at bytes 0..")
+                && first.to_string().contains("Bad file descriptor"),
+            "{first}"
+        );
         let again = out.write_all(&block).unwrap_err();
         assert!(again.to_string().contains(&first.to_string()), "{again}");
         assert!(out.finish().is_err());

@@ -73,11 +73,14 @@ pub enum ChunkFault {
 /// Everything that can go wrong writing, opening, reading or verifying an image.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
+    /// `offset` is where the writer was; the file below may have failed on an earlier block still in
+    /// flight, so the message names only the error, which says where when it knows
+    /// (`engine::output`). The error is not kept as a `source`: the message prints it once.
     #[error(
-        "writing the image failed at image offset {offset}: {source}; \
-         check that the target drive is present and has free space, then capture again"
+        "writing the image failed: {error}; check that the target drive is present and has free \
+         space, then capture again"
     )]
-    Write { offset: u64, source: io::Error },
+    Write { offset: u64, error: io::Error },
 
     #[error(
         "reading the image failed at image offset {offset} ({what}): {source}; \

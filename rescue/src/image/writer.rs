@@ -154,11 +154,11 @@ impl<W: Write> ImageWriter<W> {
             return Err(ImageError::Poisoned);
         }
         for p in parts {
-            if let Err(source) = self.w.write_all(p) {
+            if let Err(error) = self.w.write_all(p) {
                 self.poisoned = true;
                 return Err(ImageError::Write {
                     offset: self.offset,
-                    source,
+                    error,
                 });
             }
             self.offset += p.len() as u64;
@@ -490,10 +490,10 @@ impl<W: Write> ImageWriter<W> {
         }
         .encode();
         self.append(&[&compressed, &footer])?;
-        if let Err(source) = self.w.flush() {
+        if let Err(error) = self.w.flush() {
             return Err(ImageError::Write {
                 offset: self.offset,
-                source,
+                error,
             });
         }
         Ok(FinishedImage {

@@ -70,6 +70,9 @@ pub struct Options {
     pub level: i32,
     #[serde(default)]
     pub raw: bool,
+    /// Capture: read every gap outside the partitions, however large.
+    #[serde(default)]
+    pub keep_unallocated: bool,
     /// Read back (restore, clone) or verify the new image (capture).
     #[serde(default = "yes")]
     pub verify: bool,
@@ -93,6 +96,7 @@ impl Default for Options {
             partition: None,
             level: default_level(),
             raw: false,
+            keep_unallocated: false,
             verify: true,
             precheck: true,
         }

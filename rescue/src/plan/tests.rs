@@ -138,6 +138,7 @@ fn whole_gpt_disk_capture_tiles_the_disk() {
         &CaptureRequest {
             partitions: vec![],
             raw: true,
+            keep_unallocated: false,
         },
         None,
     )
@@ -160,6 +161,59 @@ fn mbr_capture_keeps_ebrs_in_gaps_and_skips_the_extended_container() {
         .any(|s| s.kind == StreamKind::Gap && s.range().contains(&ebr)));
 }
 
+/// Gaps: the one before the first partition and those inside an extended partition are read whatever
+/// their size, others up to SMALL_GAP; larger ones are unallocated (not read), unless --raw or
+/// --keep-unallocated.
+#[test]
+fn large_gaps_are_unallocated_unless_they_hold_boot_code_or_ebrs() {
+    let mut d = mbr_disk("/dev/sdx");
+    // 8 MiB before the first partition (a vendor's boot area), 3 MiB inside the extended partition
+    // before its first logical one, and the unused tail from 112 MiB.
+    d.partitions[0] = part(1, 8, 24, Some(FsKind::Ext4));
+    let mut ext = part(2, 40, 80, None);
+    ext.extended = true;
+    d.partitions[1] = ext;
+    let mut l5 = part(5, 43, 28, Some(FsKind::Vfat));
+    l5.logical = true;
+    d.partitions[2] = l5;
+    let gaps = |d: &Disk, req: &CaptureRequest| -> Vec<(u64, u64, bool)> {
+        let plan = plan_capture(d, req, None).unwrap();
+        assert_tiles(&plan.layout);
+        plan.layout
+            .streams
+            .iter()
+            .filter(|s| s.kind == StreamKind::Gap)
+            .map(|s| (s.disk_offset / MIB, s.len.div_ceil(MIB), s.unallocated))
+            .collect()
+    };
+    let unallocated: Vec<(u64, u64)> = gaps(&d, &CaptureRequest::default())
+        .into_iter()
+        .filter(|g| g.2)
+        .map(|g| (g.0, g.1))
+        .collect();
+    // Unallocated: 32..40 MiB (between partition 1 and the extended one) and the tail after the extended
+    // partition; kept: the 8 MiB before partition 1, and everything inside the extended partition (the
+    // 3 MiB of EBR area before partition 5, the 8 MiB after partition 6).
+    assert_eq!(unallocated, vec![(32, 8), (120, 8)]);
+    for req in [
+        CaptureRequest {
+            raw: true,
+            ..CaptureRequest::default()
+        },
+        CaptureRequest {
+            keep_unallocated: true,
+            ..CaptureRequest::default()
+        },
+    ] {
+        assert!(gaps(&d, &req).iter().all(|g| !g.2), "{req:?}");
+    }
+    // A gap of at most SMALL_GAP is kept.
+    d.partitions[0] = part(1, 8, 31, Some(FsKind::Ext4));
+    assert!(gaps(&d, &CaptureRequest::default())
+        .iter()
+        .any(|&(at, len, un)| at == 39 && len == 1 && !un));
+}
+
 #[test]
 fn partition_capture_and_its_refusals() {
     let d = mbr_disk("/dev/sdx");
@@ -168,6 +222,7 @@ fn partition_capture_and_its_refusals() {
         &CaptureRequest {
             partitions: vec![5],
             raw: false,
+            keep_unallocated: false,
         },
         None,
     )
@@ -185,6 +240,7 @@ fn partition_capture_and_its_refusals() {
         &CaptureRequest {
             partitions: vec![9],
             raw: false,
+            keep_unallocated: false,
         },
         None,
     )
@@ -198,6 +254,7 @@ fn partition_capture_and_its_refusals() {
         &CaptureRequest {
             partitions: vec![2],
             raw: false,
+            keep_unallocated: false,
         },
         None,
     )
@@ -222,7 +279,8 @@ fn capture_refuses_mounted_sources_and_images_on_the_source() {
         &d,
         &CaptureRequest {
             partitions: vec![1],
-            raw: false
+            raw: false,
+            keep_unallocated: false,
         },
         None
     )
@@ -311,6 +369,7 @@ fn an_image_of_some_partitions_is_not_restored_as_a_whole_disk() {
     let req = CaptureRequest {
         partitions: vec![2],
         raw: false,
+        keep_unallocated: false,
     };
     let layout = plan_capture(&src, &req, None).unwrap().layout;
     assert!(!layout.covers_disk());

@@ -117,29 +117,42 @@ impl CaptureWiz {
                 self.chosen.clone()
             },
             raw: false,
+            keep_unallocated: false,
         }
     }
 
     /// What the capture reads: used bytes where the background scan knows them, sizes otherwise.
+    /// What the capture will read, as the plan decides it (tables, kept gaps, no unallocated space) with
+    /// the filesystems' used bytes as scanned so far.
     fn estimate_bytes(&self, app: &App) -> u64 {
-        let used_or_size = |p: &Partition| {
-            p.path
-                .as_ref()
-                .and_then(|path| app.usage.get(path).copied())
-                .unwrap_or(p.size_bytes)
+        let used = |s: &crate::plan::PlannedStream| {
+            let path = match s.partition {
+                Some(n) => self
+                    .source
+                    .partitions
+                    .iter()
+                    .find(|p| p.number == n)?
+                    .path
+                    .clone()?,
+                None => self.source.path.clone(),
+            };
+            app.usage.get(&path).copied()
         };
-        if self.source.partitions.is_empty() {
-            return app
-                .usage
-                .get(&self.source.path)
-                .copied()
-                .unwrap_or(self.source.size_bytes);
+        match crate::plan::plan_capture(&self.source, &self.request(), None) {
+            Ok(plan) => plan.bytes_to_read(used),
+            // Refused (a mounted partition; the wizard says why): the chosen partitions' used bytes.
+            Err(_) => self
+                .parts()
+                .into_iter()
+                .filter(|p| self.whole || self.chosen.contains(&p.number))
+                .map(|p| {
+                    p.path
+                        .as_ref()
+                        .and_then(|path| app.usage.get(path).copied())
+                        .unwrap_or(p.size_bytes)
+                })
+                .sum(),
         }
-        self.parts()
-            .into_iter()
-            .filter(|p| self.whole || self.chosen.contains(&p.number))
-            .map(used_or_size)
-            .sum()
     }
 
     /// The image's full path once a destination is open.
@@ -151,23 +164,11 @@ impl CaptureWiz {
     /// A warning about the destination's room for this capture, if any.
     pub fn space_warning(&self) -> Option<String> {
         let d = self.dest.as_ref()?;
-        if let Some(max) = store::max_file_size(d.store.fs) {
-            if self.estimate > max {
-                return Some(format!(
-                    "FAT32 cannot hold files over 4 GiB and up to {} will be read: if the image \
-                     comes out larger the capture fails; exFAT or ext4 has no such limit",
-                    crate::cli::human_size(self.estimate)
-                ));
-            }
-        }
-        match d.free_bytes {
-            Some(free) if free < self.estimate => Some(format!(
-                "only {} free for up to {} of data: enough only if it compresses well",
-                crate::cli::human_size(free),
-                crate::cli::human_size(self.estimate)
-            )),
-            _ => None,
-        }
+        store::space_warning(
+            store::max_file_size(d.store.fs),
+            d.free_bytes,
+            self.estimate,
+        )
     }
 
     pub fn on_key(&mut self, key: Key, app: &App) -> Step {
@@ -182,6 +183,7 @@ impl CaptureWiz {
                         output,
                         partitions: self.request().partitions,
                         raw: false,
+                        keep_unallocated: false,
                         level: self.level,
                         threads: app.threads,
                         dedup: true,

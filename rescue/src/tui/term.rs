@@ -412,7 +412,7 @@ fn open_store(
     access: store::Access,
     opts: &DetectOptions,
 ) -> Result<OpenedStore, String> {
-    let dir = store::ensure_mounted(s, access, opts).map_err(|e| format!("{e:#}"))?;
+    let dir = store::ensure_mounted(s, access, opts).map_err(|e| ops::describe(&e))?;
     Ok(OpenedStore {
         store: s.clone(),
         free_bytes: store::free_bytes(&dir),
@@ -422,7 +422,7 @@ fn open_store(
 }
 
 fn summarize(path: &Path, opts: &DetectOptions) -> Result<ImageSummary, String> {
-    let image = ops::open_image(path).map_err(|e| format!("{e:#}"))?;
+    let image = ops::open_image(path).map_err(|e| ops::describe(&e))?;
     let index = image.index();
     let unreadable = index
         .streams
@@ -451,9 +451,11 @@ fn spawn_job(spec: JobSpec, cancel: Arc<AtomicBool>, opts: DetectOptions, tx: Se
                 let _ = fwd.send(Msg::Progress(p));
             }
         });
+        // The capture wizard shows a destination's room before the job starts.
         let ctl = ops::Control {
             cancel,
             progress: Some(ptx),
+            notices: None,
         };
         let started = Instant::now();
         let result = run_job(&spec, &opts, ctl);
@@ -463,7 +465,7 @@ fn spawn_job(spec: JobSpec, cancel: Arc<AtomicBool>, opts: DetectOptions, tx: Se
             Err(e) => JobResult {
                 ok: false,
                 title: spec.title(),
-                lines: failure_lines(&spec, &format!("{e:#}")),
+                lines: failure_lines(&spec, &ops::describe(&e)),
                 log: None,
             },
         };

@@ -59,3 +59,30 @@ pub fn spawn_until_phase(
     }
     (child, stderr, text)
 }
+
+/// A small tmpfs mounted on a new folder under `parent` (root, as CI has), unmounted when dropped: a
+/// destination that runs full.
+pub struct Tmpfs {
+    pub dir: std::path::PathBuf,
+}
+
+impl Tmpfs {
+    pub fn mount(parent: &Path, size: &str) -> Tmpfs {
+        let dir = parent.join("tmpfs");
+        std::fs::create_dir(&dir).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mounting a tmpfs needs root");
+        Tmpfs { dir }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+    }
+}
