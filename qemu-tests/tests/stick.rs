@@ -61,6 +61,12 @@ fn boot_to_ui(report: &ImageReport, dir: &Path, firmware: Firmware) -> String {
         "{firmware:?}: the menu entry passes the stick's disk GUID; tail:\n{}",
         g.tail(60)
     );
+    // The stick has no job file: the check for one prints no command markers on a normal boot.
+    assert!(
+        !out.contains("@@RESCUE-CMD"),
+        "{firmware:?}: command markers on a boot without a job; tail:\n{}",
+        g.tail(60)
+    );
     eprintln!(
         "stick: {} bytes ({:.1} MB), written in {:.2} s; {firmware:?}: firmware start to `{}` in {:.1} s",
         report.info.size,

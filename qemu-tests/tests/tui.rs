@@ -123,6 +123,11 @@ fn capture_restore_verify_and_clone_through_the_tui() {
     s.send("p");
     s.g.wait_exit(Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(
+        s.g.output().contains("syncing disks and powering off"),
+        "power off says nothing while it flushes:\n{}",
+        s.g.tail(20)
+    );
     eprintln!(
         "TUI under TCG: UI after {to_ui:.1} s; capture (wizard keys and job) {capture_seconds:.1} s; restore with read-back \
          {restore_seconds:.1} s; clone with read-back {clone_seconds:.1} s (wall, as a person waits)"

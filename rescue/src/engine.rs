@@ -160,8 +160,11 @@ pub fn creation_info() -> crate::image::CreationInfo {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0),
+        // A system with no host name set (the rescue system) reads "(none)": recorded as no name.
         host_name: std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|s| s.trim().to_string())
+            .ok()
+            .filter(|h| h != "(none)")
             .unwrap_or_default(),
         notes: Vec::new(),
     }

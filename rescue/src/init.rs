@@ -194,7 +194,14 @@ fn pid1_main(start: Instant) {
 /// Run `rescue job` as a child between the command markers and act on its status: power off or reboot
 /// when the job succeeded and asked for it; a failure stays on screen until Enter is pressed.
 fn run_job(job: &str, on_stick: bool, countdown: u64) {
-    let mut args: Vec<OsString> = vec!["job".into(), job.into(), "--apply-after".into()];
+    // The child prints the begin marker once it has a job; with no job file on the stick, a normal boot
+    // shows no markers.
+    let mut args: Vec<OsString> = vec![
+        "job".into(),
+        job.into(),
+        "--apply-after".into(),
+        "--markers".into(),
+    ];
     if on_stick {
         args.push("--on-stick".into());
     }
@@ -202,9 +209,10 @@ fn run_job(job: &str, on_stick: bool, countdown: u64) {
         args.push("--countdown".into());
         args.push(countdown.to_string().into());
     }
-    println!("{CMD_BEGIN}");
     let rc = run_child(&args);
-    println!("\n{CMD_END} rc={rc}@@");
+    if rc != crate::cli::job::EXIT_NO_JOB {
+        println!("\n{CMD_END} rc={rc}@@");
+    }
     match rc {
         0 | crate::cli::job::EXIT_NO_JOB => {}
         EXIT_POWEROFF => shutdown(PowerAction::PowerOff),
@@ -373,6 +381,11 @@ fn run_child(args: &[OsString]) -> i32 {
 
 /// Stop everything, flush, unmount what was mounted from disks, then power off or reboot.
 fn shutdown(action: PowerAction) -> ! {
+    // Flushing large caches to a slow USB drive can take many seconds: say what is happening.
+    log(match action {
+        PowerAction::Reboot => "syncing disks and restarting… do not unplug anything yet",
+        _ => "syncing disks and powering off… do not unplug anything yet",
+    });
     // ntfs-3g must close its volumes itself (stopped, it leaves them unclean): unmount FUSE first and
     // wait for each program to finish, while nothing has been stopped yet.
     for line in crate::store::mount::unmount_fuse_filesystems() {

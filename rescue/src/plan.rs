@@ -134,9 +134,7 @@ pub enum Refusal {
     },
     #[error("{what} is mounted ({mounts}); unmount it first so that nothing changes while it is read or written")]
     Mounted { what: String, mounts: String },
-    #[error(
-        "the image {image} is on {disk}, the disk being {action}; put the image on another disk"
-    )]
+    #[error("the image {image} is on {disk}, {action}; put the image on another disk")]
     ImageOnDisk {
         image: String,
         disk: String,
@@ -158,9 +156,11 @@ pub enum Refusal {
     OutputIsSource { output: String },
     #[error("{target} is the rescue stick this system booted from, or one of its partitions; it cannot be a restore or clone target")]
     TargetIsBootMedium { target: String },
-    #[error("{target} is too small: it has {have} bytes ({have_h}) but the image needs at least {need} bytes ({need_h}); use a disk of at least {need_h}")]
+    #[error("{target} is too small: it has {have} bytes ({have_h}) but the image needs at least {need} bytes ({need_h}); use a {unit} of at least {need_h}")]
     TooSmall {
         target: String,
+        /// "disk" or "partition": what to use instead.
+        unit: &'static str,
         have: u64,
         have_h: String,
         need: u64,
@@ -372,7 +372,7 @@ pub fn plan_capture(
         return Err(Refusal::ImageOnDisk {
             image: "output".into(),
             disk: source.path.clone(),
-            action: "captured",
+            action: "the disk being captured",
         });
     }
     let data_parts: Vec<_> = source.partitions.iter().filter(|p| !p.extended).collect();
@@ -571,7 +571,9 @@ pub struct RestorePlan {
 }
 
 /// Checks shared by restore and clone, in the order a person wants to hear them.
-fn check_target(target: &Disk, env: &Environment) -> Result<(), Refusal> {
+/// `action` says what happens to the target, for the refusal of an image on it ("the disk being
+/// overwritten").
+fn check_target(target: &Disk, env: &Environment, action: &'static str) -> Result<(), Refusal> {
     if target.boot_medium {
         return Err(Refusal::TargetIsBootMedium {
             target: target.path.clone(),
@@ -586,7 +588,7 @@ fn check_target(target: &Disk, env: &Environment) -> Result<(), Refusal> {
         return Err(Refusal::ImageOnDisk {
             image: env.image_path.clone(),
             disk: target.path.clone(),
-            action: "overwritten",
+            action,
         });
     }
     let mut mounts: Vec<String> = target.mounts.clone();
@@ -616,15 +618,9 @@ pub fn describe_contents(target: &Disk) -> Vec<String> {
     let mut out = Vec::new();
     for p in target.partitions.iter().filter(|p| !p.extended) {
         out.push(format!(
-            "partition {} ({}, {}{})",
+            "partition {} ({})",
             p.number,
-            human(p.size_bytes),
-            p.fs.map(|f| format!("{f:?}").to_lowercase())
-                .unwrap_or_else(|| "unknown contents".into()),
-            p.fs_label
-                .as_ref()
-                .map(|l| format!(" \"{l}\""))
-                .unwrap_or_default()
+            describe_partition(p)
         ));
     }
     if out.is_empty() {
@@ -637,6 +633,20 @@ pub fn describe_contents(target: &Disk) -> Vec<String> {
         });
     }
     out
+}
+
+/// `20.0 MiB, ext4 "data"`: a partition's size, filesystem and label.
+fn describe_partition(p: &crate::detect::Partition) -> String {
+    format!(
+        "{}, {}{}",
+        human(p.size_bytes),
+        p.fs.map(|f| format!("{f:?}").to_lowercase())
+            .unwrap_or_else(|| "unknown contents".into()),
+        p.fs_label
+            .as_ref()
+            .map(|l| format!(" \"{l}\""))
+            .unwrap_or_default()
+    )
 }
 
 fn describe_disk(d: &Disk) -> String {
@@ -668,7 +678,7 @@ pub fn plan_restore_disk(
             partitions: list_numbers(layout.streams.iter().filter_map(|s| s.partition)),
         });
     }
-    check_target(target, env)?;
+    check_target(target, env, "the disk being overwritten")?;
     if target.logical_sector_size != layout.logical_sector_size
         && layout.table != PartitionTable::None
     {
@@ -682,6 +692,7 @@ pub fn plan_restore_disk(
     if target.size_bytes < need {
         return Err(Refusal::TooSmall {
             target: target.path.clone(),
+            unit: "disk",
             have: target.size_bytes,
             have_h: human(target.size_bytes),
             need,
@@ -773,7 +784,11 @@ pub fn plan_restore_partition(
     env: &Environment,
     confirmed: bool,
 ) -> Result<RestorePlan, Refusal> {
-    check_target(target, env)?;
+    check_target(
+        target,
+        env,
+        "the disk one of whose partitions would be overwritten",
+    )?;
     let Some((index, stream)) = layout
         .streams
         .iter()
@@ -827,6 +842,11 @@ pub fn plan_restore_partition(
     if room < stream.len {
         return Err(Refusal::TooSmall {
             target: what,
+            unit: if target_partition.is_some() {
+                "partition"
+            } else {
+                "disk"
+            },
             have: room,
             have_h: human(room),
             need: stream.len,
@@ -848,7 +868,13 @@ pub fn plan_restore_partition(
         skipped: Vec::new(),
         tables: TablePlan::Untouched,
         invalidate: Vec::new(),
-        overwritten: vec![what],
+        // What is lost: the partition's filesystem and label, as the confirmation shows them.
+        overwritten: match target_partition
+            .and_then(|n| target.partitions.iter().find(|p| p.number == n))
+        {
+            Some(p) => vec![format!("{what} ({})", describe_partition(p))],
+            None => vec![format!("{what}: {}", describe_contents(target).join(", "))],
+        },
     })
 }
 

@@ -401,6 +401,15 @@ pub fn date_stamp(unix: u64) -> String {
 }
 
 /// `YYYY-MM-DD HH:MM UTC` for a Unix time.
+/// ` on HOST`, or nothing when an image does not say where it was made (the rescue system has no host
+/// name; older images recorded the kernel's "(none)").
+pub fn on_host(host: &str) -> String {
+    match host.trim() {
+        "" | "(none)" => String::new(),
+        h => format!(" on {h}"),
+    }
+}
+
 pub fn date_time(unix: u64) -> String {
     let (y, m, d, hh, mm) = civil(unix);
     format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02} UTC")

@@ -23,6 +23,9 @@ mod tests;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests_grow;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests_wrap;
 
 pub use app::{App, Effect, Key, Mode};
 pub use term::run;

@@ -452,21 +452,21 @@ pub fn inspect(image_path: &Path, json_out: bool) -> anyhow::Result<i32> {
     );
     println!("root hash   {}", image.root_hash());
     println!(
-        "created     {} on {} by {} {}",
+        "created     {}{} by {} {}",
         crate::store::date_time(u64::try_from(index.creation.created_unix).unwrap_or(0)),
-        index.creation.host_name,
+        crate::store::on_host(&index.creation.host_name),
         index.creation.tool_name,
         index.creation.tool_version
     );
     println!(
-        "source      {} {} {} ({}, {}, {}-byte sectors, {:?} table)",
+        "source      {} {} {} ({}, {}, {}-byte sectors, {})",
         d.path,
         d.model,
         d.serial,
         human_size(d.size),
         d.transport,
         d.logical_sector_size,
-        d.table_kind
+        d.table_kind.describe()
     );
     println!(
         "used        {} stored in {} (ratio {:.2})",
@@ -519,13 +519,12 @@ pub fn inspect(image_path: &Path, json_out: bool) -> anyhow::Result<i32> {
             String::new()
         };
         println!(
-            "  {:<28} at {:>12}  {:>10} used of {:>10}, {:>10} stored{shared}  {:?}: {}",
+            "  {:<28} at {:>12}  {:>10} used of {:>10}, {:>10} stored{shared}  {}",
             s.info.label,
             s.info.disk_offset,
             human_size(s.used_bytes),
             human_size(s.info.length),
             human_size(st.stored_bytes),
-            s.info.capture,
             s.info.capture_reason
         );
     }

@@ -29,6 +29,10 @@ pub struct JobArgs {
     /// Exit with the status that asks PID 1 to power off or reboot, as the job's `after` says.
     #[arg(long, hide = true)]
     pub apply_after: bool,
+    /// Print PID 1's command-begin marker once there is a job to run (none when `--on-stick` finds no
+    /// job file: a normal boot shows no markers).
+    #[arg(long, hide = true)]
+    pub markers: bool,
 }
 
 pub fn run(a: JobArgs) -> anyhow::Result<i32> {
@@ -39,6 +43,7 @@ pub fn run(a: JobArgs) -> anyhow::Result<i32> {
         };
         let path = dir.join(a.job.trim_start_matches('/'));
         if !path.exists() {
+            // No job: PID 1 goes on to the UI, and prints no markers.
             // Leave the stick as it was: a mounted data partition cannot be grown, for one.
             if mounted_here {
                 let _ = crate::store::mount::unmount(&dir);
@@ -53,6 +58,9 @@ pub fn run(a: JobArgs) -> anyhow::Result<i32> {
     } else {
         a.job.clone()
     };
+    if a.markers {
+        println!("{}", crate::init::CMD_BEGIN);
+    }
     let spec = job::load(&arg).map_err(|e| anyhow::anyhow!(e))?;
     if a.countdown > 0 && !countdown(a.countdown, &spec) {
         eprintln!("rescue: the job was cancelled before it started; nothing was touched");

@@ -137,7 +137,7 @@ fn fs_name(fs: Option<FsKind>) -> String {
 pub(super) fn stream_label(s: &PlannedStream) -> String {
     use crate::plan::StreamKind as K;
     match s.kind {
-        K::Table(role) => format!("{role:?} table"),
+        K::Table(role) => role.describe().to_string(),
         K::Gap => format!("gap at byte {}", s.disk_offset),
         K::Partition => format!("partition {} ({})", s.partition.unwrap_or(0), fs_name(s.fs)),
         K::WholeDisk => format!("whole disk ({})", fs_name(s.fs)),

@@ -50,6 +50,18 @@ pub enum TableKind {
     Other,
 }
 
+impl TableKind {
+    /// How people name it: `GPT partition table`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            TableKind::None => "no partition table",
+            TableKind::Mbr => "MBR partition table",
+            TableKind::Gpt => "GPT partition table",
+            TableKind::Other => "unrecognised partition table",
+        }
+    }
+}
+
 /// One partition as the source's table describes it (captured or not).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PartitionInfo {
@@ -102,6 +114,21 @@ pub enum TableRole {
     GptBackupHeader,
     /// An extended boot record of an MBR logical partition chain.
     Ebr,
+}
+
+impl TableRole {
+    /// How people name it: `backup GPT header`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            TableRole::Other => "partition table data",
+            TableRole::Mbr => "MBR (first sector)",
+            TableRole::GptPrimaryHeader => "GPT header",
+            TableRole::GptPrimaryEntries => "GPT partition entries",
+            TableRole::GptBackupEntries => "backup GPT partition entries",
+            TableRole::GptBackupHeader => "backup GPT header",
+            TableRole::Ebr => "EBR (logical partition link)",
+        }
+    }
 }
 
 /// What a stream is.

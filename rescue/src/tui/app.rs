@@ -246,6 +246,7 @@ impl App {
             self.overlay = Some(Overlay::Help);
             return vec![];
         }
+        let was = self.place();
         let screen = std::mem::replace(&mut self.screen, Screen::Overview);
         let (screen, effects) = match screen {
             Screen::Overview => {
@@ -326,10 +327,26 @@ impl App {
             }
         };
         self.screen = screen;
+        // A message belongs to the step it was said on: moving to another step or screen clears it.
+        if self.place() != was {
+            self.status = None;
+        }
         if let Some(e) = self.take_wizard_error() {
             self.note(e);
         }
         effects
+    }
+
+    /// The screen, and the step of a wizard, the user is on.
+    fn place(&self) -> (std::mem::Discriminant<Screen>, String) {
+        let step = match &self.screen {
+            Screen::Capture(w) => format!("{:?}", w.step),
+            Screen::Restore(w) => format!("{:?}", w.step),
+            Screen::Verify(w) => format!("{:?}", w.step),
+            Screen::Clone(w) => format!("{:?}", w.step),
+            _ => String::new(),
+        };
+        (std::mem::discriminant(&self.screen), step)
     }
 
     /// Whether a text field has the keyboard (so letters are text, not commands).

@@ -170,7 +170,7 @@ fn type_text(app: &mut App, text: &str) {
     }
 }
 
-fn images_store(app: &App) -> OpenedStore {
+pub(super) fn images_store(app: &App) -> OpenedStore {
     let store = app
         .stores()
         .into_iter()
@@ -196,7 +196,7 @@ fn images_store(app: &App) -> OpenedStore {
 }
 
 /// What `term` would read from the image at `path`: a capture of vda, stored on vdb.
-fn summary() -> ImageSummary {
+pub(super) fn summary() -> ImageSummary {
     let source = report().disks[0].clone();
     let layout = crate::plan::plan_capture(&source, &crate::plan::CaptureRequest::default(), None)
         .unwrap()

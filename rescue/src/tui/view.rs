@@ -12,14 +12,32 @@ use crate::detect::{Disk, Partition};
 use crate::engine::json_name;
 
 use super::app::{App, Mode, Overlay, Screen, MENU};
-use super::widgets::{bold, dialog, dim, fit, key_line, rows, select_list, text_box};
+use super::widgets::{bold, dialog, dim, fit, key_line, rows, select_list, text_box, wrap};
 
 mod wizards;
 use wizards::{capture, clone, restore, verify};
 
+/// Most lines the message area above the keys takes; a longer message ends with a pointer to the log,
+/// which holds it whole.
+const STATUS_LINES: usize = 6;
+
 pub fn draw(f: &mut Frame, app: &App) {
     let area = f.area();
-    let parts = rows(area, &[1, 0, 1, 1]);
+    let status = app
+        .status
+        .clone()
+        .or_else(|| match app.screen {
+            Screen::Overview if app.overlay.is_none() => super::grow::hint(app),
+            _ => None,
+        })
+        .unwrap_or_default();
+    // The message is wrapped, never cut: a refusal's reason and advice are read whole.
+    let mut status = wrap(&status, area.width as usize);
+    if status.len() > STATUS_LINES {
+        status.truncate(STATUS_LINES - 1);
+        status.push("… the whole message is in the log (l)".into());
+    }
+    let parts = rows(area, &[1, 0, status.len() as u16, 1]);
     let title = match &app.screen {
         Screen::Overview => "Disks",
         Screen::Capture(_) => "Capture",
@@ -72,21 +90,11 @@ pub fn draw(f: &mut Frame, app: &App) {
             vec![("↑↓ PgUp PgDn", "scroll"), ("Esc", "back")]
         }
     };
-    let status = app
-        .status
-        .clone()
-        .or_else(|| match app.screen {
-            Screen::Overview if app.overlay.is_none() => super::grow::hint(app),
-            _ => None,
-        })
-        .unwrap_or_default();
-    f.render_widget(
-        Paragraph::new(Line::from(Span::styled(
-            fit(&status, area.width as usize),
-            bold(),
-        ))),
-        parts[2],
-    );
+    let status: Vec<Line<'static>> = status
+        .into_iter()
+        .map(|l| Line::from(Span::styled(l, bold())))
+        .collect();
+    f.render_widget(Paragraph::new(status), parts[2]);
     let mut keys = keys;
     keys.push(("?", "help"));
     f.render_widget(Paragraph::new(key_line(&keys)), parts[3]);
@@ -423,7 +431,10 @@ fn log_view(f: &mut Frame, area: Rect, app: &App, scroll: usize) {
         .enumerate()
     {
         let h = halves[i].height.saturating_sub(2) as usize;
-        let end = lines.len().saturating_sub(scroll);
+        // Long lines wrapped (nothing cut); scrolling stops with the first line at the top.
+        let width = halves[i].width.saturating_sub(2) as usize;
+        let lines: Vec<String> = lines.iter().flat_map(|l| wrap(l, width)).collect();
+        let end = lines.len().saturating_sub(scroll).max(h.min(lines.len()));
         let start = end.saturating_sub(h);
         let shown: Vec<Line<'static>> = lines[start..end]
             .iter()

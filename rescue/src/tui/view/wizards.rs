@@ -14,7 +14,7 @@ use crate::tui::app::App;
 use crate::tui::capture::{CapStep, CaptureWiz, NameField};
 use crate::tui::clone::{CloneStep, CloneWiz, VStep, VerifyWiz};
 use crate::tui::restore::{RStep, RestoreWiz};
-use crate::tui::widgets::{bold, fit, rows, select_list, text_box};
+use crate::tui::widgets::{bold, fit, rows, select_list, text_box, with_info_box};
 
 fn step_title(step: usize, of: usize, what: &str) -> String {
     format!("Step {step} of {of}: {what}")
@@ -79,25 +79,32 @@ pub(super) fn capture(
             vec![("Space", "mark"), ("Enter", "next"), ("Esc", "cancel")]
         }
         CapStep::Dest => {
-            let parts = rows(area, &[0, 4]);
+            let info = if w.opening {
+                "Mounting…".to_string()
+            } else if w.stores.is_empty() {
+                "No filesystem found. Plug in a drive formatted ext4, FAT32, exFAT or NTFS; it appears here.".into()
+            } else {
+                let why = match w.stores.get(w.store_sel) {
+                    Some(s) => match &s.unusable {
+                        Some(why) => format!("{} cannot hold the image: {why}. ", s.title()),
+                        None => String::new(),
+                    },
+                    None => String::new(),
+                };
+                format!(
+                    "{why}Up to {} will be read. Drives are mounted when chosen; others are listed with \
+                     the reason they cannot be used.",
+                    human_size(w.estimate)
+                )
+            };
+            let list = with_info_box(f, area, 5, "Destination", &info);
             select_list(
                 f,
-                parts[0],
+                list,
                 &step_title(2, 4, "where to write the image"),
                 store_items(&w.stores, width),
                 w.store_sel,
             );
-            let info = if w.opening {
-                "Mounting…".to_string()
-            } else if w.stores.is_empty() {
-                "No filesystem found. Plug in a drive formatted ext4, FAT32 or exFAT; it appears here.".into()
-            } else {
-                format!(
-                    "Up to {} will be read. Drives are mounted when chosen; others are listed with the reason they cannot be used.",
-                    human_size(w.estimate)
-                )
-            };
-            text_box(f, parts[1], "Destination", vec![Line::from(info)]);
             vec![("Enter", "choose"), ("Esc", "back")]
         }
         CapStep::Name => {
@@ -267,18 +274,18 @@ pub(super) fn restore(
             let lines = vec![
                 Line::from(Span::styled(i.path.display().to_string(), bold())),
                 Line::from(format!(
-                    "From {} {} {} ({}, {}-byte sectors, {} table)",
+                    "From {} {} {} ({}, {}-byte sectors, {})",
                     i.disk.path,
                     i.disk.model.trim(),
                     i.disk.serial,
                     human_size(i.disk.size),
                     i.disk.logical_sector_size,
-                    format!("{:?}", i.disk.table_kind).to_uppercase()
+                    i.disk.table_kind.describe()
                 )),
                 Line::from(format!(
-                    "Created {} on {} by {} {}",
+                    "Created {}{} by {} {}",
                     date_time(i.creation.created_unix.max(0) as u64),
-                    i.creation.host_name,
+                    crate::store::on_host(&i.creation.host_name),
                     i.creation.tool_name,
                     i.creation.tool_version
                 )),
@@ -329,7 +336,15 @@ pub(super) fn restore(
             vec![("Enter", "choose"), ("c", check), ("Esc", "back")]
         }
         RStep::Target => {
-            let parts = rows(area, &[0, 6]);
+            let info = match w.targets.get(w.target_sel).map(|t| &t.verdict) {
+                Some(Err(why)) => format!("Refused: {why}"),
+                Some(Ok(p)) if p.overwritten.is_empty() => {
+                    "The target holds nothing recognisable.".into()
+                }
+                Some(Ok(p)) => format!("Holds now (will be lost): {}", p.overwritten.join("; ")),
+                None => "No disks.".into(),
+            };
+            let list = with_info_box(f, area, 5, "Target", &info);
             let items = w
                 .targets
                 .iter()
@@ -358,20 +373,11 @@ pub(super) fn restore(
                 .collect();
             select_list(
                 f,
-                parts[0],
+                list,
                 &step_title(4, 5, "the target"),
                 items,
                 w.target_sel,
             );
-            let info = match w.targets.get(w.target_sel).map(|t| &t.verdict) {
-                Some(Err(why)) => format!("Refused: {why}"),
-                Some(Ok(p)) if p.overwritten.is_empty() => {
-                    "The target holds nothing recognisable.".into()
-                }
-                Some(Ok(p)) => format!("Holds now (will be lost): {}", p.overwritten.join("; ")),
-                None => "No disks.".into(),
-            };
-            text_box(f, parts[1], "Target", vec![Line::from(info)]);
             vec![("Enter", "choose"), ("Esc", "back")]
         }
         RStep::Confirm => {
@@ -403,8 +409,8 @@ pub(super) fn restore(
                 match w.chosen_partition() {
                     None => {
                         lines.push(Line::from(format!(
-                            "  {} partition table from the image",
-                            format!("{:?}", i.disk.table_kind).to_uppercase()
+                            "  the {} from the image",
+                            i.disk.table_kind.describe()
                         )));
                         for p in &i.disk.partitions {
                             lines.push(Line::from(format!(
@@ -479,7 +485,15 @@ pub(super) fn clone(f: &mut Frame, area: Rect, w: &CloneWiz) -> Vec<(&'static st
     let width = area.width.saturating_sub(4) as usize;
     match w.step {
         CloneStep::Target => {
-            let parts = rows(area, &[0, 6]);
+            let info = match w.targets.get(w.sel) {
+                Some((_, Err(why))) => format!("Refused: {why}"),
+                Some((_, Ok(p))) if !p.overwritten.is_empty() => {
+                    format!("Holds now (will be lost): {}", p.overwritten.join("; "))
+                }
+                Some(_) => "The target holds nothing recognisable.".into(),
+                None => "There is no other disk.".into(),
+            };
+            let list = with_info_box(f, area, 5, "Target", &info);
             let items = w
                 .targets
                 .iter()
@@ -493,20 +507,11 @@ pub(super) fn clone(f: &mut Frame, area: Rect, w: &CloneWiz) -> Vec<(&'static st
                 .collect();
             select_list(
                 f,
-                parts[0],
+                list,
                 &step_title(1, 2, &format!("clone {} onto", w.source.path)),
                 items,
                 w.sel,
             );
-            let info = match w.targets.get(w.sel) {
-                Some((_, Err(why))) => format!("Refused: {why}"),
-                Some((_, Ok(p))) if !p.overwritten.is_empty() => {
-                    format!("Holds now (will be lost): {}", p.overwritten.join("; "))
-                }
-                Some(_) => "The target holds nothing recognisable.".into(),
-                None => "There is no other disk.".into(),
-            };
-            text_box(f, parts[1], "Target", vec![Line::from(info)]);
             vec![("Enter", "choose"), ("Esc", "cancel")]
         }
         CloneStep::Confirm => {
