@@ -58,6 +58,9 @@ pub enum Effect {
     Cancel,
     /// Detect the disks again.
     Redetect,
+    /// Flush and unmount these mount points (of the selected disk or partition); answer with
+    /// `on_unmounted`.
+    Unmount(Vec<PathBuf>),
 }
 
 /// A mounted store: where it is, its free space and the images on it.
@@ -117,12 +120,13 @@ pub struct Row {
     pub part: Option<usize>,
 }
 
-pub const MENU: [(&str, char); 8] = [
+pub const MENU: [(&str, char); 9] = [
     ("Capture the selected disk or partition to an image", 'c'),
     ("Restore an image onto a disk or partition", 'r'),
     ("Verify an image", 'v'),
     ("Clone the selected disk onto another disk", 'x'),
     ("Grow the rescue stick's data partition", 'g'),
+    ("Unmount the selected disk or partition", 'u'),
     ("Show the log", 'l'),
     ("Power off or reboot", 'p'),
     ("Help", '?'),
@@ -402,6 +406,54 @@ impl App {
         vec![]
     }
 
+    /// Unmount what is mounted of the selected disk or partition (a drive mounted to hold images must be
+    /// unmounted before it can be restored or cloned onto, or unplugged).
+    fn unmount_selected(&mut self) -> Vec<Effect> {
+        let Some(row) = self.rows.get(self.sel).copied() else {
+            return vec![];
+        };
+        let d = &self.report.disks[row.disk];
+        let (name, mounts): (String, Vec<String>) = match row.part {
+            Some(i) => {
+                let p = &d.partitions[i];
+                (
+                    p.path.clone().unwrap_or_else(|| d.path.clone()),
+                    p.mounts.clone(),
+                )
+            }
+            None => (
+                d.path.clone(),
+                d.mounts
+                    .iter()
+                    .chain(d.partitions.iter().flat_map(|p| &p.mounts))
+                    .cloned()
+                    .collect(),
+            ),
+        };
+        if mounts.is_empty() {
+            self.note(format!("{name} is not mounted"));
+            return vec![];
+        }
+        if self.job.is_some() {
+            self.note("a job is running: unmount once it has finished");
+            return vec![];
+        }
+        self.note(format!("unmounting {}…", mounts.join(", ")));
+        vec![Effect::Unmount(
+            mounts.into_iter().map(PathBuf::from).collect(),
+        )]
+    }
+
+    /// What unmounting said: each mount point unmounted, or why not.
+    pub fn on_unmounted(&mut self, results: Vec<Result<String, String>>) {
+        for r in results {
+            match r {
+                Ok(m) => self.note(m),
+                Err(e) => self.note(format!("could not unmount: {e}")),
+            }
+        }
+    }
+
     /// The overview's one-letter actions (also what the menu runs).
     fn action(&mut self, c: char) -> Vec<Effect> {
         self.status = None;
@@ -424,6 +476,7 @@ impl App {
                 None => self.note("no disk to clone"),
             },
             'g' => super::grow::on_key_g(self),
+            'u' => return self.unmount_selected(),
             'l' => self.screen = Screen::Log { scroll: 0 },
             'p' => self.overlay = Some(Overlay::Power),
             'q' => return self.quit_key(Screen::Overview),

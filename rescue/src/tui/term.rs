@@ -185,6 +185,14 @@ fn event_loop(
                     app.on_store(r);
                 }
                 Effect::Inspect(path) => app.on_image(summarize(&path, detect_opts)),
+                Effect::Unmount(dirs) => {
+                    let results = dirs
+                        .iter()
+                        .map(|d| store::mount::unmount(d).map_err(|e| ops::describe(&e)))
+                        .collect();
+                    app.on_unmounted(results);
+                    redetect.store(true, Ordering::Relaxed);
+                }
                 Effect::Start(spec) => {
                     let flag = Arc::new(AtomicBool::new(false));
                     cancel = Some(flag.clone());

@@ -170,3 +170,35 @@ fn long_messages_are_wrapped_and_the_log_keeps_them() {
     }
     assert_whole(&render(&a, 80, 24), advice);
 }
+
+/// A drive the TUI mounted (to hold images) can be unmounted from the overview (`u`, or the menu), so it
+/// can then be restored or cloned onto; what is mounted is shown.
+#[test]
+fn mounted_drives_can_be_unmounted() {
+    use super::app::Effect;
+    use super::tests::select_row;
+    let mut report = super::tests::report();
+    report.disks[1].partitions[0].mounts = vec!["/run/rescue/mnt/vdb1".into()];
+    let mut a = super::App::new(super::Mode::Pid1, report, 0);
+    select_row(&mut a, "/dev/vdb1");
+    assert!(render(&a, 80, 24).contains("mounted on /run/rescue/mnt/vdb1 (u unmounts it)"));
+    let e = a.on_key(Key::Char('u'));
+    assert_eq!(
+        e,
+        vec![Effect::Unmount(vec!["/run/rescue/mnt/vdb1".into()])]
+    );
+    a.on_unmounted(vec![Ok(
+        "unmounted /run/rescue/mnt/vdb1; the drive can be removed".into(),
+    )]);
+    assert!(a.status.as_deref().unwrap().contains("can be removed"));
+    // The whole disk's row unmounts its partitions too; an unmounted one says so.
+    select_row(&mut a, "/dev/vdb");
+    assert_eq!(a.on_key(Key::Char('u')).len(), 1);
+    select_row(&mut a, "/dev/vdc");
+    assert!(a.on_key(Key::Char('u')).is_empty());
+    assert!(a
+        .status
+        .as_deref()
+        .unwrap()
+        .contains("/dev/vdc is not mounted"));
+}

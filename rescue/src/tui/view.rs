@@ -287,7 +287,10 @@ fn overview(f: &mut Frame, area: Rect, app: &App) -> Vec<(&'static str, &'static
                     lines.push(Line::from(format!("GPT name {n}")));
                 }
                 if !p.mounts.is_empty() {
-                    lines.push(Line::from(format!("mounted on {}", p.mounts.join(", "))));
+                    lines.push(Line::from(format!(
+                        "mounted on {} (u unmounts it)",
+                        p.mounts.join(", ")
+                    )));
                 }
             }
         }
@@ -458,6 +461,7 @@ fn overlay(f: &mut Frame, area: Rect, app: &App, o: &Overlay) {
                 Line::from(""),
                 Line::from("c capture    r restore   v verify    x clone"),
                 Line::from("l log        p power off or reboot    ? this help"),
+                Line::from("u unmount the selected disk or partition (flushes it first)"),
                 Line::from("g grow the rescue stick's data partition (when offered)"),
                 Line::from(if app.mode == Mode::Host {
                     "q quit (asks first while a job runs)"
