@@ -465,6 +465,7 @@ def cmd_measure(a):
             per_round.setdefault("ours-verify", []).append(run("ours-verify", [[a.rescue, "verify", img]]))
 
             for key, label, flags in (("ours-restore", "restore (with read-back verify)", []),
+                                      ("ours-restore-np", "restore --no-precheck", ["--no-precheck"]),
                                       ("ours-restore-nv", "restore --no-verify", ["--no-verify"])):
                 log(f"{tag}rescue {label}")
                 r = run(key, [[a.rescue, "restore", img, tgt, "--yes", "--json", "--threads", str(nproc)] + flags],
@@ -544,6 +545,7 @@ def cmd_measure(a):
         ("ours-capture-l3", "rescue", f"capture --level 3 --no-dedup (for comparison; {nproc} threads)"),
         ("ours-verify", "rescue", "verify the image (info: no writes)"),
         ("ours-restore", "rescue", "restore (with read-back verify)"),
+        ("ours-restore-np", "rescue", "restore --no-precheck (read-back verify, no check before writing)"),
         ("ours-restore-nv", "rescue", "restore --no-verify"),
         ("disk-floor", "disk alone", "the verified restore's I/O: image read while the data is written, "
                                      "fsync, data read back (O_DIRECT)"),
@@ -690,11 +692,21 @@ def render(a, layout, rows, checks, extra, pc_cmds, nproc):
     x = ratio(pr["seconds"], orn["seconds"])
     L.append(f"| restore, --no-verify: partclone+zstd time / ours | {x:.2f} | >= {GOAL_SPEEDUP:.0f} | "
              f"{goal(x >= GOAL_SPEEDUP)} |")
+    onp, _ = by["ours-restore-np"]
+    L.append(f"| restore: the check of every chunk before the first write costs | "
+             f"{orv['seconds'] - onp['seconds']:.1f} s ({ratio(orv['seconds'] - onp['seconds'], onp['seconds']) * 100:.0f}%) "
+             f"| | restore {orv['seconds']:.1f} s, --no-precheck {onp['seconds']:.1f} s |")
     L.append(f"| restore, verified: dd+zstd time / ours | {ratio(dr['seconds'], orv['seconds']):.2f} | | |")
     L.append(f"| restore, --no-verify: dd+zstd time / ours | {ratio(dr['seconds'], orn['seconds']):.2f} | | |")
     x = ratio(oimg, pimg)
     L.append(f"| image: our size / partclone+zstd size | {x:.3f} | <= 1 | {goal(x <= 1.0)} |")
     L.append(f"| image: our size / dd+zstd size | {ratio(oimg, dimg):.3f} | | |")
+    tail = layout.get("unallocated_tail_bytes", 0)
+    if tail:
+        read = extra.get("capture_summary", {}).get("used_bytes", 0)
+        L.append(f"| unallocated stale tail ({tail / MiB:,.0f} MiB outside every partition): bytes our capture read / "
+                 f"the disk's | {ratio(read, layout['disk_bytes']):.3f} | | not read (dd+zstd reads and stores it; "
+                 f"partclone reads partitions only) |")
     peak = max(oc["rss_kib"], orv["rss_kib"], orn["rss_kib"]) / 1024
     L.append(f"| our peak RSS: capture, restore | {oc['rss_kib'] / 1024:.0f}, "
              f"{max(orv['rss_kib'], orn['rss_kib']) / 1024:.0f} MiB | <= {GOAL_RSS_MIB} MiB | {goal(peak <= GOAL_RSS_MIB)} |")

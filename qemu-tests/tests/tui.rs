@@ -2,8 +2,8 @@
 //! disk, and drive the full-screen interface with keystrokes over the serial console, reading the screen
 //! with a terminal emulator (vt100). Capture the source into an image on the image drive, check that
 //! restoring onto the image drive is refused on screen, restore onto the blank disk, verify the image, clone
-//! the source onto a second blank disk, power off, and check the restored and the cloned disk on the host
-//! with independent tools.
+//! the source onto a second blank disk, unmount the image drive, power off, and check the restored and
+//! the cloned disk on the host with independent tools.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -116,6 +116,12 @@ fn capture_restore_verify_and_clone_through_the_tui() {
     assert!(screen.contains("read back and verified"), "{screen}");
     s.send(ENTER);
     s.wait("Disks (4)", STEP);
+
+    // The image drive the capture mounted is unmounted from the overview (u), flushed first.
+    s.select_disk("IMG");
+    s.send("u");
+    let screen = s.wait("the drive can be removed", STEP);
+    assert!(screen.contains("unmounted"), "{screen}");
 
     // Power off from the menu: drives are flushed and unmounted.
     s.send("p");
