@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::detect::{self, DetectOptions, Disk, Report};
+use crate::detect::{self, Disk, Report};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -81,15 +81,7 @@ pub enum Cmd {
     Ui,
 }
 
-/// Options for the running system: the real sysfs, /dev and mount table, and the boot medium's identity
-/// from the kernel command line.
-pub fn detect_options() -> DetectOptions {
-    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    DetectOptions {
-        boot_disk_guid: crate::init::cmdline::param(&cmdline, "rescue.stick"),
-        ..DetectOptions::default()
-    }
-}
+pub use crate::ops::detect_options;
 
 impl Cmd {
     /// A command asked for JSON whose failure is not already reported as JSON by the command itself.
@@ -110,10 +102,7 @@ pub fn main() -> i32 {
         // Listings hold nothing to clean up: `rescue disks | head` just ends, as other tools do, instead
         // of panicking on the closed pipe. (Jobs keep SIGPIPE ignored: a capture to a closed stdout fails
         // and cleans up.)
-        // SAFETY: setting a signal's disposition before any thread is started.
-        unsafe {
-            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        }
+        crate::sys::signals::default_sigpipe();
     }
     let error_as_json = cli.command.error_as_json();
     match run(cli) {
@@ -232,23 +221,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
-use crate::engine::json_name;
-
-/// Sizes as people read them on disk labels and in partitioners (binary units).
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
+use crate::units::{human_size, json_name};
 
 fn disk_flags(d: &Disk) -> Vec<String> {
     let mut flags = Vec::new();

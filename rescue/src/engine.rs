@@ -36,13 +36,7 @@ pub enum EngineError {
     Untouched(String),
 }
 
-/// The name an enum has in the JSON report (`usb`, `gpt`, `ext4`).
-pub fn json_name<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|j| j.as_str().map(str::to_string))
-        .unwrap_or_default()
-}
+pub use crate::units::json_name;
 
 /// The source's description as the image records it.
 pub fn disk_info(disk: &Disk) -> DiskInfo {

@@ -28,6 +28,10 @@ pub const EXIT_REBOOT: i32 = 11;
 
 /// Lines the test harness looks for on the serial console.
 pub const CMD_BEGIN: &str = "@@RESCUE-CMD-BEGIN@@";
+/// Exit status of `rescue job --on-stick` when the stick holds no job file: PID 1 then shows the UI.
+pub const EXIT_NO_JOB: i32 = 3;
+/// The job file on the stick's data partition that runs by itself at boot.
+pub const STICK_JOB_FILE: &str = "rescue-job.toml";
 pub const CMD_END: &str = "@@RESCUE-CMD-END";
 pub const READY: &str = "rescue: ready";
 
@@ -184,7 +188,7 @@ fn pid1_main(start: Instant) {
             } else if cmdline::param(&cmdline, "rescue.stick").is_some() {
                 // Booted from the stick: a job file on its data partition runs by itself (mass
                 // restore), after a countdown that Enter cancels.
-                run_job(crate::job::STICK_JOB_FILE, true, 10);
+                run_job(STICK_JOB_FILE, true, 10);
             }
             ui_loop()
         }
@@ -210,11 +214,11 @@ fn run_job(job: &str, on_stick: bool, countdown: u64) {
         args.push(countdown.to_string().into());
     }
     let rc = run_child(&args);
-    if rc != crate::cli::job::EXIT_NO_JOB {
+    if rc != EXIT_NO_JOB {
         println!("\n{CMD_END} rc={rc}@@");
     }
     match rc {
-        0 | crate::cli::job::EXIT_NO_JOB => {}
+        0 | EXIT_NO_JOB => {}
         EXIT_POWEROFF => shutdown(PowerAction::PowerOff),
         EXIT_REBOOT => shutdown(PowerAction::Reboot),
         _ => {
@@ -388,9 +392,8 @@ fn shutdown(action: PowerAction) -> ! {
     });
     // ntfs-3g must close its volumes itself (stopped, it leaves them unclean): unmount FUSE first and
     // wait for each program to finish, while nothing has been stopped yet.
-    for line in crate::store::mount::unmount_fuse_filesystems() {
-        log(&line);
-    }
+    // (A child does it: PID 1 does no such work itself.)
+    run_child(&["umount".into(), "--all-fuse".into()]);
     let _ = kill(Pid::from_raw(-1), Signal::SIGTERM);
     std::thread::sleep(Duration::from_millis(300));
     let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);

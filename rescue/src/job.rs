@@ -20,7 +20,7 @@ use crate::store;
 pub use spec::{Action, After, JobSpec};
 
 /// The job file PID 1 looks for at the root of the stick's data partition.
-pub const STICK_JOB_FILE: &str = "rescue-job.toml";
+pub use crate::init::STICK_JOB_FILE;
 
 /// Where a job looks for disks.
 #[derive(Debug, Clone, Default)]
@@ -90,7 +90,7 @@ impl Outcome {
     fn new(spec: &JobSpec) -> Outcome {
         Outcome {
             ok: false,
-            action: crate::engine::json_name(&spec.action),
+            action: crate::units::json_name(&spec.action),
             image: None,
             source: None,
             target: None,
@@ -277,7 +277,7 @@ fn execute(
     out: &mut Outcome,
 ) -> anyhow::Result<()> {
     let o = &spec.options;
-    let threads = crate::cli::imaging::default_threads();
+    let threads = ops::default_threads();
     match spec.action {
         Action::Capture => {
             let (disk, part) = r

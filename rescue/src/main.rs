@@ -1,5 +1,7 @@
 //! `rescue`: PID 1 of the rescue stick, the `/sbin/modprobe` the kernel calls, and a CLI on any Linux host.
 
+#![deny(unsafe_code)]
+
 fn main() {
     let argv0 = std::env::args().next().unwrap_or_default();
     if argv0.rsplit('/').next() == Some("modprobe") {

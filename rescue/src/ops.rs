@@ -26,6 +26,23 @@ pub struct Control {
     pub notices: Option<Sender<String>>,
 }
 
+/// Options for the running system: the real sysfs, /dev and mount table, and the boot medium's identity
+/// from the kernel command line.
+pub fn detect_options() -> DetectOptions {
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    DetectOptions {
+        boot_disk_guid: crate::init::cmdline::param(&cmdline, "rescue.stick"),
+        ..DetectOptions::default()
+    }
+}
+
+/// Worker threads by default: every core.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+}
+
 /// An error and its causes as one line for the user (what `{e:#}` prints), leaving out a cause whose text
 /// the line already holds: many errors name their OS error in their own message and keep it as their
 /// source too.

@@ -222,7 +222,7 @@ impl CapturePlan {
 }
 
 fn human(bytes: u64) -> String {
-    crate::cli::human_size(bytes)
+    crate::units::human_size(bytes)
 }
 
 /// Filesystems we have a used-block map for; the rest are captured raw (zero-skipped).

@@ -21,10 +21,12 @@ mod tests_exfat;
 mod tests_grow;
 
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
+
+pub use crate::units::{date_stamp, date_time, now_unix};
 
 use crate::detect::{Disk, FsKind, Report};
-use crate::engine::json_name;
+use crate::units::json_name;
 
 /// File name extension of our images.
 pub const IMAGE_EXT: &str = "rimg";
@@ -79,7 +81,7 @@ impl Store {
             Some(dev) => format!(
                 "{dev}  {}  {}{}{}",
                 self.fs.map(|f| json_name(&f)).unwrap_or_else(|| "?".into()),
-                crate::cli::human_size(self.size_bytes),
+                crate::units::human_size(self.size_bytes),
                 self.label
                     .as_ref()
                     .map(|l| format!("  \"{l}\""))
@@ -339,7 +341,7 @@ pub fn max_file_size_at(dir: &Path) -> Option<u64> {
 /// `to_read` bytes of data (worst case: nothing compresses), given the destination's largest file and
 /// free space.
 pub fn space_warning(max_file: Option<u64>, free: Option<u64>, to_read: u64) -> Option<String> {
-    let h = crate::cli::human_size;
+    let h = crate::units::human_size;
     if let Some(max) = max_file {
         if to_read > max {
             return Some(format!(
@@ -387,19 +389,6 @@ pub fn sanitize(s: &str) -> String {
     out.trim_matches('_').to_string()
 }
 
-pub fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// `YYYY-MM-DD-HHMM` (UTC) for a Unix time.
-pub fn date_stamp(unix: u64) -> String {
-    let (y, m, d, hh, mm) = civil(unix);
-    format!("{y:04}-{m:02}-{d:02}-{hh:02}{mm:02}")
-}
-
 /// `YYYY-MM-DD HH:MM UTC` for a Unix time.
 /// ` on HOST`, or nothing when an image does not say where it was made (the rescue system has no host
 /// name; older images recorded the kernel's "(none)").
@@ -410,38 +399,10 @@ pub fn on_host(host: &str) -> String {
     }
 }
 
-pub fn date_time(unix: u64) -> String {
-    let (y, m, d, hh, mm) = civil(unix);
-    format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02} UTC")
-}
-
-/// Year, month, day, hour, minute (UTC) of a Unix time (days-from-civil inverted, proleptic Gregorian).
-fn civil(unix: u64) -> (i64, u32, u32, u64, u64) {
-    let days = (unix / 86400) as i64;
-    let secs = unix % 86400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d, secs / 3600, (secs % 3600) / 60)
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dates() {
-        assert_eq!(date_stamp(0), "1970-01-01-0000");
-        assert_eq!(date_stamp(1_795_000_000), "2026-11-18-1106");
-        assert_eq!(date_time(951_782_400), "2000-02-29 00:00 UTC");
-    }
 
     #[test]
     fn names_are_portable() {

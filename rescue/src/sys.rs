@@ -13,6 +13,7 @@ use nix::mount::MsFlags;
 pub mod aligned;
 pub mod direct;
 pub mod on_abort;
+pub mod signals;
 pub mod zstd;
 pub use aligned::AlignedBuf;
 

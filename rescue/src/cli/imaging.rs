@@ -7,16 +7,12 @@ use std::sync::mpsc::{channel, Sender};
 
 use serde_json::json;
 
-use super::human_size;
 use crate::engine::{progress::Progress, restore};
 use crate::image::{ExtentKind, Index};
 use crate::ops::{self, open_image};
+use crate::units::human_size;
 
-pub fn default_threads() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-}
+pub use crate::ops::default_threads;
 
 /// Show progress: a one-line bar on a terminal, JSON lines with `--json`, nothing otherwise.
 pub fn progress_printer(

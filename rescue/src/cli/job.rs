@@ -7,8 +7,7 @@ use std::time::Duration;
 use crate::init::{EXIT_POWEROFF, EXIT_REBOOT};
 use crate::job::{self, After, JobEnv};
 
-/// Exit status when `--on-stick` finds no job file: PID 1 then shows the UI.
-pub const EXIT_NO_JOB: i32 = 3;
+pub use crate::init::EXIT_NO_JOB;
 
 #[derive(clap::Args, Debug)]
 pub struct JobArgs {

@@ -22,7 +22,12 @@ pub struct MountArgs {
 #[derive(clap::Args, Debug)]
 pub struct UmountArgs {
     /// The directory a filesystem is mounted on.
-    pub dir: PathBuf,
+    #[arg(required_unless_present = "all_fuse")]
+    pub dir: Option<PathBuf>,
+    /// Unmount every FUSE filesystem (NTFS through ntfs-3g), waiting for each program to close its
+    /// volume: what PID 1 runs at power off, before it stops every process.
+    #[arg(long, hide = true)]
+    pub all_fuse: bool,
 }
 
 pub fn mount(a: MountArgs) -> anyhow::Result<i32> {
@@ -38,6 +43,15 @@ pub fn mount(a: MountArgs) -> anyhow::Result<i32> {
 }
 
 pub fn umount(a: UmountArgs) -> anyhow::Result<i32> {
-    eprintln!("{}", mount::unmount(&a.dir)?);
+    if a.all_fuse {
+        for line in mount::unmount_fuse_filesystems() {
+            eprintln!("rescue: {line}");
+        }
+        return Ok(0);
+    }
+    match &a.dir {
+        Some(dir) => eprintln!("{}", mount::unmount(dir)?),
+        None => anyhow::bail!("name the directory to unmount"),
+    }
     Ok(0)
 }

@@ -9,7 +9,7 @@
 use std::fmt::Write as _;
 
 use super::{Disk, Partition, Report, Transport};
-use crate::engine::json_name;
+use crate::units::json_name;
 
 /// Rules about the disk.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -170,7 +170,7 @@ pub(crate) fn ranges_to_read(
             format!(
                 "unallocated: not read (space outside the partitions over {} is left out; \
                  --keep-unallocated reads it)",
-                crate::cli::human_size(crate::plan::SMALL_GAP)
+                crate::units::human_size(crate::plan::SMALL_GAP)
             ),
         );
     }

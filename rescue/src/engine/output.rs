@@ -291,7 +291,7 @@ fn placed(e: io::Error, pos: u64, len: usize) -> io::Error {
             format!(
                 "the drive holding it is full: it ran out of space writing bytes {pos}..{end} of the \
                  image ({} had been written)",
-                crate::cli::human_size(pos)
+                crate::units::human_size(pos)
             ),
         );
     }

@@ -9,7 +9,7 @@
 //! re-created as a new, empty exFAT filesystem; that is only offered when it holds no files.
 
 use crate::detect::{Disk, FsKind, Partition, PartitionTable};
-use crate::engine::json_name;
+use crate::units::json_name;
 
 /// The data partition's GPT name and filesystem label on the stick.
 pub const DATA_NAME: &str = "RESCUE-DATA";
@@ -199,7 +199,7 @@ pub fn plan_grow(disk: &Disk, contents: &DataContents) -> Result<GrowPlan, GrowR
         return Err(GrowRefusal::AlreadyFull {
             disk: name,
             partition,
-            unused: crate::cli::human_size(unused),
+            unused: crate::units::human_size(unused),
         });
     }
     let old_fs = match data.fs {

@@ -13,8 +13,8 @@ use nix::mount::MsFlags;
 
 use super::ntfs;
 use crate::detect::{self, Disk, FsKind, PartitionTable};
-use crate::engine::json_name;
 use crate::sys::{self, Unmounted};
+use crate::units::json_name;
 
 /// The kernel's name for a detected filesystem (for NTFS the program [`ntfs::FSTYPE`]: the rescue kernel
 /// has no NTFS driver), or why it cannot be mounted.

@@ -174,7 +174,7 @@ impl App {
             folders: Vec::new(),
             job: None,
             now_unix,
-            threads: crate::cli::imaging::default_threads(),
+            threads: crate::ops::default_threads(),
         };
         app.set_report(report);
         app

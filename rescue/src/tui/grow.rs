@@ -7,12 +7,12 @@
 
 use ratatui::text::{Line, Span};
 
-use crate::cli::human_size;
 use crate::detect::{DetectOptions, FsKind, Report};
-use crate::engine::json_name;
 use crate::engine::progress::Progress;
 use crate::ops;
 use crate::plan::grow::{data_partition, plan_grow, DataContents, GrowPlan, GrowRefusal};
+use crate::units::human_size;
+use crate::units::json_name;
 
 use super::app::{App, JobResult, JobSpec, Key, Overlay};
 use super::widgets::bold;

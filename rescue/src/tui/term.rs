@@ -16,7 +16,6 @@ use ratatui::backend::CrosstermBackend;
 use ratatui::layout::Rect;
 use ratatui::{Terminal, TerminalOptions, Viewport};
 
-use crate::cli::human_size;
 use crate::detect::{self, DetectOptions, Report};
 use crate::engine::progress::Progress;
 use crate::image::ExtentKind;
@@ -24,6 +23,7 @@ use crate::init::{EXIT_POWEROFF, EXIT_REBOOT};
 use crate::ops;
 use crate::plan::grow::DataContents;
 use crate::store::{self, Store};
+use crate::units::human_size;
 
 use super::app::{App, Effect, ImageSummary, JobResult, JobSpec, Key, Mode, OpenedStore};
 
@@ -49,7 +49,7 @@ pub struct Options {
 /// Run the UI until the user quits (host) or powers off (PID 1). Returns the process exit status
 /// (`EXIT_POWEROFF`/`EXIT_REBOOT` tell PID 1 what to do).
 pub fn run(opts: Options) -> io::Result<i32> {
-    let detect_opts = crate::cli::detect_options();
+    let detect_opts = crate::ops::detect_options();
     let report = detect_now(&opts.paths, &detect_opts);
     let mut app = App::new(opts.mode, report, store::now_unix());
     app.folders = opts.folders.iter().map(|d| Store::directory(d)).collect();

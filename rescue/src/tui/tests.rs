@@ -231,7 +231,7 @@ pub(super) fn summary() -> ImageSummary {
                     size: p.size_bytes,
                     fs_kind: p
                         .fs
-                        .map(|f| crate::engine::json_name(&f))
+                        .map(|f| crate::units::json_name(&f))
                         .unwrap_or_default(),
                     fs_label: p.fs_label.clone().unwrap_or_default(),
                     ..Default::default()

@@ -7,9 +7,9 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Gauge, Paragraph, Sparkline};
 use ratatui::Frame;
 
-use crate::cli::human_size;
 use crate::detect::{Disk, Partition};
-use crate::engine::json_name;
+use crate::units::human_size;
+use crate::units::json_name;
 
 use super::app::{App, Mode, Overlay, Screen, MENU};
 use super::widgets::{bold, dialog, dim, fit, key_line, rows, select_list, text_box, wrap};

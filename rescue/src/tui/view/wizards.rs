@@ -5,9 +5,9 @@ use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::Frame;
 
-use crate::cli::human_size;
-use crate::engine::json_name;
 use crate::store::date_time;
+use crate::units::human_size;
+use crate::units::json_name;
 
 use super::{disk_row, part_row};
 use crate::tui::app::App;

@@ -1,0 +1,80 @@
+//! Units people read: sizes, the names enums have in JSON, dates. The bottom layer: every module may use
+//! it, and it uses none.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Sizes as people read them on disk labels and in partitioners (binary units).
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// The name an enum has in the JSON report (`usb`, `gpt`, `ext4`).
+pub fn json_name<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|j| j.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+pub fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// `YYYY-MM-DD-HHMM` (UTC) for a Unix time.
+pub fn date_stamp(unix: u64) -> String {
+    let (y, m, d, hh, mm) = civil(unix);
+    format!("{y:04}-{m:02}-{d:02}-{hh:02}{mm:02}")
+}
+
+pub fn date_time(unix: u64) -> String {
+    let (y, m, d, hh, mm) = civil(unix);
+    format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02} UTC")
+}
+
+/// Year, month, day, hour, minute (UTC) of a Unix time (days-from-civil inverted, proleptic Gregorian).
+fn civil(unix: u64) -> (i64, u32, u32, u64, u64) {
+    let days = (unix / 86400) as i64;
+    let secs = unix % 86400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d, secs / 3600, (secs % 3600) / 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(date_stamp(0), "1970-01-01-0000");
+        assert_eq!(date_stamp(1_795_000_000), "2026-11-18-1106");
+        assert_eq!(date_time(951_782_400), "2000-02-29 00:00 UTC");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(human_size(512), "512 B");
+        assert_eq!(human_size(3 << 20), "3.0 MiB");
+    }
+}
