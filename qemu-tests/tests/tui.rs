@@ -82,6 +82,12 @@ fn capture_restore_verify_and_clone_through_the_tui() {
     );
     let refusal = line_with(&screen, "refused:").to_string();
     assert!(refusal.contains("the image"), "{screen}");
+    // The whole reason and its advice are on the 80x24 serial screen, wrapped, not cut.
+    let words = screen.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        words.contains("the disk being overwritten; put the image on another disk"),
+        "the refusal is cut:\n{screen}"
+    );
     // The blank 200 MiB disk is accepted: type its name to confirm.
     s.select("200.0 MiB");
     s.send(ENTER);

@@ -1,5 +1,5 @@
 use super::*;
-use crate::detect::{GptInfo, Identity, Partition, Transport};
+use crate::detect::{Disk, GptInfo, Identity, Partition, Transport};
 
 const MIB: u64 = 1 << 20;
 
