@@ -165,10 +165,12 @@ pub fn capture(
         creation: engine::creation_info(),
         cancel: ctl.cancel,
     };
+    // What will be read, worked out once: for the warning below and for the capture itself.
+    let reads = capture::plan_reads(&source, &plan);
     if to_stdout {
         let out = BufWriter::with_capacity(8 << 20, std::io::stdout());
         let (report, out) =
-            capture::capture(&source, &disk, &plan, out, &capture_opts, ctl.progress)?;
+            capture::capture_reads(&source, &disk, reads, out, &capture_opts, ctl.progress)?;
         out.into_inner()
             .map_err(|e| e.into_error())
             .context("flushing the image to stdout")?;
@@ -182,11 +184,10 @@ pub fn capture(
     }
     let folder = folder_of(&spec.output);
     if let Some(tx) = &ctl.notices {
-        let to_read = capture::bytes_to_read(&source, &plan);
         let warning = crate::store::space_warning(
             crate::store::max_file_size_at(folder),
             crate::store::free_bytes(folder),
-            to_read,
+            reads.total,
         );
         if let Some(w) = warning {
             let _ = tx.send(format!("{}: {w}", spec.output.display()));
@@ -196,7 +197,7 @@ pub fn capture(
     let out = create_partial(&spec.output, &partial)?;
     // A second Ctrl-C ends the process at once: the partial file goes too.
     let _abort = crate::sys::on_abort::RemoveOnAbort::new(&partial);
-    let result = capture::capture(&source, &disk, &plan, out, &capture_opts, ctl.progress)
+    let result = capture::capture_reads(&source, &disk, reads, out, &capture_opts, ctl.progress)
         .map_err(anyhow::Error::from)
         .and_then(|(report, out)| {
             let file = out

@@ -215,13 +215,29 @@ pub(crate) fn ranges_to_read(
     (std::iter::once(0..s.len).collect(), CaptureMode::Raw, why)
 }
 
-/// The bytes a capture of `plan` reads from `source`: each filesystem's used-block map worked out (and
-/// dropped), unallocated space left out, as the capture itself will.
-pub fn bytes_to_read(source: &Source, plan: &CapturePlan) -> u64 {
-    plan.bytes_to_read(|s| {
-        let (ranges, _, _) = ranges_to_read(source, s, &mut Vec::new());
-        Some(ranges.iter().map(|r| r.end - r.start).sum())
-    })
+/// What a capture of a plan reads: each stream's ranges (its filesystem's used-block map, or everything,
+/// or nothing for unallocated space), how, and why; worked out once, before anything is read, so the
+/// progress total (and the destination's room) is known up front.
+pub struct Reads<'a> {
+    work: Vec<(&'a PlannedStream, Vec<Range<u64>>, CaptureMode, String)>,
+    notes: Vec<String>,
+    /// Bytes the capture will read.
+    pub total: u64,
+}
+
+/// The [`Reads`] of `plan` on `source`.
+pub fn plan_reads<'a>(source: &Source, plan: &'a CapturePlan) -> Reads<'a> {
+    let mut notes = Vec::new();
+    let mut work = Vec::new();
+    for s in &plan.layout.streams {
+        let (ranges, mode, reason) = ranges_to_read(source, s, &mut notes);
+        work.push((s, ranges, mode, reason));
+    }
+    let total = work
+        .iter()
+        .map(|(_, r, _, _)| r.iter().map(|r| r.end - r.start).sum::<u64>())
+        .sum();
+    Reads { work, notes, total }
 }
 
 /// Capture `plan` of `source` (described by `disk`) into `out`. Returns the report and the inner writer.
@@ -233,17 +249,19 @@ pub fn capture<W: Write + Send>(
     opts: &CaptureOptions,
     progress: Option<Sender<Progress>>,
 ) -> Result<(CaptureReport, W), EngineError> {
-    let mut notes = Vec::new();
-    // Decide every stream's ranges first: the progress total must be known up front.
-    let mut work = Vec::new();
-    for s in &plan.layout.streams {
-        let (ranges, mode, reason) = ranges_to_read(source, s, &mut notes);
-        work.push((s, ranges, mode, reason));
-    }
-    let total: u64 = work
-        .iter()
-        .map(|(_, r, _, _)| r.iter().map(|r| r.end - r.start).sum::<u64>())
-        .sum();
+    capture_reads(source, disk, plan_reads(source, plan), out, opts, progress)
+}
+
+/// [`capture`] of reads worked out already.
+pub fn capture_reads<W: Write + Send>(
+    source: &Source,
+    disk: &Disk,
+    reads: Reads,
+    out: W,
+    opts: &CaptureOptions,
+    progress: Option<Sender<Progress>>,
+) -> Result<(CaptureReport, W), EngineError> {
+    let Reads { work, notes, total } = reads;
     let meter = Mutex::new(Meter::new("capture", total, progress));
     let header = ImageHeaderInfo {
         image_id: ImageId::generate(),
