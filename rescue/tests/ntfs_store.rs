@@ -39,17 +39,7 @@ impl NtfsDrive {
                 .arg(&backing),
         );
         assert!(ok, "mkntfs failed:\n{out}");
-        let out = Command::new("losetup")
-            .args(["-f", "--show"])
-            .arg(&backing)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "losetup failed (this test needs root): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let dev = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        let dev = common::attach_loop(&backing);
         let mnt = dir.path().join("mnt");
         NtfsDrive {
             dir,

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 mod common;
-use common::{rescue, s};
+use common::{attach_loop, attach_loop_with, rescue, s};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,26 +14,6 @@ use builder::checks::{check_filesystem, extract, tool};
 use builder::fixtures::{self, DiskSpec, Expected, Fs};
 
 const MIB: u64 = 1 << 20;
-
-/// A loop device over `backing` (needs root, as CI and the development machines have).
-fn attach_loop(backing: &Path) -> String {
-    attach_loop_with(backing, &[])
-}
-
-fn attach_loop_with(backing: &Path, options: &[&str]) -> String {
-    let out = Command::new("losetup")
-        .args(options)
-        .args(["-f", "--show"])
-        .arg(backing)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "losetup failed (this test needs root): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
 
 struct Fixture {
     _dir: tempfile::TempDir,

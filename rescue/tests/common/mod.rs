@@ -86,3 +86,23 @@ impl Drop for Tmpfs {
         let _ = Command::new("umount").arg(&self.dir).status();
     }
 }
+
+/// A loop device over `backing` (needs root, as CI and the development machines have).
+pub fn attach_loop(backing: &Path) -> String {
+    attach_loop_with(backing, &[])
+}
+
+pub fn attach_loop_with(backing: &Path, options: &[&str]) -> String {
+    let out = Command::new("losetup")
+        .args(options)
+        .args(["-f", "--show"])
+        .arg(backing)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "losetup failed (this test needs root): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
