@@ -206,17 +206,19 @@ fn debugfs_in_partition(disk: &Path, n: u32, commands: &[String], work: &Path) -
 /// The known-good image a technician restores: `src` captured on the host into `work/golden.rimg`.
 fn golden_image(src: &Source, work: &Path) -> PathBuf {
     let golden = work.join("golden.rimg");
-    let spec = rescue::ops::CaptureSpec {
+    let req = rescue::ops::Request::Capture(rescue::ops::CaptureSpec {
         source: src.path.clone(),
         output: golden.clone(),
-        partitions: vec![],
-        raw: false,
-        keep_unallocated: false,
-        level: rescue::image::DEFAULT_LEVEL,
         threads: 2,
-        dedup: true,
-    };
-    rescue::ops::capture(&spec, &Default::default(), Default::default()).unwrap();
+        ..Default::default()
+    });
+    let out = rescue::ops::run(
+        &req,
+        &Default::default(),
+        &Default::default(),
+        Default::default(),
+    );
+    assert!(out.ok, "{:?}", out.error);
     golden
 }
 

@@ -4,7 +4,6 @@
 pub mod imaging;
 pub mod job;
 pub mod mounts;
-mod signals;
 pub mod ui;
 
 use std::io::Write;
@@ -102,7 +101,7 @@ pub fn main() -> i32 {
         // Listings hold nothing to clean up: `rescue disks | head` just ends, as other tools do, instead
         // of panicking on the closed pipe. (Jobs keep SIGPIPE ignored: a capture to a closed stdout fails
         // and cleans up.)
-        crate::sys::signals::default_sigpipe();
+        crate::ops::end_on_closed_pipe();
     }
     let error_as_json = cli.command.error_as_json();
     match run(cli) {
@@ -201,12 +200,12 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Mount(args) => mounts::mount(args),
         Cmd::Umount(args) => mounts::umount(args),
         Cmd::Job(args) => job::run(args),
-        Cmd::Tui { folders, paths } => Ok(crate::tui::run(crate::tui::term::Options {
+        Cmd::Tui { folders, paths } => Ok(crate::tui::run(crate::tui::term::UiOptions {
             mode: crate::tui::Mode::Host,
             paths,
             folders,
         })?),
-        Cmd::Ui => match crate::tui::run(crate::tui::term::Options {
+        Cmd::Ui => match crate::tui::run(crate::tui::term::UiOptions {
             mode: crate::tui::Mode::Pid1,
             paths: vec![],
             folders: vec![],

@@ -8,13 +8,9 @@
 pub mod spec;
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
-
-use serde::Serialize;
 
 use crate::detect::{self, DetectOptions, Disk, Report};
-use crate::engine::restore::UnusedPolicy;
-use crate::ops;
+use crate::ops::{self, DiskId, Outcome};
 use crate::store;
 
 pub use spec::{Action, After, JobSpec};
@@ -37,117 +33,6 @@ impl JobEnv {
         } else {
             detect::detect_paths(&self.disks, &self.detect)
         }
-    }
-}
-
-/// A disk as the result file records it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct DiskId {
-    pub path: String,
-    pub serial: Option<String>,
-    pub model: Option<String>,
-    pub size_bytes: u64,
-}
-
-impl From<&Disk> for DiskId {
-    fn from(d: &Disk) -> Self {
-        DiskId {
-            path: d.path.clone(),
-            serial: d.serial.clone(),
-            model: d.model.as_ref().map(|m| m.trim().to_string()),
-            size_bytes: d.size_bytes,
-        }
-    }
-}
-
-/// The result file's content.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Outcome {
-    pub ok: bool,
-    pub action: String,
-    pub image: Option<String>,
-    pub source: Option<DiskId>,
-    pub target: Option<DiskId>,
-    pub root_hash: Option<String>,
-    /// Bytes read (capture), written (restore) or copied (clone).
-    pub bytes: u64,
-    pub image_bytes: Option<u64>,
-    pub verified: bool,
-    pub seconds: f64,
-    pub started_unix: u64,
-    /// Why the job failed, for people.
-    pub error: Option<String>,
-    /// Unreadable source ranges: `(stream, start, end)` in disk bytes.
-    pub unreadable: Vec<(String, u64, u64)>,
-    pub notes: Vec<String>,
-    pub tool_version: String,
-    /// Where the log and this result were written.
-    pub log: Option<String>,
-    pub result_file: Option<String>,
-}
-
-impl Outcome {
-    fn new(spec: &JobSpec) -> Outcome {
-        Outcome {
-            ok: false,
-            action: crate::units::json_name(&spec.action),
-            image: None,
-            source: None,
-            target: None,
-            root_hash: None,
-            bytes: 0,
-            image_bytes: None,
-            verified: false,
-            seconds: 0.0,
-            started_unix: store::now_unix(),
-            error: None,
-            unreadable: vec![],
-            notes: vec![],
-            tool_version: env!("CARGO_PKG_VERSION").to_string(),
-            log: None,
-            result_file: None,
-        }
-    }
-
-    /// Lines for the console and the log.
-    pub fn summary(&self) -> Vec<String> {
-        let mut v = vec![format!(
-            "{} {}: {}",
-            store::date_time(self.started_unix),
-            self.action,
-            if self.ok { "OK" } else { "FAILED" }
-        )];
-        if let Some(i) = &self.image {
-            v.push(format!("image {i}"));
-        }
-        for (what, d) in [("source", &self.source), ("target", &self.target)] {
-            if let Some(d) = d {
-                v.push(format!(
-                    "{what} {} (serial {}, model {}, {} bytes)",
-                    d.path,
-                    d.serial.as_deref().unwrap_or("-"),
-                    d.model.as_deref().unwrap_or("-"),
-                    d.size_bytes
-                ));
-            }
-        }
-        if let Some(h) = &self.root_hash {
-            v.push(format!("root hash {h}"));
-        }
-        v.push(format!(
-            "{} bytes in {:.1} s{}",
-            self.bytes,
-            self.seconds,
-            if self.verified { ", verified" } else { "" }
-        ));
-        for (s, a, b) in &self.unreadable {
-            v.push(format!("unreadable on the source ({s}): bytes {a}..{b}"));
-        }
-        v.extend(self.notes.iter().map(|n| format!("note: {n}")));
-        if let Some(e) = &self.error {
-            v.push(format!("error: {e}"));
-        }
-        v
     }
 }
 
@@ -253,84 +138,53 @@ fn resolve(
     })
 }
 
-/// Run a job; never panics, never returns an error: the outcome says what happened.
+/// Run a job; never panics, never returns an error: the outcome says what happened. The log and the
+/// result file are written beside the image, even when the job is refused before it starts.
 pub fn run(spec: &JobSpec, env: &JobEnv, ctl: ops::Control) -> Outcome {
-    let mut out = Outcome::new(spec);
-    let started = Instant::now();
+    let how = ops::RunOptions {
+        create_folder: true,
+        log: true,
+        result_file: true,
+    };
     let report = env.report();
-    let result = resolve(spec, env, &report, &mut out)
-        .and_then(|r| execute(spec, env, &r, ctl, &mut out).map_err(|e| ops::describe(&e)));
-    out.seconds = started.elapsed().as_secs_f64();
-    match result {
-        Ok(()) => out.ok = true,
-        Err(e) => out.error = Some(e),
+    let mut out = Outcome::new(&crate::units::json_name(&spec.action), None);
+    let request = resolve(spec, env, &report, &mut out).and_then(|r| request(spec, r));
+    match request {
+        Ok(req) => ops::run(&req, &how, &env.detect, ctl),
+        Err(e) => {
+            out.error = Some(e);
+            ops::record(&mut out, &how);
+            out
+        }
     }
-    write_records(&mut out);
-    out
 }
 
-fn execute(
-    spec: &JobSpec,
-    env: &JobEnv,
-    r: &Resolved,
-    ctl: ops::Control,
-    out: &mut Outcome,
-) -> anyhow::Result<()> {
+/// The operation a resolved job asks for.
+fn request(spec: &JobSpec, r: Resolved) -> Result<ops::Request, String> {
     let o = &spec.options;
-    let threads = ops::default_threads();
-    match spec.action {
+    let image = || r.image.clone().ok_or("the job names no image");
+    let source = || r.source.clone().ok_or("the job names no source disk");
+    let target = || r.target.clone().ok_or("the job names no target disk");
+    Ok(match spec.action {
         Action::Capture => {
-            let (disk, part) = r
-                .source
-                .clone()
-                .ok_or_else(|| anyhow::anyhow!("no source"))?;
-            let output = r.image.clone().ok_or_else(|| anyhow::anyhow!("no image"))?;
-            if let Some(dir) = output.parent() {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| anyhow::anyhow!("creating the folder {}: {e}", dir.display()))?;
-            }
+            let (disk, part) = source()?;
             let mut partitions = o.partitions.clone();
             partitions.extend(part);
-            let cs = ops::CaptureSpec {
+            ops::Request::Capture(ops::CaptureSpec {
                 source: PathBuf::from(&disk.path),
-                output: output.clone(),
+                output: image()?,
                 partitions,
                 raw: o.raw,
                 keep_unallocated: o.keep_unallocated,
                 level: o.level,
-                threads,
-                dedup: true,
-            };
-            let (_, report) = ops::capture(&cs, &env.detect, ctl)?;
-            out.root_hash = Some(report.root_hash.clone());
-            out.bytes = report.used_bytes;
-            out.image_bytes = Some(report.image_bytes);
-            out.unreadable = report
-                .unreadable
-                .iter()
-                .map(|(s, r)| (s.clone(), r.start, r.end))
-                .collect();
-            out.notes = report.notes.clone();
-            if o.verify {
-                let v = ops::verify(&output, None, None)?;
-                if !v.problems.is_empty() {
-                    anyhow::bail!(
-                        "the new image {} does not verify: {}",
-                        output.display(),
-                        v.problems.join("; ")
-                    );
-                }
-                out.verified = true;
-            }
+                verify: o.verify,
+                ..Default::default()
+            })
         }
         Action::Restore => {
-            let (disk, to_part) = r
-                .target
-                .clone()
-                .ok_or_else(|| anyhow::anyhow!("no target"))?;
-            let image = r.image.clone().ok_or_else(|| anyhow::anyhow!("no image"))?;
-            let rs = ops::RestoreSpec {
-                image: image.clone(),
+            let (disk, to_part) = target()?;
+            ops::Request::Restore(ops::RestoreSpec {
+                image: image()?,
                 target: PathBuf::from(&disk.path),
                 partition: o.partition,
                 // Into the target partition the rules name, else the one with the image partition's number.
@@ -338,118 +192,25 @@ fn execute(
                 confirmed: true,
                 precheck: o.precheck,
                 verify: o.verify,
-                unused: UnusedPolicy::Leave,
-                threads,
-            };
-            let report = ops::restore(&rs, &env.detect, ctl)?;
-            out.root_hash = ops::open_image(&image)
-                .ok()
-                .map(|i| i.root_hash().to_string());
-            out.bytes = report.bytes_written;
-            out.verified = report.verified;
-            out.unreadable = report
-                .unreadable
-                .iter()
-                .map(|(s, r)| (s.clone(), r.start, r.end))
-                .collect();
-            out.notes = report.notes.clone();
+                ..Default::default()
+            })
         }
-        Action::Verify => {
-            let image = r.image.clone().ok_or_else(|| anyhow::anyhow!("no image"))?;
-            let against = r
+        Action::Verify => ops::Request::Verify(ops::VerifySpec {
+            image: image()?,
+            against: r
                 .target
                 .as_ref()
                 .or(r.source.as_ref())
-                .map(|(d, _)| PathBuf::from(&d.path));
-            let v = ops::verify(&image, against.as_deref(), ctl.progress)?;
-            out.root_hash = Some(v.root_hash);
-            out.bytes = std::fs::metadata(&image).map(|m| m.len()).unwrap_or(0);
-            if !v.problems.is_empty() {
-                anyhow::bail!("{}: {}", image.display(), v.problems.join("; "));
-            }
-            out.verified = true;
-        }
-        Action::Clone => {
-            let (src, _) = r
-                .source
-                .clone()
-                .ok_or_else(|| anyhow::anyhow!("no source"))?;
-            let (dst, _) = r
-                .target
-                .clone()
-                .ok_or_else(|| anyhow::anyhow!("no target"))?;
-            let cs = ops::CloneSpec {
-                source: PathBuf::from(&src.path),
-                target: PathBuf::from(&dst.path),
-                raw: o.raw,
-                confirmed: true,
-                verify: o.verify,
-            };
-            let report = ops::clone(&cs, &env.detect, ctl)?;
-            out.bytes = report.bytes_copied;
-            out.verified = report.verified;
-            out.notes = report.notes.clone();
-        }
-    }
-    Ok(())
-}
-
-/// The log (`IMAGE.log`, appended) and the result file (`IMAGE.<action>-<disk>-<date>.json`) beside the
-/// image; without an image (clone), under /run/rescue/logs.
-fn write_records(out: &mut Outcome) {
-    let disk = out
-        .target
-        .as_ref()
-        .or(out.source.as_ref())
-        .map(|d| {
-            d.serial
-                .as_deref()
-                .map(store::sanitize)
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| store::sanitize(&d.path))
-        })
-        .unwrap_or_else(|| "none".into());
-    let base = match &out.image {
-        Some(i) if Path::new(i).parent().is_some_and(Path::is_dir) => PathBuf::from(i),
-        _ => {
-            let dir = Path::new("/run/rescue/logs");
-            let _ = std::fs::create_dir_all(dir);
-            dir.join(format!("{}-job", out.action))
-        }
-    };
-    // One result per run: several machines restore the same image, and a rerun must not overwrite the
-    // record of the failure before it.
-    let stamp = format!(
-        "{}{:02}",
-        store::date_stamp(out.started_unix),
-        out.started_unix % 60
-    );
-    let name = |n: u32| {
-        let mut r = base.as_os_str().to_owned();
-        r.push(format!(".{}-{disk}-{stamp}", out.action));
-        if n > 1 {
-            r.push(format!("-{n}"));
-        }
-        r.push(".json");
-        PathBuf::from(r)
-    };
-    let result = (1..1000)
-        .map(name)
-        .find(|p| !p.exists())
-        .unwrap_or_else(|| name(1000));
-    out.log = ops::append_log(&base, &out.summary())
-        .ok()
-        .map(|p| p.display().to_string());
-    out.result_file = Some(result.display().to_string());
-    let written = serde_json::to_vec_pretty(&*out)
-        .ok()
-        .and_then(|json| std::fs::write(&result, json).ok())
-        .and_then(|_| std::fs::File::open(&result).ok())
-        .map(|f| f.sync_all().is_ok())
-        .unwrap_or(false);
-    if !written {
-        out.result_file = None;
-    }
+                .map(|(d, _)| PathBuf::from(&d.path)),
+        }),
+        Action::Clone => ops::Request::Clone(ops::CloneSpec {
+            source: PathBuf::from(&source()?.0.path),
+            target: PathBuf::from(&target()?.0.path),
+            raw: o.raw,
+            confirmed: true,
+            verify: o.verify,
+        }),
+    })
 }
 
 /// Read a job: inline (`key=value ...`) or a file path.

@@ -18,7 +18,7 @@ pub mod upcase;
 mod tests_exfat;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
-mod tests_grow;
+pub(crate) mod tests_grow;
 
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;

@@ -36,5 +36,5 @@ pub enum Step {
     Stay(Vec<app::Effect>),
     /// Leave the wizard for the overview.
     Back,
-    Start(app::JobSpec),
+    Start(app::Request),
 }

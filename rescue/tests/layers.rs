@@ -1,6 +1,7 @@
 //! The crate's layers (docs/ARCHITECTURE.md), proved on its own source: a module uses only modules of a
 //! lower layer. Reads every `crate::…` path in the code of `rescue/src` (comments, string literals and
-//! test code left out) and names each file and path that goes against the layers.
+//! test code left out) and names each file and path that goes against the layers, or that reaches past
+//! `ops` from a front end.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
@@ -21,6 +22,11 @@ const LAYERS: &[&[&str]] = &[
     &["tui"],
     &["cli"],
 ];
+
+/// The front ends: they reach the layers below `ops` only through it (and the types of `plan`, `store`,
+/// `detect`, `init` and `units` they present).
+const FRONT_ENDS: &[&str] = &["job", "tui", "cli"];
+const BEHIND_OPS: &[&str] = &["engine", "image", "fs", "hw", "sys"];
 
 fn layer_of(module: &str) -> Option<usize> {
     LAYERS.iter().position(|l| l.contains(&module))
@@ -236,6 +242,13 @@ fn violations(src: &Path) -> Vec<String> {
             }
             seen.push(dep.clone());
             match layer_of(&dep) {
+                Some(_) if FRONT_ENDS.contains(&module.as_str()) && BEHIND_OPS.contains(&dep.as_str()) => {
+                    found.push(format!(
+                        "{}: uses crate::{dep} from the front end `{module}`; front ends reach it only \
+                         through ops",
+                        rel.display()
+                    ))
+                }
                 Some(l) if l < own => {}
                 Some(l) => found.push(format!(
                     "{}: uses crate::{dep} (layer {l}) from `{module}` (layer {own}); a module may use only \
@@ -279,8 +292,13 @@ fn a_back_import_is_caught_and_nothing_else() {
     std::fs::write(src.join("plan/tests.rs"), "use crate::cli::y;\n").unwrap();
     std::fs::write(src.join("plan/grow.rs"), "use crate::{store::x, units};\n").unwrap();
     std::fs::write(src.join("mystery.rs"), "use crate::units;\n").unwrap();
+    std::fs::write(
+        src.join("tui.rs"),
+        "use crate::{ops, plan, store};\nfn f() { crate::engine::run(); }\n",
+    )
+    .unwrap();
     let v = violations(src);
-    assert_eq!(v.len(), 3, "{v:#?}");
+    assert_eq!(v.len(), 4, "{v:#?}");
     assert!(
         v[0].starts_with("mystery.rs: module `mystery` has no layer"),
         "{v:#?}"
@@ -291,6 +309,10 @@ fn a_back_import_is_caught_and_nothing_else() {
     );
     assert!(
         v[2].starts_with("plan.rs: uses crate::engine (layer 5) from `plan` (layer 4)"),
+        "{v:#?}"
+    );
+    assert!(
+        v[3].starts_with("tui.rs: uses crate::engine from the front end `tui`"),
         "{v:#?}"
     );
 }

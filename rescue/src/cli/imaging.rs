@@ -1,5 +1,5 @@
-//! `capture`, `restore`, `verify`, `inspect` and `clone`: argument handling, progress display and the
-//! final report. The work itself is `plan` + `engine`.
+//! `capture`, `restore`, `verify`, `inspect` and `clone`: arguments into an `ops::Request`, progress on
+//! the terminal, and the outcome as text or `--json`. The work itself is `ops::run`.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -7,9 +7,7 @@ use std::sync::mpsc::{channel, Sender};
 
 use serde_json::json;
 
-use crate::engine::{progress::Progress, restore};
-use crate::image::{ExtentKind, Index};
-use crate::ops::{self, open_image};
+use crate::ops::{self, Outcome, Progress, Request, RunOptions};
 use crate::units::human_size;
 
 pub use crate::ops::default_threads;
@@ -92,7 +90,7 @@ pub fn control(json_lines: bool, signals: bool) -> (ops::Control, Printers) {
         progress,
         notices: Some(ntx),
         cancel: if signals {
-            super::signals::cancel_on_signals()
+            ops::cancel_on_signals()
         } else {
             Default::default()
         },
@@ -127,7 +125,7 @@ pub struct CaptureArgs {
     pub partitions: Vec<u32>,
     /// zstd compression level (the default, 2, with block deduplication makes images smaller than
     /// Clonezilla's partclone | zstd -3, faster; higher levels compress more, more slowly).
-    #[arg(long, default_value_t = crate::image::DEFAULT_LEVEL, value_parser = clap::value_parser!(i32).range(1..=19))]
+    #[arg(long, default_value_t = ops::DEFAULT_LEVEL, value_parser = clap::value_parser!(i32).range(1..=19))]
     pub level: i32,
     /// Compression threads (default: every core; at most 8 are used).
     #[arg(long, default_value_t = default_threads())]
@@ -148,9 +146,29 @@ pub struct CaptureArgs {
     pub json: bool,
 }
 
+/// Run `req` with this terminal's printers (Ctrl-C cancels); the outcome, or its error.
+fn run(req: &Request, json_lines: bool) -> anyhow::Result<Outcome> {
+    let (ctl, printers) = control(json_lines, true);
+    // A typed path must exist; the CLI leaves no records besides the image.
+    let outcome = ops::run(req, &RunOptions::default(), &super::detect_options(), ctl);
+    printers.finish();
+    match &outcome.error {
+        Some(e) if outcome.problems.is_empty() => Err(anyhow::anyhow!("{e}")),
+        _ => Ok(outcome),
+    }
+}
+
+/// Unreadable ranges as JSON objects.
+fn unreadable_json(out: &Outcome) -> Vec<serde_json::Value> {
+    out.unreadable
+        .iter()
+        .map(|(s, start, end)| json!({"stream": s, "start": start, "end": end}))
+        .collect()
+}
+
 pub fn capture(a: CaptureArgs) -> anyhow::Result<i32> {
     let to_stdout = a.output.as_os_str() == "-";
-    let spec = ops::CaptureSpec {
+    let req = Request::Capture(ops::CaptureSpec {
         source: a.source.clone(),
         output: a.output.clone(),
         partitions: a.partitions.clone(),
@@ -159,26 +177,31 @@ pub fn capture(a: CaptureArgs) -> anyhow::Result<i32> {
         level: a.level,
         threads: a.threads,
         dedup: !a.no_dedup,
-    };
-    let (ctl, printers) = control(a.json, true);
-    let result = ops::capture(&spec, &super::detect_options(), ctl);
-    printers.finish();
-    let (disk, report) = result?;
-    let summary = json!({
-        "image": if to_stdout { "-".to_string() } else { a.output.display().to_string() },
-        "source": disk.path,
-        "root_hash": report.root_hash,
-        "image_bytes": report.image_bytes,
-        "used_bytes": report.used_bytes,
-        "stored_bytes": report.stored_bytes,
-        "repeated_bytes": report.repeated_bytes,
-        "zero_bytes": report.zero_bytes,
-        "seconds": report.seconds,
-        "unreadable": report.unreadable.iter().map(|(s, r)| json!({"stream": s, "start": r.start, "end": r.end})).collect::<Vec<_>>(),
-        "notes": report.notes,
-        "peak_rss_bytes": ops::peak_rss_bytes(),
+        verify: false,
     });
+    let out = run(&req, a.json)?;
+    let source = out
+        .source
+        .as_ref()
+        .map(|d| d.path.clone())
+        .unwrap_or_default();
+    let image_bytes = out.image_bytes.unwrap_or(0);
+    let repeated_bytes = out.repeated_bytes.unwrap_or(0);
     if a.json {
+        let summary = json!({
+            "image": if to_stdout { "-".to_string() } else { a.output.display().to_string() },
+            "source": source,
+            "root_hash": out.root_hash,
+            "image_bytes": image_bytes,
+            "used_bytes": out.bytes,
+            "stored_bytes": out.stored_bytes,
+            "repeated_bytes": repeated_bytes,
+            "zero_bytes": out.zero_bytes,
+            "seconds": out.seconds,
+            "unreadable": unreadable_json(&out),
+            "notes": out.notes,
+            "peak_rss_bytes": out.peak_rss_bytes,
+        });
         if to_stdout {
             eprintln!("{summary}");
         } else {
@@ -187,17 +210,17 @@ pub fn capture(a: CaptureArgs) -> anyhow::Result<i32> {
     } else {
         eprintln!(
             "captured {} of {} used in {:.1} s into {} bytes ({}); root hash {}",
-            disk.path,
-            human_size(report.used_bytes),
-            report.seconds,
-            report.image_bytes,
-            human_size(report.image_bytes),
-            report.root_hash
+            source,
+            human_size(out.bytes),
+            out.seconds,
+            image_bytes,
+            human_size(image_bytes),
+            out.root_hash.as_deref().unwrap_or("-")
         );
-        if report.repeated_bytes > 0 {
+        if repeated_bytes > 0 {
             eprintln!(
                 "{} found more than once was stored once{}",
-                human_size(report.repeated_bytes),
+                human_size(repeated_bytes),
                 if a.no_dedup {
                     " (whole identical chunks; block deduplication was off)"
                 } else {
@@ -205,13 +228,12 @@ pub fn capture(a: CaptureArgs) -> anyhow::Result<i32> {
                 }
             );
         }
-        for (s, r) in &report.unreadable {
+        for (s, start, end) in &out.unreadable {
             eprintln!(
-                "warning: unreadable on the source ({s}): bytes {}..{}; saved as a hole",
-                r.start, r.end
+                "warning: unreadable on the source ({s}): bytes {start}..{end}; saved as a hole"
             );
         }
-        for n in &report.notes {
+        for n in &out.notes {
             eprintln!("note: {n}");
         }
     }
@@ -255,7 +277,7 @@ pub struct RestoreArgs {
 }
 
 pub fn restore(a: RestoreArgs) -> anyhow::Result<i32> {
-    let spec = ops::RestoreSpec {
+    let req = Request::Restore(ops::RestoreSpec {
         image: a.image.clone(),
         target: a.target.clone(),
         partition: a.partition,
@@ -264,35 +286,34 @@ pub fn restore(a: RestoreArgs) -> anyhow::Result<i32> {
         precheck: !a.no_precheck,
         verify: !a.no_verify,
         unused: if a.zero_unused {
-            restore::UnusedPolicy::Zero
+            ops::UnusedPolicy::Zero
         } else if a.discard_unused {
-            restore::UnusedPolicy::Discard
+            ops::UnusedPolicy::Discard
         } else {
-            restore::UnusedPolicy::Leave
+            ops::UnusedPolicy::Leave
         },
         threads: a.threads,
-    };
-    let (ctl, printers) = control(a.json, true);
-    let report = ops::restore(&spec, &super::detect_options(), ctl);
-    printers.finish();
-    let report = report?;
+    });
+    let out = run(&req, a.json)?;
+    let zero_bytes = out.zero_bytes.unwrap_or(0);
+    let discarded_bytes = out.discarded_bytes.unwrap_or(0);
     if a.json {
         println!(
             "{}",
             json!({
                 "target": a.target.display().to_string(),
-                "bytes_written": report.bytes_written,
-                "zero_bytes": report.zero_bytes,
-                "discarded_bytes": report.discarded_bytes,
-                "peak_rss_bytes": ops::peak_rss_bytes(),
-                "verified": report.verified,
-                "seconds": report.seconds,
-                "unreadable": report.unreadable.iter().map(|(s, r)| json!({"stream": s, "start": r.start, "end": r.end})).collect::<Vec<_>>(),
-                "notes": report.notes,
+                "bytes_written": out.bytes,
+                "zero_bytes": zero_bytes,
+                "discarded_bytes": discarded_bytes,
+                "peak_rss_bytes": out.peak_rss_bytes,
+                "verified": out.verified,
+                "seconds": out.seconds,
+                "unreadable": unreadable_json(&out),
+                "notes": out.notes,
             })
         );
     } else {
-        let zeros = match (report.zero_bytes, report.discarded_bytes) {
+        let zeros = match (zero_bytes, discarded_bytes) {
             (0, 0) => String::new(),
             (z, 0) => format!(" ({} of it zeros)", human_size(z)),
             (0, d) => format!(", {} of free space discarded", human_size(d)),
@@ -306,20 +327,19 @@ pub fn restore(a: RestoreArgs) -> anyhow::Result<i32> {
             "restored {} onto {}: {} written{zeros}{}",
             a.image.display(),
             a.target.display(),
-            human_size(report.bytes_written),
-            if report.verified {
+            human_size(out.bytes),
+            if out.verified {
                 ", read back and verified"
             } else {
                 " (not verified: --no-verify)"
             }
         );
-        for (s, r) in &report.unreadable {
+        for (s, start, end) in &out.unreadable {
             eprintln!(
-                "warning: {s}: bytes {}..{} were unreadable when captured; written as zeros",
-                r.start, r.end
+                "warning: {s}: bytes {start}..{end} were unreadable when captured; written as zeros"
             );
         }
-        for n in &report.notes {
+        for n in &out.notes {
             eprintln!("note: {n}");
         }
     }
@@ -327,45 +347,51 @@ pub fn restore(a: RestoreArgs) -> anyhow::Result<i32> {
 }
 
 pub fn verify(image_path: &Path, against: Option<&Path>, json_out: bool) -> anyhow::Result<i32> {
+    let req = Request::Verify(ops::VerifySpec {
+        image: image_path.to_path_buf(),
+        against: against.map(Path::to_path_buf),
+    });
     let (tx, printer) = progress_printer(json_out);
-    let outcome = ops::verify(image_path, against, tx);
-    finish_progress(printer);
-    let outcome = match outcome {
-        Ok(o) => o,
-        Err(e) => {
-            if json_out {
-                println!(
-                    "{}",
-                    json!({"image": image_path.display().to_string(), "ok": false, "problems": [ops::describe(&e)]})
-                );
-            }
-            return Err(e);
-        }
+    let ctl = ops::Control {
+        progress: tx,
+        ..Default::default()
     };
-    let problems = outcome.problems;
+    let out = ops::run(&req, &RunOptions::default(), &super::detect_options(), ctl);
+    finish_progress(printer);
+    if let (Some(e), true) = (&out.error, out.problems.is_empty()) {
+        if json_out {
+            println!(
+                "{}",
+                json!({"image": image_path.display().to_string(), "ok": false, "problems": [e]})
+            );
+        }
+        anyhow::bail!("{e}");
+    }
+    let problems = out.problems;
     if json_out {
         println!(
             "{}",
-            json!({"image": image_path.display().to_string(), "ok": problems.is_empty(), "root_hash": outcome.root_hash,
-                   "unreadable_bytes": outcome.unreadable_bytes, "problems": problems, "notes": outcome.notes})
+            json!({"image": image_path.display().to_string(), "ok": problems.is_empty(), "root_hash": out.root_hash,
+                   "unreadable_bytes": out.unreadable_bytes, "problems": problems, "notes": out.notes})
         );
         return Ok(if problems.is_empty() { 0 } else { 2 });
     }
-    for n in &outcome.notes {
+    for n in &out.notes {
         eprintln!("note: {n}");
     }
     if problems.is_empty() {
         eprintln!(
             "{}: OK, every chunk and the root hash {} check out",
             image_path.display(),
-            outcome.root_hash
+            out.root_hash.as_deref().unwrap_or("-")
         );
-        if outcome.unreadable_bytes > 0 {
+        let unreadable = out.unreadable_bytes.unwrap_or(0);
+        if unreadable > 0 {
             eprintln!(
                 "{}: {} bytes of the source could not be read when it was captured; a restore writes zeros \
                  there (`rescue inspect` lists the ranges)",
                 image_path.display(),
-                outcome.unreadable_bytes
+                unreadable
             );
         }
     } else {
@@ -376,66 +402,36 @@ pub fn verify(image_path: &Path, against: Option<&Path>, json_out: bool) -> anyh
     Ok(if problems.is_empty() { 0 } else { 2 })
 }
 
-/// Disk ranges of the gap streams that were not read at all (unallocated space, FORMAT.md §7.3).
-fn unallocated_ranges(index: &Index) -> Vec<std::ops::Range<u64>> {
-    index
-        .streams
-        .iter()
-        .filter(|s| {
-            s.info.kind == crate::image::StreamKind::Gap
-                && s.info.length > 0
-                && s.extents.iter().all(|e| e.kind == ExtentKind::Unused)
-        })
-        .map(|s| s.info.disk_offset..s.info.disk_offset + s.info.length)
-        .collect()
-}
-
-fn unreadable_ranges(index: &Index) -> Vec<serde_json::Value> {
-    let mut out = Vec::new();
-    for s in &index.streams {
-        for e in s
-            .extents
-            .iter()
-            .filter(|e| e.kind == ExtentKind::Unreadable)
-        {
-            let start = s.info.disk_offset + e.offset;
-            out.push(json!({"stream": s.info.label, "start": start, "end": start + e.len}));
-        }
-    }
-    out
-}
-
 pub fn inspect(image_path: &Path, json_out: bool) -> anyhow::Result<i32> {
-    let image = open_image(image_path)?;
-    let index = image.index();
-    let file_len = std::fs::metadata(image_path).map(|m| m.len()).unwrap_or(0);
-    let used: u64 = index.streams.iter().map(|s| s.used_bytes).sum();
-    let d = &index.disk;
-    let storage = index.stream_storage();
+    let info = ops::inspect(image_path)?;
+    let file_len = info.image_bytes;
+    let used = info.used_bytes;
+    let d = &info.disk;
+    let creation = &info.creation;
     let value = json!({
         "image": image_path.display().to_string(),
         "image_bytes": file_len,
-        "root_hash": image.root_hash().to_string(),
-        "created_unix": index.creation.created_unix,
-        "host": index.creation.host_name,
-        "tool": format!("{} {}", index.creation.tool_name, index.creation.tool_version),
+        "root_hash": info.root_hash,
+        "created_unix": creation.created_unix,
+        "host": creation.host_name,
+        "tool": format!("{} {}", creation.tool_name, creation.tool_version),
         "source": {"path": d.path, "model": d.model, "serial": d.serial, "transport": d.transport, "size_bytes": d.size,
                    "logical_sector_size": d.logical_sector_size, "physical_sector_size": d.physical_sector_size,
                    "table": format!("{:?}", d.table_kind).to_lowercase(), "table_id": d.table_id},
         "partitions": d.partitions.iter().map(|p| json!({"number": p.number, "start_bytes": p.start, "size_bytes": p.size,
             "type": p.type_id, "name": p.name, "fs": p.fs_kind, "fs_label": p.fs_label, "fs_uuid": p.fs_uuid})).collect::<Vec<_>>(),
-        "streams": index.streams.iter().zip(&storage).map(|(s, st)| json!({"label": s.info.label,
-            "disk_offset": s.info.disk_offset, "length": s.info.length, "used_bytes": s.used_bytes,
-            "stored_bytes": st.stored_bytes, "shared_bytes": st.shared_bytes,
-            "capture": format!("{:?}", s.info.capture), "reason": s.info.capture_reason})).collect::<Vec<_>>(),
+        "streams": info.streams.iter().map(|s| json!({"label": s.label,
+            "disk_offset": s.disk_offset, "length": s.length, "used_bytes": s.used_bytes,
+            "stored_bytes": s.stored_bytes, "shared_bytes": s.shared_bytes,
+            "capture": s.capture, "reason": s.reason})).collect::<Vec<_>>(),
         "used_bytes": used,
-        "repeated_bytes": index.repeated_bytes(),
-        "format": format!("{}.{}", image.header().major, image.header().minor),
-        "required_features": image.header().required_features,
+        "repeated_bytes": info.repeated_bytes,
+        "format": info.format,
+        "required_features": info.required_features,
         "ratio": if file_len > 0 { used as f64 / file_len as f64 } else { 0.0 },
-        "unreadable": unreadable_ranges(index),
-        "unallocated": unallocated_ranges(index).iter().map(|r| json!({"start": r.start, "end": r.end})).collect::<Vec<_>>(),
-        "notes": index.creation.notes,
+        "unreadable": info.unreadable.iter().map(|(s, r)| json!({"stream": s, "start": r.start, "end": r.end})).collect::<Vec<_>>(),
+        "unallocated": info.unallocated.iter().map(|r| json!({"start": r.start, "end": r.end})).collect::<Vec<_>>(),
+        "notes": creation.notes,
     });
     if json_out {
         println!("{}", serde_json::to_string_pretty(&value)?);
@@ -446,13 +442,13 @@ pub fn inspect(image_path: &Path, json_out: bool) -> anyhow::Result<i32> {
         image_path.display(),
         human_size(file_len)
     );
-    println!("root hash   {}", image.root_hash());
+    println!("root hash   {}", info.root_hash);
     println!(
         "created     {}{} by {} {}",
-        crate::store::date_time(u64::try_from(index.creation.created_unix).unwrap_or(0)),
-        crate::store::on_host(&index.creation.host_name),
-        index.creation.tool_name,
-        index.creation.tool_version
+        crate::store::date_time(u64::try_from(creation.created_unix).unwrap_or(0)),
+        crate::store::on_host(&creation.host_name),
+        creation.tool_name,
+        creation.tool_version
     );
     println!(
         "source      {} {} {} ({}, {}, {}-byte sectors, {})",
@@ -475,16 +471,13 @@ pub fn inspect(image_path: &Path, json_out: bool) -> anyhow::Result<i32> {
         }
     );
     println!(
-        "repeated    {} found more than once, stored once (format {}.{})",
-        human_size(index.repeated_bytes()),
-        image.header().major,
-        image.header().minor
+        "repeated    {} found more than once, stored once (format {})",
+        human_size(info.repeated_bytes),
+        info.format
     );
     println!("partitions of the source (* captured):");
     for p in &d.partitions {
-        let captured = index.streams.iter().any(|s| {
-            matches!(s.info.kind, crate::image::StreamKind::Partition { number } if number == p.number)
-        });
+        let captured = info.streams.iter().any(|s| s.partition == Some(p.number));
         println!(
             "  {} {:<3} at {:>12}  {:>10}  {:<8} {:<12} {}",
             if captured { "*" } else { " " },
@@ -508,26 +501,29 @@ pub fn inspect(image_path: &Path, json_out: bool) -> anyhow::Result<i32> {
         "streams (stored: bytes of the image file written for it; shared: its data stored once for"
     );
     println!("an earlier stream):");
-    for (s, st) in index.streams.iter().zip(&storage) {
-        let shared = if st.shared_bytes > 0 {
-            format!(", {} shared", human_size(st.shared_bytes))
+    for s in &info.streams {
+        let shared = if s.shared_bytes > 0 {
+            format!(", {} shared", human_size(s.shared_bytes))
         } else {
             String::new()
         };
         println!(
             "  {:<28} at {:>12}  {:>10} used of {:>10}, {:>10} stored{shared}  {}",
-            s.info.label,
-            s.info.disk_offset,
+            s.label,
+            s.disk_offset,
             human_size(s.used_bytes),
-            human_size(s.info.length),
-            human_size(st.stored_bytes),
-            s.info.capture_reason
+            human_size(s.length),
+            human_size(s.stored_bytes),
+            s.reason
         );
     }
-    for u in unreadable_ranges(index) {
-        println!("unreadable  {u}");
+    for (s, r) in &info.unreadable {
+        println!(
+            "unreadable  {}",
+            json!({"stream": s, "start": r.start, "end": r.end})
+        );
     }
-    for r in unallocated_ranges(index) {
+    for r in &info.unallocated {
         println!(
             "unallocated bytes {}..{} ({}): not captured; a restore leaves them as they are",
             r.start,
@@ -535,7 +531,7 @@ pub fn inspect(image_path: &Path, json_out: bool) -> anyhow::Result<i32> {
             human_size(r.end - r.start)
         );
     }
-    for n in &index.creation.notes {
+    for n in &creation.notes {
         println!("note        {n}");
     }
     Ok(0)
@@ -562,45 +558,41 @@ pub struct CloneArgs {
 }
 
 pub fn clone(a: CloneArgs) -> anyhow::Result<i32> {
-    let spec = ops::CloneSpec {
+    let req = Request::Clone(ops::CloneSpec {
         source: a.source.clone(),
         target: a.target.clone(),
         raw: a.raw,
         confirmed: a.yes,
         verify: !a.no_verify,
-    };
-    let (ctl, printers) = control(a.json, true);
-    let report = ops::clone(&spec, &super::detect_options(), ctl);
-    printers.finish();
-    let report = report?;
+    });
+    let out = run(&req, a.json)?;
     if a.json {
         println!(
             "{}",
             json!({"source": a.source.display().to_string(), "target": a.target.display().to_string(),
-                   "bytes_copied": report.bytes_copied, "verified": report.verified, "seconds": report.seconds,
-                   "unreadable": report.unreadable.iter().map(|(s, r)| json!({"stream": s, "start": r.start, "end": r.end})).collect::<Vec<_>>(),
-                   "notes": report.notes})
+                   "bytes_copied": out.bytes, "verified": out.verified, "seconds": out.seconds,
+                   "unreadable": unreadable_json(&out),
+                   "notes": out.notes})
         );
     } else {
         eprintln!(
             "cloned {} onto {}: {} copied in {:.1} s{}",
             a.source.display(),
             a.target.display(),
-            human_size(report.bytes_copied),
-            report.seconds,
-            if report.verified {
+            human_size(out.bytes),
+            out.seconds,
+            if out.verified {
                 ", read back and verified"
             } else {
                 ""
             }
         );
-        for (s, r) in &report.unreadable {
+        for (s, start, end) in &out.unreadable {
             eprintln!(
-                "warning: unreadable on the source ({s}): bytes {}..{}; written as zeros",
-                r.start, r.end
+                "warning: unreadable on the source ({s}): bytes {start}..{end}; written as zeros"
             );
         }
-        for n in &report.notes {
+        for n in &out.notes {
             eprintln!("note: {n}");
         }
     }

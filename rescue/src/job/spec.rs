@@ -5,6 +5,7 @@
 use serde::Deserialize;
 
 use crate::detect::select::{parse_size_range, DiskRules, PartRules, Selector};
+use crate::ops;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -60,7 +61,7 @@ pub struct DiskSpec {
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Options {
+pub struct JobOptions {
     /// Capture only these partitions.
     #[serde(default)]
     pub partitions: Vec<u32>,
@@ -74,31 +75,36 @@ pub struct Options {
     #[serde(default)]
     pub keep_unallocated: bool,
     /// Read back (restore, clone) or verify the new image (capture).
-    #[serde(default = "yes")]
+    #[serde(default = "default_verify")]
     pub verify: bool,
     /// Restore: check every chunk of the image before the first write.
-    #[serde(default = "yes")]
+    #[serde(default = "default_precheck")]
     pub precheck: bool,
 }
 
+// The defaults are the operations' own (`ops`), but a job verifies a new image too.
 fn default_level() -> i32 {
-    crate::image::DEFAULT_LEVEL
+    ops::DEFAULT_LEVEL
 }
 
-fn yes() -> bool {
-    true
+fn default_verify() -> bool {
+    ops::RestoreSpec::default().verify
 }
 
-impl Default for Options {
+fn default_precheck() -> bool {
+    ops::RestoreSpec::default().precheck
+}
+
+impl Default for JobOptions {
     fn default() -> Self {
-        Options {
+        JobOptions {
             partitions: vec![],
             partition: None,
             level: default_level(),
             raw: false,
             keep_unallocated: false,
-            verify: true,
-            precheck: true,
+            verify: default_verify(),
+            precheck: default_precheck(),
         }
     }
 }
@@ -113,7 +119,7 @@ pub struct JobSpec {
     pub source: Option<DiskSpec>,
     pub target: Option<DiskSpec>,
     #[serde(default)]
-    pub options: Options,
+    pub options: JobOptions,
 }
 
 impl JobSpec {

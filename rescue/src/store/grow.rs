@@ -61,7 +61,7 @@ pub enum GrowError {
 }
 
 /// What was done.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct GrowReport {
     pub old_size: u64,
     pub new_size: u64,

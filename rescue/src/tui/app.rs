@@ -6,16 +6,16 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use crate::detect::{Disk, Report};
-use crate::engine::progress::Progress;
-use crate::image::{CreationInfo, DiskInfo};
+use crate::ops::{CreationInfo, DiskInfo, Progress};
 use crate::plan;
 use crate::plan::grow::{DataContents, GrowPlan};
 use crate::store::{ImageEntry, Store};
 
 use super::capture::CaptureWiz;
 use super::clone::{CloneWiz, VerifyWiz};
-pub use super::job::{JobResult, JobSpec, Running};
+pub use super::job::{JobResult, Running};
 use super::restore::RestoreWiz;
+pub use crate::ops::Request;
 
 /// Keys, independent of the terminal library.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +54,7 @@ pub enum Effect {
     OpenStore(Store, crate::store::Access),
     /// Read an image's index; answer with `on_image`.
     Inspect(PathBuf),
-    Start(JobSpec),
+    Start(Request),
     Cancel,
     /// Detect the disks again.
     Redetect,
@@ -282,7 +282,7 @@ impl App {
             Screen::Progress => {
                 match key {
                     Key::Esc | Key::Char('c') if self.job.is_some() => {
-                        if matches!(self.job.as_ref().map(|j| &j.spec), Some(JobSpec::Grow(_))) {
+                        if matches!(self.job.as_ref().map(|j| &j.spec), Some(Request::Grow(_))) {
                             self.note(
                                 "growing takes seconds and is not stopped halfway; please wait",
                             );
@@ -363,7 +363,7 @@ impl App {
         }
     }
 
-    fn start(&mut self, spec: JobSpec) -> (Screen, Vec<Effect>) {
+    fn start(&mut self, spec: Request) -> (Screen, Vec<Effect>) {
         self.log.push(format!("started: {}", spec.title()));
         self.status = None;
         self.job = Some(Running {

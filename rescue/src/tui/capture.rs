@@ -8,7 +8,7 @@ use crate::ops::CaptureSpec;
 use crate::plan::{self, CaptureRequest};
 use crate::store::{self, Store};
 
-use super::app::{move_sel, App, Effect, JobSpec, Key, OpenedStore};
+use super::app::{move_sel, App, Effect, Key, OpenedStore, Request};
 use super::Step;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +84,7 @@ impl CaptureWiz {
             store_sel: 0,
             opening: false,
             dest: None,
-            level: crate::image::DEFAULT_LEVEL,
+            level: crate::ops::DEFAULT_LEVEL,
             field: NameField::Name,
             error: None,
             estimate: 0,
@@ -178,7 +178,7 @@ impl CaptureWiz {
             CapStep::Name => self.name_key(key),
             CapStep::Summary => match key {
                 Key::Enter => match self.output() {
-                    Some(output) => Step::Start(JobSpec::Capture(CaptureSpec {
+                    Some(output) => Step::Start(Request::Capture(CaptureSpec {
                         source: PathBuf::from(&self.source.path),
                         output,
                         partitions: self.request().partitions,
@@ -186,7 +186,7 @@ impl CaptureWiz {
                         keep_unallocated: false,
                         level: self.level,
                         threads: app.threads,
-                        dedup: true,
+                        ..Default::default()
                     })),
                     None => {
                         self.step = CapStep::Dest;

@@ -7,7 +7,7 @@ use crate::detect::Disk;
 use crate::ops::CloneSpec;
 use crate::plan::{self, RestorePlan};
 
-use super::app::{move_sel, short_name, App, JobSpec, Key, OpenedStore};
+use super::app::{move_sel, short_name, App, Key, OpenedStore, Request};
 use super::picker::{ImageKey, ImagePicker};
 use super::restore::confirms;
 use super::Step;
@@ -99,12 +99,11 @@ impl CloneWiz {
                     }
                     Key::Esc => self.step = CloneStep::Target,
                     Key::Enter if confirms(&self.typed, &target.path) => {
-                        return Step::Start(JobSpec::Clone(CloneSpec {
+                        return Step::Start(Request::Clone(CloneSpec {
                             source: PathBuf::from(&self.source.path),
                             target: PathBuf::from(&target.path),
-                            raw: false,
                             confirmed: true,
-                            verify: true,
+                            ..Default::default()
                         }));
                     }
                     Key::Enter => {
@@ -147,7 +146,10 @@ impl VerifyWiz {
         match self.step {
             VStep::Store => self.pick.store_key(key, &mut self.error),
             VStep::Image => match self.pick.image_key(key, &mut self.error) {
-                ImageKey::Chosen(path) => Step::Start(JobSpec::Verify(path)),
+                ImageKey::Chosen(image) => Step::Start(Request::Verify(crate::ops::VerifySpec {
+                    image,
+                    against: None,
+                })),
                 ImageKey::Back => {
                     self.step = VStep::Store;
                     Step::Stay(vec![])

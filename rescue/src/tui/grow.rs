@@ -2,19 +2,18 @@
 //! stick has room and its data partition is empty, the overview's status line says how much is unused and
 //! that `g` grows it; `g` opens a dialog that says what happens (the empty partition is re-created as a
 //! new exFAT filesystem, the boot files stay), and only `y` starts the job. The decision is the plan's;
-//! this module words it. `term` calls [`check_stick`] in the background (what the data partition holds)
-//! and [`run`] for the job itself.
+//! this module words it. `term` calls [`check_stick`] in the background (what the data partition holds);
+//! the job itself is `ops::run`, and [`result_lines`] words its outcome.
 
 use ratatui::text::{Line, Span};
 
-use crate::detect::{DetectOptions, FsKind, Report};
-use crate::engine::progress::Progress;
-use crate::ops;
+use crate::detect::{FsKind, Report};
 use crate::plan::grow::{data_partition, plan_grow, DataContents, GrowPlan, GrowRefusal};
+use crate::store::grow::GrowReport;
 use crate::units::human_size;
 use crate::units::json_name;
 
-use super::app::{App, JobResult, JobSpec, Key, Overlay};
+use super::app::{App, Key, Overlay, Request};
 use super::widgets::bold;
 
 /// The rescue stick in the report and whether its data partition can grow; `None` without a stick.
@@ -72,9 +71,9 @@ pub fn on_key_g(app: &mut App) {
 }
 
 /// A key in the dialog: `Some(Some(job))` to start, `Some(None)` to close, `None` to stay.
-pub fn confirm(plan: &GrowPlan, key: Key) -> Option<Option<JobSpec>> {
+pub fn confirm(plan: &GrowPlan, key: Key) -> Option<Option<Request>> {
     match key {
-        Key::Char('y') => Some(Some(JobSpec::Grow(Box::new(plan.clone())))),
+        Key::Char('y') => Some(Some(Request::Grow(Box::new(plan.clone())))),
         Key::Char('n') | Key::Char('q') | Key::Esc => Some(None),
         _ => None,
     }
@@ -129,34 +128,8 @@ pub fn check_stick(report: &Report) -> Vec<(String, DataContents)> {
         .collect()
 }
 
-/// Run the grow job; each step is reported as progress.
-pub fn run(
-    plan: &GrowPlan,
-    opts: &DetectOptions,
-    ctl: &ops::Control,
-    title: String,
-) -> anyhow::Result<JobResult> {
-    let started = std::time::Instant::now();
-    let mut n = 0;
-    let mut step = |what: &'static str| {
-        n += 1;
-        if let Some(tx) = &ctl.progress {
-            let _ = tx.send(Progress {
-                phase: "grow",
-                bytes_done: n,
-                bytes_total: 5,
-                bytes_stored: 0,
-                rate: 0.0,
-                eta_seconds: None,
-                elapsed_seconds: started.elapsed().as_secs_f64(),
-                current: what.to_string(),
-                current_done: 0,
-                current_total: 0,
-            });
-        }
-    };
-    let outcome = ops::grow_stick(plan, opts, &mut step)?;
-    let r = &outcome.report;
+/// The result screen's lines for the stick grown as `plan` said.
+pub fn result_lines(plan: &GrowPlan, r: &GrowReport) -> Vec<String> {
     let mut lines = vec![
         format!(
             "Data partition {}: {} → {}, a new empty exFAT filesystem \"RESCUE-DATA\" (serial {:04X}-{:04X})",
@@ -177,10 +150,5 @@ pub fn run(
             "Warning: the kernel could not re-read the partition table ({e}); restart the rescue system before using the data partition"
         ));
     }
-    Ok(JobResult {
-        ok: true,
-        title,
-        lines,
-        log: None,
-    })
+    lines
 }

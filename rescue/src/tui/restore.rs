@@ -5,11 +5,10 @@
 use std::path::PathBuf;
 
 use crate::detect::{Disk, Report};
-use crate::engine::restore::UnusedPolicy;
 use crate::ops::RestoreSpec;
 use crate::plan::{self, Environment, RestorePlan, StreamKind};
 
-use super::app::{move_sel, short_name, App, Effect, ImageSummary, JobSpec, Key, OpenedStore};
+use super::app::{move_sel, short_name, App, Effect, ImageSummary, Key, OpenedStore, Request};
 use super::picker::{ImageKey, ImagePicker};
 use super::Step;
 
@@ -181,16 +180,15 @@ impl RestoreWiz {
                         let Some(image) = &self.image else {
                             return Step::Stay(vec![]);
                         };
-                        return Step::Start(JobSpec::Restore(RestoreSpec {
+                        return Step::Start(Request::Restore(RestoreSpec {
                             image: image.path.clone(),
                             target: PathBuf::from(&t.disk.path),
                             partition: self.chosen_partition(),
                             to_partition: t.part,
                             confirmed: true,
                             precheck: self.precheck,
-                            verify: true,
-                            unused: UnusedPolicy::Leave,
                             threads: app.threads,
+                            ..Default::default()
                         }));
                     }
                     _ => {}

@@ -17,15 +17,12 @@ use ratatui::layout::Rect;
 use ratatui::{Terminal, TerminalOptions, Viewport};
 
 use crate::detect::{self, DetectOptions, Report};
-use crate::engine::progress::Progress;
-use crate::image::ExtentKind;
 use crate::init::{EXIT_POWEROFF, EXIT_REBOOT};
-use crate::ops;
+use crate::ops::{self, Progress};
 use crate::plan::grow::DataContents;
 use crate::store::{self, Store};
-use crate::units::human_size;
 
-use super::app::{App, Effect, ImageSummary, JobResult, JobSpec, Key, Mode, OpenedStore};
+use super::app::{App, Effect, ImageSummary, JobResult, Key, Mode, OpenedStore, Request};
 
 /// Messages from the background threads.
 enum Msg {
@@ -38,7 +35,7 @@ enum Msg {
     StickData(String, DataContents),
 }
 
-pub struct Options {
+pub struct UiOptions {
     pub mode: Mode,
     /// Devices or image files to show instead of every block device (host demos and tests).
     pub paths: Vec<PathBuf>,
@@ -48,7 +45,7 @@ pub struct Options {
 
 /// Run the UI until the user quits (host) or powers off (PID 1). Returns the process exit status
 /// (`EXIT_POWEROFF`/`EXIT_REBOOT` tell PID 1 what to do).
-pub fn run(opts: Options) -> io::Result<i32> {
+pub fn run(opts: UiOptions) -> io::Result<i32> {
     let detect_opts = crate::ops::detect_options();
     let report = detect_now(&opts.paths, &detect_opts);
     let mut app = App::new(opts.mode, report, store::now_unix());
@@ -331,34 +328,8 @@ fn spawn_detector(
 fn spawn_usage(report: Report, tx: Sender<Msg>) {
     std::thread::spawn(move || {
         for d in &report.disks {
-            let regions: Vec<(String, u64, u64, detect::FsKind)> = if d.partitions.is_empty() {
-                d.fs.map(|fs| (d.path.clone(), 0, d.size_bytes, fs))
-                    .into_iter()
-                    .collect()
-            } else {
-                d.partitions
-                    .iter()
-                    .filter_map(|p| Some((p.path.clone()?, p.start_bytes, p.size_bytes, p.fs?)))
-                    .collect()
-            };
-            if regions.is_empty() {
-                continue;
-            }
-            let Ok(source) = crate::engine::device::Source::open_unlocked(Path::new(&d.path))
-            else {
-                continue;
-            };
-            for (dev, start, size, fs) in regions {
-                if !crate::plan::has_used_map(Some(fs)) {
-                    continue;
-                }
-                let mut w = crate::engine::capture::Window::new(&source, start, size);
-                if let Ok(map) = crate::fs::used_map(&mut w, size, fs) {
-                    if tx.send(Msg::Usage(dev, map.used_bytes)).is_err() {
-                        return;
-                    }
-                }
-            }
+            let mut send = |dev, used| tx.send(Msg::Usage(dev, used)).is_ok();
+            ops::filesystem_usage(d, &mut send);
         }
     });
 }
@@ -430,27 +401,20 @@ fn open_store(
 }
 
 fn summarize(path: &Path, opts: &DetectOptions) -> Result<ImageSummary, String> {
-    let image = ops::open_image(path).map_err(|e| ops::describe(&e))?;
-    let index = image.index();
-    let unreadable = index
-        .streams
-        .iter()
-        .flat_map(|s| s.extents.iter())
-        .filter(|e| e.kind == ExtentKind::Unreadable)
-        .count();
+    let info = ops::inspect(path).map_err(|e| ops::describe(&e))?;
     Ok(ImageSummary {
         path: path.to_path_buf(),
-        size_bytes: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
-        root_hash: image.root_hash().to_string(),
-        creation: index.creation.clone(),
-        disk: index.disk.clone(),
-        layout: crate::engine::layout_of(index),
+        size_bytes: info.image_bytes,
+        root_hash: info.root_hash,
+        creation: info.creation,
+        disk: info.disk,
+        layout: info.layout,
         image_disk: detect::disk_holding(path, opts),
-        unreadable_ranges: unreadable,
+        unreadable_ranges: info.unreadable.len(),
     })
 }
 
-fn spawn_job(spec: JobSpec, cancel: Arc<AtomicBool>, opts: DetectOptions, tx: Sender<Msg>) {
+fn spawn_job(spec: Request, cancel: Arc<AtomicBool>, opts: DetectOptions, tx: Sender<Msg>) {
     std::thread::spawn(move || {
         let (ptx, prx) = channel::<Progress>();
         let fwd = tx.clone();
@@ -465,162 +429,15 @@ fn spawn_job(spec: JobSpec, cancel: Arc<AtomicBool>, opts: DetectOptions, tx: Se
             progress: Some(ptx),
             notices: None,
         };
-        let started = Instant::now();
-        let result = run_job(&spec, &opts, ctl);
-        let _ = forwarder.join();
-        let mut result = match result {
-            Ok(r) => r,
-            Err(e) => JobResult {
-                ok: false,
-                title: spec.title(),
-                lines: failure_lines(&spec, &ops::describe(&e)),
-                log: None,
-            },
+        let how = ops::RunOptions {
+            create_folder: true,
+            log: true,
+            result_file: false,
         };
-        result
-            .lines
-            .push(format!("Time: {:.1} s", started.elapsed().as_secs_f64()));
-        result.log = write_log(&spec, &result);
-        let _ = tx.send(Msg::Finished(result));
+        let outcome = ops::run(&spec, &how, &opts, ctl);
+        let _ = forwarder.join();
+        let _ = tx.send(Msg::Finished(JobResult::of(&spec, &outcome)));
     });
-}
-
-fn failure_lines(spec: &JobSpec, err: &str) -> Vec<String> {
-    let mut lines = vec![format!("Error: {err}")];
-    match spec {
-        JobSpec::Restore(s) => lines.push(format!(
-            "{} may now hold a partial restore with no valid partition table; restore again before using it",
-            s.target.display()
-        )),
-        JobSpec::Clone(s) => lines.push(format!(
-            "{} may now hold a partial copy with no valid partition table",
-            s.target.display()
-        )),
-        JobSpec::Capture(s) => lines.push(format!(
-            "No image was left at {} (the unfinished file was removed)",
-            s.output.display()
-        )),
-        JobSpec::Verify(_) | JobSpec::Grow(_) => {}
-    }
-    lines
-}
-
-/// A line for each range the source could not give, written as zeros on the target.
-fn unreadable_lines(lines: &mut Vec<String>, ranges: &[(String, std::ops::Range<u64>)], why: &str) {
-    for (stream, range) in ranges {
-        lines.push(format!(
-            "{stream}: bytes {}..{} {why}; written as zeros",
-            range.start, range.end
-        ));
-    }
-}
-
-fn run_job(spec: &JobSpec, opts: &DetectOptions, ctl: ops::Control) -> anyhow::Result<JobResult> {
-    let title = spec.title();
-    let mut lines = Vec::new();
-    let ok = match spec {
-        JobSpec::Capture(s) => {
-            if let Some(dir) = s.output.parent() {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| anyhow::anyhow!("creating the folder {}: {e}", dir.display()))?;
-            }
-            let (_, r) = ops::capture(s, opts, ctl)?;
-            lines.push(format!("Image: {}", s.output.display()));
-            lines.push(format!("Root hash: {}", r.root_hash));
-            lines.push(format!(
-                "Read {} of used data; image {} ({} bytes)",
-                human_size(r.used_bytes),
-                human_size(r.image_bytes),
-                r.image_bytes
-            ));
-            for (stream, range) in &r.unreadable {
-                lines.push(format!(
-                    "Unreadable on the source ({stream}): bytes {}..{}, saved as a hole",
-                    range.start, range.end
-                ));
-            }
-            lines.extend(r.notes.iter().map(|n| format!("Note: {n}")));
-            true
-        }
-        JobSpec::Restore(s) => {
-            let r = ops::restore(s, opts, ctl)?;
-            lines.push(format!(
-                "Wrote {} onto {}{}",
-                human_size(r.bytes_written),
-                s.target.display(),
-                if r.verified {
-                    "; read back and verified"
-                } else {
-                    " (not verified)"
-                }
-            ));
-            unreadable_lines(&mut lines, &r.unreadable, "were unreadable when captured");
-            lines.extend(r.notes.iter().map(|n| format!("Note: {n}")));
-            true
-        }
-        JobSpec::Clone(s) => {
-            let r = ops::clone(s, opts, ctl)?;
-            lines.push(format!(
-                "Copied {} from {} onto {}{}",
-                human_size(r.bytes_copied),
-                s.source.display(),
-                s.target.display(),
-                if r.verified {
-                    "; read back and verified"
-                } else {
-                    ""
-                }
-            ));
-            unreadable_lines(
-                &mut lines,
-                &r.unreadable,
-                "could not be read from the source",
-            );
-            lines.extend(r.notes.iter().map(|n| format!("Note: {n}")));
-            true
-        }
-        JobSpec::Grow(p) => return super::grow::run(p, opts, &ctl, title),
-        JobSpec::Verify(p) => {
-            let o = ops::verify(p, None, ctl.progress.clone())?;
-            lines.push(format!("Root hash: {}", o.root_hash));
-            if o.problems.is_empty() {
-                lines.push("Every chunk and the root hash check out".into());
-            }
-            lines.extend(o.problems.iter().map(|p| format!("Problem: {p}")));
-            o.problems.is_empty()
-        }
-    };
-    Ok(JobResult {
-        ok,
-        title,
-        lines,
-        log: None,
-    })
-}
-
-/// The log beside the image (`IMAGE.log`), or under /run/rescue/logs for a clone or growing the stick.
-fn write_log(spec: &JobSpec, r: &JobResult) -> Option<PathBuf> {
-    let mut lines = vec![format!(
-        "{} {} — {}",
-        store::date_time(store::now_unix()),
-        if r.ok { "OK" } else { "FAILED" },
-        r.title
-    )];
-    lines.extend(r.lines.iter().map(|l| format!("  {l}")));
-    let base = match spec.image() {
-        // A failed capture leaves no image: the log goes beside where it would have been.
-        Some(p) => p.clone(),
-        None => {
-            let dir = Path::new("/run/rescue/logs");
-            std::fs::create_dir_all(dir).ok()?;
-            let what = match spec {
-                JobSpec::Grow(_) => "grow",
-                _ => "clone",
-            };
-            dir.join(format!("{what}-{}", store::date_stamp(store::now_unix())))
-        }
-    };
-    ops::append_log(&base, &lines).ok()
 }
 
 #[cfg(test)]

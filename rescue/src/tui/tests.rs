@@ -331,7 +331,7 @@ fn snapshot_verify_clone_progress_result_log() {
     };
     assert!(matches!(
         eff.as_slice(),
-        [Effect::Start(JobSpec::Capture(_))]
+        [Effect::Start(Request::Capture(_))]
     ));
     snap("progress_starting", &a);
     for (i, rate) in [40u64, 55, 61, 30, 58, 62, 64].iter().enumerate() {
@@ -425,7 +425,7 @@ fn capture_whole_disk_produces_the_spec_shown() {
     type_text(&mut a, "backups/laptop");
     let e = keys(&mut a, &[Key::Enter, Key::Enter]);
     match e.as_slice() {
-        [Effect::Start(JobSpec::Capture(spec))] => {
+        [Effect::Start(Request::Capture(spec))] => {
             assert_eq!(spec.source, PathBuf::from("/dev/vda"));
             assert_eq!(
                 spec.output,
@@ -614,7 +614,7 @@ fn restore_needs_the_target_name_typed() {
     type_text(&mut a, "vdc");
     let e = a.on_key(Key::Enter);
     match e.as_slice() {
-        [Effect::Start(JobSpec::Restore(s))] => {
+        [Effect::Start(Request::Restore(s))] => {
             assert_eq!(s.target, PathBuf::from("/dev/vdc"));
             assert!(s.confirmed && s.verify && s.precheck);
             assert_eq!(s.partition, None);
@@ -649,7 +649,7 @@ fn restore_check_first_can_be_turned_off_on_the_details_step() {
     a.on_key(Key::Enter);
     type_text(&mut a, "vdc");
     match a.on_key(Key::Enter).as_slice() {
-        [Effect::Start(JobSpec::Restore(s))] => assert!(!s.precheck),
+        [Effect::Start(Request::Restore(s))] => assert!(!s.precheck),
         other => panic!("expected a restore to start, got {other:?}"),
     }
 }
@@ -734,7 +734,7 @@ fn clone_refuses_the_stick_and_needs_the_name() {
     type_text(&mut a, "/dev/vdc");
     assert!(matches!(
         a.on_key(Key::Enter).as_slice(),
-        [Effect::Start(JobSpec::Clone(s))] if s.target == std::path::Path::new("/dev/vdc")
+        [Effect::Start(Request::Clone(s))] if s.target == std::path::Path::new("/dev/vdc")
     ));
 }
 
@@ -748,7 +748,7 @@ fn verify_flow_starts_on_the_chosen_image() {
     a.on_key(Key::Down);
     assert!(matches!(
         a.on_key(Key::Enter).as_slice(),
-        [Effect::Start(JobSpec::Verify(p))] if p.ends_with("old.rimg")
+        [Effect::Start(Request::Verify(p))] if p.image.ends_with("old.rimg")
     ));
 }
 
@@ -756,7 +756,10 @@ fn verify_flow_starts_on_the_chosen_image() {
 fn cancel_and_quit_ask_first() {
     let mut a = app();
     a.job = Some(Running {
-        spec: JobSpec::Verify(PathBuf::from("/x.rimg")),
+        spec: Request::Verify(crate::ops::VerifySpec {
+            image: PathBuf::from("/x.rimg"),
+            against: None,
+        }),
         progress: None,
         rates: vec![],
         cancel_requested: false,
@@ -777,7 +780,10 @@ fn cancel_and_quit_ask_first() {
     let mut a = app();
     a.mode = Mode::Pid1;
     a.job = Some(Running {
-        spec: JobSpec::Verify(PathBuf::from("/x.rimg")),
+        spec: Request::Verify(crate::ops::VerifySpec {
+            image: PathBuf::from("/x.rimg"),
+            against: None,
+        }),
         progress: None,
         rates: vec![],
         cancel_requested: false,

@@ -66,7 +66,7 @@ fn growing_needs_the_dialog_and_y() {
 
     a.on_key(Key::Char('g'));
     let e = a.on_key(Key::Char('y'));
-    assert_eq!(e, vec![Effect::Start(JobSpec::Grow(plan.clone()))]);
+    assert_eq!(e, vec![Effect::Start(Request::Grow(plan.clone()))]);
     assert_eq!(a.screen, Screen::Progress);
     // It is not stopped halfway.
     assert!(a.on_key(Key::Esc).is_empty());
@@ -74,7 +74,7 @@ fn growing_needs_the_dialog_and_y() {
     assert!(a.status.as_deref().unwrap().contains("not stopped halfway"));
     a.on_finished(JobResult {
         ok: true,
-        title: JobSpec::Grow(plan).title(),
+        title: Request::Grow(plan).title(),
         lines: vec!["Data partition /dev/sda2: 7.0 MiB → 14.9 GiB".into()],
         log: None,
     });

@@ -506,10 +506,10 @@ fn overlay(f: &mut Frame, area: Rect, app: &App, o: &Overlay) {
         ),
         Overlay::ConfirmCancel => {
             let what = match app.job.as_ref().map(|j| &j.spec) {
-                Some(super::app::JobSpec::Capture(_)) => {
+                Some(super::app::Request::Capture(_)) => {
                     "The unfinished image is deleted; nothing that looks complete is left."
                 }
-                Some(super::app::JobSpec::Restore(_)) | Some(super::app::JobSpec::Clone(_)) => {
+                Some(super::app::Request::Restore(_)) | Some(super::app::Request::Clone(_)) => {
                     "The target is left INVALID (no partition table); restore it again later."
                 }
                 _ => "The check stops; the image is not changed.",

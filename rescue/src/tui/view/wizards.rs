@@ -126,7 +126,7 @@ pub(super) fn capture(
                     &format!(
                         "{} (1 fastest … 19 smallest; {} is a good default)",
                         w.level,
-                        crate::image::DEFAULT_LEVEL
+                        crate::ops::DEFAULT_LEVEL
                     ),
                     w.field == NameField::Level,
                 ),

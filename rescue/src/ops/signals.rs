@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A cancel flag for a job, set when one of the signals arrives (caught by `sys::signals`).
+/// A cancel flag for a job, set when one of the signals arrives (caught by `sys::signals`); the
+/// message printed then is for a terminal.
 pub fn cancel_on_signals() -> Arc<AtomicBool> {
     crate::sys::signals::catch_interrupts();
     let cancel = Arc::new(AtomicBool::new(false));
@@ -24,4 +25,10 @@ pub fn cancel_on_signals() -> Arc<AtomicBool> {
         std::thread::sleep(Duration::from_millis(50));
     });
     cancel
+}
+
+/// For a program that only lists (disks, an image's contents): end quietly when the reader of its output
+/// goes away (`rescue disks | head`), as other tools do.
+pub fn end_on_closed_pipe() {
+    crate::sys::signals::default_sigpipe();
 }

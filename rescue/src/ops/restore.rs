@@ -1,0 +1,121 @@
+//! Restore (an image onto a disk, a partition or a file) and clone (a disk onto another), with every
+//! refusal made before the target is opened.
+
+use crate::detect::{self, DetectOptions, Disk};
+use crate::engine::{self, device, restore};
+use crate::image::{ImageFile, SharedReader};
+use crate::plan;
+
+use super::{detect_one, detect_target, open_image, CloneSpec, Control, RestoreSpec};
+
+/// Everything decided before a restore writes anything: then run.
+pub(super) struct PreparedRestore {
+    pub image: SharedReader<ImageFile>,
+    pub layout: plan::Layout,
+    pub target_disk: Disk,
+    pub plan: plan::RestorePlan,
+}
+
+/// Open the image, detect the target and plan the restore; every refusal happens here, before the
+/// target is opened.
+pub(super) fn prepare_restore(
+    spec: &RestoreSpec,
+    opts: &DetectOptions,
+) -> anyhow::Result<PreparedRestore> {
+    let image = open_image(&spec.image)?;
+    let layout = engine::layout_of(image.index());
+    let mut target_disk = detect_target(&spec.target, opts)?;
+    if target_disk.transport == detect::Transport::File {
+        // An image file has no sector size of its own: it takes the image's.
+        target_disk.logical_sector_size = layout.logical_sector_size;
+    }
+    let env = plan::Environment {
+        image_disk: detect::disk_holding(&spec.image, opts),
+        image_path: spec.image.display().to_string(),
+        image_identity: detect::Identity::of(&spec.image),
+    };
+    let plan = match spec.partition {
+        Some(n) => plan::plan_restore_partition(
+            &layout,
+            n,
+            &target_disk,
+            spec.to_partition,
+            &env,
+            spec.confirmed,
+        )?,
+        None => plan::plan_restore_disk(&layout, &target_disk, &env, spec.confirmed)?,
+    };
+    Ok(PreparedRestore {
+        image,
+        layout,
+        target_disk,
+        plan,
+    })
+}
+
+/// What a restore did, with the target as detected before it and the image's root hash.
+pub(super) struct Restored {
+    pub target: Disk,
+    pub root_hash: String,
+    pub report: restore::RestoreReport,
+}
+
+pub(super) fn restore(
+    spec: &RestoreSpec,
+    opts: &DetectOptions,
+    ctl: Control,
+) -> anyhow::Result<Restored> {
+    let p = prepare_restore(spec, opts)?;
+    let target = device::Target::open(&spec.target)?;
+    let ropts = restore::RestoreOptions {
+        threads: spec.threads.max(1),
+        precheck: spec.precheck,
+        verify: spec.verify,
+        unused: spec.unused,
+        cancel: ctl.cancel,
+    };
+    let report = restore::restore(&p.image, &p.layout, &p.plan, &target, &ropts, ctl.progress)?;
+    Ok(Restored {
+        target: p.target_disk,
+        root_hash: p.image.root_hash().to_string(),
+        report,
+    })
+}
+
+/// Copy a disk onto another; returns both disks as detected before the copy, and what was done.
+pub(super) fn clone(
+    spec: &CloneSpec,
+    opts: &DetectOptions,
+    ctl: Control,
+) -> anyhow::Result<(Disk, Disk, engine::clone::CloneReport)> {
+    let source_disk = detect_one(&spec.source, opts)?;
+    let mut target_disk = detect_target(&spec.target, opts)?;
+    if target_disk.transport == detect::Transport::File {
+        target_disk.logical_sector_size = source_disk.logical_sector_size;
+    }
+    let (capture_plan, restore_plan) =
+        plan::plan_clone(&source_disk, &target_disk, spec.raw, spec.confirmed)?;
+    let mut source = device::Source::open(&spec.source)?;
+    source.set_sector(source_disk.logical_sector_size);
+    let target = device::Target::open(&spec.target)?;
+    let copts = engine::clone::CloneOptions {
+        verify: spec.verify,
+        cancel: ctl.cancel,
+    };
+    let report = engine::clone::clone_disk(
+        &source,
+        &target,
+        &capture_plan,
+        &restore_plan,
+        &copts,
+        ctl.progress,
+    )
+    .map_err(|e| match e {
+        engine::EngineError::Untouched(_) => anyhow::anyhow!("{e}"),
+        e => anyhow::anyhow!(
+            "{e}. The clone did not complete: {} has no valid partition table now",
+            spec.target.display()
+        ),
+    })?;
+    Ok((source_disk, target_disk, report))
+}

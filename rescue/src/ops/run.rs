@@ -1,0 +1,231 @@
+//! The one entry point: run a [`Request`], fill its [`Outcome`], and leave the records
+//! [`RunOptions`] ask for (the log and the result file beside the image).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+
+use crate::detect::DetectOptions;
+use crate::engine::progress::Progress;
+use crate::store::sanitize;
+use crate::units::date_stamp;
+
+use super::{describe, detect_one, Control, DiskId, Outcome, Request, RunOptions};
+
+/// Where the records of a run without an image (a clone, growing the stick) go.
+const LOG_DIR: &str = "/run/rescue/logs";
+
+/// Run `req`; never panics and never returns an error: the outcome says what happened (`ok`, `error`).
+pub fn run(req: &Request, how: &RunOptions, opts: &DetectOptions, ctl: Control) -> Outcome {
+    let mut out = Outcome::of(req);
+    let started = Instant::now();
+    let result = execute(req, how, opts, ctl, &mut out);
+    out.seconds = started.elapsed().as_secs_f64();
+    out.peak_rss_bytes = super::peak_rss_bytes();
+    match result {
+        Ok(()) => out.ok = out.problems.is_empty(),
+        Err(e) => {
+            out.error = Some(describe(&e));
+            // Name the disks even when the operation stopped before detecting them itself.
+            let (source, target) = req.disks();
+            let id = |p: Option<&Path>| p.and_then(|p| detect_one(p, opts).ok());
+            if out.source.is_none() {
+                out.source = id(source).as_ref().map(DiskId::from);
+            }
+            if out.target.is_none() {
+                out.target = id(target).as_ref().map(DiskId::from);
+            }
+        }
+    }
+    record(&mut out, how);
+    out
+}
+
+fn execute(
+    req: &Request,
+    how: &RunOptions,
+    opts: &DetectOptions,
+    ctl: Control,
+    out: &mut Outcome,
+) -> anyhow::Result<()> {
+    match req {
+        Request::Capture(s) => {
+            if how.create_folder && s.output.as_os_str() != "-" {
+                if let Some(dir) = s.output.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("creating the folder {}", dir.display()))?;
+                }
+            }
+            let (disk, r) = super::capture::capture(s, opts, ctl)?;
+            out.source = Some(DiskId::from(&disk));
+            out.root_hash = Some(r.root_hash.clone());
+            out.bytes = r.used_bytes;
+            out.image_bytes = Some(r.image_bytes);
+            out.stored_bytes = Some(r.stored_bytes);
+            out.repeated_bytes = Some(r.repeated_bytes);
+            out.zero_bytes = Some(r.zero_bytes);
+            out.set_unreadable(&r.unreadable);
+            out.notes = r.notes;
+            if s.verify && s.output.as_os_str() != "-" {
+                let v = super::verify::verify(&s.output, None, None)?;
+                if !v.problems.is_empty() {
+                    bail!(
+                        "the new image {} does not verify: {}",
+                        s.output.display(),
+                        v.problems.join("; ")
+                    );
+                }
+                out.verified = true;
+            }
+        }
+        Request::Restore(s) => {
+            let r = super::restore::restore(s, opts, ctl)?;
+            out.target = Some(DiskId::from(&r.target));
+            out.root_hash = Some(r.root_hash);
+            out.bytes = r.report.bytes_written;
+            out.zero_bytes = Some(r.report.zero_bytes);
+            out.discarded_bytes = Some(r.report.discarded_bytes);
+            out.verified = r.report.verified;
+            out.set_unreadable(&r.report.unreadable);
+            out.notes = r.report.notes;
+        }
+        Request::Clone(s) => {
+            let (source, target, r) = super::restore::clone(s, opts, ctl)?;
+            out.source = Some(DiskId::from(&source));
+            out.target = Some(DiskId::from(&target));
+            out.bytes = r.bytes_copied;
+            out.verified = r.verified;
+            out.set_unreadable(&r.unreadable);
+            out.notes = r.notes;
+        }
+        Request::Verify(v) => {
+            if let Some(dev) = &v.against {
+                out.target = detect_one(dev, opts).ok().as_ref().map(DiskId::from);
+            }
+            let o = super::verify::verify(&v.image, v.against.as_deref(), ctl.progress)?;
+            out.root_hash = Some(o.root_hash);
+            out.bytes = std::fs::metadata(&v.image).map(|m| m.len()).unwrap_or(0);
+            out.unreadable_bytes = Some(o.unreadable_bytes);
+            out.notes = o.notes;
+            if !o.problems.is_empty() {
+                out.error = Some(format!("{}: {}", v.image.display(), o.problems.join("; ")));
+                out.problems = o.problems;
+            } else {
+                out.verified = true;
+            }
+        }
+        Request::Grow(plan) => {
+            let started = Instant::now();
+            let mut n = 0;
+            let mut step = |what: &'static str| {
+                n += 1;
+                if let Some(tx) = &ctl.progress {
+                    let _ = tx.send(Progress {
+                        phase: "grow",
+                        bytes_done: n,
+                        bytes_total: 5,
+                        bytes_stored: 0,
+                        rate: 0.0,
+                        eta_seconds: None,
+                        elapsed_seconds: started.elapsed().as_secs_f64(),
+                        current: what.to_string(),
+                        current_done: 0,
+                        current_total: 0,
+                    });
+                }
+            };
+            let g = super::grow::grow_stick(plan, opts, &mut step)?;
+            out.target = Some(DiskId::from(&g.disk));
+            out.bytes = g.report.new_size;
+            out.grow = Some(g.report);
+        }
+    }
+    Ok(())
+}
+
+/// Write what `how` asks for: the log (appended; `IMAGE.log`) and the result file
+/// (`IMAGE.<action>-<disk>-<YYYY-MM-DD-HHMMSS>.json`, never overwritten) beside the image, or under
+/// /run/rescue/logs when there is no image or its folder does not exist. `out.log` and
+/// `out.result_file` say what could be written. Front ends call this themselves only for a run that
+/// failed before it could become a request (a job whose disk rules match no disk).
+pub fn record(out: &mut Outcome, how: &RunOptions) {
+    if !how.log && !how.result_file {
+        return;
+    }
+    let disk = out
+        .target
+        .as_ref()
+        .or(out.source.as_ref())
+        .map(|d| {
+            d.serial
+                .as_deref()
+                .map(sanitize)
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| sanitize(&d.path))
+        })
+        .unwrap_or_else(|| "none".into());
+    // `base.log` is the log; `base.<action>-…json` the result.
+    let base = match &out.image {
+        Some(i) if i != "-" && Path::new(i).parent().is_some_and(Path::is_dir) => PathBuf::from(i),
+        _ => {
+            let dir = Path::new(LOG_DIR);
+            let _ = std::fs::create_dir_all(dir);
+            dir.join(&out.action)
+        }
+    };
+    if how.log {
+        out.log = append_log(&base, &out.summary())
+            .ok()
+            .map(|p| p.display().to_string());
+    }
+    if how.result_file {
+        // One result per run: several machines restore the same image, and a rerun must not overwrite
+        // the record of the failure before it.
+        let stamp = format!(
+            "{}{:02}",
+            date_stamp(out.started_unix),
+            out.started_unix % 60
+        );
+        let name = |n: u32| {
+            let mut r = base.as_os_str().to_owned();
+            r.push(format!(".{}-{disk}-{stamp}", out.action));
+            if n > 1 {
+                r.push(format!("-{n}"));
+            }
+            r.push(".json");
+            PathBuf::from(r)
+        };
+        let result = (1..1000)
+            .map(name)
+            .find(|p| !p.exists())
+            .unwrap_or_else(|| name(1000));
+        out.result_file = Some(result.display().to_string());
+        let written = serde_json::to_vec_pretty(&*out)
+            .ok()
+            .and_then(|json| std::fs::write(&result, json).ok())
+            .and_then(|_| std::fs::File::open(&result).ok())
+            .map(|f| f.sync_all().is_ok())
+            .unwrap_or(false);
+        if !written {
+            out.result_file = None;
+        }
+    }
+}
+
+/// Append `lines` to `BASE.log`; returns the log's path.
+fn append_log(base: &Path, lines: &[String]) -> std::io::Result<PathBuf> {
+    let mut path = base.as_os_str().to_owned();
+    path.push(".log");
+    let path = PathBuf::from(path);
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)?;
+    for l in lines {
+        writeln!(f, "{l}")?;
+    }
+    f.sync_all()?;
+    Ok(path)
+}
