@@ -166,13 +166,16 @@ pub fn record(out: &mut Outcome, how: &RunOptions) {
                 .unwrap_or_else(|| sanitize(&d.path))
         })
         .unwrap_or_else(|| "none".into());
-    // `base.log` is the log; `base.<action>-…json` the result.
-    let base = match &out.image {
-        Some(i) if i != "-" && Path::new(i).parent().is_some_and(Path::is_dir) => PathBuf::from(i),
+    // `base.log` is the log; `IMAGE.<action>-<disk>-<time>.json` (or `ACTION-<disk>-<time>.json` in the
+    // logs folder) the result.
+    let (base, result_prefix) = match &out.image {
+        Some(i) if i != "-" && Path::new(i).parent().is_some_and(Path::is_dir) => {
+            (PathBuf::from(i), format!(".{}", out.action))
+        }
         _ => {
             let dir = Path::new(LOG_DIR);
             let _ = std::fs::create_dir_all(dir);
-            dir.join(&out.action)
+            (dir.join(&out.action), String::new())
         }
     };
     if how.log {
@@ -190,7 +193,7 @@ pub fn record(out: &mut Outcome, how: &RunOptions) {
         );
         let name = |n: u32| {
             let mut r = base.as_os_str().to_owned();
-            r.push(format!(".{}-{disk}-{stamp}", out.action));
+            r.push(format!("{result_prefix}-{disk}-{stamp}"));
             if n > 1 {
                 r.push(format!("-{n}"));
             }
@@ -228,4 +231,51 @@ fn append_log(base: &Path, lines: &[String]) -> std::io::Result<PathBuf> {
     }
     f.sync_all()?;
     Ok(path)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// The log is appended and each run gets its own result file beside the image; without records
+    /// asked for, nothing is written.
+    #[test]
+    fn records_go_beside_the_image_and_never_replace_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("a.rimg").display().to_string();
+        let failed = || {
+            let mut out = Outcome::new("verify", Some(image.clone()));
+            out.started_unix = 1_700_000_000;
+            out.error = Some("it broke".into());
+            out
+        };
+        let mut quiet = failed();
+        record(&mut quiet, &RunOptions::default());
+        assert_eq!((quiet.log, quiet.result_file), (None, None));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+
+        let how = RunOptions {
+            log: true,
+            result_file: true,
+            ..Default::default()
+        };
+        let (mut one, mut two) = (failed(), failed());
+        record(&mut one, &how);
+        record(&mut two, &how);
+        let first = one.result_file.unwrap();
+        let second = two.result_file.unwrap();
+        assert!(
+            first.ends_with("a.rimg.verify-none-2023-11-14-221320.json"),
+            "{first}"
+        );
+        assert!(second.ends_with("-2.json"), "{second}");
+        let saved: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&first).unwrap()).unwrap();
+        assert_eq!(saved["ok"], false);
+        assert_eq!(saved["error"], "it broke");
+        let log = std::fs::read_to_string(one.log.unwrap()).unwrap();
+        assert_eq!(log.matches("verify: FAILED").count(), 2, "{log}");
+        assert_eq!(log.matches("error: it broke").count(), 2, "{log}");
+    }
 }
