@@ -2,8 +2,10 @@
 //! logic lives here.
 
 pub mod imaging;
+pub mod inspect;
 pub mod job;
 pub mod mounts;
+pub mod progress;
 pub mod ui;
 
 use std::io::Write;
@@ -196,7 +198,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             against,
             json,
         } => imaging::verify(&image, against.as_deref(), json),
-        Cmd::Inspect { image, json } => imaging::inspect(&image, json),
+        Cmd::Inspect { image, json } => inspect::inspect(&image, json),
         Cmd::Mount(args) => mounts::mount(args),
         Cmd::Umount(args) => mounts::umount(args),
         Cmd::Job(args) => job::run(args),

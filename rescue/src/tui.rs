@@ -6,11 +6,13 @@
 //! running `ops` in a thread) and feeds their results back. `job` holds what a background job is;
 //! `grow` offers to grow the rescue stick's data partition.
 
+pub mod answers;
 pub mod app;
 pub mod capture;
 pub mod clone;
 pub mod grow;
 pub mod job;
+pub mod overview;
 pub mod picker;
 pub mod restore;
 pub mod term;

@@ -69,7 +69,7 @@ pub fn run(a: JobArgs) -> anyhow::Result<i32> {
         detect,
         disks: a.disks.clone(),
     };
-    let (ctl, printers) = super::imaging::control(a.json, false);
+    let (ctl, printers) = super::progress::control(a.json, false);
     let outcome = job::run(&spec, &env, ctl);
     printers.finish();
     if a.json {

@@ -1,5 +1,6 @@
-//! The console front end until the full-screen TUI lands: the disk list, redrawn whenever a disk appears
-//! or disappears, and line commands to refresh, power off or reboot.
+//! The plain console front end PID 1 falls back to when the full-screen TUI cannot drive the terminal:
+//! the disk list, redrawn whenever a disk appears or disappears, and line commands to refresh, power off
+//! or reboot.
 
 use std::io::BufRead;
 use std::time::Duration;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use crate::detect::{Disk, Report};
-use crate::ops::{CreationInfo, DiskInfo, Progress};
+use crate::ops::{CreationInfo, DiskInfo};
 use crate::plan;
 use crate::plan::grow::{DataContents, GrowPlan};
 use crate::store::{ImageEntry, Store};
@@ -14,6 +14,7 @@ use crate::store::{ImageEntry, Store};
 use super::capture::CaptureWiz;
 use super::clone::{CloneWiz, VerifyWiz};
 pub use super::job::{JobResult, Running};
+pub use super::overview::rows_of;
 use super::restore::RestoreWiz;
 pub use crate::ops::Request;
 
@@ -363,7 +364,7 @@ impl App {
         }
     }
 
-    fn start(&mut self, spec: Request) -> (Screen, Vec<Effect>) {
+    pub(super) fn start(&mut self, spec: Request) -> (Screen, Vec<Effect>) {
         self.log.push(format!("started: {}", spec.title()));
         self.status = None;
         self.job = Some(Running {
@@ -375,7 +376,7 @@ impl App {
         (Screen::Progress, vec![Effect::Start(spec)])
     }
 
-    fn quit_key(&mut self, back: Screen) -> Vec<Effect> {
+    pub(super) fn quit_key(&mut self, back: Screen) -> Vec<Effect> {
         self.screen = back;
         match self.mode {
             Mode::Host if self.job.is_some() => {
@@ -389,284 +390,6 @@ impl App {
             }
         }
     }
-
-    fn overview_key(&mut self, key: Key) -> Vec<Effect> {
-        let n = self.rows.len();
-        match key {
-            Key::Up | Key::Char('k') => self.sel = self.sel.saturating_sub(1),
-            Key::Down | Key::Char('j') => self.sel = (self.sel + 1).min(n.saturating_sub(1)),
-            Key::Home => self.sel = 0,
-            Key::End => self.sel = n.saturating_sub(1),
-            Key::PageUp => self.sel = self.sel.saturating_sub(10),
-            Key::PageDown => self.sel = (self.sel + 10).min(n.saturating_sub(1)),
-            Key::Enter => self.overlay = Some(Overlay::Menu { sel: 0 }),
-            Key::Char(c) => return self.action(c),
-            _ => {}
-        }
-        vec![]
-    }
-
-    /// Unmount what is mounted of the selected disk or partition (a drive mounted to hold images must be
-    /// unmounted before it can be restored or cloned onto, or unplugged).
-    fn unmount_selected(&mut self) -> Vec<Effect> {
-        let Some(row) = self.rows.get(self.sel).copied() else {
-            return vec![];
-        };
-        let d = &self.report.disks[row.disk];
-        let (name, mounts): (String, Vec<String>) = match row.part {
-            Some(i) => {
-                let p = &d.partitions[i];
-                (
-                    p.path.clone().unwrap_or_else(|| d.path.clone()),
-                    p.mounts.clone(),
-                )
-            }
-            None => (
-                d.path.clone(),
-                d.mounts
-                    .iter()
-                    .chain(d.partitions.iter().flat_map(|p| &p.mounts))
-                    .cloned()
-                    .collect(),
-            ),
-        };
-        if mounts.is_empty() {
-            self.note(format!("{name} is not mounted"));
-            return vec![];
-        }
-        if self.job.is_some() {
-            self.note("a job is running: unmount once it has finished");
-            return vec![];
-        }
-        self.note(format!("unmounting {}…", mounts.join(", ")));
-        vec![Effect::Unmount(
-            mounts.into_iter().map(PathBuf::from).collect(),
-        )]
-    }
-
-    /// What unmounting said: each mount point unmounted, or why not.
-    pub fn on_unmounted(&mut self, results: Vec<Result<String, String>>) {
-        for r in results {
-            match r {
-                Ok(m) => self.note(m),
-                Err(e) => self.note(format!("could not unmount: {e}")),
-            }
-        }
-    }
-
-    /// The overview's one-letter actions (also what the menu runs).
-    fn action(&mut self, c: char) -> Vec<Effect> {
-        self.status = None;
-        match c {
-            'c' => match self.rows.get(self.sel).copied() {
-                Some(row) => {
-                    let disk = self.report.disks[row.disk].clone();
-                    let part = row.part.map(|i| disk.partitions[i].number);
-                    match CaptureWiz::new(self, disk, part) {
-                        Ok(w) => self.screen = Screen::Capture(Box::new(w)),
-                        Err(why) => self.note(why),
-                    }
-                }
-                None => self.note("no disk to capture"),
-            },
-            'r' => self.screen = Screen::Restore(Box::new(RestoreWiz::new(self))),
-            'v' => self.screen = Screen::Verify(Box::new(VerifyWiz::new(self))),
-            'x' => match self.selected_disk().cloned() {
-                Some(d) => self.screen = Screen::Clone(Box::new(CloneWiz::new(self, d))),
-                None => self.note("no disk to clone"),
-            },
-            'g' => super::grow::on_key_g(self),
-            'u' => return self.unmount_selected(),
-            'l' => self.screen = Screen::Log { scroll: 0 },
-            'p' => self.overlay = Some(Overlay::Power),
-            'q' => return self.quit_key(Screen::Overview),
-            _ => {}
-        }
-        vec![]
-    }
-
-    fn overlay_key(&mut self, overlay: Overlay, key: Key) -> Vec<Effect> {
-        match overlay {
-            Overlay::Help => {
-                if matches!(key, Key::Esc | Key::Enter | Key::Char('?') | Key::Char('q')) {
-                    self.overlay = None;
-                }
-                vec![]
-            }
-            Overlay::Menu { sel } => match key {
-                Key::Up | Key::Char('k') => {
-                    self.overlay = Some(Overlay::Menu {
-                        sel: sel.saturating_sub(1),
-                    });
-                    vec![]
-                }
-                Key::Down | Key::Char('j') => {
-                    self.overlay = Some(Overlay::Menu {
-                        sel: (sel + 1).min(MENU.len() - 1),
-                    });
-                    vec![]
-                }
-                Key::Enter => {
-                    self.overlay = None;
-                    let c = MENU[sel].1;
-                    if c == '?' {
-                        self.overlay = Some(Overlay::Help);
-                        vec![]
-                    } else {
-                        self.action(c)
-                    }
-                }
-                Key::Char(c) if MENU.iter().any(|m| m.1 == c) => {
-                    self.overlay = None;
-                    self.action(c)
-                }
-                Key::Esc | Key::Char('q') => {
-                    self.overlay = None;
-                    vec![]
-                }
-                _ => vec![],
-            },
-            Overlay::Power => match key {
-                Key::Char('p') | Key::Char('r') if self.job.is_some() => {
-                    self.overlay = None;
-                    self.note("a job is running: cancel it first (Esc on the progress screen)");
-                    vec![]
-                }
-                Key::Char('p') if self.mode == Mode::Pid1 => vec![Effect::PowerOff],
-                Key::Char('r') if self.mode == Mode::Pid1 => vec![Effect::Reboot],
-                Key::Char('p') | Key::Char('r') => {
-                    self.overlay = None;
-                    self.note("power off and reboot are only offered by the rescue system; on a host, quit with q");
-                    vec![]
-                }
-                Key::Esc | Key::Char('q') | Key::Char('n') => {
-                    self.overlay = None;
-                    vec![]
-                }
-                _ => vec![],
-            },
-            Overlay::ConfirmCancel => match key {
-                Key::Char('y') => {
-                    self.overlay = None;
-                    if let Some(j) = &mut self.job {
-                        j.cancel_requested = true;
-                    }
-                    self.note("cancelling: stopping at the next chunk");
-                    vec![Effect::Cancel]
-                }
-                Key::Char('n') | Key::Esc => {
-                    self.overlay = None;
-                    vec![]
-                }
-                _ => vec![],
-            },
-            Overlay::ConfirmQuit => match key {
-                Key::Char('y') => vec![Effect::Cancel, Effect::Quit],
-                Key::Char('n') | Key::Esc => {
-                    self.overlay = None;
-                    vec![]
-                }
-                _ => vec![],
-            },
-            Overlay::ConfirmGrow(plan) => match super::grow::confirm(&plan, key) {
-                Some(Some(spec)) => {
-                    self.overlay = None;
-                    let (screen, effects) = self.start(spec);
-                    self.screen = screen;
-                    effects
-                }
-                Some(None) => {
-                    self.overlay = None;
-                    vec![]
-                }
-                None => vec![],
-            },
-        }
-    }
-
-    // ---- answers from `term` ----
-
-    pub fn on_store(&mut self, result: Result<OpenedStore, String>) {
-        match &mut self.screen {
-            Screen::Capture(w) => w.on_store(result),
-            Screen::Restore(w) => w.on_store(result),
-            Screen::Verify(w) => w.on_store(result),
-            _ => {}
-        }
-        if let Some(e) = self.take_wizard_error() {
-            self.note(e);
-        }
-    }
-
-    pub fn on_image(&mut self, result: Result<ImageSummary, String>) {
-        if let Screen::Restore(w) = &mut self.screen {
-            let report = self.report.clone();
-            w.on_image(result, &report);
-        }
-        if let Some(e) = self.take_wizard_error() {
-            self.note(e);
-        }
-    }
-
-    fn take_wizard_error(&mut self) -> Option<String> {
-        match &mut self.screen {
-            Screen::Capture(w) => w.error.take(),
-            Screen::Restore(w) => w.error.take(),
-            Screen::Verify(w) => w.error.take(),
-            Screen::Clone(w) => w.error.take(),
-            _ => None,
-        }
-    }
-
-    pub fn on_progress(&mut self, p: Progress) {
-        if let Some(j) = &mut self.job {
-            j.rates.push(p.rate as u64);
-            if j.rates.len() > 240 {
-                j.rates.remove(0);
-            }
-            j.progress = Some(p);
-        }
-    }
-
-    pub fn on_finished(&mut self, result: JobResult) {
-        self.log.push(format!(
-            "{}: {}",
-            if result.ok { "finished" } else { "failed" },
-            result.title
-        ));
-        self.log
-            .extend(result.lines.iter().map(|l| format!("  {l}")));
-        self.job = None;
-        self.overlay = None;
-        self.status = None;
-        self.screen = Screen::Result(result);
-    }
-
-    pub fn on_usage(&mut self, device: String, used: u64) {
-        self.usage.insert(device, used);
-    }
-
-    /// What the data partition of the rescue stick `disk` holds (read by `term` in the background).
-    pub fn on_stick_data(&mut self, disk: String, contents: DataContents) {
-        self.stick_data.insert(disk, contents);
-    }
-}
-
-pub fn rows_of(report: &Report) -> Vec<Row> {
-    let mut rows = Vec::new();
-    for (i, d) in report.disks.iter().enumerate() {
-        rows.push(Row {
-            disk: i,
-            part: None,
-        });
-        for (j, _) in d.partitions.iter().enumerate() {
-            rows.push(Row {
-                disk: i,
-                part: Some(j),
-            });
-        }
-    }
-    rows
 }
 
 /// Move a list selection with the usual keys; returns whether the key was a movement.

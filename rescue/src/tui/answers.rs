@@ -1,0 +1,74 @@
+//! What `term` reports back to the state machine: a store opened, an image read, progress, a job
+//! finished, used space, the stick's data partition, unmounting.
+
+use crate::ops::Progress;
+use crate::plan::grow::DataContents;
+
+use super::app::{App, ImageSummary, JobResult, OpenedStore, Screen};
+
+impl App {
+    pub fn on_store(&mut self, result: Result<OpenedStore, String>) {
+        match &mut self.screen {
+            Screen::Capture(w) => w.on_store(result),
+            Screen::Restore(w) => w.on_store(result),
+            Screen::Verify(w) => w.on_store(result),
+            _ => {}
+        }
+        if let Some(e) = self.take_wizard_error() {
+            self.note(e);
+        }
+    }
+
+    pub fn on_image(&mut self, result: Result<ImageSummary, String>) {
+        if let Screen::Restore(w) = &mut self.screen {
+            let report = self.report.clone();
+            w.on_image(result, &report);
+        }
+        if let Some(e) = self.take_wizard_error() {
+            self.note(e);
+        }
+    }
+
+    pub(super) fn take_wizard_error(&mut self) -> Option<String> {
+        match &mut self.screen {
+            Screen::Capture(w) => w.error.take(),
+            Screen::Restore(w) => w.error.take(),
+            Screen::Verify(w) => w.error.take(),
+            Screen::Clone(w) => w.error.take(),
+            _ => None,
+        }
+    }
+
+    pub fn on_progress(&mut self, p: Progress) {
+        if let Some(j) = &mut self.job {
+            j.rates.push(p.rate as u64);
+            if j.rates.len() > 240 {
+                j.rates.remove(0);
+            }
+            j.progress = Some(p);
+        }
+    }
+
+    pub fn on_finished(&mut self, result: JobResult) {
+        self.log.push(format!(
+            "{}: {}",
+            if result.ok { "finished" } else { "failed" },
+            result.title
+        ));
+        self.log
+            .extend(result.lines.iter().map(|l| format!("  {l}")));
+        self.job = None;
+        self.overlay = None;
+        self.status = None;
+        self.screen = Screen::Result(result);
+    }
+
+    pub fn on_usage(&mut self, device: String, used: u64) {
+        self.usage.insert(device, used);
+    }
+
+    /// What the data partition of the rescue stick `disk` holds (read by `term` in the background).
+    pub fn on_stick_data(&mut self, disk: String, contents: DataContents) {
+        self.stick_data.insert(disk, contents);
+    }
+}
