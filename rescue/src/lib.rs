@@ -3,6 +3,7 @@
 //! Data flows detect → plan → engine → store; the CLI, the TUI and jobs are thin front ends over `ops`.
 //! Modules, one concept each:
 //! - [`units`]: sizes, JSON names and dates as people read them (the bottom layer).
+//! - [`url`]: image locations as URLs, and showing them without their password.
 //! - [`sys`]: the only place with raw syscalls, ioctls and `unsafe`, behind safe functions (also signal
 //!   handling and the file a second Ctrl-C removes).
 //! - [`init`]: PID 1 duties (mounts, console, supervisor, power off).
@@ -36,3 +37,4 @@ pub mod store;
 pub mod sys;
 pub mod tui;
 pub mod units;
+pub mod url;

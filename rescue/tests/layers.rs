@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 /// From the bottom: each module may use those of the layers before its own, never its own layer's others
 /// nor a higher one.
 const LAYERS: &[&[&str]] = &[
-    &["units", "sys"],
+    &["units", "url", "sys"],
     &["image", "hw"],
     &["detect"],
     &["init", "fs"],
