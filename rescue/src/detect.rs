@@ -266,25 +266,25 @@ impl Partition {
 /// `problems`, so each message says what happened and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum DetectError {
-    #[error("cannot list block devices in {path}: {source} (is sysfs mounted on /sys?)")]
+    #[error("cannot list block devices in {path} (is sysfs mounted on /sys?)")]
     ListDevices {
         path: PathBuf,
         source: std::io::Error,
     },
     #[error(
-        "cannot read the mount table {path}: {source}; mount status is unknown, treat every disk \
-         as possibly in use"
+        "cannot read the mount table {path} (mount status is unknown, treat every disk as possibly \
+         in use)"
     )]
     MountTable {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot open {path} read-only: {source} (check the path; reading disks needs root)")]
+    #[error("cannot open {path} read-only (check the path; reading disks needs root)")]
     Open {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot inspect {path}: {source}")]
+    #[error("cannot inspect {path}")]
     Stat {
         path: PathBuf,
         source: std::io::Error,
@@ -298,8 +298,8 @@ pub enum DetectError {
     #[error("{path} has a size of 0 bytes (no medium inserted?)")]
     Empty { path: PathBuf },
     #[error(
-        "read error on {path} at byte {offset}: {source}; the disk may be failing (image it before \
-         anything else) or the image file is truncated"
+        "read error on {path} at byte {offset} (the disk may be failing, so image it before \
+         anything else, or the image file is truncated)"
     )]
     Read {
         path: PathBuf,
@@ -323,7 +323,10 @@ pub fn detect_all(opts: &DetectOptions) -> Report {
             let path = opts.sysfs.join("block");
             report
                 .problems
-                .push(DetectError::ListDevices { path, source }.to_string());
+                .push(crate::units::chain(&DetectError::ListDevices {
+                    path,
+                    source,
+                }));
             return report;
         }
     };
@@ -472,7 +475,7 @@ fn block_device(sys: SysDisk, path: &Path, mounts: &MountTable, opts: &DetectOpt
                 path: path.to_path_buf(),
                 source,
             };
-            disk.problems.push(err.to_string());
+            disk.problems.push(crate::units::chain(&err));
         }
     }
     disk
@@ -562,7 +565,7 @@ fn fill_layout<R: Read + Seek>(
             offset: f.offset,
             source: f.source,
         };
-        disk.problems.push(err.to_string());
+        disk.problems.push(crate::units::chain(&err));
     }
     if gave_up {
         disk.problems.push(DetectError::GaveUp { path }.to_string());
@@ -622,7 +625,10 @@ fn load_mounts(opts: &DetectOptions, problems: &mut Vec<String>) -> MountTable {
         Ok(text) => mounts::parse_mountinfo_with(&text, block_dev_of),
         Err(source) => {
             let path = opts.mountinfo.clone();
-            problems.push(DetectError::MountTable { path, source }.to_string());
+            problems.push(crate::units::chain(&DetectError::MountTable {
+                path,
+                source,
+            }));
             MountTable::default()
         }
     }
@@ -658,7 +664,7 @@ fn empty_disk(path: &str, name: String, transport: Transport) -> Disk {
 
 fn failed_disk(path: &Path, transport: Transport, err: DetectError) -> Disk {
     let mut disk = empty_disk(&path.to_string_lossy(), file_name(path), transport);
-    disk.problems.push(err.to_string());
+    disk.problems.push(crate::units::chain(&err));
     disk
 }
 

@@ -109,7 +109,7 @@ impl Read for Window<'_> {
         }
         self.source
             .read_exact_at(&mut buf[..n], self.start + self.pos)
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
+            .map_err(std::io::Error::other)?;
         self.pos += n as u64;
         Ok(n)
     }
@@ -191,7 +191,11 @@ pub(crate) fn ranges_to_read(
                     );
                 }
                 Err(e) => {
-                    let why = format!("{}: captured raw: {e}", stream_label(s));
+                    let why = format!(
+                        "{}: captured raw: {}",
+                        stream_label(s),
+                        crate::units::chain(&e)
+                    );
                     notes.push(why.clone());
                     return (std::iter::once(0..s.len).collect(), CaptureMode::Raw, why);
                 }
