@@ -11,7 +11,7 @@
 //!
 //! Layout: `sysfs` (the kernel's view), `mounts` (mountinfo), `layout` (which table is
 //! authoritative, sanity checks) over `gpt`, `mbr`, `fs` (superblock probes) and `names`
-//! (friendly type names), all reading through `io::Source`, which bounds every read.
+//! (friendly type names), all reading through `io::DiskReader`, which bounds every read.
 
 mod fs;
 mod gpt;
@@ -37,7 +37,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use self::io::Source;
+use self::io::DiskReader;
 use self::layout::SectorSize;
 use self::mounts::{DevNum, MountTable};
 use self::sysfs::SysDisk;
@@ -433,7 +433,7 @@ pub fn detect_image<R: Read + Seek>(
 ) -> Disk {
     let mut disk = empty_disk(path, file_name(Path::new(path)), Transport::File);
     disk.size_bytes = size_bytes;
-    let mut src = Source::new(reader, size_bytes);
+    let mut src = DiskReader::new(reader, size_bytes);
     fill_layout(&mut disk, &mut src, SectorSize::Image, opts);
     disk.physical_sector_size = disk.logical_sector_size;
     disk
@@ -461,7 +461,7 @@ fn block_device(sys: SysDisk, path: &Path, mounts: &MountTable, opts: &DetectOpt
     }
     match File::open(path) {
         Ok(file) => {
-            let mut src = Source::new(file, sys.size_bytes);
+            let mut src = DiskReader::new(file, sys.size_bytes);
             fill_layout(
                 &mut disk,
                 &mut src,
@@ -539,7 +539,7 @@ fn block_device_without_sysfs(
 
 fn fill_layout<R: Read + Seek>(
     disk: &mut Disk,
-    src: &mut Source<R>,
+    src: &mut DiskReader<R>,
     sector: SectorSize,
     opts: &DetectOptions,
 ) {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use crate::detect::{Disk, Report};
 use crate::engine::restore::UnusedPolicy;
 use crate::ops::RestoreSpec;
-use crate::plan::{self, Environment, RestorePlan, StreamKind};
+use crate::plan::{self, Environment, RestorePlan, StreamRole as StreamKind};
 
 use super::app::{move_sel, short_name, App, Effect, ImageSummary, JobSpec, Key, OpenedStore};
 use super::picker::{ImageKey, ImagePicker};
