@@ -9,15 +9,18 @@
 //! Detection never fails as a whole: every difficulty (unreadable device, damaged table, read
 //! errors) becomes a human-readable entry in a `problems` list and detection moves on.
 //!
-//! Layout: `sysfs` (the kernel's view), `mounts` (mountinfo), `layout` (which table is
-//! authoritative, sanity checks) over `gpt`, `mbr`, `fs` (superblock probes) and `names`
-//! (friendly type names), all reading through `io::Source`, which bounds every read.
+//! Layout: `model` (what a detection returns: [`Report`], [`Disk`], [`Partition`], …, re-exported
+//! here), `sysfs` (the kernel's view), `mounts` (mountinfo), `layout` (which table is authoritative,
+//! sanity checks) over `gpt`, `mbr`, `fs` (superblock probes) and `names` (friendly type names), all
+//! reading through `io::DiskReader`, which bounds every read; `select` picks disks by their
+//! properties (serial, bus, size, label) rather than their kernel names.
 
 mod fs;
 mod gpt;
 pub(crate) mod io;
 mod layout;
 mod mbr;
+mod model;
 mod mounts;
 mod names;
 pub mod select;
@@ -35,9 +38,11 @@ use std::io::{Read, Seek};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+pub use self::model::{
+    Disk, FsKind, GptInfo, Identity, MbrInfo, Partition, PartitionTable, Report, Transport,
+};
 
-use self::io::Source;
+use self::io::DiskReader;
 use self::layout::SectorSize;
 use self::mounts::{DevNum, MountTable};
 use self::sysfs::SysDisk;
@@ -66,225 +71,29 @@ impl Default for DetectOptions {
     }
 }
 
-/// The result of a detection run (schema: docs/DISKS-JSON.md).
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
-pub struct Report {
-    pub disks: Vec<Disk>,
-    /// Problems not tied to one disk (sysfs or the mount table unreadable).
-    #[serde(default)]
-    pub problems: Vec<String>,
-}
-
-/// One disk: a whole block device or an image file.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct Disk {
-    pub path: String,
-    pub name: String,
-    pub size_bytes: u64,
-    pub logical_sector_size: u32,
-    pub physical_sector_size: u32,
-    pub model: Option<String>,
-    pub serial: Option<String>,
-    pub transport: Transport,
-    pub removable: bool,
-    pub read_only: bool,
-    pub rotational: bool,
-    pub table: PartitionTable,
-    pub gpt: Option<GptInfo>,
-    pub mbr: Option<MbrInfo>,
-    pub partitions: Vec<Partition>,
-    /// Filesystem on the whole disk, when it has no partition table ("superfloppy").
-    pub fs: Option<FsKind>,
-    pub fs_label: Option<String>,
-    pub fs_uuid: Option<String>,
-    /// Where the whole disk itself is mounted.
-    pub mounts: Vec<String>,
-    /// This disk is the medium we booted from (or, for a partition's device node, one of its partitions).
-    pub boot_medium: bool,
-    /// Everything that went wrong or looks wrong with this disk, for people to read.
-    pub problems: Vec<String>,
-    /// For a partition's device node (`/dev/sdb1`): the whole disk it belongs to (`/dev/sdb`).
-    pub whole_disk: Option<String>,
-    /// What the path names on this machine, so that two names of one device or file are known to be one.
-    #[serde(skip)]
-    pub identity: Option<Identity>,
-}
-
-/// A block device by its device number, or a file by its filesystem's device number and its inode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Identity {
-    Device(u64),
-    File { dev: u64, ino: u64 },
-}
-
-impl Identity {
-    /// The identity of what `path` names now; `None` when it does not exist.
-    pub fn of(path: &Path) -> Option<Identity> {
-        std::fs::metadata(path)
-            .ok()
-            .map(|m| Identity::from_metadata(&m))
-    }
-
-    fn from_metadata(meta: &std::fs::Metadata) -> Identity {
-        if meta.file_type().is_block_device() {
-            Identity::Device(meta.rdev())
-        } else {
-            Identity::File {
-                dev: meta.dev(),
-                ino: meta.ino(),
-            }
-        }
-    }
-}
-
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum Transport {
-    Virtio,
-    Sata,
-    Nvme,
-    Usb,
-    Mmc,
-    Scsi,
-    File,
-    Unknown,
-}
-
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum PartitionTable {
-    Gpt,
-    Mbr,
-    None,
-}
-
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum FsKind {
-    Ext2,
-    Ext3,
-    Ext4,
-    Vfat,
-    Exfat,
-    Ntfs,
-    Xfs,
-    Btrfs,
-    Swap,
-    Luks,
-    Bitlocker,
-    Lvm,
-}
-
-/// Health and geometry of a GPT. LBAs are in units of the disk's logical sector size.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub struct GptInfo {
-    /// Upper-case GUID; `None` when no header could be parsed at all.
-    pub disk_guid: Option<String>,
-    pub primary_header_valid: bool,
-    pub backup_header_valid: bool,
-    /// `None` when the header is invalid, so its entry array could not be located.
-    pub primary_entries_valid: Option<bool>,
-    pub backup_entries_valid: Option<bool>,
-    /// LBA 0 holds exactly one entry, of type 0xEE.
-    pub protective_mbr: bool,
-    /// LBA 0 holds a 0xEE entry plus other partitions.
-    pub hybrid_mbr: bool,
-    pub first_usable_lba: u64,
-    pub last_usable_lba: u64,
-    pub partition_entry_count: u32,
-    pub partition_entry_size: u32,
-    pub primary_entries_lba: Option<u64>,
-    pub backup_header_lba: Option<u64>,
-    pub backup_entries_lba: Option<u64>,
-    /// GPT-specific problems (also included in the disk's `problems`).
-    pub problems: Vec<String>,
-}
-
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub struct MbrInfo {
-    /// The 32-bit disk identifier at byte 440, as `0x%08x` (fdisk's "Disk identifier").
-    pub disk_signature: String,
-}
-
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct Partition {
-    /// Partition number as Linux numbers it (GPT slot + 1; MBR 1–4, logical 5+).
-    pub number: u32,
-    /// The kernel's device node for it, when one exists.
-    pub path: Option<String>,
-    pub start_bytes: u64,
-    pub size_bytes: u64,
-    /// GPT type GUID (upper case) or MBR type id (`0x83`).
-    #[serde(rename = "type")]
-    pub part_type: String,
-    pub type_name: String,
-    /// GPT partition name.
-    pub name: Option<String>,
-    /// GPT unique partition GUID (upper case).
-    pub uuid: Option<String>,
-    /// MBR active flag; for GPT the "legacy BIOS bootable" attribute (bit 2).
-    pub bootable: bool,
-    /// An MBR logical partition (inside an extended one).
-    pub logical: bool,
-    /// An MBR extended container: holds logical partitions, has no data of its own.
-    pub extended: bool,
-    pub fs: Option<FsKind>,
-    pub fs_label: Option<String>,
-    pub fs_uuid: Option<String>,
-    pub mounts: Vec<String>,
-}
-
-impl Partition {
-    pub(crate) fn new(
-        number: u32,
-        start: u64,
-        size: u64,
-        part_type: String,
-        type_name: &str,
-    ) -> Self {
-        Partition {
-            number,
-            path: None,
-            start_bytes: start,
-            size_bytes: size,
-            part_type,
-            type_name: type_name.to_string(),
-            name: None,
-            uuid: None,
-            bootable: false,
-            logical: false,
-            extended: false,
-            fs: None,
-            fs_label: None,
-            fs_uuid: None,
-            mounts: Vec::new(),
-        }
-    }
-}
-
 /// Why something could not be detected. Detection itself never fails; these end up as text in
 /// `problems`, so each message says what happened and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum DetectError {
-    #[error("cannot list block devices in {path}: {source} (is sysfs mounted on /sys?)")]
+    #[error("cannot list block devices in {path} (is sysfs mounted on /sys?)")]
     ListDevices {
         path: PathBuf,
         source: std::io::Error,
     },
     #[error(
-        "cannot read the mount table {path}: {source}; mount status is unknown, treat every disk \
-         as possibly in use"
+        "cannot read the mount table {path} (mount status is unknown, treat every disk as possibly \
+         in use)"
     )]
     MountTable {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot open {path} read-only: {source} (check the path; reading disks needs root)")]
+    #[error("cannot open {path} read-only (check the path; reading disks needs root)")]
     Open {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot inspect {path}: {source}")]
+    #[error("cannot inspect {path}")]
     Stat {
         path: PathBuf,
         source: std::io::Error,
@@ -298,8 +107,8 @@ pub enum DetectError {
     #[error("{path} has a size of 0 bytes (no medium inserted?)")]
     Empty { path: PathBuf },
     #[error(
-        "read error on {path} at byte {offset}: {source}; the disk may be failing (image it before \
-         anything else) or the image file is truncated"
+        "read error on {path} at byte {offset} (the disk may be failing, so image it before \
+         anything else, or the image file is truncated)"
     )]
     Read {
         path: PathBuf,
@@ -323,7 +132,10 @@ pub fn detect_all(opts: &DetectOptions) -> Report {
             let path = opts.sysfs.join("block");
             report
                 .problems
-                .push(DetectError::ListDevices { path, source }.to_string());
+                .push(crate::units::chain(&DetectError::ListDevices {
+                    path,
+                    source,
+                }));
             return report;
         }
     };
@@ -430,7 +242,7 @@ pub fn detect_image<R: Read + Seek>(
 ) -> Disk {
     let mut disk = empty_disk(path, file_name(Path::new(path)), Transport::File);
     disk.size_bytes = size_bytes;
-    let mut src = Source::new(reader, size_bytes);
+    let mut src = DiskReader::new(reader, size_bytes);
     fill_layout(&mut disk, &mut src, SectorSize::Image, opts);
     disk.physical_sector_size = disk.logical_sector_size;
     disk
@@ -458,7 +270,7 @@ fn block_device(sys: SysDisk, path: &Path, mounts: &MountTable, opts: &DetectOpt
     }
     match File::open(path) {
         Ok(file) => {
-            let mut src = Source::new(file, sys.size_bytes);
+            let mut src = DiskReader::new(file, sys.size_bytes);
             fill_layout(
                 &mut disk,
                 &mut src,
@@ -472,7 +284,7 @@ fn block_device(sys: SysDisk, path: &Path, mounts: &MountTable, opts: &DetectOpt
                 path: path.to_path_buf(),
                 source,
             };
-            disk.problems.push(err.to_string());
+            disk.problems.push(crate::units::chain(&err));
         }
     }
     disk
@@ -536,7 +348,7 @@ fn block_device_without_sysfs(
 
 fn fill_layout<R: Read + Seek>(
     disk: &mut Disk,
-    src: &mut Source<R>,
+    src: &mut DiskReader<R>,
     sector: SectorSize,
     opts: &DetectOptions,
 ) {
@@ -562,7 +374,7 @@ fn fill_layout<R: Read + Seek>(
             offset: f.offset,
             source: f.source,
         };
-        disk.problems.push(err.to_string());
+        disk.problems.push(crate::units::chain(&err));
     }
     if gave_up {
         disk.problems.push(DetectError::GaveUp { path }.to_string());
@@ -622,7 +434,10 @@ fn load_mounts(opts: &DetectOptions, problems: &mut Vec<String>) -> MountTable {
         Ok(text) => mounts::parse_mountinfo_with(&text, block_dev_of),
         Err(source) => {
             let path = opts.mountinfo.clone();
-            problems.push(DetectError::MountTable { path, source }.to_string());
+            problems.push(crate::units::chain(&DetectError::MountTable {
+                path,
+                source,
+            }));
             MountTable::default()
         }
     }
@@ -658,7 +473,7 @@ fn empty_disk(path: &str, name: String, transport: Transport) -> Disk {
 
 fn failed_disk(path: &Path, transport: Transport, err: DetectError) -> Disk {
     let mut disk = empty_disk(&path.to_string_lossy(), file_name(path), transport);
-    disk.problems.push(err.to_string());
+    disk.problems.push(crate::units::chain(&err));
     disk
 }
 

@@ -15,7 +15,7 @@ mod workers;
 
 use crate::detect::{Disk, FsKind, PartitionTable};
 use crate::image::{DiskInfo, Index, PartitionInfo, TableKind};
-use crate::plan::{Layout, PlannedStream, StreamKind};
+use crate::plan::{Layout, PlannedStream, StreamRole};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -96,10 +96,10 @@ pub fn layout_of(index: &Index) -> Layout {
         .iter()
         .map(|s| {
             let (kind, partition) = match s.info.kind {
-                I::Table(role) => (StreamKind::Table(role), None),
-                I::Gap => (StreamKind::Gap, None),
-                I::Partition { number } => (StreamKind::Partition, Some(number)),
-                I::WholeDisk => (StreamKind::WholeDisk, None),
+                I::Table(role) => (StreamRole::Table(role), None),
+                I::Gap => (StreamRole::Gap, None),
+                I::Partition { number } => (StreamRole::Partition, Some(number)),
+                I::WholeDisk => (StreamRole::WholeDisk, None),
             };
             let fs = partition
                 .and_then(|n| index.disk.partitions.iter().find(|p| p.number == n))

@@ -149,7 +149,7 @@ pub enum FsError {
         reason: String,
     },
     /// Reading metadata failed: the device may be failing (raw capture records unreadable ranges).
-    #[error("reading filesystem metadata at byte {offset} of the partition failed: {source}")]
+    #[error("reading filesystem metadata at byte {offset} of the partition failed")]
     Io {
         offset: u64,
         #[source]

@@ -12,22 +12,22 @@ pub use loader::{LoadReport, ModuleLoader};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HwError {
-    #[error("cannot read the module index {path}: {source}. The initramfs is incomplete; rebuild it with the builder")]
+    #[error("cannot read the module index {path} (the initramfs is incomplete; rebuild it with the builder)")]
     IndexRead {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("module index {path}: {source}")]
+    #[error("module index {path}")]
     IndexParse {
         path: PathBuf,
         source: initramfs::index::IndexError,
     },
-    #[error("cannot open module file {path}: {source}")]
+    #[error("cannot open module file {path}")]
     ModuleOpen {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("the kernel refused module {name} ({path}): {source}")]
+    #[error("the kernel refused module {name} ({path})")]
     ModuleLoad {
         name: String,
         path: PathBuf,
@@ -65,7 +65,7 @@ pub fn modprobe_main(args: &[String]) -> i32 {
         Ok(l) => l,
         Err(e) => {
             if !quiet {
-                eprintln!("modprobe: {e}");
+                eprintln!("modprobe: {}", crate::units::chain(&e));
             }
             return 1;
         }
@@ -74,7 +74,7 @@ pub fn modprobe_main(args: &[String]) -> i32 {
     for name in names {
         if let Err(e) = loader.load_alias(&name) {
             if !quiet {
-                eprintln!("modprobe: {e}");
+                eprintln!("modprobe: {}", crate::units::chain(&e));
             }
             rc = 1;
         }

@@ -251,7 +251,10 @@ fn bring_up_hardware(start: Instant) {
     let loader = match ModuleLoader::open(&dir) {
         Ok(l) => Arc::new(l),
         Err(e) => {
-            log(&format!("{e}; continuing without loadable modules"));
+            log(&format!(
+                "{}; continuing without loadable modules",
+                crate::units::chain(&e)
+            ));
             return;
         }
     };

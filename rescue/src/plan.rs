@@ -15,9 +15,10 @@ use std::ops::Range;
 use crate::detect::{FsKind, PartitionTable};
 pub use crate::image::TableRole;
 
-/// What a stream of the image holds.
+/// The part of the source disk a planned stream covers: what it is for on the disk (the image records it
+/// as an [`crate::image::StreamKind`], with the partition's number).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StreamKind {
+pub enum StreamRole {
     /// Partition table structures: LBA 0, the GPT primary header and entries, the backup entries and header.
     Table(TableRole),
     /// Bytes outside every partition and table (bootloader code, BIOS boot data, free space).
@@ -31,7 +32,7 @@ pub enum StreamKind {
 /// One stream a capture will produce.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlannedStream {
-    pub kind: StreamKind,
+    pub kind: StreamRole,
     /// Where the stream's first byte lives on the source disk.
     pub disk_offset: u64,
     pub len: u64,
@@ -45,7 +46,7 @@ pub struct PlannedStream {
 
 impl PlannedStream {
     pub fn is_table(&self) -> bool {
-        matches!(self.kind, StreamKind::Table(_))
+        matches!(self.kind, StreamRole::Table(_))
     }
 
     pub fn range(&self) -> Range<u64> {
@@ -115,7 +116,7 @@ impl Layout {
     fn data_end(&self) -> u64 {
         self.streams
             .iter()
-            .filter(|s| matches!(s.kind, StreamKind::Partition | StreamKind::WholeDisk))
+            .filter(|s| matches!(s.kind, StreamRole::Partition | StreamRole::WholeDisk))
             .map(|s| s.disk_offset + s.len)
             .max()
             .unwrap_or(0)

@@ -1,10 +1,21 @@
-//! Where images are kept: the filesystems an image can be written to or read from, mounting them (NTFS
-//! through ntfs-3g: [`ntfs`]), the images they hold, free space and default names. Used by the TUI and
-//! jobs; the CLI takes plain paths (and `rescue mount`).
+//! Where images are kept. This file: the drives that can hold images ([`Store`]: [`stores`] to write to,
+//! [`readable_stores`] to read from, with the reason a drive cannot, [`unwritable_reason`]), mounting one
+//! for an [`Access`] ([`ensure_mounted`]), the images on it ([`find_images`]), its free space and largest
+//! file ([`free_bytes`], [`max_file_size_at`], and the [`space_warning`] given before a capture), image
+//! names ([`default_image_name`]) and how an image's date and host are shown ([`date_time`],
+//! [`on_host`]). The TUI and jobs choose stores; the CLI takes paths (its captures get the same space
+//! warning, through `ops`), and `rescue mount`/`umount` are [`mount`].
 //!
-//! The rescue stick's own data partition is a store too, and can be grown to the end of the stick:
-//! [`grow`] re-partitions the stick and re-creates the data partition with [`exfat`] (an exFAT
-//! formatter; [`upcase`] is its up-case table), writing through [`region::Region`] views of the disk.
+//! Submodules:
+//! - [`mount`]: mounting and unmounting a drive's filesystem (the syscalls; NTFS through [`ntfs`]), and
+//!   finding where a device is mounted;
+//! - [`ntfs`]: NTFS through ntfs-3g over FUSE, writable only when `ntfs-3g.probe` says so (hibernated
+//!   and unclean volumes are refused, or mounted read-only to read images);
+//! - [`grow`]: growing the rescue stick's data partition to the end of the stick, as `plan::grow`
+//!   planned: the GPT moves, and the data partition is re-created by [`exfat`];
+//! - [`exfat`]: an exFAT formatter (the rescue system has no mkfs), with [`upcase`], its up-case table;
+//! - [`region`]: a byte range of a disk seen as a device of its own (`Read`/`Write`/`Seek`), which
+//!   `grow` and `exfat` write through.
 
 pub mod exfat;
 pub mod grow;

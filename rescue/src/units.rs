@@ -34,6 +34,25 @@ pub fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
+/// An error and its causes on one line, `error: cause: cause`, for messages that are not printed by an
+/// error-chain printer (problem lists, notes, logs). A cause whose text the line already holds is left
+/// out, so the OS error is said once however the messages on the way repeat it.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !line.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+        cause = c.source();
+    }
+    line
+}
+
 /// `YYYY-MM-DD-HHMM` (UTC) for a Unix time.
 pub fn date_stamp(unix: u64) -> String {
     let (y, m, d, hh, mm) = civil(unix);
@@ -70,6 +89,31 @@ mod tests {
         assert_eq!(date_stamp(0), "1970-01-01-0000");
         assert_eq!(date_stamp(1_795_000_000), "2026-11-18-1106");
         assert_eq!(date_time(951_782_400), "2000-02-29 00:00 UTC");
+    }
+
+    #[test]
+    fn chains_say_each_cause_once() {
+        #[derive(Debug)]
+        struct Outer(String, std::io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.1)
+            }
+        }
+        let os = || std::io::Error::from_raw_os_error(libc::EIO);
+        let said = os().to_string();
+        assert_eq!(
+            chain(&Outer("reading /dev/sdb failed".into(), os())),
+            format!("reading /dev/sdb failed: {said}")
+        );
+        let repeated = format!("reading /dev/sdb failed: {said}");
+        assert_eq!(chain(&Outer(repeated.clone(), os())), repeated);
+        assert_eq!(chain(&os()), said);
     }
 
     #[test]

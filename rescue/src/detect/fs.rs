@@ -1,13 +1,15 @@
 //! Filesystem (and container) identification by superblock magic, with label and UUID.
 //!
-//! All reads go through a [`Region`], so a probe never looks past the partition it was given.
+//! All reads go through a [`RangeReader`], so a probe never looks past the partition it was given.
 //! Order matters: BitLocker, NTFS and exFAT boot sectors carry a jump instruction and a BPB-like
 //! layout that a lenient FAT check could accept, so their OEM-name magics are tested first, and
 //! FAT's own check is strict (jump, geometry, media byte).
 
 use std::io::{Read, Seek};
 
-use super::io::{array, has, le16, le32, le64, slice, text_field, utf16_field, uuid_be, Region};
+use super::io::{
+    array, has, le16, le32, le64, slice, text_field, utf16_field, uuid_be, RangeReader,
+};
 use super::FsKind;
 
 /// What a probe found.
@@ -28,7 +30,7 @@ impl FsInfo {
 const MAX_DIR_SCAN: u64 = 64 * 1024;
 
 /// Identifies the filesystem in `r`. `Err(())` when a read failed (the source has recorded it).
-pub(crate) fn probe<R: Read + Seek>(r: &mut Region<R>) -> Result<Option<FsInfo>, ()> {
+pub(crate) fn probe<R: Read + Seek>(r: &mut RangeReader<R>) -> Result<Option<FsInfo>, ()> {
     let head_len = r.len().min(4096) as usize;
     if head_len < 512 {
         return Ok(None);
@@ -125,7 +127,7 @@ fn ext(head: &[u8]) -> Option<FsInfo> {
 }
 
 /// FAT12/16/32, recognised by a plausible BIOS parameter block.
-fn fat<R: Read + Seek>(r: &mut Region<R>, head: &[u8]) -> Result<Option<FsInfo>, ()> {
+fn fat<R: Read + Seek>(r: &mut RangeReader<R>, head: &[u8]) -> Result<Option<FsInfo>, ()> {
     let jump_ok = (head[0] == 0xEB && head[2] == 0x90) || head[0] == 0xE9;
     let bps = u64::from(le16(head, 11));
     let spc = u64::from(head[13]);
@@ -197,7 +199,7 @@ fn fat_dir_label(dir: &[u8]) -> Option<String> {
     None
 }
 
-fn exfat_label<R: Read + Seek>(r: &mut Region<R>, head: &[u8]) -> Result<Option<String>, ()> {
+fn exfat_label<R: Read + Seek>(r: &mut RangeReader<R>, head: &[u8]) -> Result<Option<String>, ()> {
     let sector_shift = u32::from(head[108]);
     let cluster_shift = u32::from(head[109]);
     if !(9..=12).contains(&sector_shift) || cluster_shift > 25 {
@@ -227,7 +229,7 @@ fn exfat_label<R: Read + Seek>(r: &mut Region<R>, head: &[u8]) -> Result<Option<
 }
 
 /// The NTFS volume label lives in the `$VOLUME_NAME` attribute of MFT record 3 (`$Volume`).
-fn ntfs_label<R: Read + Seek>(r: &mut Region<R>, head: &[u8]) -> Result<Option<String>, ()> {
+fn ntfs_label<R: Read + Seek>(r: &mut RangeReader<R>, head: &[u8]) -> Result<Option<String>, ()> {
     let bps = u64::from(le16(head, 11));
     let spc_raw = head[13];
     // Cluster sizes above 64 KiB are stored as a negative power of two.
@@ -286,7 +288,7 @@ fn ntfs_label<R: Read + Seek>(r: &mut Region<R>, head: &[u8]) -> Result<Option<S
     Ok(None)
 }
 
-fn swap<R: Read + Seek>(r: &mut Region<R>, head: &[u8]) -> Result<Option<FsInfo>, ()> {
+fn swap<R: Read + Seek>(r: &mut RangeReader<R>, head: &[u8]) -> Result<Option<FsInfo>, ()> {
     // The magic ends the first page, whose size depends on the machine that ran mkswap.
     for page in [4096u64, 8192, 16384, 65536] {
         let Some(magic) = r.read(page - 10, 10)? else {
@@ -333,14 +335,14 @@ fn lvm(head: &[u8]) -> Option<FsInfo> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 mod tests {
-    use super::super::io::Source;
+    use super::super::io::DiskReader;
     use super::*;
     use std::io::Cursor;
 
     fn probe_bytes(b: Vec<u8>) -> Option<FsInfo> {
         let len = b.len() as u64;
-        let mut src = Source::new(Cursor::new(b), len);
-        let mut r = Region::new(&mut src, 0, len);
+        let mut src = DiskReader::new(Cursor::new(b), len);
+        let mut r = RangeReader::new(&mut src, 0, len);
         probe(&mut r).expect("in-memory reads cannot fail")
     }
 
@@ -436,10 +438,10 @@ mod tests {
         // An ext superblock just past the end of a 1 KiB region must not be seen.
         let mut b = vec![0u8; 4096];
         b[1024 + 0x38..1024 + 0x3A].copy_from_slice(&0xEF53u16.to_le_bytes());
-        let mut src = Source::new(Cursor::new(b), 4096);
-        let mut r = Region::new(&mut src, 0, 1024);
+        let mut src = DiskReader::new(Cursor::new(b), 4096);
+        let mut r = RangeReader::new(&mut src, 0, 1024);
         assert_eq!(probe(&mut r).unwrap(), None);
-        let mut r = Region::new(&mut src, 0, 2048);
+        let mut r = RangeReader::new(&mut src, 0, 2048);
         assert_eq!(probe(&mut r).unwrap().unwrap().kind, FsKind::Ext2);
     }
 }

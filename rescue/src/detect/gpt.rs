@@ -14,7 +14,7 @@ use std::io::{Cursor, Read, Seek};
 
 use gpt::partition_types as pt;
 
-use super::io::{crc32, guid_mixed, has, le32, le64, Source};
+use super::io::{crc32, guid_mixed, has, le32, le64, DiskReader};
 use super::names;
 use super::{GptInfo, Partition};
 
@@ -71,9 +71,9 @@ impl HeaderCheck {
 
 /// Whether a GPT signature sits where `sector_size` puts the primary (LBA 1) or the backup (last
 /// LBA) header. Image files have no sector size of their own; this is how it is found.
-pub(crate) fn has_signature<R: Read + Seek>(src: &mut Source<R>, sector_size: u32) -> bool {
+pub(crate) fn has_signature<R: Read + Seek>(src: &mut DiskReader<R>, sector_size: u32) -> bool {
     let ss = u64::from(sector_size);
-    let at = |src: &mut Source<R>, off: u64| matches!(src.read_at(off, SIGNATURE.len()), Ok(Some(b)) if b == SIGNATURE);
+    let at = |src: &mut DiskReader<R>, off: u64| matches!(src.read_at(off, SIGNATURE.len()), Ok(Some(b)) if b == SIGNATURE);
     let last = (src.size() / ss).saturating_sub(1);
     at(src, ss) || (last > 1 && at(src, last * ss))
 }
@@ -81,7 +81,7 @@ pub(crate) fn has_signature<R: Read + Seek>(src: &mut Source<R>, sector_size: u3
 /// The partitions of a GPT disk and the table's health; `None` when neither header location has a
 /// GPT signature. `protective_mbr`/`hybrid_mbr` are left for the caller, who has read LBA 0.
 pub(crate) fn probe<R: Read + Seek>(
-    src: &mut Source<R>,
+    src: &mut DiskReader<R>,
     sector_size: u32,
 ) -> Option<(GptInfo, Vec<Partition>)> {
     let ss = u64::from(sector_size);
@@ -235,7 +235,12 @@ fn entries_problem(which: &str, entries: &Option<(Vec<u8>, bool)>) -> String {
 }
 
 /// Reads and validates the header at `lba`.
-fn check_header<R: Read + Seek>(src: &mut Source<R>, lba: u64, ss: u64, total: u64) -> HeaderCheck {
+fn check_header<R: Read + Seek>(
+    src: &mut DiskReader<R>,
+    lba: u64,
+    ss: u64,
+    total: u64,
+) -> HeaderCheck {
     let mut check = HeaderCheck::default();
     let block = match src.read_at(lba * ss, ss as usize) {
         Ok(Some(b)) => b,
@@ -326,7 +331,7 @@ fn check_header<R: Read + Seek>(src: &mut Source<R>, lba: u64, ss: u64, total: u
 /// The entry array repacked to 128-byte entries, and whether its CRC matches. `None` when it
 /// cannot be read.
 fn read_entries<R: Read + Seek>(
-    src: &mut Source<R>,
+    src: &mut DiskReader<R>,
     h: &Header,
     ss: u64,
 ) -> Option<(Vec<u8>, bool)> {
@@ -471,7 +476,7 @@ mod tests {
 
     fn run(img: Vec<u8>) -> (GptInfo, Vec<Partition>) {
         let len = img.len() as u64;
-        probe(&mut Source::new(Cursor::new(img), len), 512).expect("GPT present")
+        probe(&mut DiskReader::new(Cursor::new(img), len), 512).expect("GPT present")
     }
 
     #[test]
@@ -533,9 +538,9 @@ mod tests {
 
     #[test]
     fn tiny_or_blank_sources_have_no_gpt() {
-        let mut src = Source::new(Cursor::new(vec![0u8; 1024]), 1024);
+        let mut src = DiskReader::new(Cursor::new(vec![0u8; 1024]), 1024);
         assert!(probe(&mut src, 512).is_none());
-        let mut src = Source::new(Cursor::new(vec![0u8; 64 * 1024]), 64 * 1024);
+        let mut src = DiskReader::new(Cursor::new(vec![0u8; 64 * 1024]), 64 * 1024);
         assert!(probe(&mut src, 512).is_none());
         assert!(!has_signature(&mut src, 512));
     }

@@ -1,6 +1,6 @@
 //! Bounded, read-only access to a disk or image, and the little-endian/CRC helpers the parsers share.
 //!
-//! Every parser reads through [`Source`], which clips reads to the device size, caps their length, and
+//! Every parser reads through [`DiskReader`], which clips reads to the device size, caps their length, and
 //! remembers I/O failures so that a dying disk is reported once per bad spot and then given up on
 //! (each failed read on a failing disk can take many seconds inside the kernel's retries).
 
@@ -22,16 +22,16 @@ pub(crate) struct ReadFailure {
 }
 
 /// A read-only view of a device or image of a known size.
-pub(crate) struct Source<R> {
+pub(crate) struct DiskReader<R> {
     inner: R,
     size: u64,
     failures: Vec<ReadFailure>,
     gave_up: bool,
 }
 
-impl<R: Read + Seek> Source<R> {
+impl<R: Read + Seek> DiskReader<R> {
     pub(crate) fn new(inner: R, size: u64) -> Self {
-        Source {
+        DiskReader {
             inner,
             size,
             failures: Vec::new(),
@@ -86,19 +86,19 @@ impl<R: Read + Seek> Source<R> {
     }
 }
 
-/// A byte range of a [`Source`] (a partition): reads never leave it.
-pub(crate) struct Region<'a, R> {
-    src: &'a mut Source<R>,
+/// A byte range of a [`DiskReader`] (a partition): reads never leave it.
+pub(crate) struct RangeReader<'a, R> {
+    src: &'a mut DiskReader<R>,
     start: u64,
     len: u64,
 }
 
-impl<'a, R: Read + Seek> Region<'a, R> {
+impl<'a, R: Read + Seek> RangeReader<'a, R> {
     /// The range is clipped to the end of the source so that a partition running past the end of a
     /// truncated image is still probed as far as the data goes.
-    pub(crate) fn new(src: &'a mut Source<R>, start: u64, len: u64) -> Self {
+    pub(crate) fn new(src: &'a mut DiskReader<R>, start: u64, len: u64) -> Self {
         let avail = src.size().saturating_sub(start);
-        Region {
+        RangeReader {
             src,
             start,
             len: len.min(avail),
@@ -109,7 +109,7 @@ impl<'a, R: Read + Seek> Region<'a, R> {
         self.len
     }
 
-    /// Like [`Source::read_at`], relative to the region and bounded by it.
+    /// Like [`DiskReader::read_at`], relative to the range and bounded by it.
     pub(crate) fn read(&mut self, offset: u64, len: usize) -> Result<Option<Vec<u8>>, ()> {
         match offset.checked_add(len as u64) {
             Some(end) if end <= self.len => self.src.read_at(self.start + offset, len),
@@ -246,15 +246,15 @@ mod tests {
     }
 
     #[test]
-    fn reads_are_clipped_to_the_source_and_region() {
-        let mut src = Source::new(Cursor::new((0u8..=255).collect::<Vec<_>>()), 256);
+    fn reads_are_clipped_to_the_disk_and_range() {
+        let mut src = DiskReader::new(Cursor::new((0u8..=255).collect::<Vec<_>>()), 256);
         assert_eq!(
             src.read_at(250, 6).unwrap().unwrap(),
             vec![250, 251, 252, 253, 254, 255]
         );
         assert_eq!(src.read_at(251, 6).unwrap(), None);
         assert_eq!(src.read_at(u64::MAX, 2).unwrap(), None);
-        let mut r = Region::new(&mut src, 200, 100);
+        let mut r = RangeReader::new(&mut src, 200, 100);
         assert_eq!(r.len(), 56);
         assert_eq!(r.read(0, 2).unwrap().unwrap(), vec![200, 201]);
         assert_eq!(r.read(55, 2).unwrap(), None);
@@ -263,7 +263,7 @@ mod tests {
     #[test]
     fn short_device_is_a_failure_and_probing_gives_up() {
         // Claims 4096 bytes but holds 100: reads past 100 fail like a truncated image.
-        let mut src = Source::new(Cursor::new(vec![0u8; 100]), 4096);
+        let mut src = DiskReader::new(Cursor::new(vec![0u8; 100]), 4096);
         for _ in 0..5 {
             assert!(src.read_at(512, 512).is_err());
         }

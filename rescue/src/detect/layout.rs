@@ -4,7 +4,7 @@
 use std::io::{Read, Seek};
 
 use super::fs::{self as fsprobe, FsInfo};
-use super::io::{Region, Source};
+use super::io::{DiskReader, RangeReader};
 use super::mbr::{self, MbrSector};
 use super::{gpt, FsKind, GptInfo, MbrInfo, Partition, PartitionTable};
 
@@ -32,7 +32,7 @@ pub(crate) struct Layout {
 /// Overlap reports beyond this many are summarised: one broken table should not bury the rest.
 const MAX_OVERLAP_REPORTS: usize = 8;
 
-pub(crate) fn probe<R: Read + Seek>(src: &mut Source<R>, sector: SectorSize) -> Layout {
+pub(crate) fn probe<R: Read + Seek>(src: &mut DiskReader<R>, sector: SectorSize) -> Layout {
     let mut problems = Vec::new();
     let ss = sector_size(src, sector, &mut problems);
     let sector0 = src.read_at(0, 512).ok().flatten();
@@ -133,7 +133,7 @@ pub(crate) fn probe<R: Read + Seek>(src: &mut Source<R>, sector: SectorSize) -> 
     check_overlaps(&layout.partitions, &mut problems);
 
     for p in layout.partitions.iter_mut().filter(|p| !p.extended) {
-        let mut region = Region::new(src, p.start_bytes, p.size_bytes);
+        let mut region = RangeReader::new(src, p.start_bytes, p.size_bytes);
         if let Ok(Some(info)) = fsprobe::probe(&mut region) {
             p.fs = Some(info.kind);
             p.fs_label = info.label;
@@ -142,7 +142,7 @@ pub(crate) fn probe<R: Read + Seek>(src: &mut Source<R>, sector: SectorSize) -> 
     }
     if layout.table == PartitionTable::None && layout.fs.is_none() {
         let size = src.size();
-        layout.fs = fsprobe::probe(&mut Region::new(src, 0, size))
+        layout.fs = fsprobe::probe(&mut RangeReader::new(src, 0, size))
             .ok()
             .flatten();
     }
@@ -151,7 +151,7 @@ pub(crate) fn probe<R: Read + Seek>(src: &mut Source<R>, sector: SectorSize) -> 
 }
 
 fn sector_size<R: Read + Seek>(
-    src: &mut Source<R>,
+    src: &mut DiskReader<R>,
     sector: SectorSize,
     problems: &mut Vec<String>,
 ) -> u32 {
@@ -192,12 +192,12 @@ fn sector_size<R: Read + Seek>(
 /// its boot code can pass for partition entries. Returns the filesystem when LBA 0 starts one and
 /// the "partition table" is empty, or is a FAT/NTFS/exFAT boot sector whose entries make no sense.
 fn superfloppy<R: Read + Seek>(
-    src: &mut Source<R>,
+    src: &mut DiskReader<R>,
     others: &[(u32, mbr::Entry)],
     parts: &[Partition],
 ) -> Option<FsInfo> {
     let size = src.size();
-    let fs = fsprobe::probe(&mut Region::new(src, 0, size))
+    let fs = fsprobe::probe(&mut RangeReader::new(src, 0, size))
         .ok()
         .flatten()?;
     let vbr = matches!(

@@ -11,7 +11,7 @@
 use std::collections::HashSet;
 use std::io::{Cursor, Read, Seek};
 
-use super::io::{le32, Source};
+use super::io::{le32, DiskReader};
 use super::names;
 use super::Partition;
 
@@ -84,7 +84,7 @@ pub(crate) fn parse_mbr(sector0: &[u8]) -> Option<MbrSector> {
 
 /// The partitions of an MBR disk: primaries, extended containers and logical partitions.
 pub(crate) fn partitions<R: Read + Seek>(
-    src: &mut Source<R>,
+    src: &mut DiskReader<R>,
     mbr: &MbrSector,
     sector_size: u32,
     problems: &mut Vec<String>,
@@ -120,7 +120,7 @@ pub(crate) fn partitions<R: Read + Seek>(
 /// Follows one extended partition's EBR chain. Each EBR describes one logical partition (relative
 /// to the EBR itself) and links to the next EBR (relative to the extended partition's start).
 fn walk_chain<R: Read + Seek>(
-    src: &mut Source<R>,
+    src: &mut DiskReader<R>,
     container: u32,
     ext: &Entry,
     ss: u64,
@@ -164,7 +164,7 @@ fn walk_chain<R: Read + Seek>(
                 ));
                 return;
             }
-            // Source has recorded the I/O error itself.
+            // DiskReader has recorded the I/O error itself.
             Err(()) => return,
         };
         if sector.get(510..512) != Some(&[0x55, 0xAA][..]) {
@@ -247,7 +247,7 @@ mod tests {
     fn probe(buf: Vec<u8>) -> (Vec<Partition>, Vec<String>) {
         let mbr = parse_mbr(&buf).expect("valid MBR");
         let len = buf.len() as u64;
-        let mut src = Source::new(Cursor::new(buf), len);
+        let mut src = DiskReader::new(Cursor::new(buf), len);
         let mut problems = Vec::new();
         let parts = partitions(&mut src, &mbr, 512, &mut problems);
         (parts, problems)

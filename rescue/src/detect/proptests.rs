@@ -242,8 +242,8 @@ proptest! {
             }
         }
         let len = img.len() as u64;
-        let mut src = io::Source::new(Cursor::new(img), len);
-        let mut region = io::Region::new(&mut src, 0, len);
+        let mut src = io::DiskReader::new(Cursor::new(img), len);
+        let mut region = io::RangeReader::new(&mut src, 0, len);
         let found = fs::probe(&mut region);
         prop_assert!(found.is_ok());
     }

@@ -449,7 +449,7 @@ fn mbr_lbas_scale_with_4096_byte_sectors() {
     );
     let bytes = std::fs::read(&p).unwrap();
     let len = bytes.len() as u64;
-    let mut src = Source::new(std::io::Cursor::new(bytes), len);
+    let mut src = DiskReader::new(std::io::Cursor::new(bytes), len);
     let l = layout::probe(&mut src, SectorSize::Device(4096));
     let v: Vec<_> = l
         .partitions

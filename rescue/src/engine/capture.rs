@@ -109,7 +109,7 @@ impl Read for Window<'_> {
         }
         self.source
             .read_exact_at(&mut buf[..n], self.start + self.pos)
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
+            .map_err(std::io::Error::other)?;
         self.pos += n as u64;
         Ok(n)
     }
@@ -135,25 +135,25 @@ fn fs_name(fs: Option<FsKind>) -> String {
 }
 
 pub(super) fn stream_label(s: &PlannedStream) -> String {
-    use crate::plan::StreamKind as K;
+    use crate::plan::StreamRole as R;
     match s.kind {
-        K::Table(role) => role.describe().to_string(),
-        K::Gap => format!("gap at byte {}", s.disk_offset),
-        K::Partition => format!("partition {} ({})", s.partition.unwrap_or(0), fs_name(s.fs)),
-        K::WholeDisk => format!("whole disk ({})", fs_name(s.fs)),
+        R::Table(role) => role.describe().to_string(),
+        R::Gap => format!("gap at byte {}", s.disk_offset),
+        R::Partition => format!("partition {} ({})", s.partition.unwrap_or(0), fs_name(s.fs)),
+        R::WholeDisk => format!("whole disk ({})", fs_name(s.fs)),
     }
 }
 
 fn image_kind(s: &PlannedStream) -> crate::image::StreamKind {
     use crate::image::StreamKind as I;
-    use crate::plan::StreamKind as K;
+    use crate::plan::StreamRole as R;
     match s.kind {
-        K::Table(role) => I::Table(role),
-        K::Gap => I::Gap,
-        K::Partition => I::Partition {
+        R::Table(role) => I::Table(role),
+        R::Gap => I::Gap,
+        R::Partition => I::Partition {
             number: s.partition.unwrap_or(0),
         },
-        K::WholeDisk => I::WholeDisk,
+        R::WholeDisk => I::WholeDisk,
     }
 }
 
@@ -191,7 +191,11 @@ pub(crate) fn ranges_to_read(
                     );
                 }
                 Err(e) => {
-                    let why = format!("{}: captured raw: {e}", stream_label(s));
+                    let why = format!(
+                        "{}: captured raw: {}",
+                        stream_label(s),
+                        crate::units::chain(&e)
+                    );
                     notes.push(why.clone());
                     return (std::iter::once(0..s.len).collect(), CaptureMode::Raw, why);
                 }
@@ -199,7 +203,7 @@ pub(crate) fn ranges_to_read(
         }
     }
     let why = match s.kind {
-        crate::plan::StreamKind::Partition | crate::plan::StreamKind::WholeDisk
+        crate::plan::StreamRole::Partition | crate::plan::StreamRole::WholeDisk
             if s.fs.is_some() =>
         {
             format!(
@@ -207,7 +211,7 @@ pub(crate) fn ranges_to_read(
                 fs_name(s.fs)
             )
         }
-        crate::plan::StreamKind::Partition | crate::plan::StreamKind::WholeDisk => {
+        crate::plan::StreamRole::Partition | crate::plan::StreamRole::WholeDisk => {
             "no filesystem recognised: every sector, zero-skipped".to_string()
         }
         _ => "every byte".to_string(),

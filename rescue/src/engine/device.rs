@@ -18,25 +18,25 @@ pub use target::Target;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceError {
-    #[error("cannot open {path}: {source}")]
+    #[error("cannot open {path}")]
     Open { path: PathBuf, source: io::Error },
-    #[error("{path} is in use (mounted, or open by another program): {source}; unmount it and close whatever uses it")]
+    #[error("{path} is in use (mounted, or open by another program; unmount it and close whatever uses it)")]
     Busy { path: PathBuf, source: io::Error },
     #[error("{path} is {what} right now; wait for that to finish")]
     InUse { path: PathBuf, what: &'static str },
-    #[error("writing {path} at byte {offset} failed: {source}. The target may be failing")]
+    #[error("writing {path} at byte {offset} failed (the target may be failing)")]
     Write {
         path: PathBuf,
         offset: u64,
         source: io::Error,
     },
-    #[error("reading {path} at byte {offset} failed: {source}")]
+    #[error("reading {path} at byte {offset} failed")]
     Read {
         path: PathBuf,
         offset: u64,
         source: io::Error,
     },
-    #[error("flushing {path} failed: {source}; the data may not all be on the disk")]
+    #[error("flushing {path} failed (the data may not all be on the disk)")]
     Sync { path: PathBuf, source: io::Error },
 }
 

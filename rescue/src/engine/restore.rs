@@ -86,17 +86,19 @@ pub fn restore<F: ReadAt>(
     progress: Option<Sender<Progress>>,
 ) -> Result<RestoreReport, EngineError> {
     let tables = tables::prepare(layout, plan, |stream| stream_bytes(image, stream))
-        .map_err(|e| EngineError::Untouched(e.to_string()))?;
+        .map_err(|e| EngineError::Untouched(crate::units::chain(&e)))?;
     let result = run(image, layout, plan, target, opts, progress, tables);
     result.map_err(|e| match e {
         e @ (EngineError::Refused(_) | EngineError::Untouched(_)) => e,
         other if plan.tables != TablePlan::Untouched => EngineError::Failed(format!(
-            "{other}. The restore did not complete: {} now has no valid partition table and must not be used \
+            "{}. The restore did not complete: {} now has no valid partition table and must not be used \
              until a restore completes",
+            crate::units::chain(&other),
             target.path().display()
         )),
         other => EngineError::Failed(format!(
-            "{other}. The restore did not complete: the target partition of {} holds partial data",
+            "{}. The restore did not complete: the target partition of {} holds partial data",
+            crate::units::chain(&other),
             target.path().display()
         )),
     })
@@ -280,7 +282,11 @@ fn precheck<F: ReadAt>(
     }
     damaged.sort_by_key(|e| e.chunk());
     let n = damaged.len();
-    let shown: Vec<String> = damaged.iter().take(3).map(|e| e.to_string()).collect();
+    let shown: Vec<String> = damaged
+        .iter()
+        .take(3)
+        .map(|e| crate::units::chain(e))
+        .collect();
     Err(EngineError::Untouched(format!(
         "the image is damaged: {n} of the {} chunks this restore needs fail their check ({}{}). Restore from \
          another copy of the image; `rescue verify IMAGE` lists every damaged chunk",

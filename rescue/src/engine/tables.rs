@@ -7,7 +7,7 @@ use super::device::Target;
 use super::readback::{Held, Ledger};
 use super::EngineError;
 use crate::image::TableRole;
-use crate::plan::{tables, Layout, RestorePlan, StreamKind, TablePlan};
+use crate::plan::{tables, Layout, RestorePlan, StreamRole, TablePlan};
 
 /// The table bytes to write, in the order to write them, and what to tell the user about them.
 #[derive(Debug, Default)]
@@ -36,7 +36,7 @@ pub(super) fn prepare(
     read: impl Fn(usize) -> Result<Vec<u8>, EngineError>,
 ) -> Result<Tables, EngineError> {
     let role = |stream: usize| match layout.streams[stream].kind {
-        StreamKind::Table(role) => Some(role),
+        StreamRole::Table(role) => Some(role),
         _ => None,
     };
     let mut ranked: Vec<(u8, u64, Vec<u8>)> = Vec::new();

@@ -135,7 +135,7 @@ impl ModuleLoader {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         match &result {
             Ok(_) => state.insert(name.to_string(), State::Loaded),
-            Err(e) => state.insert(name.to_string(), State::Failed(e.to_string())),
+            Err(e) => state.insert(name.to_string(), State::Failed(crate::units::chain(e))),
         };
         drop(state);
         self.changed.notify_all();
@@ -191,7 +191,7 @@ impl ModuleLoader {
                         Err(e) => failed
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
-                            .push((name, e.to_string())),
+                            .push((name, crate::units::chain(&e))),
                     }
                 });
             }

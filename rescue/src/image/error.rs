@@ -83,8 +83,8 @@ pub enum ImageError {
     Write { offset: u64, error: io::Error },
 
     #[error(
-        "reading the image failed at image offset {offset} ({what}): {source}; \
-         check the drive holding the image"
+        "reading the image failed at image offset {offset} ({what}; check the drive holding the \
+         image)"
     )]
     Read {
         offset: u64,
@@ -154,8 +154,8 @@ pub enum ImageError {
     },
 
     #[error(
-        "reading {chunk} at image offset {image_offset} failed: {source}; it belongs to {}; \
-         check the drive holding the image",
+        "reading {chunk} at image offset {image_offset} failed (it belongs to {}; check the drive \
+         holding the image)",
         Where(location)
     )]
     ChunkRead {
@@ -190,7 +190,7 @@ pub enum ImageError {
     )]
     Poisoned,
 
-    #[error("zstd failed: {source}")]
+    #[error("zstd failed")]
     Compress { source: io::Error },
 }
 

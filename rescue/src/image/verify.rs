@@ -54,7 +54,7 @@ impl VerifyReport {
     /// Every problem as a line for the user.
     pub fn problems(&self) -> Vec<String> {
         let mut v = self.index_problems.clone();
-        v.extend(self.chunk_errors.iter().map(|e| e.to_string()));
+        v.extend(self.chunk_errors.iter().map(|e| crate::units::chain(e)));
         let unlisted = self.bad_chunks - self.chunk_errors.len() as u64;
         if unlisted > 0 {
             v.push(format!("… and {unlisted} more damaged chunks not listed"));

@@ -3,7 +3,7 @@
 
 use std::ops::Range;
 
-use super::{list_numbers, Layout, PlannedStream, Refusal, StreamKind, TableRole};
+use super::{list_numbers, Layout, PlannedStream, Refusal, StreamRole, TableRole};
 use crate::detect::{Disk, FsKind, Identity, PartitionTable};
 
 /// What a capture should contain.
@@ -247,7 +247,7 @@ pub fn plan_capture(
     let tables = table_ranges(source);
     for (t, role) in &tables {
         streams.push(PlannedStream {
-            kind: StreamKind::Table(*role),
+            kind: StreamRole::Table(*role),
             disk_offset: t.start,
             len: t.end - t.start,
             partition: None,
@@ -258,7 +258,7 @@ pub fn plan_capture(
     }
     if source.table == PartitionTable::None {
         streams.push(PlannedStream {
-            kind: StreamKind::WholeDisk,
+            kind: StreamRole::WholeDisk,
             disk_offset: 0,
             len: source.size_bytes,
             partition: None,
@@ -275,7 +275,7 @@ pub fn plan_capture(
             taken.push(start..end);
             if wanted(p.number) && end > start {
                 streams.push(PlannedStream {
-                    kind: StreamKind::Partition,
+                    kind: StreamRole::Partition,
                     disk_offset: start,
                     len: end - start,
                     partition: Some(p.number),
@@ -310,7 +310,7 @@ pub fn plan_capture(
                     || g.start < first_partition
                     || extended.iter().any(|e| e.start < g.end && g.start < e.end);
                 streams.push(PlannedStream {
-                    kind: StreamKind::Gap,
+                    kind: StreamRole::Gap,
                     disk_offset: g.start,
                     len: g.end - g.start,
                     partition: None,

@@ -11,7 +11,9 @@
 use crate::detect::{Disk, FsKind, Partition, PartitionTable};
 use crate::units::json_name;
 
-/// The data partition's GPT name and filesystem label on the stick.
+/// The data partition's GPT name and filesystem label on the stick: `boot::DATA_LABEL`, which the stick's
+/// builder gives it. Written out here because `rescue` uses `boot` only in its tests (the rescue system
+/// does not carry the stick builder and its archive and compression libraries); a test holds the two equal.
 pub const DATA_NAME: &str = "RESCUE-DATA";
 /// Growing is offered only when more than this lies unused after the backup GPT.
 pub const MIN_UNUSED: u64 = 64 << 20;

@@ -4,7 +4,7 @@
 use std::ops::Range;
 
 use super::{
-    human, list_numbers, plan_capture, CapturePlan, CaptureRequest, Layout, Refusal, StreamKind,
+    human, list_numbers, plan_capture, CapturePlan, CaptureRequest, Layout, Refusal, StreamRole,
 };
 use crate::detect::{Disk, Identity, PartitionTable};
 
@@ -275,7 +275,7 @@ pub fn plan_restore_partition(
         .streams
         .iter()
         .enumerate()
-        .find(|(_, s)| s.kind == StreamKind::Partition && s.partition == Some(image_partition))
+        .find(|(_, s)| s.kind == StreamRole::Partition && s.partition == Some(image_partition))
     else {
         return Err(Refusal::NoSuchImagePartition {
             number: image_partition,

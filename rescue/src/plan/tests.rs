@@ -104,18 +104,18 @@ fn whole_gpt_disk_capture_tiles_the_disk() {
     let d = gpt_disk("/dev/sdx", 256);
     let plan = plan_capture(&d, &CaptureRequest::default(), None).unwrap();
     assert_tiles(&plan.layout);
-    let kinds: Vec<StreamKind> = plan.layout.streams.iter().map(|s| s.kind).collect();
+    let kinds: Vec<StreamRole> = plan.layout.streams.iter().map(|s| s.kind).collect();
     assert_eq!(
         kinds
             .iter()
-            .filter(|k| matches!(k, StreamKind::Table(_)))
+            .filter(|k| matches!(k, StreamRole::Table(_)))
             .count(),
         5
     );
     assert_eq!(
         kinds
             .iter()
-            .filter(|k| **k == StreamKind::Partition)
+            .filter(|k| **k == StreamRole::Partition)
             .count(),
         3
     );
@@ -158,7 +158,7 @@ fn mbr_capture_keeps_ebrs_in_gaps_and_skips_the_extended_container() {
         .layout
         .streams
         .iter()
-        .any(|s| s.kind == StreamKind::Gap && s.range().contains(&ebr)));
+        .any(|s| s.kind == StreamRole::Gap && s.range().contains(&ebr)));
 }
 
 /// Gaps: the one before the first partition and those inside an extended partition are read whatever
@@ -182,7 +182,7 @@ fn large_gaps_are_unallocated_unless_they_hold_boot_code_or_ebrs() {
         plan.layout
             .streams
             .iter()
-            .filter(|s| s.kind == StreamKind::Gap)
+            .filter(|s| s.kind == StreamRole::Gap)
             .map(|s| (s.disk_offset / MIB, s.len.div_ceil(MIB), s.unallocated))
             .collect()
     };

@@ -62,7 +62,7 @@ pub enum ExfatError {
     SectorSize(u32),
     #[error("the volume label {0:?} is longer than the 11 characters exFAT allows")]
     Label(String),
-    #[error("writing the exFAT volume at byte {offset} of the partition failed: {source}")]
+    #[error("writing the exFAT volume at byte {offset} of the partition failed")]
     Io { offset: u64, source: io::Error },
 }
 

@@ -40,23 +40,23 @@ const UNFORMATTED: &str = "The stick boots as before, but its data partition has
 
 #[derive(Debug, thiserror::Error)]
 pub enum GrowError {
-    #[error("{0} {UNCHANGED}")]
-    Open(DeviceError),
+    #[error("{0} ({UNCHANGED})")]
+    Open(#[source] DeviceError),
     #[error("{disk} changed since it was examined ({why}). {UNCHANGED} Look at the disks again")]
     Changed { disk: PathBuf, why: String },
     #[error("the data partition of {disk} is not empty ({names}). {UNCHANGED}")]
     NotEmpty { disk: PathBuf, names: String },
     #[error("could not check that the data partition of {disk} is empty: {why}. {UNCHANGED}")]
     Unchecked { disk: PathBuf, why: String },
-    #[error("the new partition table for {disk} cannot be made: {source}. {UNCHANGED}")]
+    #[error("the new partition table for {disk} cannot be made ({UNCHANGED})")]
     Table { disk: PathBuf, source: TableError },
-    #[error("growing the data partition of {disk} failed: {source}. {state}")]
+    #[error("growing the data partition of {disk} failed ({state})")]
     Failed {
         disk: PathBuf,
         source: DeviceError,
         state: &'static str,
     },
-    #[error("formatting the new data partition of {disk} failed: {source}. {UNFORMATTED}")]
+    #[error("formatting the new data partition of {disk} failed ({UNFORMATTED})")]
     Format { disk: PathBuf, source: ExfatError },
 }
 
@@ -93,7 +93,7 @@ pub fn contents_at<R: Read + Seek>(dev: R, start: u64, len: u64, fs: FsKind) -> 
     match crate::fs::root_names(&mut region, len, fs, NAMES_LISTED) {
         Ok(names) if names.is_empty() => DataContents::Empty,
         Ok(names) => DataContents::Files(names),
-        Err(e) => DataContents::Unknown(e.to_string()),
+        Err(e) => DataContents::Unknown(crate::units::chain(&e)),
     }
 }
 

@@ -69,7 +69,7 @@ pub enum NtfsError {
     },
     #[error("ntfs-3g was killed ({status}) while working on {device}")]
     Killed { device: String, status: String },
-    #[error("cannot run {program}: {source}. {advice}")]
+    #[error("cannot run {program} ({advice})")]
     Run {
         program: String,
         source: io::Error,
@@ -164,9 +164,9 @@ impl Programs {
 
     fn advice(&self) -> &'static str {
         if self.bundled.is_some() {
-            "The rescue system's copy of ntfs-3g is damaged; rebuild the stick"
+            "the rescue system's copy of ntfs-3g is damaged; rebuild the stick"
         } else {
-            "Install ntfs-3g (apt-get install ntfs-3g)"
+            "install ntfs-3g with `apt-get install ntfs-3g`"
         }
     }
 }

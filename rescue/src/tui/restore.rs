@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use crate::detect::{Disk, Report};
 use crate::ops::RestoreSpec;
-use crate::plan::{self, Environment, RestorePlan, StreamKind};
+use crate::plan::{self, Environment, RestorePlan, StreamRole as StreamKind};
 
 use super::app::{move_sel, short_name, App, Effect, ImageSummary, Key, OpenedStore, Request};
 use super::picker::{ImageKey, ImagePicker};

@@ -204,7 +204,7 @@ pub(super) fn compressor(
         let ops = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let c = compressor
                 .as_mut()
-                .map_err(|e| EngineError::Internal(e.to_string()))?;
+                .map_err(|e| EngineError::Internal(crate::units::chain(e)))?;
             match read.got? {
                 Read::Clean(buf, clean) => store(read.task, buf, clean, c, pool, cancel),
                 Read::Damaged(buf, bad) => store_damaged(read.task, buf, &bad, c, pool),

@@ -79,6 +79,11 @@ fn refusal(disk: &Disk, contents: &DataContents) -> String {
 }
 
 #[test]
+fn the_data_partition_is_found_by_the_name_the_builder_gives_it() {
+    assert_eq!(DATA_NAME, boot::DATA_LABEL);
+}
+
+#[test]
 fn a_16_gib_stick_grows_to_its_last_mib() {
     let size = 16 * GIB - 3 * 512; // not a whole MiB, like many sticks
     let p = plan_grow(&stick(size), &DataContents::Empty).unwrap();
