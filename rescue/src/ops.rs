@@ -76,18 +76,7 @@ pub fn detect_options() -> DetectOptions {
 /// the line already holds: many errors name their OS error in their own message and keep it as their
 /// source too.
 pub fn describe(e: &anyhow::Error) -> String {
-    let mut line = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if line.contains(&text) {
-            continue;
-        }
-        if !line.is_empty() {
-            line.push_str(": ");
-        }
-        line.push_str(&text);
-    }
-    line
+    crate::units::chain(e.as_ref())
 }
 
 /// Detect one disk (device or image file), or fail saying why.

@@ -91,7 +91,7 @@ pub fn clone_disk(
     })
     .map_err(|e| EngineError::Untouched(crate::units::chain(&e)))?;
     for r in &restore.invalidate {
-        target.zero(r.start, r.end - r.start).map_err(told)?;
+        target.zero(r.start, r.end - r.start)?;
     }
     let label = |stream: usize| stream_label(&layout.streams[stream]);
     let ledger = opts.verify.then(Ledger::new);
@@ -123,8 +123,7 @@ pub fn clone_disk(
             m.advance(c.len, 0);
         }
         Ok(())
-    })
-    .map_err(told)?;
+    })?;
     report.unreadable = unreadable.into_inner().unwrap_or_else(|p| p.into_inner());
     report.unreadable.sort_by_key(|(_, r)| r.start);
     // From here on the tables may be on the target: if anything fails, they are taken away again, so that
@@ -150,19 +149,9 @@ pub fn clone_disk(
     };
     if let Err(e) = tables_then_check() {
         super::restore::take_tables_away(target, &restore.invalidate);
-        return Err(told(e));
+        return Err(e);
     }
     report.notes = notes;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
-}
-
-/// An error once the target is written to, as the caller tells it: it puts the error's text in a message of
-/// its own (what state the target is in), so a device's error becomes text with its causes, which the
-/// device's message leaves to the error chain (the OS error).
-fn told(e: impl Into<EngineError>) -> EngineError {
-    match e.into() {
-        e @ EngineError::Device(_) => EngineError::Failed(crate::units::chain(&e)),
-        e => e,
-    }
 }

@@ -113,7 +113,8 @@ pub(super) fn clone(
     .map_err(|e| match e {
         engine::EngineError::Untouched(_) => anyhow::anyhow!("{e}"),
         e => anyhow::anyhow!(
-            "{e}. The clone did not complete: {} has no valid partition table now",
+            "{}. The clone did not complete: {} has no valid partition table now",
+            crate::units::chain(&e),
             spec.target.display()
         ),
     })?;

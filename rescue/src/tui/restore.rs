@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use crate::detect::{Disk, Report};
 use crate::ops::RestoreSpec;
-use crate::plan::{self, Environment, RestorePlan, StreamRole as StreamKind};
+use crate::plan::{self, Environment, RestorePlan, StreamRole};
 
 use super::app::{move_sel, short_name, App, Effect, ImageSummary, Key, OpenedStore, Request};
 use super::picker::{ImageKey, ImagePicker};
@@ -75,7 +75,7 @@ impl RestoreWiz {
                 i.layout
                     .streams
                     .iter()
-                    .filter(|s| s.kind == StreamKind::Partition)
+                    .filter(|s| s.kind == StreamRole::Partition)
                     .filter_map(|s| s.partition)
                     .collect()
             })
