@@ -8,6 +8,7 @@
 //!   handling and the file a second Ctrl-C removes).
 //! - [`init`]: PID 1 duties (mounts, console, supervisor, power off).
 //! - [`hw`]: kernel modules (index, coldplug, hotplug uevents, the `/sbin/modprobe` helper).
+//! - [`net`]: network links, addresses (DHCP, static), name resolution.
 //! - [`detect`]: block devices, partition tables and filesystems, read-only; selectors.
 //! - [`fs`]: which bytes of a filesystem are in use (what capture must read).
 //! - [`image`]: the image file format: writer, reader, index, verify.
@@ -30,6 +31,7 @@ pub mod hw;
 pub mod image;
 pub mod init;
 pub mod job;
+pub mod net;
 pub mod ops;
 pub mod plan;
 pub mod store;

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 /// nor a higher one.
 const LAYERS: &[&[&str]] = &[
     &["units", "url", "sys"],
-    &["image", "hw"],
+    &["image", "hw", "net"],
     &["detect"],
     &["init", "fs"],
     &["plan"],
@@ -26,7 +26,7 @@ const LAYERS: &[&[&str]] = &[
 /// The front ends: they reach the layers below `ops` only through it (and the types of `plan`, `store`,
 /// `detect`, `init` and `units` they present).
 const FRONT_ENDS: &[&str] = &["job", "tui", "cli"];
-const BEHIND_OPS: &[&str] = &["engine", "image", "fs", "hw", "sys"];
+const BEHIND_OPS: &[&str] = &["engine", "image", "fs", "hw", "net", "sys"];
 
 fn layer_of(module: &str) -> Option<usize> {
     LAYERS.iter().position(|l| l.contains(&module))
