@@ -361,9 +361,10 @@ fn real_kernel_package_default_set() {
         spec.zstd_level,
         out.archive.len(),
     );
-    // Room for a static rescue binary of several MB within the 8 MB goal.
+    // The modules alone: 3.6 MB before the network (NICs, cifs, nfs: +18 MB of modules, +3.6 MB here at
+    // level 9). A bound that catches a rule pulling in a whole subsystem by mistake.
     assert!(
-        out.archive.len() < 5_000_000,
+        out.archive.len() < 7_600_000,
         "initramfs grew to {} bytes",
         out.archive.len()
     );

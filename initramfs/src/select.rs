@@ -42,6 +42,9 @@ pub enum Rule {
     Name(String),
     /// This module if the kernel has it.
     OptionalName(String),
+    /// Not this module, though a `Dir` rule of the category matches it (its dependencies still come in
+    /// if another match needs them).
+    Except(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +74,62 @@ fn optional(list: &[&str]) -> Vec<Rule> {
         .map(|n| Rule::OptionalName(n.to_string()))
         .collect()
 }
+
+const NET_DIRS: &[&str] = &[
+    "drivers/net/ethernet/intel",
+    "drivers/net/ethernet/realtek",
+    "drivers/net/ethernet/broadcom",
+    "drivers/net/ethernet/aquantia",
+    "drivers/net/ethernet/atheros",
+    "drivers/net/ethernet/marvell",
+    "drivers/net/usb",
+];
+
+/// The adapters met most (and checked to be there): hypervisors', Intel's, Realtek's, Broadcom's and the
+/// common USB ones.
+const NET_NAMES: &[&str] = &[
+    "virtio_net",
+    "e1000",
+    "e1000e",
+    "igb",
+    "igc",
+    "ixgbe",
+    "r8169",
+    "tg3",
+    "bnx2",
+    "bnx2x",
+    "atlantic",
+    "usbnet",
+    "cdc_ether",
+    "r8152",
+    "ax88179_178a",
+];
+
+const NET_EXCEPT: &[&str] = &[
+    "ice",
+    "i40e",
+    "iavf",
+    "igbvf",
+    "ixgbevf",
+    "bnxt_en",
+    "cnic",
+    "b44",
+    "e100",
+    "ixgb",
+    "skge",
+    "8139cp",
+    "atl1",
+    "atl2",
+    "qmi_wwan",
+    "hso",
+    "sierra_net",
+    "cdc_mbim",
+    "huawei_cdc_ncm",
+    "kalmia",
+    "lg_vl600",
+    "cdc_phonet",
+    "ipheth",
+];
 
 /// The module set of the rescue stick: every way a PC, server or VM attaches its disks, USB and card
 /// readers for the stick and target drives, keyboards, and the filesystems we mount.
@@ -193,6 +252,31 @@ pub fn default_rules() -> Vec<Category> {
                 ]))
                 .collect(),
         ),
+        // Wired network adapters, for images on other machines: the vendors' directories of the NICs PCs,
+        // laptops and servers carry (Intel, Realtek, Broadcom, Aquantia, Atheros/Qualcomm, Marvell), USB
+        // Ethernet adapters, and the hypervisors' NICs. Left out: 25-100G datacenter adapters and their
+        // virtual functions (ice, i40e, iavf, igbvf, ixgbevf, bnxt_en; large, and needing firmware
+        // packages), the iSCSI/FCoE offload of Broadcom's (cnic), adapters of before 2005 (b44, e100, ixgb,
+        // skge, 8139cp, atl1, atl2; b44 alone pulls in ssb, pcmcia and mmc for 0.8 MB), and USB modems and
+        // phones, which are no Ethernet (qmi_wwan, hso, sierra_net, cdc_mbim, huawei_cdc_ncm, kalmia,
+        // lg-vl600, cdc-phonet, ipheth).
+        Category::new(
+            "net",
+            false,
+            NET_DIRS
+                .iter()
+                .map(|d| Rule::Dir(d.to_string()))
+                .chain(names(NET_NAMES))
+                .chain(optional(&["vmxnet3", "hv_netvsc", "xen_netfront"]))
+                .chain(NET_EXCEPT.iter().map(|n| Rule::Except(n.to_string())))
+                .collect(),
+        ),
+        // Shares the kernel mounts itself: SMB2/3 and NFS (v4 and v3); each is loaded when first mounted.
+        Category::new(
+            "network-filesystems",
+            false,
+            names(&["cifs", "nfs", "nfsv4", "nfsv3"]),
+        ),
         Category::new(
             "filesystems",
             true,
@@ -243,6 +327,7 @@ pub fn select(db: &ModuleDb, rules: &[Category]) -> Result<Selection, SelectErro
                     }
                     matched.extend(found.into_iter().map(|m| m.name.clone()));
                 }
+                Rule::Except(_) => {}
                 Rule::Name(n) | Rule::OptionalName(n) => match db.get(n) {
                     Some(m) => matched.push(m.name.clone()),
                     None if db.builtin().names.contains(&normalize(n)) => {}
@@ -259,6 +344,15 @@ pub fn select(db: &ModuleDb, rules: &[Category]) -> Result<Selection, SelectErro
                 },
             }
         }
+        let except: Vec<String> = cat
+            .rules
+            .iter()
+            .filter_map(|r| match r {
+                Rule::Except(n) => Some(normalize(n)),
+                _ => None,
+            })
+            .collect();
+        matched.retain(|m| !except.contains(&normalize(m)));
         let closed = db
             .closure(matched.iter().map(String::as_str))
             .map_err(|source| SelectError::Depmod {
@@ -353,6 +447,42 @@ mod tests {
         .unwrap_err();
         assert!(matches!(e, SelectError::EmptyDir { .. }), "{e}");
         assert!(e.to_string().contains("kernel/drivers/nvme/host/"), "{e}");
+    }
+
+    /// An exception takes a module out of a directory's matches; what another match needs still comes in.
+    #[test]
+    fn exceptions_leave_a_module_out_of_a_directory() {
+        let (db, _d) = db();
+        let sel = select(
+            &db,
+            &[cat(
+                "ata",
+                false,
+                vec![
+                    Rule::Dir("drivers/ata".into()),
+                    Rule::Except("ahci".into()),
+                    Rule::Except("libahci".into()),
+                ],
+            )],
+        )
+        .unwrap();
+        assert_eq!(
+            sel.modules.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["libata", "scsi_mod"]
+        );
+        let sel = select(
+            &db,
+            &[cat(
+                "ata",
+                false,
+                vec![
+                    Rule::Dir("drivers/ata".into()),
+                    Rule::Except("libahci".into()),
+                ],
+            )],
+        )
+        .unwrap();
+        assert!(sel.modules.contains("libahci"), "ahci needs it");
     }
 
     #[test]
