@@ -1,9 +1,11 @@
 //! Image locations given as URLs (`smb://`, `nfs://`, `sftp://`, `http://`, `https://`): parsing, and
-//! showing them without their password. A [`Url`] keeps its password in a [`Secret`], which never
+//! showing them without their password. A [`Location`] is what a user names as an image: a local path or
+//! a URL. A [`Url`] keeps its password in a [`Secret`], which never
 //! prints; its `Display` is the redacted form, so a URL can go into any message, log or JSON as it is.
 //! [`redact`] removes passwords from text that came from elsewhere (another program's message).
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 /// The network protocols an image location may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -335,6 +337,71 @@ pub fn redact(text: &str) -> String {
     out
 }
 
+/// An image as the user named it: a path on this machine, or a URL. Shown (`Display`) without a password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Local(PathBuf),
+    Remote(Url),
+}
+
+impl Location {
+    /// A URL when the text looks like one (`scheme://…`), else a path.
+    pub fn parse(text: &str) -> Result<Location, UrlError> {
+        if looks_like_url(text) {
+            Url::parse(text).map(Location::Remote)
+        } else {
+            Ok(Location::Local(PathBuf::from(text)))
+        }
+    }
+
+    pub fn local(&self) -> Option<&Path> {
+        match self {
+            Location::Local(p) => Some(p),
+            Location::Remote(_) => None,
+        }
+    }
+
+    /// The file name at the end (`a.rimg`), for naming things after the image.
+    pub fn file_name(&self) -> Option<String> {
+        match self {
+            Location::Local(p) => p.file_name().map(|n| n.to_string_lossy().into_owned()),
+            Location::Remote(u) => u
+                .path
+                .rsplit('/')
+                .next()
+                .filter(|n| !n.is_empty())
+                .map(str::to_string),
+        }
+    }
+}
+
+impl Default for Location {
+    fn default() -> Self {
+        Location::Local(PathBuf::new())
+    }
+}
+
+impl From<PathBuf> for Location {
+    fn from(p: PathBuf) -> Self {
+        Location::Local(p)
+    }
+}
+
+impl From<&Path> for Location {
+    fn from(p: &Path) -> Self {
+        Location::Local(p.to_path_buf())
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Local(p) => write!(f, "{}", p.display()),
+            Location::Remote(u) => write!(f, "{u}"),
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -389,6 +456,24 @@ mod tests {
             assert!(!e.contains("hunter2"), "{e}");
         }
         assert_eq!(format!("{:?}", Secret::new("hunter2")), "***");
+    }
+
+    #[test]
+    fn a_location_is_a_path_or_a_url() {
+        assert_eq!(
+            Location::parse("/mnt/x/a.rimg").unwrap(),
+            Location::Local(PathBuf::from("/mnt/x/a.rimg"))
+        );
+        assert_eq!(
+            Location::parse("relative:name.rimg").unwrap().local(),
+            Some(Path::new("relative:name.rimg"))
+        );
+        let r = Location::parse("nfs://srv/export/pc/a.rimg").unwrap();
+        assert_eq!(r.file_name().as_deref(), Some("a.rimg"));
+        assert_eq!(r.to_string(), "nfs://srv/export/pc/a.rimg");
+        let s = Location::parse("smb://u:pw@srv/share/a.rimg").unwrap();
+        assert_eq!(s.to_string(), "smb://u:***@srv/share/a.rimg");
+        assert!(Location::parse("gopher://x/y").is_err());
     }
 
     #[test]
