@@ -153,6 +153,19 @@ pub struct Vm {
     /// Network boot: a virtio NIC on QEMU's user network whose DHCP names `boot.ipxe` in this TFTP root;
     /// the firmware's iPXE fetches and runs it. Implies firmware boot (SeaBIOS unless `uefi` is set).
     pub netboot: Option<PathBuf>,
+    /// A virtio NIC on QEMU's user network (its DHCP gives 10.0.2.15; the host's 127.0.0.1 is 10.0.2.2
+    /// inside), `restrict`ed to nothing but QEMU's own DHCP and the forwards given, or not. Without it
+    /// (and without `netboot`) the machine has no NIC at all.
+    pub user_net: Option<UserNet>,
+}
+
+/// QEMU's user-mode network for a guest.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserNet {
+    /// The guest reaches nothing outside QEMU (`restrict=on`): DHCP only, unless forwards are given.
+    pub restrict: bool,
+    /// `guestfwd` rules: `tcp:GUEST_IP:PORT-tcp:127.0.0.1:PORT`, a guest address reaching a host server.
+    pub guest_forwards: Vec<String>,
 }
 
 impl Vm {
@@ -170,6 +183,7 @@ impl Vm {
             uefi: None,
             bios: false,
             netboot: None,
+            user_net: None,
         }
     }
 
@@ -230,6 +244,24 @@ impl Vm {
                 NETBOOT_SCRIPT
             ));
             c.args(["-device", "virtio-net-pci,netdev=net0,bootindex=0"]);
+        }
+        match (&self.netboot, &self.user_net) {
+            (Some(_), _) => {}
+            (None, Some(net)) => {
+                let mut netdev = format!(
+                    "user,id=net0,restrict={}",
+                    if net.restrict { "on" } else { "off" }
+                );
+                for f in &net.guest_forwards {
+                    netdev.push_str(&format!(",guestfwd={f}"));
+                }
+                c.arg("-netdev").arg(netdev);
+                c.args(["-device", "virtio-net-pci,netdev=net0"]);
+            }
+            // QEMU would add a NIC on its user network by default.
+            (None, None) => {
+                c.args(["-nic", "none"]);
+            }
         }
         if self.usb_controller || self.disks.iter().any(|d| d.bus == Bus::Usb) {
             c.args(["-device", "qemu-xhci,id=xhci"]);

@@ -5,6 +5,7 @@ pub mod imaging;
 pub mod inspect;
 pub mod job;
 pub mod mounts;
+pub mod net;
 pub mod progress;
 pub mod ui;
 
@@ -67,6 +68,8 @@ pub enum Cmd {
     Mount(mounts::MountArgs),
     /// Flush and unmount a filesystem mounted with `mount`.
     Umount(mounts::UmountArgs),
+    /// The network links and their addresses; `net up` brings them up (DHCP or static).
+    Net(net::NetArgs),
     /// Run an unattended job: capture, restore, verify or clone with disks chosen by rules (docs/JOBS.md).
     Job(job::JobArgs),
     /// The full-screen interface, on a host terminal: disks, capture, restore, verify, clone.
@@ -201,6 +204,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Inspect { image, json } => inspect::inspect(&image, json),
         Cmd::Mount(args) => mounts::mount(args),
         Cmd::Umount(args) => mounts::umount(args),
+        Cmd::Net(args) => net::run(args),
         Cmd::Job(args) => job::run(args),
         Cmd::Tui { folders, paths } => Ok(crate::tui::run(crate::tui::term::UiOptions {
             mode: crate::tui::Mode::Host,

@@ -173,6 +173,10 @@ fn pid1_main(start: Instant) {
         // The UI owns the console from here on; kernel messages stay in the kernel log.
         let _ = sys::set_console_loglevel(1);
     }
+    if let Some(net) = cmdline::param(&cmdline, "rescue.net") {
+        // Asked for at boot: links come up before any command, job or the UI (a child does the work).
+        run_child(&["net".into(), "up".into(), net.into()]);
+    }
     match cmdline::param(&cmdline, "rescue.cmd") {
         Some(cmd) => {
             println!("{CMD_BEGIN}");

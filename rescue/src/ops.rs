@@ -8,11 +8,13 @@
 //! - `outcome`: what is reported ([`Outcome`]);
 //! - `capture`, `restore` (and clone), `verify`, `grow`: each operation, from paths to the engine;
 //! - `inspect`: what an image holds, for `inspect` and the restore wizard ([`ImageInfo`]);
-//! - `usage`: used bytes of filesystems, for the TUI's overview.
+//! - `usage`: used bytes of filesystems, for the TUI's overview;
+//! - `network`: the network links, and bringing them up.
 
 mod capture;
 mod grow;
 mod inspect;
+mod network;
 mod outcome;
 mod request;
 mod restore;
@@ -36,6 +38,7 @@ use crate::detect::{self, DetectOptions, Disk};
 use crate::image::{ImageFile, SharedReader};
 
 pub use self::inspect::{inspect, ImageInfo, StreamSummary};
+pub use self::network::{bring_up, links, Link, LinkOutcome};
 pub use self::outcome::{DiskId, Outcome};
 pub use self::request::{
     default_threads, CaptureSpec, CloneSpec, Request, RestoreSpec, RunOptions, VerifySpec,
