@@ -218,7 +218,7 @@ fn receive(
 }
 
 /// `bytes` as a server's answer to transaction `xid` of one of `kinds`; anything else is ignored.
-pub(crate) fn answer(bytes: &[u8], xid: u32, kinds: &[MessageType]) -> Option<Message> {
+pub fn answer(bytes: &[u8], xid: u32, kinds: &[MessageType]) -> Option<Message> {
     // dhcproto checks some option lengths with `debug_assert!` only: a malformed datagram panics a debug
     // build (found by the property test below). Anything that does not decode is not an answer.
     let m = std::panic::catch_unwind(|| Message::decode(&mut Decoder::new(bytes)).ok()).ok()??;
@@ -226,7 +226,7 @@ pub(crate) fn answer(bytes: &[u8], xid: u32, kinds: &[MessageType]) -> Option<Me
     (m.opcode() == Opcode::BootReply && m.xid() == xid && kinds.contains(&kind)).then_some(m)
 }
 
-pub(crate) fn lease_of(ack: &Message, server: Ipv4Addr) -> Lease {
+pub fn lease_of(ack: &Message, server: Ipv4Addr) -> Lease {
     let opts = ack.opts();
     let prefix = match opts.get(OptionCode::SubnetMask) {
         Some(DhcpOption::SubnetMask(m)) => u32::from(*m).leading_ones() as u8,

@@ -170,7 +170,7 @@ fn u32_at(b: &[u8], at: usize) -> Option<u32> {
 }
 
 /// The messages in one datagram: (type, sequence number, payload). Stops at the first malformed one.
-pub(crate) fn messages(buf: &[u8]) -> Vec<(u16, u32, &[u8])> {
+pub fn messages(buf: &[u8]) -> Vec<(u16, u32, &[u8])> {
     let mut out = Vec::new();
     let mut at = 0;
     while let (Some(len), Some(kind), Some(seq)) =
@@ -199,7 +199,7 @@ fn error_of(payload: &[u8]) -> io::Result<()> {
 }
 
 /// An `RTM_NEWADDR` payload: `struct ifaddrmsg` and its attributes.
-pub(crate) fn parse_address(p: &[u8]) -> Option<LinkAddress> {
+pub fn parse_address(p: &[u8]) -> Option<LinkAddress> {
     let (family, prefix, scope) = (*p.first()?, *p.get(1)?, *p.get(3)?);
     let mut flags = u32::from(*p.get(2)?);
     let index = u32_at(p, 4)?;
