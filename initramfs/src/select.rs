@@ -277,6 +277,31 @@ pub fn default_rules() -> Vec<Category> {
             false,
             names(&["cifs", "nfs", "nfsv4", "nfsv3"]),
         ),
+        // What SMB 3 signs and encrypts with (AES-CMAC, AES-CCM and AES-GCM, SHA-512 for 3.1.1's
+        // preauthentication), which the kernel asks for by algorithm when a share is mounted. cifs names
+        // them as soft dependencies without `pre:`, which no module tool follows: without them every
+        // SMB 3 mount fails (ENOENT) and only SMB 2.1 works.
+        Category::new(
+            "network-crypto",
+            false,
+            names(&[
+                "cmac",
+                "ccm",
+                "gcm",
+                "ecb",
+                "ctr",
+                "ghash_generic",
+                "sha512_generic",
+            ])
+            .into_iter()
+            .chain(optional(&[
+                "aesni_intel",
+                "ghash_clmulni_intel",
+                "sha512_ssse3",
+                "sha256_ssse3",
+            ]))
+            .collect(),
+        ),
         Category::new(
             "filesystems",
             true,

@@ -375,7 +375,7 @@ fn ctrl_alt_del_during_a_restore_does_not_reboot() {
 /// Verify `image` (against `device`) on the host; fails the test if it cannot run at all.
 fn host_verify(image: &Path, device: Option<&Path>) -> rescue::ops::Outcome {
     let req = rescue::ops::Request::Verify(rescue::ops::VerifySpec {
-        image: image.to_path_buf(),
+        image: image.to_path_buf().into(),
         against: device.map(Path::to_path_buf),
     });
     let out = rescue::ops::run(

@@ -208,7 +208,7 @@ fn golden_image(src: &Source, work: &Path) -> PathBuf {
     let golden = work.join("golden.rimg");
     let req = rescue::ops::Request::Capture(rescue::ops::CaptureSpec {
         source: src.path.clone(),
-        output: golden.clone(),
+        output: golden.clone().into(),
         threads: 2,
         ..Default::default()
     });

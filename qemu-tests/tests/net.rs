@@ -2,14 +2,21 @@
 //! `dhcp`, the virtio NIC's driver (from the initramfs's module rules) is loaded by coldplug and our DHCP
 //! client takes QEMU's lease (10.0.2.15 from 10.0.2.2); a static address is set as given; a mistake in
 //! `rescue.net=` is named with an example. The guest's network is `restrict`ed: nothing leaves QEMU.
+//! Images on an SMB share (Samba's smbd on the host's 127.0.0.1, 10.0.2.2 in the guest): captured there
+//! and restored from there, the share mounted by the kernel (encrypted SMB 3.1.1).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
-use builder::qemu::UserNet;
+use std::path::Path;
+
+use builder::qemu::{Bus, Disk, UserNet};
 use serde_json::Value;
 
 mod common;
 use common::*;
+#[path = "common/servers.rs"]
+mod servers;
+use servers::Smbd;
 
 fn links_of(stdout: &str) -> Vec<Value> {
     let start = stdout
@@ -96,4 +103,112 @@ fn a_static_address_is_set_and_a_mistake_is_named() {
         .unwrap()
         .iter()
         .all(|a| a != "10.0.2.20/24"));
+}
+
+fn verify_on_host(image: &Path, against: Option<&Path>) -> rescue::ops::Outcome {
+    let req = rescue::ops::Request::Verify(rescue::ops::VerifySpec {
+        image: image.to_path_buf().into(),
+        against: against.map(Path::to_path_buf),
+    });
+    rescue::ops::run(
+        &req,
+        &Default::default(),
+        &Default::default(),
+        Default::default(),
+    )
+}
+
+const PASSWORD: &str = "Sm8-pass,word";
+
+#[test]
+fn capture_onto_an_smb_share_and_restore_from_it() {
+    let smb = Smbd::start(PASSWORD);
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let src = source_disk(work);
+    let target = work.join("target.img");
+    blank(&target, src.spec.size_mib);
+    let mut vm = vm();
+    vm.user_net = Some(UserNet::default());
+    vm.disks
+        .push(Disk::new(&src.path, Bus::Virtio).serial("SRC"));
+    vm.disks.push(Disk::new(&target, Bus::Virtio).serial("DST"));
+    // The comma in the password is percent-encoded in the URL.
+    let url = format!(
+        "smb://root:{}@10.0.2.2:{}/images/disk.rimg",
+        PASSWORD.replace(',', "%2C"),
+        smb.port
+    );
+    let run = run_chain(
+        vm,
+        &format!(
+            "capture serial=SRC -o {url} --json ; verify {url} ; restore {url} serial=DST --yes --json"
+        ),
+    );
+    assert_eq!(
+        run.rc,
+        0,
+        "{}\nsmbd:\n{}",
+        tail(&run.serial, 60),
+        tail(&smb.log_text(), 20)
+    );
+    // What the rescue system printed never holds the password (the kernel's own echo of its command
+    // line, before it, is the test's doing).
+    assert!(!run.stdout.contains("Sm8-pass"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("smb://root:***@10.0.2.2"),
+        "{}",
+        run.stdout
+    );
+    let captured = &json_lines_with(&run.stdout, "root_hash")[0];
+    eprintln!("capture onto SMB: {captured}");
+    assert!(
+        captured["notes"].as_array().unwrap().iter().any(|n| n
+            .as_str()
+            .unwrap()
+            .contains("mounted with SMB 3.1.1, encrypted")),
+        "{captured}"
+    );
+    let image = servers::in_share(&smb, "disk.rimg");
+    assert!(image.exists(), "no image in the share");
+    assert!(!servers::in_share(&smb, "disk.rimg.partial").exists());
+    let v = verify_on_host(&image, Some(&src.path));
+    assert!(v.ok, "{:?} {:?}", v.error, v.problems);
+    assert_eq!(v.root_hash.as_deref(), captured["root_hash"].as_str());
+    let v = verify_on_host(&image, Some(&target));
+    assert!(
+        v.ok,
+        "the restored disk differs: {:?} {:?}",
+        v.error, v.problems
+    );
+}
+
+#[test]
+fn a_wrong_smb_password_is_named_and_no_image_is_claimed() {
+    let smb = Smbd::start(PASSWORD);
+    let dir = tempfile::tempdir().unwrap();
+    let src = source_disk(dir.path());
+    let mut vm = vm();
+    vm.user_net = Some(UserNet::default());
+    vm.disks
+        .push(Disk::new(&src.path, Bus::Virtio).serial("SRC"));
+    let before = std::fs::read(&src.path).unwrap();
+    let url = format!(
+        "smb://root:Wrong-one@10.0.2.2:{}/images/disk.rimg",
+        smb.port
+    );
+    let run = run_chain(vm, &format!("capture serial=SRC -o {url}"));
+    assert_ne!(run.rc, 0);
+    assert!(
+        run.stdout.contains("refused the user name or password"),
+        "{}",
+        tail(&run.serial, 30)
+    );
+    assert!(!run.stdout.contains("Wrong-one"), "{}", run.stdout);
+    assert!(std::fs::read_dir(&smb.share_dir).unwrap().next().is_none());
+    assert_eq!(
+        std::fs::read(&src.path).unwrap(),
+        before,
+        "the source changed"
+    );
 }

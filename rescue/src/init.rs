@@ -48,8 +48,9 @@ pub fn run_pid1() -> ! {
     }
 }
 
+/// A line from PID 1 on the console; a URL's password in it (a command of `rescue.cmd=`) is hidden.
 fn log(msg: &str) {
-    eprintln!("rescue: {msg}");
+    eprintln!("rescue: {}", crate::url::redact(msg));
 }
 
 fn mount_basics() {

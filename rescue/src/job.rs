@@ -172,7 +172,7 @@ fn request(spec: &JobSpec, r: Resolved) -> Result<ops::Request, String> {
             partitions.extend(part);
             ops::Request::Capture(ops::CaptureSpec {
                 source: PathBuf::from(&disk.path),
-                output: image()?,
+                output: image()?.into(),
                 partitions,
                 raw: o.raw,
                 keep_unallocated: o.keep_unallocated,
@@ -184,7 +184,7 @@ fn request(spec: &JobSpec, r: Resolved) -> Result<ops::Request, String> {
         Action::Restore => {
             let (disk, to_part) = target()?;
             ops::Request::Restore(ops::RestoreSpec {
-                image: image()?,
+                image: image()?.into(),
                 target: PathBuf::from(&disk.path),
                 partition: o.partition,
                 // Into the target partition the rules name, else the one with the image partition's number.
@@ -196,7 +196,7 @@ fn request(spec: &JobSpec, r: Resolved) -> Result<ops::Request, String> {
             })
         }
         Action::Verify => ops::Request::Verify(ops::VerifySpec {
-            image: image()?,
+            image: image()?.into(),
             against: r
                 .target
                 .as_ref()

@@ -6,10 +6,12 @@
 //! - `config`: what `rescue.net=` asks for;
 //! - `link`: the links, from sysfs and the kernel's address list;
 //! - `netlink`: the rtnetlink requests (link up, address, route, address list), by hand;
-//! - `dhcp`: the DHCPv4 client.
+//! - `dhcp`: the DHCPv4 client;
+//! - `dns`: names to addresses, asked of the name servers learnt.
 
 pub mod config;
 pub mod dhcp;
+pub mod dns;
 pub mod link;
 pub mod netlink;
 
@@ -160,4 +162,9 @@ fn add_name_servers(new: &[IpAddr]) {
         let _ = std::fs::create_dir_all(dir);
     }
     let _ = std::fs::write(RESOLV_CONF, text);
+}
+
+/// The addresses of a host name (or the address itself), asked of the name servers learnt.
+pub fn resolve(name: &str) -> Result<Vec<IpAddr>, dns::DnsError> {
+    dns::resolve(name, &name_servers(), Duration::from_secs(3))
 }

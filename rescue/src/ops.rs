@@ -16,6 +16,7 @@ mod grow;
 mod inspect;
 mod network;
 mod outcome;
+mod place;
 mod request;
 mod restore;
 mod run;
@@ -54,6 +55,8 @@ pub use crate::engine::progress::Progress;
 pub use crate::engine::restore::UnusedPolicy;
 /// What an image records about its source and its making.
 pub use crate::image::{CreationInfo, DiskInfo, PartitionInfo, TableKind};
+/// An image named as a path or a URL.
+pub use crate::url::Location;
 
 /// How a running operation is observed and stopped.
 #[derive(Clone, Default)]

@@ -16,12 +16,15 @@
 //! - [`exfat`]: an exFAT formatter (the rescue system has no mkfs), with [`upcase`], its up-case table;
 //! - [`region`]: a byte range of a disk seen as a device of its own (`Read`/`Write`/`Seek`), which
 //!   `grow` and `exfat` write through.
+//! - [`remote`]: SMB and NFS shares mounted by the kernel for `smb://` and `nfs://` image locations (the
+//!   host resolved by `net`, dialects tried from the newest, encryption when the server can).
 
 pub mod exfat;
 pub mod grow;
 pub mod mount;
 pub mod ntfs;
 pub mod region;
+pub mod remote;
 pub mod upcase;
 
 #[cfg(test)]

@@ -58,6 +58,11 @@ fn run(req: &Request, json_lines: bool) -> anyhow::Result<Outcome> {
     }
 }
 
+/// An image argument: a path, or a URL (`smb://`, `nfs://`, …).
+fn location(arg: &Path) -> anyhow::Result<ops::Location> {
+    Ok(ops::Location::parse(&arg.to_string_lossy())?)
+}
+
 /// Unreadable ranges as JSON objects.
 fn unreadable_json(out: &Outcome) -> Vec<serde_json::Value> {
     out.unreadable
@@ -70,7 +75,7 @@ pub fn capture(a: CaptureArgs) -> anyhow::Result<i32> {
     let to_stdout = a.output.as_os_str() == "-";
     let req = Request::Capture(ops::CaptureSpec {
         source: a.source.clone(),
-        output: a.output.clone(),
+        output: location(&a.output)?,
         partitions: a.partitions.clone(),
         raw: a.raw,
         keep_unallocated: a.keep_unallocated,
@@ -89,7 +94,7 @@ pub fn capture(a: CaptureArgs) -> anyhow::Result<i32> {
     let repeated_bytes = out.repeated_bytes.unwrap_or(0);
     if a.json {
         let summary = json!({
-            "image": if to_stdout { "-".to_string() } else { a.output.display().to_string() },
+            "image": if to_stdout { "-".to_string() } else { out.image.clone().unwrap_or_default() },
             "source": source,
             "root_hash": out.root_hash,
             "image_bytes": image_bytes,
@@ -178,7 +183,7 @@ pub struct RestoreArgs {
 
 pub fn restore(a: RestoreArgs) -> anyhow::Result<i32> {
     let req = Request::Restore(ops::RestoreSpec {
-        image: a.image.clone(),
+        image: location(&a.image)?,
         target: a.target.clone(),
         partition: a.partition,
         to_partition: a.to_partition,
@@ -225,7 +230,7 @@ pub fn restore(a: RestoreArgs) -> anyhow::Result<i32> {
         };
         eprintln!(
             "restored {} onto {}: {} written{zeros}{}",
-            a.image.display(),
+            out.image.as_deref().unwrap_or("-"),
             a.target.display(),
             human_size(out.bytes),
             if out.verified {
@@ -247,8 +252,11 @@ pub fn restore(a: RestoreArgs) -> anyhow::Result<i32> {
 }
 
 pub fn verify(image_path: &Path, against: Option<&Path>, json_out: bool) -> anyhow::Result<i32> {
+    let image = location(image_path)?;
+    // As the image is shown: without a password.
+    let shown = image.to_string();
     let req = Request::Verify(ops::VerifySpec {
-        image: image_path.to_path_buf(),
+        image,
         against: against.map(Path::to_path_buf),
     });
     let (tx, printer) = progress_printer(json_out);
@@ -260,10 +268,7 @@ pub fn verify(image_path: &Path, against: Option<&Path>, json_out: bool) -> anyh
     finish_progress(printer);
     if let (Some(e), true) = (&out.error, out.problems.is_empty()) {
         if json_out {
-            println!(
-                "{}",
-                json!({"image": image_path.display().to_string(), "ok": false, "problems": [e]})
-            );
+            println!("{}", json!({"image": shown, "ok": false, "problems": [e]}));
         }
         anyhow::bail!("{e}");
     }
@@ -271,7 +276,7 @@ pub fn verify(image_path: &Path, against: Option<&Path>, json_out: bool) -> anyh
     if json_out {
         println!(
             "{}",
-            json!({"image": image_path.display().to_string(), "ok": problems.is_empty(), "root_hash": out.root_hash,
+            json!({"image": shown, "ok": problems.is_empty(), "root_hash": out.root_hash,
                    "unreadable_bytes": out.unreadable_bytes, "problems": problems, "notes": out.notes})
         );
         return Ok(if problems.is_empty() { 0 } else { 2 });
@@ -282,7 +287,7 @@ pub fn verify(image_path: &Path, against: Option<&Path>, json_out: bool) -> anyh
     if problems.is_empty() {
         eprintln!(
             "{}: OK, every chunk and the root hash {} check out",
-            image_path.display(),
+            shown,
             out.root_hash.as_deref().unwrap_or("-")
         );
         let unreadable = out.unreadable_bytes.unwrap_or(0);
@@ -290,13 +295,13 @@ pub fn verify(image_path: &Path, against: Option<&Path>, json_out: bool) -> anyh
             eprintln!(
                 "{}: {} bytes of the source could not be read when it was captured; a restore writes zeros \
                  there (`rescue inspect` lists the ranges)",
-                image_path.display(),
+                shown,
                 unreadable
             );
         }
     } else {
         for p in &problems {
-            eprintln!("{}: {p}", image_path.display());
+            eprintln!("{}: {p}", shown);
         }
     }
     Ok(if problems.is_empty() { 0 } else { 2 })

@@ -20,26 +20,27 @@ pub fn partial_path(output: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Capture `spec.source` into `spec.output`. The file is written as `OUTPUT.partial`, flushed, and only
+/// Capture `spec.source` into `output` (the local form of `spec.output`). The file is written as `OUTPUT.partial`, flushed, and only
 /// then renamed; on any failure (or cancel) the partial file is removed, so nothing that looks like a
 /// complete image is ever left behind.
 pub fn capture(
     spec: &CaptureSpec,
+    output: &Path,
     opts: &DetectOptions,
     ctl: Control,
 ) -> anyhow::Result<(Disk, capture::CaptureReport)> {
     let disk = detect_one(&spec.source, opts)?;
-    let to_stdout = spec.output.as_os_str() == "-";
+    let to_stdout = output.as_os_str() == "-";
     let image_disk = if to_stdout {
         None
     } else {
-        detect::disk_holding(folder_of(&spec.output), opts)
+        detect::disk_holding(folder_of(output), opts)
     };
     if !to_stdout {
         plan::check_output(
             &disk,
-            &spec.output.display().to_string(),
-            detect::Identity::of(&spec.output),
+            &output.display().to_string(),
+            detect::Identity::of(output),
         )?;
     }
     let plan = plan::plan_capture(
@@ -72,13 +73,13 @@ pub fn capture(
             .context("flushing the image to stdout")?;
         return Ok((disk, report));
     }
-    if spec.output.exists() {
+    if output.exists() {
         bail!(
             "{} already exists; remove it or choose another name",
-            spec.output.display()
+            output.display()
         );
     }
-    let folder = folder_of(&spec.output);
+    let folder = folder_of(output);
     if let Some(tx) = &ctl.notices {
         let warning = crate::store::space_warning(
             crate::store::max_file_size_at(folder),
@@ -86,11 +87,11 @@ pub fn capture(
             reads.total,
         );
         if let Some(w) = warning {
-            let _ = tx.send(format!("{}: {w}", spec.output.display()));
+            let _ = tx.send(format!("{}: {w}", output.display()));
         }
     }
-    let partial = partial_path(&spec.output);
-    let out = create_partial(&spec.output, &partial)?;
+    let partial = partial_path(output);
+    let out = create_partial(output, &partial)?;
     // A second Ctrl-C ends the process at once: the partial file goes too.
     let _abort = crate::sys::on_abort::RemoveOnAbort::new(&partial);
     let result = capture::capture_reads(&source, &disk, reads, out, &capture_opts, ctl.progress)
@@ -111,11 +112,11 @@ pub fn capture(
             return Err(e.context(format!(
                 "the capture of {} did not complete; no image was left at {}",
                 spec.source.display(),
-                spec.output.display()
+                output.display()
             )));
         }
     };
-    finalize(&partial, &spec.output)?;
+    finalize(&partial, output)?;
     Ok((disk, report))
 }
 

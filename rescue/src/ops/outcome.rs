@@ -79,6 +79,10 @@ pub struct Outcome {
     pub grow: Option<GrowReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peak_rss_bytes: Option<u64>,
+    /// Where the log and result go when not beside `image` as written (an image on a share: its local
+    /// path there).
+    #[serde(skip)]
+    pub record_base: Option<std::path::PathBuf>,
 }
 
 impl Outcome {
@@ -110,11 +114,12 @@ impl Outcome {
             unreadable_bytes: None,
             grow: None,
             peak_rss_bytes: None,
+            record_base: None,
         }
     }
 
     pub(super) fn of(req: &Request) -> Outcome {
-        Outcome::new(req.action(), req.image().map(|p| p.display().to_string()))
+        Outcome::new(req.action(), req.image().map(|l| l.to_string()))
     }
 
     /// Unreadable ranges as the engine reports them.

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use crate::engine::restore::UnusedPolicy;
 use crate::plan::grow::GrowPlan;
+use crate::url::Location;
 
 /// Worker threads by default: every core.
 pub fn default_threads() -> usize {
@@ -30,8 +31,8 @@ pub enum Request {
 #[derive(Debug, Clone, PartialEq)]
 pub struct CaptureSpec {
     pub source: PathBuf,
-    /// The image file; `-` writes to stdout.
-    pub output: PathBuf,
+    /// The image file (a path, `-` for stdout, or an `smb://`/`nfs://` URL).
+    pub output: Location,
     pub partitions: Vec<u32>,
     pub raw: bool,
     /// Read every gap outside the partitions, however large (see [`crate::plan::SMALL_GAP`]).
@@ -48,7 +49,7 @@ impl Default for CaptureSpec {
     fn default() -> Self {
         CaptureSpec {
             source: PathBuf::new(),
-            output: PathBuf::new(),
+            output: Location::default(),
             partitions: vec![],
             raw: false,
             keep_unallocated: false,
@@ -62,7 +63,7 @@ impl Default for CaptureSpec {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RestoreSpec {
-    pub image: PathBuf,
+    pub image: Location,
     pub target: PathBuf,
     pub partition: Option<u32>,
     pub to_partition: Option<u32>,
@@ -80,7 +81,7 @@ pub struct RestoreSpec {
 impl Default for RestoreSpec {
     fn default() -> Self {
         RestoreSpec {
-            image: PathBuf::new(),
+            image: Location::default(),
             target: PathBuf::new(),
             partition: None,
             to_partition: None,
@@ -116,7 +117,7 @@ impl Default for CloneSpec {
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct VerifySpec {
-    pub image: PathBuf,
+    pub image: Location,
     /// Also compare this device (or disk image file) with the image.
     pub against: Option<PathBuf>,
 }
@@ -137,21 +138,21 @@ impl Request {
     pub fn title(&self) -> String {
         match self {
             Request::Capture(s) => {
-                format!("Capture {} → {}", s.source.display(), s.output.display())
+                format!("Capture {} → {}", s.source.display(), s.output)
             }
             Request::Restore(s) => {
-                format!("Restore {} → {}", s.image.display(), s.target.display())
+                format!("Restore {} → {}", s.image, s.target.display())
             }
             Request::Clone(s) => {
                 format!("Clone {} → {}", s.source.display(), s.target.display())
             }
-            Request::Verify(v) => format!("Verify {}", v.image.display()),
+            Request::Verify(v) => format!("Verify {}", v.image),
             Request::Grow(p) => format!("Grow the data partition of the rescue stick {}", p.disk),
         }
     }
 
     /// The image the operation reads or writes: its log and result go beside it.
-    pub fn image(&self) -> Option<&Path> {
+    pub fn image(&self) -> Option<&Location> {
         match self {
             Request::Capture(s) => Some(&s.output),
             Request::Restore(s) => Some(&s.image),

@@ -1,6 +1,8 @@
 //! Restore (an image onto a disk, a partition or a file) and clone (a disk onto another), with every
 //! refusal made before the target is opened.
 
+use std::path::Path;
+
 use crate::detect::{self, DetectOptions, Disk};
 use crate::engine::{self, device, restore};
 use crate::image::{ImageFile, SharedReader};
@@ -20,9 +22,10 @@ pub(super) struct PreparedRestore {
 /// target is opened.
 pub(super) fn prepare_restore(
     spec: &RestoreSpec,
+    image_path: &Path,
     opts: &DetectOptions,
 ) -> anyhow::Result<PreparedRestore> {
-    let image = open_image(&spec.image)?;
+    let image = open_image(image_path)?;
     let layout = engine::layout_of(image.index());
     let mut target_disk = detect_target(&spec.target, opts)?;
     if target_disk.transport == detect::Transport::File {
@@ -30,9 +33,9 @@ pub(super) fn prepare_restore(
         target_disk.logical_sector_size = layout.logical_sector_size;
     }
     let env = plan::Environment {
-        image_disk: detect::disk_holding(&spec.image, opts),
-        image_path: spec.image.display().to_string(),
-        image_identity: detect::Identity::of(&spec.image),
+        image_disk: detect::disk_holding(image_path, opts),
+        image_path: image_path.display().to_string(),
+        image_identity: detect::Identity::of(image_path),
     };
     let plan = match spec.partition {
         Some(n) => plan::plan_restore_partition(
@@ -62,10 +65,11 @@ pub(super) struct Restored {
 
 pub(super) fn restore(
     spec: &RestoreSpec,
+    image_path: &Path,
     opts: &DetectOptions,
     ctl: Control,
 ) -> anyhow::Result<Restored> {
-    let p = prepare_restore(spec, opts)?;
+    let p = prepare_restore(spec, image_path, opts)?;
     let target = device::Target::open(&spec.target)?;
     let ropts = restore::RestoreOptions {
         threads: spec.threads.max(1),

@@ -21,7 +21,28 @@ const LOG_DIR: &str = "/run/rescue/logs";
 pub fn run(req: &Request, how: &RunOptions, opts: &DetectOptions, ctl: Control) -> Outcome {
     let mut out = Outcome::of(req);
     let started = Instant::now();
-    let result = execute(req, how, opts, ctl, &mut out);
+    // The image as a local path (a share is mounted for it, and stays mounted until the records are
+    // written beside the image).
+    let write = matches!(req, Request::Capture(_));
+    let placed = req
+        .image()
+        .map(|l| super::place::place(l, write))
+        .transpose();
+    let (result, placed) = match placed {
+        Ok(placed) => {
+            let image = placed.as_ref().map(|p| p.path.clone());
+            if let Some(s) = placed.as_ref().and_then(|p| p.share.as_ref()) {
+                out.notes
+                    .push(format!("the image is on a share mounted with {}", s.how));
+                out.record_base = Some(s.image.clone());
+            }
+            (
+                execute(req, image.as_deref(), how, opts, ctl, &mut out),
+                placed,
+            )
+        }
+        Err(e) => (Err(e), None),
+    };
     out.seconds = started.elapsed().as_secs_f64();
     out.peak_rss_bytes = super::peak_rss_bytes();
     match result {
@@ -40,25 +61,28 @@ pub fn run(req: &Request, how: &RunOptions, opts: &DetectOptions, ctl: Control) 
         }
     }
     record(&mut out, how);
+    drop(placed);
     out
 }
 
 fn execute(
     req: &Request,
+    image: Option<&Path>,
     how: &RunOptions,
     opts: &DetectOptions,
     ctl: Control,
     out: &mut Outcome,
 ) -> anyhow::Result<()> {
+    let image = image.unwrap_or(Path::new(""));
     match req {
         Request::Capture(s) => {
-            if how.create_folder && s.output.as_os_str() != "-" {
-                if let Some(dir) = s.output.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if how.create_folder && image.as_os_str() != "-" {
+                if let Some(dir) = image.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir)
                         .with_context(|| format!("creating the folder {}", dir.display()))?;
                 }
             }
-            let (disk, r) = super::capture::capture(s, opts, ctl)?;
+            let (disk, r) = super::capture::capture(s, image, opts, ctl)?;
             out.source = Some(DiskId::from(&disk));
             out.root_hash = Some(r.root_hash.clone());
             out.bytes = r.used_bytes;
@@ -67,13 +91,13 @@ fn execute(
             out.repeated_bytes = Some(r.repeated_bytes);
             out.zero_bytes = Some(r.zero_bytes);
             out.set_unreadable(&r.unreadable);
-            out.notes = r.notes;
-            if s.verify && s.output.as_os_str() != "-" {
-                let v = super::verify::verify(&s.output, None, None)?;
+            out.notes.extend(r.notes);
+            if s.verify && image.as_os_str() != "-" {
+                let v = super::verify::verify(image, None, None)?;
                 if !v.problems.is_empty() {
                     bail!(
                         "the new image {} does not verify: {}",
-                        s.output.display(),
+                        s.output,
                         v.problems.join("; ")
                     );
                 }
@@ -81,7 +105,7 @@ fn execute(
             }
         }
         Request::Restore(s) => {
-            let r = super::restore::restore(s, opts, ctl)?;
+            let r = super::restore::restore(s, image, opts, ctl)?;
             out.target = Some(DiskId::from(&r.target));
             out.root_hash = Some(r.root_hash);
             out.bytes = r.report.bytes_written;
@@ -89,7 +113,7 @@ fn execute(
             out.discarded_bytes = Some(r.report.discarded_bytes);
             out.verified = r.report.verified;
             out.set_unreadable(&r.report.unreadable);
-            out.notes = r.report.notes;
+            out.notes.extend(r.report.notes);
         }
         Request::Clone(s) => {
             let (source, target, r) = super::restore::clone(s, opts, ctl)?;
@@ -104,13 +128,13 @@ fn execute(
             if let Some(dev) = &v.against {
                 out.target = detect_one(dev, opts).ok().as_ref().map(DiskId::from);
             }
-            let o = super::verify::verify(&v.image, v.against.as_deref(), ctl.progress)?;
+            let o = super::verify::verify(image, v.against.as_deref(), ctl.progress)?;
             out.root_hash = Some(o.root_hash);
-            out.bytes = std::fs::metadata(&v.image).map(|m| m.len()).unwrap_or(0);
+            out.bytes = std::fs::metadata(image).map(|m| m.len()).unwrap_or(0);
             out.unreadable_bytes = Some(o.unreadable_bytes);
-            out.notes = o.notes;
+            out.notes.extend(o.notes);
             if !o.problems.is_empty() {
-                out.error = Some(format!("{}: {}", v.image.display(), o.problems.join("; ")));
+                out.error = Some(format!("{}: {}", v.image, o.problems.join("; ")));
                 out.problems = o.problems;
             } else {
                 out.verified = true;
@@ -168,9 +192,13 @@ pub fn record(out: &mut Outcome, how: &RunOptions) {
         .unwrap_or_else(|| "none".into());
     // `base.log` is the log; `IMAGE.<action>-<disk>-<time>.json` (or `ACTION-<disk>-<time>.json` in the
     // logs folder) the result.
-    let (base, result_prefix) = match &out.image {
-        Some(i) if i != "-" && Path::new(i).parent().is_some_and(Path::is_dir) => {
-            (PathBuf::from(i), format!(".{}", out.action))
+    let image = out
+        .record_base
+        .clone()
+        .or_else(|| out.image.as_ref().map(PathBuf::from));
+    let (base, result_prefix) = match image {
+        Some(i) if i.as_os_str() != "-" && i.parent().is_some_and(Path::is_dir) => {
+            (i, format!(".{}", out.action))
         }
         _ => {
             let dir = Path::new(LOG_DIR);

@@ -180,7 +180,7 @@ impl CaptureWiz {
                 Key::Enter => match self.output() {
                     Some(output) => Step::Start(Request::Capture(CaptureSpec {
                         source: PathBuf::from(&self.source.path),
-                        output,
+                        output: output.into(),
                         partitions: self.request().partitions,
                         raw: false,
                         keep_unallocated: false,

@@ -147,7 +147,7 @@ impl VerifyWiz {
             VStep::Store => self.pick.store_key(key, &mut self.error),
             VStep::Image => match self.pick.image_key(key, &mut self.error) {
                 ImageKey::Chosen(image) => Step::Start(Request::Verify(crate::ops::VerifySpec {
-                    image,
+                    image: image.into(),
                     against: None,
                 })),
                 ImageKey::Back => {

@@ -61,7 +61,7 @@ fn failure_lines(lines: &mut Vec<String>, req: &Request, err: &str) {
         )),
         Request::Capture(s) => lines.push(format!(
             "No image was left at {} (the unfinished file was removed)",
-            s.output.display()
+            s.output
         )),
         Request::Verify(_) | Request::Grow(_) => {}
     }
@@ -80,7 +80,7 @@ fn success_lines(lines: &mut Vec<String>, req: &Request, out: &Outcome) {
     let notes = out.notes.iter().map(|n| format!("Note: {n}"));
     match req {
         Request::Capture(s) => {
-            lines.push(format!("Image: {}", s.output.display()));
+            lines.push(format!("Image: {}", s.output));
             lines.push(format!(
                 "Root hash: {}",
                 out.root_hash.as_deref().unwrap_or("-")

@@ -181,7 +181,7 @@ impl RestoreWiz {
                             return Step::Stay(vec![]);
                         };
                         return Step::Start(Request::Restore(RestoreSpec {
-                            image: image.path.clone(),
+                            image: image.path.clone().into(),
                             target: PathBuf::from(&t.disk.path),
                             partition: self.chosen_partition(),
                             to_partition: t.part,

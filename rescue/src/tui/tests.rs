@@ -429,7 +429,7 @@ fn capture_whole_disk_produces_the_spec_shown() {
             assert_eq!(spec.source, PathBuf::from("/dev/vda"));
             assert_eq!(
                 spec.output,
-                PathBuf::from("/run/rescue/mnt/vdb1/backups/laptop.rimg")
+                PathBuf::from("/run/rescue/mnt/vdb1/backups/laptop.rimg").into()
             );
             assert!(spec.partitions.is_empty());
             assert_eq!(spec.level, crate::image::DEFAULT_LEVEL + 2);
@@ -748,7 +748,7 @@ fn verify_flow_starts_on_the_chosen_image() {
     a.on_key(Key::Down);
     assert!(matches!(
         a.on_key(Key::Enter).as_slice(),
-        [Effect::Start(Request::Verify(p))] if p.image.ends_with("old.rimg")
+        [Effect::Start(Request::Verify(p))] if p.image.local().is_some_and(|i| i.ends_with("old.rimg"))
     ));
 }
 
@@ -757,7 +757,7 @@ fn cancel_and_quit_ask_first() {
     let mut a = app();
     a.job = Some(Running {
         spec: Request::Verify(crate::ops::VerifySpec {
-            image: PathBuf::from("/x.rimg"),
+            image: PathBuf::from("/x.rimg").into(),
             against: None,
         }),
         progress: None,
@@ -781,7 +781,7 @@ fn cancel_and_quit_ask_first() {
     a.mode = Mode::Pid1;
     a.job = Some(Running {
         spec: Request::Verify(crate::ops::VerifySpec {
-            image: PathBuf::from("/x.rimg"),
+            image: PathBuf::from("/x.rimg").into(),
             against: None,
         }),
         progress: None,
