@@ -8,13 +8,16 @@ use crate::ops;
 use crate::units::human_size;
 
 pub fn inspect(image_path: &Path, json_out: bool) -> anyhow::Result<i32> {
-    let info = ops::inspect(image_path)?;
+    let location = ops::Location::parse(&image_path.to_string_lossy())?;
+    let info = ops::inspect(&location)?;
+    // As the image is shown: without a password.
+    let shown = location.to_string();
     let file_len = info.image_bytes;
     let used = info.used_bytes;
     let d = &info.disk;
     let creation = &info.creation;
     let value = json!({
-        "image": image_path.display().to_string(),
+        "image": shown,
         "image_bytes": file_len,
         "root_hash": info.root_hash,
         "created_unix": creation.created_unix,
@@ -42,11 +45,7 @@ pub fn inspect(image_path: &Path, json_out: bool) -> anyhow::Result<i32> {
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(0);
     }
-    println!(
-        "image       {} ({})",
-        image_path.display(),
-        human_size(file_len)
-    );
+    println!("image       {} ({})", shown, human_size(file_len));
     println!("root hash   {}", info.root_hash);
     println!(
         "created     {}{} by {} {}",

@@ -1,12 +1,13 @@
 //! What an image holds, read from its index alone: for `inspect` and for the restore wizard.
 
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::image::{CreationInfo, DiskInfo, ExtentKind, Index, StreamKind};
 use crate::plan;
 
 use super::open_image;
+use crate::url::Location;
 
 /// An image's identity, source disk and streams.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,8 +53,11 @@ pub struct StreamSummary {
     pub reason: String,
 }
 
-/// Open `path` and describe it; fails, naming the file, when it is not a readable image.
-pub fn inspect(path: &Path) -> anyhow::Result<ImageInfo> {
+/// Open the image and describe it; fails, naming the file, when it is not a readable image. An image on
+/// a share is read there (the share mounted for the call).
+pub fn inspect(location: &Location) -> anyhow::Result<ImageInfo> {
+    let placed = super::place::place(location, false)?;
+    let path = placed.path.as_path();
     let image = open_image(path)?;
     let index = image.index();
     let storage = index.stream_storage();

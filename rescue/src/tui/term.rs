@@ -401,7 +401,7 @@ fn open_store(
 }
 
 fn summarize(path: &Path, opts: &DetectOptions) -> Result<ImageSummary, String> {
-    let info = ops::inspect(path).map_err(|e| ops::describe(&e))?;
+    let info = ops::inspect(&path.into()).map_err(|e| ops::describe(&e))?;
     Ok(ImageSummary {
         path: path.to_path_buf(),
         size_bytes: info.image_bytes,

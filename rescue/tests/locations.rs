@@ -1,0 +1,36 @@
+//! Images named by URL on the host CLI: a location that cannot be read yet is refused by name, and a
+//! password in the URL never appears in what the CLI prints (text or JSON).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+mod common;
+use common::*;
+
+#[test]
+fn urls_are_refused_without_showing_their_password() {
+    let url = "https://tech:hunter2@127.0.0.1:9/images/a.rimg";
+    for args in [
+        vec!["inspect", url],
+        vec!["inspect", url, "--json"],
+        vec!["verify", url, "--json"],
+        vec!["restore", url, "/nonexistent-target", "--yes"],
+    ] {
+        let (rc, out, err) = rescue_split(&args);
+        assert_eq!(rc, 1, "{args:?}: {out}{err}");
+        assert!(
+            err.contains("https://tech:***@127.0.0.1:9/images/a.rimg"),
+            "{args:?}: {err}"
+        );
+        assert!(
+            err.contains("cannot be read over https yet"),
+            "{args:?}: {err}"
+        );
+        assert!(
+            !out.contains("hunter2") && !err.contains("hunter2"),
+            "{args:?}: {out}{err}"
+        );
+    }
+    let (rc, err) = rescue(&["inspect", "gopher://h/x.rimg"]);
+    assert_eq!(rc, 1);
+    assert!(err.contains("unknown scheme `gopher`"), "{err}");
+}
