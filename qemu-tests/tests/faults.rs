@@ -242,7 +242,7 @@ fn a_power_cut_during_capture_leaves_no_image_and_the_rerun_completes() {
             .arg(format!("dump /big.rimg {}", image.display()))
             .arg(&images),
     );
-    let outcome = host_verify(&image, Some(&src));
+    let outcome = verify_on_host(&image, Some(&src));
     assert!(outcome.problems.is_empty(), "{:?}", outcome.problems);
 }
 
@@ -368,26 +368,6 @@ fn ctrl_alt_del_during_a_restore_does_not_reboot() {
     let boots = g.output().matches("Linux version").count();
     assert_eq!(boots, 1, "the machine rebooted during the restore");
     g.wait_exit(Duration::from_secs(60)).unwrap();
-    let outcome = host_verify(&image, None);
+    let outcome = verify_on_host(&image, None);
     assert!(outcome.problems.is_empty());
-}
-
-/// Verify `image` (against `device`) on the host; fails the test if it cannot run at all.
-fn host_verify(image: &Path, device: Option<&Path>) -> rescue::ops::Outcome {
-    let req = rescue::ops::Request::Verify(rescue::ops::VerifySpec {
-        image: image.to_path_buf().into(),
-        against: device.map(Path::to_path_buf),
-    });
-    let out = rescue::ops::run(
-        &req,
-        &Default::default(),
-        &Default::default(),
-        Default::default(),
-    );
-    assert!(
-        out.error.is_none() || !out.problems.is_empty(),
-        "{:?}",
-        out.error
-    );
-    out
 }

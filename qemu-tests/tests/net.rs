@@ -7,8 +7,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
-use std::path::Path;
-
 use builder::qemu::{Bus, Disk, UserNet};
 use serde_json::Value;
 
@@ -103,19 +101,6 @@ fn a_static_address_is_set_and_a_mistake_is_named() {
         .unwrap()
         .iter()
         .all(|a| a != "10.0.2.20/24"));
-}
-
-fn verify_on_host(image: &Path, against: Option<&Path>) -> rescue::ops::Outcome {
-    let req = rescue::ops::Request::Verify(rescue::ops::VerifySpec {
-        image: image.to_path_buf().into(),
-        against: against.map(Path::to_path_buf),
-    });
-    rescue::ops::run(
-        &req,
-        &Default::default(),
-        &Default::default(),
-        Default::default(),
-    )
 }
 
 const PASSWORD: &str = "Sm8-pass,word";

@@ -277,3 +277,25 @@ pub fn ext4_of(src: &Source) -> &fixtures::Expected {
         .map(|(e, _)| e)
         .unwrap()
 }
+
+/// Verify `image` (against the disk `against`) on the host through `ops`, as the CLI does; the outcome
+/// says what was found. Fails the test when the verify could not run at all.
+pub fn verify_on_host(image: &Path, against: Option<&Path>) -> rescue::ops::Outcome {
+    let req = rescue::ops::Request::Verify(rescue::ops::VerifySpec {
+        image: image.to_path_buf().into(),
+        against: against.map(Path::to_path_buf),
+    });
+    let out = rescue::ops::run(
+        &req,
+        &Default::default(),
+        &Default::default(),
+        Default::default(),
+    );
+    assert!(
+        out.error.is_none() || !out.problems.is_empty(),
+        "verify {} could not run: {:?}",
+        image.display(),
+        out.error
+    );
+    out
+}
