@@ -80,8 +80,8 @@ fn configure(
         .map_err(|e| format!("cannot set the link up: {e}"))?;
     let started = Instant::now();
     let carrier = loop {
-        let now = links().into_iter().find(|l| l.name == name);
-        if now.as_ref().and_then(|l| l.carrier) == Some(true) {
+        // Only the carrier flag: listing every link and its addresses five times a second is waste.
+        if link::carrier(name) == Some(true) {
             break true;
         }
         if started.elapsed() > CARRIER_WAIT {

@@ -55,6 +55,11 @@ fn read(path: &Path) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
+/// Whether the link `name` has a carrier (`None` while it is down: the kernel cannot tell).
+pub fn carrier(name: &str) -> Option<bool> {
+    read(&Path::new(SYS_NET).join(name).join("carrier")).map(|c| c == "1")
+}
+
 /// Every link, sorted by name, with its addresses.
 pub fn links() -> Vec<Link> {
     let addrs: Vec<LinkAddress> = Netlink::open()
@@ -83,11 +88,7 @@ fn link(dir: &Path, addrs: &[LinkAddress]) -> Option<Link> {
     let driver = std::fs::read_link(dir.join("device/driver"))
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
-    let carrier = if up {
-        read(&dir.join("carrier")).map(|c| c == "1")
-    } else {
-        None
-    };
+    let carrier = if up { carrier(&name) } else { None };
     let addresses = addrs
         .iter()
         .filter(|a| a.index == index && !a.tentative)
