@@ -12,4 +12,5 @@ pub mod image;
 pub mod kernel;
 pub mod programs;
 pub mod qemu;
+pub mod servers;
 pub mod static_build;

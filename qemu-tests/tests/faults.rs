@@ -216,7 +216,7 @@ fn a_power_cut_during_capture_leaves_no_image_and_the_rerun_completes() {
                 .arg(format!("dump /big.rimg.partial {}", partial.display()))
                 .arg(&images),
         );
-        let err = match rescue::ops::open_image(&partial) {
+        let err = match rescue::ops::inspect(&partial.clone().into(), &Default::default()) {
             Ok(_) => panic!("an interrupted capture was accepted as an image"),
             Err(e) => format!("{e:#}"),
         };

@@ -50,7 +50,7 @@ fn path_of(run: &CmdRun, serial: &str) -> String {
 
 /// `rescue verify IMAGE [--against DEV]` on the host, through the same code the CLI runs.
 fn host_verify(image: &Path, against: Option<&Path>) {
-    let rc = rescue::cli::imaging::verify(image, against, false)
+    let rc = rescue::cli::imaging::verify(image, against, false, &Default::default())
         .unwrap_or_else(|e| panic!("verify {} failed: {e:#}", image.display()));
     assert_eq!(
         rc,
@@ -189,7 +189,10 @@ fn capture_and_restore_in_the_guest() {
         "no /disk.rimg in the image drive's ext4:\n{listing}"
     );
     assert_eq!(captured["image_bytes"], image_len, "{captured}");
-    let reader = rescue::ops::open_image(&image).unwrap();
+    let reader = rescue::image::SharedReader::open(std::sync::Arc::new(
+        rescue::image::ImageFile::open(&image).unwrap(),
+    ))
+    .unwrap();
     assert_eq!(
         captured["root_hash"],
         reader.root_hash().to_string().as_str(),
@@ -353,7 +356,10 @@ fn images_are_written_to_fat32_and_exfat_partitions_in_the_guest() {
     );
     assert!(ok, "mcopy of the image out of the FAT32 partition: {out}");
     host_verify(&image, Some(&src.path));
-    let reader = rescue::ops::open_image(&image).unwrap();
+    let reader = rescue::image::SharedReader::open(std::sync::Arc::new(
+        rescue::image::ImageFile::open(&image).unwrap(),
+    ))
+    .unwrap();
     assert_eq!(
         (reader.header().minor, reader.header().required_features),
         (1, 0),

@@ -3,7 +3,8 @@
 //! client takes QEMU's lease (10.0.2.15 from 10.0.2.2); a static address is set as given; a mistake in
 //! `rescue.net=` is named with an example. The guest's network is `restrict`ed: nothing leaves QEMU.
 //! Images on an SMB share (Samba's smbd on the host's 127.0.0.1, 10.0.2.2 in the guest): captured there
-//! and restored from there, the share mounted by the kernel (encrypted SMB 3.1.1).
+//! and restored from there, the share mounted by the kernel (encrypted SMB 3.1.1). Images restored from
+//! nginx over HTTP and HTTPS (a test CA on a drive, given with `--ca-file`; without it, refused).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
@@ -11,10 +12,8 @@ use builder::qemu::{Bus, Disk, UserNet};
 use serde_json::Value;
 
 mod common;
+use builder::servers::{self, Nginx, Smbd, TestCa};
 use common::*;
-#[path = "common/servers.rs"]
-mod servers;
-use servers::Smbd;
 
 fn links_of(stdout: &str) -> Vec<Value> {
     let start = stdout
@@ -195,5 +194,77 @@ fn a_wrong_smb_password_is_named_and_no_image_is_claimed() {
         std::fs::read(&src.path).unwrap(),
         before,
         "the source changed"
+    );
+}
+
+#[test]
+fn restore_from_http_and_https_onto_blank_disks() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let src = source_disk(work);
+    let root = work.join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    host_capture(&src.path, &root.join("disk.rimg"));
+    let ca = TestCa::new();
+    let http = Nginx::start(&root, None, PASSWORD);
+    let https = Nginx::start(&root, Some(&ca), PASSWORD);
+    let ca_drive = work.join("ca.img");
+    ext4_drive(&ca_drive, 8);
+    put_file(&ca_drive, &ca.ca_cert, "ca.pem");
+    let (one, two) = (work.join("one.img"), work.join("two.img"));
+    blank(&one, src.spec.size_mib);
+    blank(&two, src.spec.size_mib);
+    let mut vm = vm();
+    vm.user_net = Some(UserNet::default());
+    vm.disks.push(Disk::new(&one, Bus::Virtio).serial("ONE"));
+    vm.disks.push(Disk::new(&two, Bus::Virtio).serial("TWO"));
+    vm.disks
+        .push(Disk::new(&ca_drive, Bus::Virtio).serial("CA"));
+    let plain = format!("http://10.0.2.2:{}/disk.rimg", http.port);
+    let secure = format!("https://10.0.2.2:{}/disk.rimg", https.port);
+    let run = run_chain(
+        vm,
+        &format!(
+            "restore {plain} serial=ONE --yes --json ; mount serial=CA /mnt/ca --read-only ; \
+             restore {secure} serial=TWO --yes --json --ca-file /mnt/ca/ca.pem ; verify {secure}"
+        ),
+    );
+    // The last command fails: without the test CA, the server's certificate is not trusted.
+    assert_ne!(run.rc, 0, "{}", tail(&run.serial, 60));
+    assert!(
+        run.stdout.contains("certificate is not trusted") && run.stdout.contains("--ca-file"),
+        "{}\nnginx:\n{}",
+        tail(&run.serial, 60),
+        tail(&https.log_text(), 20)
+    );
+    let restored = json_lines_with(&run.stdout, "bytes_written");
+    assert_eq!(restored.len(), 2, "{}", tail(&run.serial, 60));
+    for (r, url) in restored.iter().zip([&plain, &secure]) {
+        assert_eq!(r["verified"], true, "{r}");
+        let via = format!("read from {url} by range requests");
+        assert!(
+            r["notes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| n.as_str().unwrap().ends_with(&via)),
+            "{r}"
+        );
+    }
+    let image = root.join("disk.rimg");
+    for target in [&one, &two] {
+        let v = verify_on_host(&image, Some(target));
+        assert!(
+            v.ok,
+            "{} differs: {:?} {:?}",
+            target.display(),
+            v.error,
+            v.problems
+        );
+    }
+    eprintln!(
+        "restore over HTTP: {} bytes sent for a {}-byte image (the precheck reads it once more)",
+        http.bytes_sent(),
+        std::fs::metadata(&image).unwrap().len()
     );
 }

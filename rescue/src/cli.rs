@@ -55,6 +55,8 @@ pub enum Cmd {
         /// Progress as JSON lines on stderr and the result as JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        net: imaging::NetArgs,
     },
     /// Show an image's source layout, streams, sizes, root hash, creation info and unreadable ranges.
     Inspect {
@@ -63,6 +65,8 @@ pub enum Cmd {
         /// Print everything as JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        net: imaging::NetArgs,
     },
     /// Mount a filesystem (to write images to or read them from); its type is detected when not given.
     Mount(mounts::MountArgs),
@@ -200,8 +204,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             image,
             against,
             json,
-        } => imaging::verify(&image, against.as_deref(), json),
-        Cmd::Inspect { image, json } => inspect::inspect(&image, json),
+            net,
+        } => imaging::verify(&image, against.as_deref(), json, &net),
+        Cmd::Inspect { image, json, net } => inspect::inspect(&image, json, &net),
         Cmd::Mount(args) => mounts::mount(args),
         Cmd::Umount(args) => mounts::umount(args),
         Cmd::Net(args) => net::run(args),

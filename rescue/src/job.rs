@@ -145,6 +145,7 @@ pub fn run(spec: &JobSpec, env: &JobEnv, ctl: ops::Control) -> Outcome {
         create_folder: true,
         log: true,
         result_file: true,
+        ..Default::default()
     };
     let report = env.report();
     let mut out = Outcome::new(&crate::units::json_name(&spec.action), None);

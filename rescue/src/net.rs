@@ -142,7 +142,9 @@ fn link_names() -> String {
 
 /// Name servers to ask, in the order learnt.
 pub fn name_servers() -> Vec<IpAddr> {
+    // The rescue system's own file, written from DHCP leases and `rescue.net=`; on a host, the host's.
     std::fs::read_to_string(RESOLV_CONF)
+        .or_else(|_| std::fs::read_to_string("/etc/resolv.conf"))
         .unwrap_or_default()
         .lines()
         .filter_map(|l| l.strip_prefix("nameserver "))
@@ -162,6 +164,14 @@ fn add_name_servers(new: &[IpAddr]) {
         let _ = std::fs::create_dir_all(dir);
     }
     let _ = std::fs::write(RESOLV_CONF, text);
+}
+
+/// Bring the network up with DHCP on every link with carrier, unless a link has an IPv4 address already
+/// (from `rescue.net=`, an earlier location, or the host's own network).
+pub fn ensure_up() {
+    if !links().iter().any(|l| l.has_ipv4()) {
+        bring_up(&config::NetSpec::Dhcp, &mut |_| {});
+    }
 }
 
 /// The addresses of a host name (or the address itself), asked of the name servers learnt.

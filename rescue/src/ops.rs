@@ -12,6 +12,7 @@
 //! - `network`: the network links, and bringing them up.
 
 mod capture;
+mod credentials;
 mod grow;
 mod inspect;
 mod network;
@@ -33,10 +34,9 @@ use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 
 use crate::detect::{self, DetectOptions, Disk};
-use crate::image::{ImageFile, SharedReader};
 
 pub use self::inspect::{inspect, ImageInfo, StreamSummary};
 pub use self::network::{bring_up, links, Link, LinkOutcome};
@@ -49,14 +49,16 @@ pub use self::run::{record, run};
 pub use self::signals::{cancel_on_signals, end_on_closed_pipe};
 pub use self::usage::filesystem_usage;
 
+/// An image named as a path or a URL.
+pub use self::credentials::{parse_credentials, PASSWORD_VAR};
+pub use self::place::NetOptions;
 /// Progress events of a running operation.
 pub use crate::engine::progress::Progress;
 /// What a restore does with the filesystems' free space.
 pub use crate::engine::restore::UnusedPolicy;
 /// What an image records about its source and its making.
 pub use crate::image::{CreationInfo, DiskInfo, PartitionInfo, TableKind};
-/// An image named as a path or a URL.
-pub use crate::url::Location;
+pub use crate::url::{Location, Secret};
 
 /// How a running operation is observed and stopped.
 #[derive(Clone, Default)]
@@ -116,14 +118,6 @@ fn detect_target(path: &Path, opts: &DetectOptions) -> anyhow::Result<Disk> {
         );
     }
     detect_one(path, opts)
-}
-
-/// Open an image for reading, with the path in every error.
-pub fn open_image(path: &Path) -> anyhow::Result<SharedReader<ImageFile>> {
-    let file =
-        ImageFile::open(path).with_context(|| format!("opening the image {}", path.display()))?;
-    SharedReader::open(Arc::new(file))
-        .with_context(|| format!("reading the image {}", path.display()))
 }
 
 /// The peak resident memory of this process so far (`VmHWM`), for reports.

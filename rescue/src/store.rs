@@ -18,9 +18,12 @@
 //!   `grow` and `exfat` write through.
 //! - [`remote`]: SMB and NFS shares mounted by the kernel for `smb://` and `nfs://` image locations (the
 //!   host resolved by `net`, dialects tried from the newest, encryption when the server can).
+//! - [`http`]: images read over HTTP(S) by range requests ([`http::HttpFile`]), small files fetched
+//!   (jobs) and results PUT to a WebDAV folder.
 
 pub mod exfat;
 pub mod grow;
+pub mod http;
 pub mod mount;
 pub mod ntfs;
 pub mod region;

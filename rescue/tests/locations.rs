@@ -8,7 +8,7 @@ use common::*;
 
 #[test]
 fn urls_are_refused_without_showing_their_password() {
-    let url = "https://tech:hunter2@127.0.0.1:9/images/a.rimg";
+    let url = "sftp://tech:hunter2@127.0.0.1:9/images/a.rimg";
     for args in [
         vec!["inspect", url],
         vec!["inspect", url, "--json"],
@@ -18,11 +18,11 @@ fn urls_are_refused_without_showing_their_password() {
         let (rc, out, err) = rescue_split(&args);
         assert_eq!(rc, 1, "{args:?}: {out}{err}");
         assert!(
-            err.contains("https://tech:***@127.0.0.1:9/images/a.rimg"),
+            err.contains("sftp://tech:***@127.0.0.1:9/images/a.rimg"),
             "{args:?}: {err}"
         );
         assert!(
-            err.contains("cannot be read over https yet"),
+            err.contains("cannot be read over SFTP yet"),
             "{args:?}: {err}"
         );
         assert!(
@@ -37,6 +37,14 @@ fn urls_are_refused_without_showing_their_password() {
         err.contains(
             "nfs://u:***@127.0.0.1/export/a.rimg: images on NFS shares are not supported yet"
         ),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+    // A web server that is not there: the connection refused, named, the password hidden.
+    let (rc, err) = rescue(&["verify", "https://u:hunter2@127.0.0.1:9/a.rimg"]);
+    assert_eq!(rc, 1);
+    assert!(
+        err.contains("https://u:***@127.0.0.1:9/a.rimg: the server refused the connection"),
         "{err}"
     );
     assert!(!err.contains("hunter2"), "{err}");

@@ -252,6 +252,7 @@ pub fn host_capture(source: &Path, image: &Path) {
         keep_unallocated: false,
         no_dedup: false,
         json: false,
+        net: Default::default(),
     };
     assert_eq!(rescue::cli::imaging::capture(args).unwrap(), 0);
 }

@@ -44,13 +44,50 @@ pub struct CaptureArgs {
     /// Progress as JSON lines on stderr and the summary as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub net: NetArgs,
+}
+
+/// How a network location is reached: a password from elsewhere than the URL, a CA for HTTPS.
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct NetArgs {
+    /// For a network location: a file with `username=` and `password=` lines (as mount.cifs reads);
+    /// or set RESCUE_PASSWORD; asked on the terminal when the URL names a user and nothing gives one.
+    #[arg(long, value_name = "FILE")]
+    pub credentials: Option<PathBuf>,
+    /// For https:// locations: trust only the CA certificates in this PEM file (instead of the Mozilla
+    /// roots).
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl NetArgs {
+    /// The options for reaching `loc`; a missing password is asked for on the terminal, if there is one.
+    pub fn options(&self, loc: &ops::Location) -> anyhow::Result<ops::NetOptions> {
+        let mut net = ops::NetOptions {
+            ca_file: self.ca_file.clone(),
+            ..Default::default()
+        }
+        .with_credentials(self.credentials.as_deref())?;
+        if net.needs_password(loc) {
+            net.password = super::net::ask_password(&loc.to_string())?;
+        }
+        Ok(net)
+    }
 }
 
 /// Run `req` with this terminal's printers (Ctrl-C cancels); the outcome, or its error.
-fn run(req: &Request, json_lines: bool) -> anyhow::Result<Outcome> {
+fn run(req: &Request, json_lines: bool, net: &NetArgs) -> anyhow::Result<Outcome> {
+    let how = RunOptions {
+        net: match req.image() {
+            Some(loc) => net.options(loc)?,
+            None => ops::NetOptions::default(),
+        },
+        // A typed path must exist; the CLI leaves no records besides the image.
+        ..Default::default()
+    };
     let (ctl, printers) = control(json_lines, true);
-    // A typed path must exist; the CLI leaves no records besides the image.
-    let outcome = ops::run(req, &RunOptions::default(), &super::detect_options(), ctl);
+    let outcome = ops::run(req, &how, &super::detect_options(), ctl);
     printers.finish();
     match &outcome.error {
         Some(e) if outcome.problems.is_empty() => Err(anyhow::anyhow!("{e}")),
@@ -84,7 +121,7 @@ pub fn capture(a: CaptureArgs) -> anyhow::Result<i32> {
         dedup: !a.no_dedup,
         verify: false,
     });
-    let out = run(&req, a.json)?;
+    let out = run(&req, a.json, &a.net)?;
     let source = out
         .source
         .as_ref()
@@ -179,6 +216,8 @@ pub struct RestoreArgs {
     /// Progress as JSON lines on stderr and the summary as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub net: NetArgs,
 }
 
 pub fn restore(a: RestoreArgs) -> anyhow::Result<i32> {
@@ -199,7 +238,7 @@ pub fn restore(a: RestoreArgs) -> anyhow::Result<i32> {
         },
         threads: a.threads,
     });
-    let out = run(&req, a.json)?;
+    let out = run(&req, a.json, &a.net)?;
     let zero_bytes = out.zero_bytes.unwrap_or(0);
     let discarded_bytes = out.discarded_bytes.unwrap_or(0);
     if a.json {
@@ -251,10 +290,19 @@ pub fn restore(a: RestoreArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-pub fn verify(image_path: &Path, against: Option<&Path>, json_out: bool) -> anyhow::Result<i32> {
+pub fn verify(
+    image_path: &Path,
+    against: Option<&Path>,
+    json_out: bool,
+    net: &NetArgs,
+) -> anyhow::Result<i32> {
     let image = location(image_path)?;
     // As the image is shown: without a password.
     let shown = image.to_string();
+    let how = RunOptions {
+        net: net.options(&image)?,
+        ..Default::default()
+    };
     let req = Request::Verify(ops::VerifySpec {
         image,
         against: against.map(Path::to_path_buf),
@@ -264,7 +312,7 @@ pub fn verify(image_path: &Path, against: Option<&Path>, json_out: bool) -> anyh
         progress: tx,
         ..Default::default()
     };
-    let out = ops::run(&req, &RunOptions::default(), &super::detect_options(), ctl);
+    let out = ops::run(&req, &how, &super::detect_options(), ctl);
     finish_progress(printer);
     if let (Some(e), true) = (&out.error, out.problems.is_empty()) {
         if json_out {
@@ -335,7 +383,7 @@ pub fn clone(a: CloneArgs) -> anyhow::Result<i32> {
         confirmed: a.yes,
         verify: !a.no_verify,
     });
-    let out = run(&req, a.json)?;
+    let out = run(&req, a.json, &NetArgs::default())?;
     if a.json {
         println!(
             "{}",

@@ -7,9 +7,13 @@ use serde_json::json;
 use crate::ops;
 use crate::units::human_size;
 
-pub fn inspect(image_path: &Path, json_out: bool) -> anyhow::Result<i32> {
+pub fn inspect(
+    image_path: &Path,
+    json_out: bool,
+    net: &super::imaging::NetArgs,
+) -> anyhow::Result<i32> {
     let location = ops::Location::parse(&image_path.to_string_lossy())?;
-    let info = ops::inspect(&location)?;
+    let info = ops::inspect(&location, &net.options(&location)?)?;
     // As the image is shown: without a password.
     let shown = location.to_string();
     let file_len = info.image_bytes;

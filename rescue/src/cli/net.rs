@@ -70,3 +70,31 @@ fn show(json: bool) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Ask for the password of `shown` (a URL, password-less) on the terminal, without echo; `None` when
+/// there is no terminal to ask on (then the server decides: a guest, or a refusal naming the user).
+pub fn ask_password(shown: &str) -> anyhow::Result<Option<ops::Secret>> {
+    use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
+    use std::io::{BufRead, IsTerminal, Write};
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return Ok(None);
+    }
+    eprint!("Password for {shown}: ");
+    let _ = std::io::stderr().flush();
+    let saved = tcgetattr(&stdin).ok();
+    if let Some(t) = &saved {
+        let mut quiet = t.clone();
+        quiet.local_flags.remove(LocalFlags::ECHO);
+        let _ = tcsetattr(&stdin, SetArg::TCSANOW, &quiet);
+    }
+    let mut line = String::new();
+    let read = stdin.lock().read_line(&mut line);
+    if let Some(t) = &saved {
+        let _ = tcsetattr(&stdin, SetArg::TCSANOW, t);
+    }
+    eprintln!();
+    read?;
+    let password = line.trim_end_matches(['\n', '\r']);
+    Ok((!password.is_empty()).then(|| ops::Secret::new(password)))
+}

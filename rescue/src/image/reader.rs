@@ -590,6 +590,10 @@ impl<F: ReadAt> SharedReader<F> {
     pub fn root_hash(&self) -> Hash {
         self.o.footer.root_hash
     }
+    /// Size of the image file.
+    pub fn file_len(&self) -> u64 {
+        self.o.file_len
+    }
     pub fn locate(&self, chunk: ChunkId) -> Option<ChunkLocation> {
         self.o.locate(chunk)
     }

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use crate::image::{CreationInfo, DiskInfo, ExtentKind, Index, StreamKind};
 use crate::plan;
 
-use super::open_image;
 use crate::url::Location;
 
 /// An image's identity, source disk and streams.
@@ -55,10 +54,9 @@ pub struct StreamSummary {
 
 /// Open the image and describe it; fails, naming the file, when it is not a readable image. An image on
 /// a share is read there (the share mounted for the call).
-pub fn inspect(location: &Location) -> anyhow::Result<ImageInfo> {
-    let placed = super::place::place(location, false)?;
-    let path = placed.path.as_path();
-    let image = open_image(path)?;
+pub fn inspect(location: &Location, net: &super::NetOptions) -> anyhow::Result<ImageInfo> {
+    let placed = super::place::place(location, false, net)?;
+    let image = placed.open()?;
     let index = image.index();
     let storage = index.stream_storage();
     let streams = index
@@ -81,8 +79,8 @@ pub fn inspect(location: &Location) -> anyhow::Result<ImageInfo> {
         })
         .collect();
     Ok(ImageInfo {
-        path: path.to_path_buf(),
-        image_bytes: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+        path: placed.path.clone(),
+        image_bytes: image.file_len(),
         root_hash: image.root_hash().to_string(),
         format: format!("{}.{}", image.header().major, image.header().minor),
         required_features: image.header().required_features,

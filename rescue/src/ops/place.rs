@@ -1,16 +1,63 @@
-//! Where an image named by a [`Location`] is, as a local path: the path itself, or the file on a share
-//! mounted for it (`smb://`, `nfs://`), unmounted again when the operation is over.
+//! Where an image named by a [`Location`] is: a local path (the path itself, or the file on a share
+//! mounted for it, `smb://`, unmounted again when the operation is over), or a file on a web server read
+//! by range requests (`http://`, `https://`; read-only).
 
-use std::path::PathBuf;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 
+use crate::image::{ImageFile, ReadAt, SharedReader};
+use crate::store::http::{HttpFile, HttpOptions};
 use crate::store::remote::{self, Share};
-use crate::url::{Location, Scheme};
+use crate::sys::AlignedBuf;
+use crate::url::{Location, Scheme, Secret, Url};
+
+/// What reaching a network location needs besides its URL.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetOptions {
+    /// The user when the URL names none (from a credentials file).
+    pub user: Option<String>,
+    /// The password when the URL names a user and no password (from `--credentials`,
+    /// `RESCUE_PASSWORD` or a prompt).
+    pub password: Option<Secret>,
+    /// HTTPS: trust only the CA certificates (PEM) in this file instead of the Mozilla roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// An image being read: a file (local, or on a mounted share) or a file on a web server.
+pub enum ImageSource {
+    File(ImageFile),
+    Http(HttpFile),
+}
+
+impl ReadAt for ImageSource {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        match self {
+            ImageSource::File(f) => f.read_exact_at(buf, offset),
+            ImageSource::Http(h) => h.read_exact_at(buf, offset),
+        }
+    }
+    fn size(&self) -> io::Result<u64> {
+        match self {
+            ImageSource::File(f) => f.size(),
+            ImageSource::Http(h) => h.size(),
+        }
+    }
+    fn read_span(&self, buf: &mut AlignedBuf, offset: u64, len: usize) -> io::Result<usize> {
+        match self {
+            ImageSource::File(f) => f.read_span(buf, offset, len),
+            ImageSource::Http(h) => h.read_span(buf, offset, len),
+        }
+    }
+}
 
 pub(super) struct Placed {
+    /// The image as a local path; for a web server, its URL as shown (password redacted).
     pub path: PathBuf,
     pub share: Option<Share>,
+    http: Option<HttpFile>,
 }
 
 impl Drop for Placed {
@@ -22,31 +69,93 @@ impl Drop for Placed {
     }
 }
 
-/// The local path of `loc`; a share is mounted read-write when `write`.
-pub(super) fn place(loc: &Location, write: bool) -> anyhow::Result<Placed> {
-    match loc {
-        Location::Local(p) => Ok(Placed {
-            path: p.clone(),
+impl Placed {
+    pub fn local(path: &Path) -> Placed {
+        Placed {
+            path: path.to_path_buf(),
             share: None,
-        }),
-        Location::Remote(url) => match url.scheme {
-            // NFS is mounted by `store::remote` too, but is not offered until its end-to-end test
-            // against a real server (nfs-ganesha) is in place.
-            Scheme::Nfs => bail!(
-                "{url}: images on NFS shares are not supported yet; use an SMB share or a local drive"
-            ),
-            Scheme::Smb => {
-                let share = remote::mount(url, None, write)?;
-                Ok(Placed {
-                    path: share.image.clone(),
-                    share: Some(share),
-                })
+            http: None,
+        }
+    }
+
+    /// The image's local path (`None` for one on a web server).
+    pub fn local_path(&self) -> Option<&Path> {
+        self.http.is_none().then_some(self.path.as_path())
+    }
+
+    /// Open the image for reading, with where it is in every error.
+    pub fn open(&self) -> anyhow::Result<SharedReader<ImageSource>> {
+        let (source, shown) = match &self.http {
+            Some(h) => (ImageSource::Http(h.clone()), h.url().to_string()),
+            None => {
+                let shown = self.path.display().to_string();
+                let file = ImageFile::open(&self.path)
+                    .with_context(|| format!("opening the image {shown}"))?;
+                (ImageSource::File(file), shown)
             }
-            Scheme::Http | Scheme::Https | Scheme::Sftp => bail!(
-                "{url}: images cannot be read over {} yet; copy the image to a local drive or an SMB or \
-                 NFS share",
-                url.scheme.name()
-            ),
-        },
+        };
+        SharedReader::open(Arc::new(source)).with_context(|| format!("reading the image {shown}"))
+    }
+
+    /// How the image is reached, for the outcome's notes.
+    pub fn note(&self) -> Option<String> {
+        if let Some(s) = &self.share {
+            return Some(format!("the image is on a share mounted with {}", s.how));
+        }
+        self.http
+            .as_ref()
+            .map(|h| format!("the image was read from {} by range requests", h.url()))
+    }
+}
+
+/// Where `loc` is; a share is mounted read-write when `write`.
+pub(super) fn place(loc: &Location, write: bool, net: &NetOptions) -> anyhow::Result<Placed> {
+    match loc {
+        Location::Local(p) => Ok(Placed::local(p)),
+        Location::Remote(url) => {
+            let mut url = url.clone();
+            if url.user.is_none() {
+                url.user = net.user.clone();
+            }
+            place_remote(&url, write, net)
+        }
+    }
+}
+
+fn place_remote(url: &Url, write: bool, net: &NetOptions) -> anyhow::Result<Placed> {
+    match url.scheme {
+        // NFS is mounted by `store::remote` too, but is not offered until its end-to-end test
+        // against a real server (nfs-ganesha) is in place.
+        Scheme::Nfs => bail!(
+            "{url}: images on NFS shares are not supported yet; use an SMB share or a local drive"
+        ),
+        Scheme::Smb => {
+            let share = remote::mount(url, net.password.as_ref(), write)?;
+            Ok(Placed {
+                path: share.image.clone(),
+                share: Some(share),
+                http: None,
+            })
+        }
+        Scheme::Http | Scheme::Https if write => bail!(
+            "{url}: a web server cannot receive an image (it is read-only here); capture to a local \
+             drive or an SMB share"
+        ),
+        Scheme::Http | Scheme::Https => {
+            let opts = HttpOptions {
+                ca_file: net.ca_file.clone(),
+                password: net.password.clone(),
+            };
+            let file = HttpFile::open(url, &opts)?;
+            Ok(Placed {
+                path: PathBuf::from(url.to_string()),
+                share: None,
+                http: Some(file),
+            })
+        }
+        Scheme::Sftp => bail!(
+            "{url}: images cannot be read over SFTP yet; copy the image to a local drive or an SMB \
+             share"
+        ),
     }
 }

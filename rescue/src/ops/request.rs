@@ -174,7 +174,7 @@ impl Request {
 }
 
 /// What a run does besides the operation itself.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunOptions {
     /// Create a capture's missing output folder (a place chosen on a store). A path typed by the user
     /// must exist: a typo does not create folders.
@@ -184,4 +184,6 @@ pub struct RunOptions {
     pub log: bool,
     /// Write the outcome as JSON beside the image, one file per run (see [`super::record`]).
     pub result_file: bool,
+    /// Passwords and CAs for network locations.
+    pub net: super::NetOptions,
 }

@@ -1,18 +1,18 @@
 //! Restore (an image onto a disk, a partition or a file) and clone (a disk onto another), with every
 //! refusal made before the target is opened.
 
-use std::path::Path;
-
 use crate::detect::{self, DetectOptions, Disk};
 use crate::engine::{self, device, restore};
-use crate::image::{ImageFile, SharedReader};
+use crate::image::SharedReader;
+
+use super::place::{ImageSource, Placed};
 use crate::plan;
 
-use super::{detect_one, detect_target, open_image, CloneSpec, Control, RestoreSpec};
+use super::{detect_one, detect_target, CloneSpec, Control, RestoreSpec};
 
 /// Everything decided before a restore writes anything: then run.
 pub(super) struct PreparedRestore {
-    pub image: SharedReader<ImageFile>,
+    pub image: SharedReader<ImageSource>,
     pub layout: plan::Layout,
     pub target_disk: Disk,
     pub plan: plan::RestorePlan,
@@ -22,10 +22,10 @@ pub(super) struct PreparedRestore {
 /// target is opened.
 pub(super) fn prepare_restore(
     spec: &RestoreSpec,
-    image_path: &Path,
+    placed: &Placed,
     opts: &DetectOptions,
 ) -> anyhow::Result<PreparedRestore> {
-    let image = open_image(image_path)?;
+    let image = placed.open()?;
     let layout = engine::layout_of(image.index());
     let mut target_disk = detect_target(&spec.target, opts)?;
     if target_disk.transport == detect::Transport::File {
@@ -33,9 +33,11 @@ pub(super) fn prepare_restore(
         target_disk.logical_sector_size = layout.logical_sector_size;
     }
     let env = plan::Environment {
-        image_disk: detect::disk_holding(image_path, opts),
-        image_path: image_path.display().to_string(),
-        image_identity: detect::Identity::of(image_path),
+        image_disk: placed
+            .local_path()
+            .and_then(|p| detect::disk_holding(p, opts)),
+        image_path: placed.path.display().to_string(),
+        image_identity: placed.local_path().and_then(detect::Identity::of),
     };
     let plan = match spec.partition {
         Some(n) => plan::plan_restore_partition(
@@ -65,11 +67,11 @@ pub(super) struct Restored {
 
 pub(super) fn restore(
     spec: &RestoreSpec,
-    image_path: &Path,
+    placed: &Placed,
     opts: &DetectOptions,
     ctl: Control,
 ) -> anyhow::Result<Restored> {
-    let p = prepare_restore(spec, image_path, opts)?;
+    let p = prepare_restore(spec, placed, opts)?;
     let target = device::Target::open(&spec.target)?;
     let ropts = restore::RestoreOptions {
         threads: spec.threads.max(1),

@@ -12,6 +12,7 @@ use crate::engine::progress::Progress;
 use crate::store::sanitize;
 use crate::units::date_stamp;
 
+use super::place::Placed;
 use super::{describe, detect_one, Control, DiskId, Outcome, Request, RunOptions};
 
 /// Where the records of a run without an image (a clone, growing the stick) go.
@@ -26,18 +27,18 @@ pub fn run(req: &Request, how: &RunOptions, opts: &DetectOptions, ctl: Control) 
     let write = matches!(req, Request::Capture(_));
     let placed = req
         .image()
-        .map(|l| super::place::place(l, write))
+        .map(|l| super::place::place(l, write, &how.net))
         .transpose();
     let (result, placed) = match placed {
         Ok(placed) => {
-            let image = placed.as_ref().map(|p| p.path.clone());
+            if let Some(p) = &placed {
+                out.notes.extend(p.note());
+            }
             if let Some(s) = placed.as_ref().and_then(|p| p.share.as_ref()) {
-                out.notes
-                    .push(format!("the image is on a share mounted with {}", s.how));
                 out.record_base = Some(s.image.clone());
             }
             (
-                execute(req, image.as_deref(), how, opts, ctl, &mut out),
+                execute(req, placed.as_ref(), how, opts, ctl, &mut out),
                 placed,
             )
         }
@@ -67,13 +68,15 @@ pub fn run(req: &Request, how: &RunOptions, opts: &DetectOptions, ctl: Control) 
 
 fn execute(
     req: &Request,
-    image: Option<&Path>,
+    placed: Option<&Placed>,
     how: &RunOptions,
     opts: &DetectOptions,
     ctl: Control,
     out: &mut Outcome,
 ) -> anyhow::Result<()> {
-    let image = image.unwrap_or(Path::new(""));
+    let nowhere = Placed::local(Path::new(""));
+    let placed = placed.unwrap_or(&nowhere);
+    let image = placed.path.as_path();
     match req {
         Request::Capture(s) => {
             if how.create_folder && image.as_os_str() != "-" {
@@ -93,7 +96,7 @@ fn execute(
             out.set_unreadable(&r.unreadable);
             out.notes.extend(r.notes);
             if s.verify && image.as_os_str() != "-" {
-                let v = super::verify::verify(image, None, None)?;
+                let v = super::verify::verify(placed, None, None)?;
                 if !v.problems.is_empty() {
                     bail!(
                         "the new image {} does not verify: {}",
@@ -105,7 +108,7 @@ fn execute(
             }
         }
         Request::Restore(s) => {
-            let r = super::restore::restore(s, image, opts, ctl)?;
+            let r = super::restore::restore(s, placed, opts, ctl)?;
             out.target = Some(DiskId::from(&r.target));
             out.root_hash = Some(r.root_hash);
             out.bytes = r.report.bytes_written;
@@ -128,9 +131,9 @@ fn execute(
             if let Some(dev) = &v.against {
                 out.target = detect_one(dev, opts).ok().as_ref().map(DiskId::from);
             }
-            let o = super::verify::verify(image, v.against.as_deref(), ctl.progress)?;
+            let o = super::verify::verify(placed, v.against.as_deref(), ctl.progress)?;
             out.root_hash = Some(o.root_hash);
-            out.bytes = std::fs::metadata(image).map(|m| m.len()).unwrap_or(0);
+            out.bytes = o.image_bytes;
             out.unreadable_bytes = Some(o.unreadable_bytes);
             out.notes.extend(o.notes);
             if !o.problems.is_empty() {

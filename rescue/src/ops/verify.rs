@@ -1,12 +1,12 @@
 //! Verify an image (every chunk and the root hash), optionally against a disk.
 
 use std::path::Path;
+
+use super::place::Placed;
 use std::sync::mpsc::Sender;
 
 use crate::engine::progress::{Meter, Progress};
 use crate::engine::{device, verify};
-
-use super::open_image;
 
 /// What `verify` found.
 #[derive(Debug, Clone)]
@@ -18,16 +18,18 @@ pub struct VerifyOutcome {
     pub unreadable_bytes: u64,
     /// How the device was compared where it differs from the image's layout (`against` only).
     pub notes: Vec<String>,
+    /// Size of the image file.
+    pub image_bytes: u64,
 }
 
 /// Check every chunk hash and the root hash of `image`; with `against`, compare a device with it.
 /// `progress` gets "verify" events (and "compare" ones for `against`).
-pub fn verify(
-    image: &Path,
+pub(super) fn verify(
+    image: &Placed,
     against: Option<&Path>,
     progress: Option<Sender<Progress>>,
 ) -> anyhow::Result<VerifyOutcome> {
-    let reader = open_image(image)?;
+    let reader = image.open()?;
     let mut meter: Option<Meter> = None;
     let report = reader.verify(|p| {
         let m = meter.get_or_insert_with(|| Meter::new("verify", p.bytes_total, progress.clone()));
@@ -49,5 +51,6 @@ pub fn verify(
         problems,
         unreadable_bytes: report.unreadable_source_bytes,
         notes,
+        image_bytes: reader.file_len(),
     })
 }

@@ -175,9 +175,7 @@ pub fn mount_point(url: &Url, a: &Attempt) -> PathBuf {
 /// network is brought up (DHCP) first when no link has an address.
 pub fn mount(url: &Url, password: Option<&Secret>, write: bool) -> Result<Share, RemoteError> {
     let shown = url.to_string();
-    if !crate::net::links().iter().any(|l| l.has_ipv4()) {
-        crate::net::bring_up(&crate::net::config::NetSpec::Dhcp, &mut |_| {});
-    }
+    crate::net::ensure_up();
     let ip = crate::net::resolve(&url.host)
         .map_err(|e| RemoteError::Resolve {
             url: shown.clone(),

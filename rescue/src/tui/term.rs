@@ -401,7 +401,8 @@ fn open_store(
 }
 
 fn summarize(path: &Path, opts: &DetectOptions) -> Result<ImageSummary, String> {
-    let info = ops::inspect(&path.into()).map_err(|e| ops::describe(&e))?;
+    let info =
+        ops::inspect(&path.into(), &ops::NetOptions::default()).map_err(|e| ops::describe(&e))?;
     Ok(ImageSummary {
         path: path.to_path_buf(),
         size_bytes: info.image_bytes,
@@ -433,6 +434,7 @@ fn spawn_job(spec: Request, cancel: Arc<AtomicBool>, opts: DetectOptions, tx: Se
             create_folder: true,
             log: true,
             result_file: false,
+            ..Default::default()
         };
         let outcome = ops::run(&spec, &how, &opts, ctl);
         let _ = forwarder.join();

@@ -1,0 +1,394 @@
+//! Real servers for network tests, on 127.0.0.1 only, started by the test and ended by their PIDs (on
+//! drop). A QEMU guest on the user network reaches them at 10.0.2.2. Test support: failures panic.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free TCP port on 127.0.0.1 (taken from the kernel, then released for the server).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
+
+fn wait_listening(port: u16, child: &mut Child, what: &str) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited before listening: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{what} did not listen on 127.0.0.1:{port} within 30 s");
+}
+
+/// Start a server (its output into `log`) and wait until it listens on `port`; `package` is the Debian
+/// package to install when the program is missing.
+fn spawn_listening(cmd: &mut Command, log: &Path, port: u16, package: &str) -> Child {
+    let out = std::fs::File::create(log).unwrap();
+    let what = cmd.get_program().to_string_lossy().into_owned();
+    let mut child = cmd
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: {e} (apt-get install {package})"));
+    wait_listening(port, &mut child, &what);
+    child
+}
+
+/// End a server by its PID and reap it.
+fn end(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Samba's smbd with one share, `images`, writable by `root` with `password`.
+pub struct Smbd {
+    child: Child,
+    pub port: u16,
+    pub share_dir: PathBuf,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Smbd {
+    pub fn start(password: &str) -> Smbd {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let share_dir = d.join("share");
+        for sub in ["share", "private", "lock", "state", "cache", "pid"] {
+            std::fs::create_dir_all(d.join(sub)).unwrap();
+        }
+        let port = free_port();
+        let conf = d.join("smb.conf");
+        let p = |s: &str| d.join(s).display().to_string();
+        std::fs::write(
+            &conf,
+            format!(
+                "[global]\n\
+                 server role = standalone server\n\
+                 interfaces = 127.0.0.1\n\
+                 bind interfaces only = yes\n\
+                 smb ports = {port}\n\
+                 disable netbios = yes\n\
+                 server min protocol = SMB2_10\n\
+                 smb encrypt = desired\n\
+                 private dir = {}\n\
+                 lock directory = {}\n\
+                 state directory = {}\n\
+                 cache directory = {}\n\
+                 pid directory = {}\n\
+                 passdb backend = tdbsam:{}/passdb.tdb\n\
+                 log file = {}/log.%m\n\
+                 log level = 1\n\
+                 load printers = no\n\
+                 printing = bsd\n\
+                 printcap name = /dev/null\n\
+                 [images]\n\
+                 path = {}\n\
+                 read only = no\n\
+                 valid users = root\n",
+                p("private"),
+                p("lock"),
+                p("state"),
+                p("cache"),
+                p("pid"),
+                p("private"),
+                p("state"),
+                share_dir.display()
+            ),
+        )
+        .unwrap();
+        let mut add = Command::new("smbpasswd")
+            .arg("-c")
+            .arg(&conf)
+            .args(["-a", "-s", "root"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("smbpasswd (apt-get install samba)");
+        use std::io::Write;
+        add.stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{password}\n{password}\n").as_bytes())
+            .unwrap();
+        assert!(add.wait().unwrap().success(), "smbpasswd failed");
+        let log = d.join("smbd.out");
+        let child = spawn_listening(
+            Command::new("smbd")
+                .args(["--foreground", "--no-process-group", "--debug-stdout"])
+                .arg(format!("--configfile={}", conf.display())),
+            &log,
+            port,
+            "samba",
+        );
+        Smbd {
+            child,
+            port,
+            share_dir,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// Stop the server now (a share that disappears mid-operation).
+    pub fn stop(&mut self) {
+        end(&mut self.child);
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Smbd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The path of `name` in the share.
+pub fn in_share(s: &Smbd, name: &str) -> PathBuf {
+    Path::new(&s.share_dir).join(name)
+}
+
+/// A test certificate authority and a server certificate it signed for 127.0.0.1 and 10.0.2.2 (the
+/// host as a QEMU guest sees it), made with `openssl`.
+pub struct TestCa {
+    /// The CA's certificate (PEM): what a client is given with `--ca-file`.
+    pub ca_cert: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TestCa {
+    pub fn new() -> TestCa {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(d)
+                .output()
+                .expect("openssl (apt-get install openssl)");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=rescue test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+        run(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=rescue test server",
+        ]);
+        std::fs::write(
+            d.join("ext.cnf"),
+            "subjectAltName=IP:127.0.0.1,IP:10.0.2.2,DNS:localhost\n\
+             extendedKeyUsage=serverAuth\n\
+             basicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ]);
+        TestCa {
+            ca_cert: d.join("ca.pem"),
+            server_cert: d.join("server.pem"),
+            server_key: d.join("server.key"),
+            _dir: dir,
+        }
+    }
+}
+
+impl Default for TestCa {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The user nginx's `/private/` asks for (HTTP basic authentication).
+pub const HTTP_USER: &str = "tech";
+
+/// nginx serving `root` on 127.0.0.1 (HTTPS with `tls`): byte ranges as usual, none under `/noranges/`,
+/// the same files under `/private/` only for [`HTTP_USER`] with `password`, and uploads (`PUT`) into
+/// `root/results/`. The access log records the bytes sent per request.
+pub struct Nginx {
+    child: Child,
+    pub port: u16,
+    pub root: PathBuf,
+    access_log: PathBuf,
+    error_log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    pub fn start(root: &Path, tls: Option<&TestCa>, password: &str) -> Nginx {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let hashed = Command::new("openssl")
+            .args(["passwd", "-apr1", password])
+            .output()
+            .expect("openssl");
+        assert!(hashed.status.success());
+        let users = d.join("users");
+        std::fs::write(
+            &users,
+            format!("{HTTP_USER}:{}", String::from_utf8_lossy(&hashed.stdout)),
+        )
+        .unwrap();
+        let port = free_port();
+        std::fs::create_dir_all(root.join("results")).unwrap();
+        let access_log = d.join("access.log");
+        let error_log = d.join("error.log");
+        let listen = match tls {
+            Some(ca) => format!(
+                "listen 127.0.0.1:{port} ssl;\n\
+                 ssl_certificate {};\n\
+                 ssl_certificate_key {};\n",
+                ca.server_cert.display(),
+                ca.server_key.display()
+            ),
+            None => format!("listen 127.0.0.1:{port};\n"),
+        };
+        let temp = |n: &str| d.join(n).display().to_string();
+        let conf = format!(
+            "daemon off;\n\
+             master_process off;\n\
+             user root;\n\
+             pid {pid};\n\
+             error_log {err} info;\n\
+             events {{ worker_connections 256; }}\n\
+             http {{\n\
+               log_format bytes '$request_method $uri $status $body_bytes_sent';\n\
+               access_log {acc} bytes;\n\
+               client_body_temp_path {body};\n\
+               proxy_temp_path {proxy};\n\
+               fastcgi_temp_path {fcgi};\n\
+               uwsgi_temp_path {uwsgi};\n\
+               scgi_temp_path {scgi};\n\
+               types {{ }}\n\
+               default_type application/octet-stream;\n\
+               server {{\n\
+                 {listen}\
+                 root {root};\n\
+                 location /noranges/ {{ max_ranges 0; alias {root}/; }}\n\
+                 location /private/ {{ auth_basic rescue; auth_basic_user_file {users}; alias {root}/; }}\n\
+                 location /results/ {{ dav_methods PUT; client_max_body_size 16m; }}\n\
+               }}\n\
+             }}\n",
+            pid = temp("nginx.pid"),
+            err = error_log.display(),
+            acc = access_log.display(),
+            body = temp("body"),
+            proxy = temp("proxy"),
+            fcgi = temp("fcgi"),
+            uwsgi = temp("uwsgi"),
+            scgi = temp("scgi"),
+            root = root.display(),
+            users = users.display(),
+        );
+        let conf_path = d.join("nginx.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let child = spawn_listening(
+            Command::new("nginx")
+                .arg("-c")
+                .arg(&conf_path)
+                .arg("-p")
+                .arg(d),
+            &d.join("nginx.out"),
+            port,
+            "nginx-light",
+        );
+        Nginx {
+            child,
+            port,
+            root: root.to_path_buf(),
+            access_log,
+            error_log,
+            _dir: dir,
+        }
+    }
+
+    /// Bytes of response bodies sent so far (from the access log).
+    pub fn bytes_sent(&self) -> u64 {
+        std::fs::read_to_string(&self.access_log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+
+    /// The access log (method, path, status, bytes per request) and the error log.
+    pub fn log_text(&self) -> String {
+        format!(
+            "{}\n{}",
+            std::fs::read_to_string(&self.access_log).unwrap_or_default(),
+            std::fs::read_to_string(&self.error_log).unwrap_or_default()
+        )
+    }
+
+    pub fn stop(&mut self) {
+        end(&mut self.child);
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

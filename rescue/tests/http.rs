@@ -1,0 +1,157 @@
+//! Images read from a web server on the host CLI (nginx on 127.0.0.1, started by the test): inspect,
+//! verify and restore by range requests over HTTP and HTTPS (a test CA given with `--ca-file`), with
+//! HTTP basic authentication from the URL, a credentials file or `RESCUE_PASSWORD`; and the refusals: a
+//! certificate from an unknown CA, a server that ignores ranges, a missing file, a wrong password. A
+//! password never appears in what the CLI prints.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+mod common;
+use common::*;
+
+use std::path::Path;
+use std::process::Command;
+
+use builder::fixtures;
+use builder::servers::{Nginx, TestCa, HTTP_USER};
+
+const PASSWORD: &str = "Web-pass:7";
+
+fn rescue_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_rescue"))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn captured(dir: &Path) -> std::path::PathBuf {
+    let disk = dir.join("source.img");
+    fixtures::create_disk(&disk, &fixtures::demo_gpt()).unwrap();
+    let root = dir.join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    let (rc, out) = rescue(&["capture", s(&disk), "-o", s(&root.join("disk.rimg"))]);
+    assert_eq!(rc, 0, "{out}");
+    disk
+}
+
+#[test]
+fn images_are_read_over_http_and_https_by_range_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let disk = captured(d);
+    let root = d.join("www");
+    let ca = TestCa::new();
+    let http = Nginx::start(&root, None, PASSWORD);
+    let https = Nginx::start(&root, Some(&ca), PASSWORD);
+    let url = format!("http://127.0.0.1:{}/disk.rimg", http.port);
+
+    let (rc, out, err) = rescue_split(&["inspect", &url, "--json"]);
+    assert_eq!(rc, 0, "{out}{err}\n{}", http.log_text());
+    let info: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(info["image"], url.as_str());
+    assert_eq!(
+        info["image_bytes"],
+        std::fs::metadata(root.join("disk.rimg")).unwrap().len()
+    );
+
+    // Restore onto a blank file of the disk's size, then compare it with the image on the server.
+    let target = d.join("target.img");
+    std::fs::File::create(&target)
+        .unwrap()
+        .set_len(std::fs::metadata(&disk).unwrap().len())
+        .unwrap();
+    let (rc, out, err) = rescue_split(&["restore", &url, s(&target), "--yes", "--json"]);
+    assert_eq!(rc, 0, "{out}{err}");
+    let restored: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        restored["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n.as_str().unwrap().contains("read from http://127.0.0.1")),
+        "{restored}"
+    );
+    let sent = http.bytes_sent();
+    let image_len = std::fs::metadata(root.join("disk.rimg")).unwrap().len();
+    eprintln!("restore over HTTP: server sent {sent} bytes for a {image_len}-byte image");
+    let (rc, out, err) = rescue_split(&["verify", &url, "--against", s(&target), "--json"]);
+    assert_eq!(rc, 0, "{out}{err}");
+
+    // HTTPS: the test CA is not among the Mozilla roots; given with --ca-file, it is trusted.
+    let secure = format!("https://127.0.0.1:{}/disk.rimg", https.port);
+    let (rc, _, err) = rescue_split(&["verify", &secure]);
+    assert_eq!(rc, 1);
+    assert!(
+        err.contains("certificate is not trusted") && err.contains("--ca-file"),
+        "{err}"
+    );
+    let (rc, out, err) = rescue_split(&["verify", &secure, "--ca-file", s(&ca.ca_cert)]);
+    assert_eq!(rc, 0, "{out}{err}\n{}", https.log_text());
+
+    // A server that sends whole files only, and a file that is not there.
+    let whole = format!("http://127.0.0.1:{}/noranges/disk.rimg", http.port);
+    let (rc, _, err) = rescue_split(&["inspect", &whole]);
+    assert_eq!(rc, 1);
+    assert!(err.contains("range requests"), "{err}");
+    let missing = format!("http://127.0.0.1:{}/nothing.rimg", http.port);
+    let (rc, _, err) = rescue_split(&["inspect", &missing]);
+    assert_eq!(rc, 1);
+    assert!(err.contains("HTTP 404") && err.contains(&missing), "{err}");
+}
+
+#[test]
+fn passwords_come_from_the_url_a_file_or_the_environment_and_are_never_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    captured(d);
+    let http = Nginx::start(&d.join("www"), None, PASSWORD);
+    let host = format!("127.0.0.1:{}", http.port);
+
+    let with_password = format!(
+        "http://{HTTP_USER}:{}@{host}/private/disk.rimg",
+        PASSWORD.replace(':', "%3A")
+    );
+    let (rc, out, err) = rescue_split(&["verify", &with_password, "--json"]);
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(!out.contains("Web-pass") && !err.contains("Web-pass"));
+    assert!(
+        out.contains(&format!("http://{HTTP_USER}:***@{host}")),
+        "{out}"
+    );
+
+    let wrong = format!("http://{HTTP_USER}:Not-it@{host}/private/disk.rimg");
+    let (rc, out, err) = rescue_split(&["inspect", &wrong, "--json"]);
+    assert_eq!(rc, 1);
+    assert!(err.contains("HTTP 401"), "{err}");
+    assert!(
+        !out.contains("Not-it") && !err.contains("Not-it"),
+        "{out}{err}"
+    );
+
+    // The user in the URL, the password from a credentials file, or from RESCUE_PASSWORD.
+    let named = format!("http://{HTTP_USER}@{host}/private/disk.rimg");
+    let creds = d.join("creds");
+    std::fs::write(
+        &creds,
+        format!("username={HTTP_USER}\npassword={PASSWORD}\n"),
+    )
+    .unwrap();
+    let (rc, out, err) = rescue_split(&["inspect", &named, "--credentials", s(&creds)]);
+    assert_eq!(rc, 0, "{out}{err}");
+    let anonymous = format!("http://{host}/private/disk.rimg");
+    let (rc, out, err) = rescue_split(&["inspect", &anonymous, "--credentials", s(&creds)]);
+    assert_eq!(rc, 0, "the user from the file: {out}{err}");
+    let (rc, out, err) = rescue_env(&["inspect", &named], &[("RESCUE_PASSWORD", PASSWORD)]);
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(!out.contains("Web-pass") && !err.contains("Web-pass"));
+    // No password anywhere (and no terminal to ask on): the server's refusal, named.
+    let (rc, _, err) = rescue_env(&["inspect", &named], &[]);
+    assert_eq!(rc, 1);
+    assert!(err.contains("HTTP 401"), "{err}");
+}
