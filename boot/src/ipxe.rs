@@ -11,8 +11,12 @@ pub const INITRD_NAME: &str = "initramfs.img";
 /// The script. `initrd=` on the command line names the initrd for the kernel's EFI stub when iPXE runs
 /// as a UEFI application; BIOS boots ignore it. If iPXE was built without menu support `choose` fails
 /// and the default entry boots.
-pub fn script(serial_default: bool) -> String {
-    let entries = menu::entries(None);
+/// `append` is added to every entry's kernel command line (e.g. `rescue.job=http://…/job.toml`).
+pub fn script(serial_default: bool, append: &str) -> String {
+    let mut entries = menu::entries(None);
+    for e in &mut entries {
+        e.args = format!("{} {append}", e.args).trim().to_string();
+    }
     let default = entries[menu::default_index(serial_default)].id;
     let timeout_ms = menu::TIMEOUT_SECS * 1000;
     let mut s = format!(
@@ -45,7 +49,7 @@ mod tests {
 
     #[test]
     fn script_has_the_menu_and_loads_relative_files() {
-        let s = script(true);
+        let s = script(true, "");
         assert!(s.starts_with("#!ipxe\n"));
         assert_eq!(s.matches("\nitem ").count(), 3);
         assert!(
@@ -62,6 +66,6 @@ mod tests {
         );
         assert!(s.contains("\ninitrd initramfs.img\nboot\n"), "{s}");
         assert!(!s.contains("rescue.stick"), "no stick on a network boot");
-        assert!(script(false).contains("--default rescue "));
+        assert!(script(false, "").contains("--default rescue "));
     }
 }

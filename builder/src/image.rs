@@ -176,8 +176,13 @@ pub fn write_image(
 }
 
 /// Writes `dir/boot.ipxe` beside the `vmlinuz` and `initramfs.img` that [`crate::artifacts::build`] put
-/// there; returns the script's path.
-pub fn write_ipxe_script(dir: &Path, serial_default: bool) -> anyhow::Result<PathBuf> {
+/// there; `append` goes on every entry's kernel command line (`rescue.job=URL` for a fleet). Returns the
+/// script's path.
+pub fn write_ipxe_script(
+    dir: &Path,
+    serial_default: bool,
+    append: &str,
+) -> anyhow::Result<PathBuf> {
     for name in [boot::ipxe::KERNEL_NAME, boot::ipxe::INITRD_NAME] {
         let p = dir.join(name);
         anyhow::ensure!(
@@ -187,7 +192,7 @@ pub fn write_ipxe_script(dir: &Path, serial_default: bool) -> anyhow::Result<Pat
         );
     }
     let path = dir.join(boot::ipxe::SCRIPT_NAME);
-    std::fs::write(&path, boot::ipxe::script(serial_default))
+    std::fs::write(&path, boot::ipxe::script(serial_default, append))
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
 }
@@ -207,11 +212,11 @@ mod tests {
     #[test]
     fn ipxe_script_needs_the_boot_files() {
         let dir = tempfile::tempdir().unwrap();
-        let e = write_ipxe_script(dir.path(), false).unwrap_err();
+        let e = write_ipxe_script(dir.path(), false, "").unwrap_err();
         assert!(format!("{e:#}").contains("vmlinuz is missing"), "{e:#}");
         std::fs::write(dir.path().join("vmlinuz"), b"k").unwrap();
         std::fs::write(dir.path().join("initramfs.img"), b"i").unwrap();
-        let p = write_ipxe_script(dir.path(), true).unwrap();
+        let p = write_ipxe_script(dir.path(), true, "").unwrap();
         let s = std::fs::read_to_string(p).unwrap();
         assert!(s.starts_with("#!ipxe"), "{s}");
     }

@@ -120,6 +120,10 @@ enum Cmd {
         /// Make the serial-console (ttyS0, 115200) menu entry the default.
         #[arg(long)]
         serial: bool,
+        /// A job every machine booted from these files runs (rescue.job=URL): a fleet deployment,
+        /// e.g. http://server/deploy/job.toml (docs/JOBS.md).
+        #[arg(long, value_name = "URL")]
+        job: Option<String>,
         #[command(flatten)]
         kernel: KernelArgs,
     },
@@ -218,10 +222,12 @@ fn main() -> anyhow::Result<()> {
         Cmd::Netboot {
             out_dir,
             serial,
+            job,
             kernel,
         } => {
             kernel.build(&out_dir)?;
-            let script = image::write_ipxe_script(&out_dir, serial)?;
+            let append = job.map(|j| format!("rescue.job={j}")).unwrap_or_default();
+            let script = image::write_ipxe_script(&out_dir, serial, &append)?;
             eprintln!(
                 "builder: wrote {}; serve {} over TFTP or HTTP and chain-load boot.ipxe from iPXE (see README)",
                 script.display(),

@@ -298,6 +298,11 @@ impl Guest {
         call(serde_json::json!({"execute": command, "arguments": arguments}))
     }
 
+    /// Whether QEMU has exited (the guest powered off, or QEMU failed).
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
     /// Wait for QEMU to exit (the guest powered off).
     pub fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;

@@ -190,7 +190,7 @@ fn netboot_files_boot_through_ipxe_to_the_ui() {
         dir.path().join(builder::boot::ipxe::INITRD_NAME),
     )
     .unwrap();
-    write_ipxe_script(dir.path(), true).unwrap();
+    write_ipxe_script(dir.path(), true, "").unwrap();
     let start = Instant::now();
     let mut vm = Vm::new(&files.vmlinuz, &files.initramfs);
     vm.netboot = Some(dir.path().to_path_buf());

@@ -187,8 +187,9 @@ fn pid1_main(start: Instant) {
         }
         None => {
             if let Some(job) = cmdline::param(&cmdline, "rescue.job") {
-                // A job named on the command line: a path on the stick's data partition, or inline.
-                let on_stick = !job.contains('=');
+                // A job named on the command line: a path on the stick's data partition, a URL (a
+                // netbooted machine of a fleet), or inline.
+                let on_stick = !job.contains('=') && !crate::url::looks_like_url(&job);
                 run_job(&job, on_stick, 0);
             } else if cmdline::param(&cmdline, "rescue.stick").is_some() {
                 // Booted from the stick: a job file on its data partition runs by itself (mass

@@ -38,7 +38,7 @@ impl JobEnv {
 
 /// Everything the job will touch, resolved before anything is written.
 struct Resolved {
-    image: Option<PathBuf>,
+    image: Option<ops::Location>,
     source: Option<(Disk, Option<u32>)>,
     target: Option<(Disk, Option<u32>)>,
 }
@@ -95,7 +95,15 @@ fn resolve(
                 store::now_unix(),
             );
             match i.store_selector()? {
-                None => Some(PathBuf::from(rel)),
+                None if i.url.is_some() => {
+                    let url = expand(
+                        i.url.as_deref().unwrap_or(""),
+                        source_disk,
+                        store::now_unix(),
+                    );
+                    Some(ops::Location::parse(&url).map_err(|e| format!("image.url: {e}"))?)
+                }
+                None => Some(PathBuf::from(rel).into()),
                 Some(sel) => {
                     let device = sel
                         .resolve(report)
@@ -117,12 +125,12 @@ fn resolve(
                         })?;
                     let dir = store::ensure_mounted(&st, access, &env.detect)
                         .map_err(|e| ops::describe(&e))?;
-                    Some(dir.join(rel.trim_start_matches('/')))
+                    Some(dir.join(rel.trim_start_matches('/')).into())
                 }
             }
         }
     };
-    out.image = image.as_ref().map(|p| p.display().to_string());
+    out.image = image.as_ref().map(|l| l.to_string());
     let source = source.transpose()?;
     out.source = source.as_ref().map(|(d, _)| DiskId::from(d));
     let target = spec
@@ -141,15 +149,21 @@ fn resolve(
 /// Run a job; never panics, never returns an error: the outcome says what happened. The log and the
 /// result file are written beside the image, even when the job is refused before it starts.
 pub fn run(spec: &JobSpec, env: &JobEnv, ctl: ops::Control) -> Outcome {
-    let how = ops::RunOptions {
+    let mut out = Outcome::new(&crate::units::json_name(&spec.action), None);
+    let mut how = ops::RunOptions {
         create_folder: true,
         log: true,
         result_file: true,
         ..Default::default()
     };
+    let net = net_options(spec, env).map(|(net, results)| {
+        how.net = net;
+        how.results = results;
+    });
     let report = env.report();
-    let mut out = Outcome::new(&crate::units::json_name(&spec.action), None);
-    let request = resolve(spec, env, &report, &mut out).and_then(|r| request(spec, r));
+    let request = net
+        .and_then(|()| resolve(spec, env, &report, &mut out))
+        .and_then(|r| request(spec, r));
     match request {
         Ok(req) => ops::run(&req, &how, &env.detect, ctl),
         Err(e) => {
@@ -158,6 +172,43 @@ pub fn run(spec: &JobSpec, env: &JobEnv, ctl: ops::Control) -> Outcome {
             out
         }
     }
+}
+
+/// How the job's network locations are reached, and where its result is sent.
+fn net_options(
+    spec: &JobSpec,
+    env: &JobEnv,
+) -> Result<(ops::NetOptions, Option<crate::url::Url>), String> {
+    let results = spec
+        .results
+        .as_deref()
+        .map(crate::url::Url::parse)
+        .transpose()
+        .map_err(|e| format!("results: {e}"))?;
+    let Some(i) = &spec.image else {
+        return Ok((ops::NetOptions::default(), results));
+    };
+    let file = |p: &Option<String>| p.as_deref().map(|p| job_file(p, env));
+    let ca_file = file(&i.ca_file).transpose()?;
+    let credentials = file(&i.credentials).transpose()?;
+    let net = ops::NetOptions {
+        ca_file,
+        ..Default::default()
+    }
+    .with_credentials(credentials.as_deref())
+    .map_err(|e| ops::describe(&e))?;
+    Ok((net, results))
+}
+
+/// A file a job names: an absolute path, or a path on the rescue stick's data partition.
+fn job_file(path: &str, env: &JobEnv) -> Result<PathBuf, String> {
+    if Path::new(path).is_absolute() {
+        return Ok(PathBuf::from(path));
+    }
+    let (dir, _) = stick_data_dir(&env.detect).ok_or_else(|| {
+        format!("{path}: a relative path is on the rescue stick's data partition, and there is no stick; give an absolute path")
+    })?;
+    Ok(dir.join(path))
 }
 
 /// The operation a resolved job asks for.
@@ -173,7 +224,7 @@ fn request(spec: &JobSpec, r: Resolved) -> Result<ops::Request, String> {
             partitions.extend(part);
             ops::Request::Capture(ops::CaptureSpec {
                 source: PathBuf::from(&disk.path),
-                output: image()?.into(),
+                output: image()?,
                 partitions,
                 raw: o.raw,
                 keep_unallocated: o.keep_unallocated,
@@ -185,7 +236,7 @@ fn request(spec: &JobSpec, r: Resolved) -> Result<ops::Request, String> {
         Action::Restore => {
             let (disk, to_part) = target()?;
             ops::Request::Restore(ops::RestoreSpec {
-                image: image()?.into(),
+                image: image()?,
                 target: PathBuf::from(&disk.path),
                 partition: o.partition,
                 // Into the target partition the rules name, else the one with the image partition's number.
@@ -197,7 +248,7 @@ fn request(spec: &JobSpec, r: Resolved) -> Result<ops::Request, String> {
             })
         }
         Action::Verify => ops::Request::Verify(ops::VerifySpec {
-            image: image()?.into(),
+            image: image()?,
             against: r
                 .target
                 .as_ref()
@@ -214,8 +265,19 @@ fn request(spec: &JobSpec, r: Resolved) -> Result<ops::Request, String> {
     })
 }
 
-/// Read a job: inline (`key=value ...`) or a file path.
+/// The largest job file fetched by URL.
+const MAX_JOB_BYTES: u64 = 1 << 20;
+
+/// Read a job: inline (`key=value ...`), a file path, or a URL (`http(s)://…/job.toml`).
 pub fn load(arg: &str) -> Result<JobSpec, String> {
+    if crate::url::looks_like_url(arg) {
+        let url = crate::url::Url::parse(arg).map_err(|e| e.to_string())?;
+        let bytes = ops::fetch(&url, &ops::NetOptions::default(), MAX_JOB_BYTES)
+            .map_err(|e| format!("cannot fetch the job: {}", ops::describe(&e)))?;
+        let text =
+            String::from_utf8(bytes).map_err(|_| format!("the job {url}: not text (UTF-8)"))?;
+        return JobSpec::from_toml(&text).map_err(|e| format!("the job {url}: {e}"));
+    }
     if arg.contains('=') && !Path::new(arg).exists() {
         return JobSpec::from_inline(arg).map_err(|e| format!("the job `{arg}`: {e}"));
     }

@@ -155,3 +155,77 @@ fn passwords_come_from_the_url_a_file_or_the_environment_and_are_never_shown() {
     assert_eq!(rc, 1);
     assert!(err.contains("HTTP 401"), "{err}");
 }
+
+#[test]
+fn a_job_fetched_by_url_restores_from_the_server_and_sends_its_result_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let disk = captured(d);
+    let root = d.join("www");
+    let http = Nginx::start(&root, None, PASSWORD);
+    let base = format!("http://127.0.0.1:{}", http.port);
+    let size = std::fs::metadata(&disk).unwrap().len();
+    std::fs::write(
+        root.join("job.toml"),
+        format!(
+            "action = \"restore\"\nresults = \"{base}/results/\"\n[image]\nurl = \"{base}/disk.rimg\"\n\
+             [target]\nsize = \"{}M..{}M\"\n",
+            size >> 20,
+            (size >> 20) + 1
+        ),
+    )
+    .unwrap();
+    let target = d.join("target.img");
+    std::fs::File::create(&target)
+        .unwrap()
+        .set_len(size)
+        .unwrap();
+    let job = format!("{base}/job.toml");
+    let (rc, out, err) = rescue_split(&["job", &job, "--disk", s(&target), "--json"]);
+    assert_eq!(rc, 0, "{out}{err}\n{}", http.log_text());
+    let outcome: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    let sent_to = outcome["result_file"].as_str().unwrap();
+    assert!(
+        sent_to.starts_with(&format!("{base}/results/restore-")),
+        "{outcome}"
+    );
+    let name = sent_to.rsplit('/').next().unwrap();
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("results").join(name)).unwrap())
+            .unwrap();
+    assert_eq!(saved["ok"], true, "{saved}");
+    assert_eq!(saved["verified"], true, "{saved}");
+    let (rc, out, err) = rescue_split(&[
+        "verify",
+        s(&root.join("disk.rimg")),
+        "--against",
+        s(&target),
+    ]);
+    assert_eq!(rc, 0, "{out}{err}");
+
+    // A job the server does not have, and a results folder that takes no uploads: both named.
+    let (rc, _, err) = rescue_split(&["job", &format!("{base}/nothing.toml")]);
+    assert_eq!(rc, 1);
+    assert!(
+        err.contains("cannot fetch the job") && err.contains("HTTP 404"),
+        "{err}"
+    );
+    std::fs::write(
+        root.join("job2.toml"),
+        format!(
+            "action = \"verify\"\nresults = \"{base}/noranges/\"\n[image]\nurl = \"{base}/disk.rimg\"\n"
+        ),
+    )
+    .unwrap();
+    let (rc, out, err) = rescue_split(&["job", &format!("{base}/job2.toml"), "--json"]);
+    assert_eq!(rc, 0, "the verify itself succeeded: {out}{err}");
+    let outcome: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert!(
+        outcome["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n.as_str().unwrap().contains("the result could not be sent")),
+        "{outcome}"
+    );
+}

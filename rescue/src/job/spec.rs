@@ -26,8 +26,8 @@ pub enum After {
     Reboot,
 }
 
-/// Where the image is: a filesystem (by label, UUID or a selector) and a path on it; or, on a host, a
-/// plain file path (`file`).
+/// Where the image is: a filesystem (by label, UUID or a selector) and a path on it; a URL (`smb://`,
+/// `http(s)://`, …); or, on a host, a plain file path (`file`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImageSpec {
@@ -39,6 +39,15 @@ pub struct ImageSpec {
     pub path: Option<String>,
     /// A plain path (host use): the image file itself.
     pub file: Option<String>,
+    /// A network location (`smb://HOST/SHARE/x.rimg`, `https://HOST/x.rimg`); for capture it may hold
+    /// `{serial}`, `{model}` and `{date}`.
+    pub url: Option<String>,
+    /// A credentials file (`username=`, `password=`) for `url`: an absolute path, or a path on the
+    /// rescue stick's data partition.
+    pub credentials: Option<String>,
+    /// CA certificates (PEM) to trust for an https:// `url` instead of the Mozilla roots (a path as for
+    /// `credentials`).
+    pub ca_file: Option<String>,
 }
 
 /// Rules choosing one disk. Every given rule must hold, and exactly one disk may match.
@@ -120,6 +129,9 @@ pub struct JobSpec {
     pub target: Option<DiskSpec>,
     #[serde(default)]
     pub options: JobOptions,
+    /// A folder URL (`http(s)://HOST/results/`, WebDAV `PUT`) the result file is also sent to: for
+    /// images read from a web server, which cannot hold it, and to collect a fleet's results.
+    pub results: Option<String>,
 }
 
 impl JobSpec {
@@ -179,17 +191,27 @@ impl JobSpec {
             }
         }
         if let Some(i) = &self.image {
-            let places = [&i.label, &i.uuid, &i.device, &i.file]
+            let places = [&i.label, &i.uuid, &i.device, &i.file, &i.url]
                 .iter()
                 .filter(|x| x.is_some())
                 .count();
             need(
                 places == 1,
-                "[image] needs exactly one of label, uuid, device (the filesystem holding it) or file",
+                "[image] needs exactly one of label, uuid, device (the filesystem holding it), file or url",
             )?;
             need(
-                i.file.is_some() || i.path.is_some(),
+                i.file.is_some() || i.url.is_some() || i.path.is_some(),
                 "[image] needs path (the image's path on that filesystem)",
+            )?;
+            if let Some(u) = &i.url {
+                crate::url::Url::parse(u).map_err(|e| format!("image.url: {e}"))?;
+            }
+        }
+        if let Some(r) = &self.results {
+            let url = crate::url::Url::parse(r).map_err(|e| format!("results: {e}"))?;
+            need(
+                matches!(url.scheme, crate::url::Scheme::Http | crate::url::Scheme::Https),
+                "results must be an http:// or https:// folder (the server must accept PUT, as WebDAV does)",
             )?;
         }
         for (name, d) in [("source", &self.source), ("target", &self.target)] {
@@ -350,10 +372,36 @@ size = "100G..1T"
             ("action=verify image.file=x colour=red", "unknown field"),
             ("action=verify image.file=x options.level=30", "1..19"),
             ("nonsense", "not key=value"),
+            (
+                "action=verify image.url=http://h/a.rimg image.file=a",
+                "exactly one of",
+            ),
+            (
+                "action=verify image.url=ftp://h/a.rimg",
+                "unknown scheme `ftp`",
+            ),
+            (
+                "action=verify image.url=http://h/a.rimg results=smb://h/share/r/",
+                "results must be an http",
+            ),
         ] {
             let e = JobSpec::from_inline(text).unwrap_err();
             assert!(e.contains(says), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn a_fleet_job_names_its_image_and_results_by_url() {
+        let j = JobSpec::from_toml(
+            "action = \"restore\"\nafter = \"poweroff\"\nresults = \"https://srv/results/\"\n\
+             [image]\nurl = \"https://srv/golden.rimg\"\ncredentials = \"net.cred\"\n\
+             [target]\ninternal = true\n",
+        )
+        .unwrap();
+        let i = j.image.unwrap();
+        assert_eq!(i.url.as_deref(), Some("https://srv/golden.rimg"));
+        assert_eq!(i.credentials.as_deref(), Some("net.cred"));
+        assert_eq!(j.results.as_deref(), Some("https://srv/results/"));
     }
 
     proptest! {

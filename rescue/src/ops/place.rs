@@ -108,6 +108,33 @@ impl Placed {
     }
 }
 
+/// A small file (a job) fetched whole from a web server, up to `limit` bytes.
+pub fn fetch(url: &Url, net: &NetOptions, limit: u64) -> anyhow::Result<Vec<u8>> {
+    match url.scheme {
+        Scheme::Http | Scheme::Https => {
+            Ok(crate::store::http::fetch(url, &http_options(net), limit)?)
+        }
+        _ => bail!("{url}: only http:// and https:// can be fetched this way"),
+    }
+}
+
+/// Send `bytes` to a web server as a new file (`PUT`; refused when the file exists).
+pub(super) fn put(url: &Url, net: &NetOptions, bytes: &[u8]) -> anyhow::Result<()> {
+    match url.scheme {
+        Scheme::Http | Scheme::Https => {
+            Ok(crate::store::http::put(url, &http_options(net), bytes)?)
+        }
+        _ => bail!("{url}: results can only be sent to http:// and https:// folders"),
+    }
+}
+
+fn http_options(net: &NetOptions) -> HttpOptions {
+    HttpOptions {
+        ca_file: net.ca_file.clone(),
+        password: net.password.clone(),
+    }
+}
+
 /// Where `loc` is; a share is mounted read-write when `write`.
 pub(super) fn place(loc: &Location, write: bool, net: &NetOptions) -> anyhow::Result<Placed> {
     match loc {
@@ -142,11 +169,7 @@ fn place_remote(url: &Url, write: bool, net: &NetOptions) -> anyhow::Result<Plac
              drive or an SMB share"
         ),
         Scheme::Http | Scheme::Https => {
-            let opts = HttpOptions {
-                ca_file: net.ca_file.clone(),
-                password: net.password.clone(),
-            };
-            let file = HttpFile::open(url, &opts)?;
+            let file = HttpFile::open(url, &http_options(net))?;
             Ok(Placed {
                 path: PathBuf::from(url.to_string()),
                 share: None,

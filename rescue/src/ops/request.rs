@@ -186,4 +186,6 @@ pub struct RunOptions {
     pub result_file: bool,
     /// Passwords and CAs for network locations.
     pub net: super::NetOptions,
+    /// A folder URL (`http(s)://…/`) the result file is also sent to with `PUT` (with `result_file`).
+    pub results: Option<crate::url::Url>,
 }

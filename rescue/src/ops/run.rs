@@ -235,15 +235,55 @@ pub fn record(out: &mut Outcome, how: &RunOptions) {
             .map(name)
             .find(|p| !p.exists())
             .unwrap_or_else(|| name(1000));
-        out.result_file = Some(result.display().to_string());
+        let sent = how
+            .results
+            .as_ref()
+            .is_some_and(|folder| send_result(out, folder, &result, &how.net));
+        if !sent {
+            out.result_file = Some(result.display().to_string());
+        }
         let written = serde_json::to_vec_pretty(&*out)
             .ok()
             .and_then(|json| std::fs::write(&result, json).ok())
             .and_then(|_| std::fs::File::open(&result).ok())
             .map(|f| f.sync_all().is_ok())
             .unwrap_or(false);
-        if !written {
+        if !written && !sent {
             out.result_file = None;
+        }
+    }
+}
+
+/// `PUT` the outcome into the web folder `folder`, named as the local result file `local`; says where it
+/// went (`result_file`) and returns true, or says in a note why it could not.
+fn send_result(
+    out: &mut Outcome,
+    folder: &crate::url::Url,
+    local: &Path,
+    net: &super::NetOptions,
+) -> bool {
+    let name = local
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "result.json".into());
+    let mut url = folder.clone();
+    if !url.path.ends_with('/') {
+        url.path.push('/');
+    }
+    url.path.push_str(&name);
+    out.result_file = Some(url.to_string());
+    let sent = serde_json::to_vec_pretty(&*out)
+        .map_err(anyhow::Error::from)
+        .and_then(|json| super::place::put(&url, net, &json));
+    match sent {
+        Ok(()) => true,
+        Err(e) => {
+            out.result_file = None;
+            out.notes.push(format!(
+                "the result could not be sent to {url}: {}",
+                describe(&e)
+            ));
+            false
         }
     }
 }
