@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use builder::fixtures::{self, Fs};
+use builder::fixtures;
 use builder::qemu::{blkdebug_config, Bus, Disk};
 use qemu_tests::{Guest, BOOT_TIMEOUT};
 
@@ -155,28 +155,6 @@ fn bad_sectors_on_the_source_are_recorded_to_the_sector_and_the_rest_restores() 
 /// What the guest printed between the command markers, and its status.
 fn chain_of(g: &mut Guest, timeout: Duration) -> (String, i32) {
     g.marked_output(timeout).unwrap_or_else(|e| panic!("{e:#}"))
-}
-
-fn big_source(path: &Path, mib: u64, data_mib: usize) {
-    // One ext4 partition filled with incompressible data, so a capture takes a while under TCG.
-    let spec = fixtures::DiskSpec {
-        size_mib: mib,
-        sector_size: 512,
-        table: fixtures::Table::Gpt,
-        parts: vec![fixtures::part(mib - 2, Fs::Ext4, Some("data"))],
-    };
-    let expected = fixtures::create_disk(path, &spec).unwrap();
-    let part = path.with_extension("part");
-    extract(path, &expected[0], &part);
-    let noise = path.with_extension("noise");
-    std::fs::write(&noise, fixtures::noise(data_mib << 20, 11)).unwrap();
-    put_file(&part, &noise, "noise.bin");
-    let mut disk = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-    use std::io::{Seek, SeekFrom, Write};
-    disk.seek(SeekFrom::Start(expected[0].start_bytes)).unwrap();
-    disk.write_all(&std::fs::read(&part).unwrap()).unwrap();
-    std::fs::remove_file(&part).unwrap();
-    std::fs::remove_file(&noise).unwrap();
 }
 
 #[test]

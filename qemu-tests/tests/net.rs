@@ -268,3 +268,110 @@ fn restore_from_http_and_https_onto_blank_disks() {
         std::fs::metadata(&image).unwrap().len()
     );
 }
+
+/// A small filesystem mounted on a folder for the length of a test (a share that fills up).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, mib: u64) -> Tmpfs {
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mounting a {mib} MiB tmpfs on {}", dir.display());
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Capture the big source onto the share with `rescue.cmd`; `during` runs once the capture is under
+/// way. Returns what the guest printed and its status; the source must be unchanged.
+fn capture_onto(smb: &mut Smbd, during: impl FnOnce(&mut Smbd)) -> (String, i32) {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("big.img");
+    big_source(&src, 256, 160);
+    let before = std::fs::read(&src).unwrap();
+    let mut vm = vm();
+    vm.user_net = Some(UserNet::default());
+    vm.disks.push(Disk::new(&src, Bus::Virtio).serial("SRC"));
+    let url = format!(
+        "smb://root:{}@10.0.2.2:{}/images/big.rimg",
+        PASSWORD.replace(',', "%2C"),
+        smb.port
+    );
+    vm.append = format!("rescue.cmd=\"capture serial=SRC -o {url} --json\"");
+    let mut g = qemu_tests::Guest::boot(vm).unwrap();
+    let begin = g
+        .wait_for(rescue::init::CMD_BEGIN, qemu_tests::BOOT_TIMEOUT)
+        .unwrap();
+    g.wait_for_from("\"phase\":\"capture\"", begin, CHAIN_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    during(smb);
+    let (out, rc) = g
+        .marked_output(CHAIN_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(!out.contains("Sm8-pass"), "{out}");
+    assert_eq!(std::fs::read(&src).unwrap(), before, "the source changed");
+    (out, rc)
+}
+
+#[test]
+fn a_share_that_disappears_mid_capture_is_named_and_no_image_is_claimed() {
+    let mut smb = Smbd::start(PASSWORD);
+    let (out, rc) = capture_onto(&mut smb, |smb| {
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        smb.stop();
+    });
+    assert_ne!(rc, 0, "{out}");
+    eprintln!("server stopped mid-capture: {}", tail(&out, 3));
+    assert!(
+        out.contains("no image was left at smb://root:***@10.0.2.2")
+            && out.contains("the server stopped answering"),
+        "{out}"
+    );
+    assert!(
+        !servers::in_share(&smb, "big.rimg").exists(),
+        "an image was claimed"
+    );
+}
+
+#[test]
+fn a_full_share_is_named_and_no_image_is_claimed() {
+    let mut smb = Smbd::start(PASSWORD);
+    let _small = Tmpfs::mount(&smb.share_dir.clone(), 48);
+    let (out, rc) = capture_onto(&mut smb, |_| {});
+    assert_ne!(rc, 0, "{out}");
+    assert!(out.contains("is full"), "{}", tail(&out, 20));
+    assert!(!servers::in_share(&smb, "big.rimg").exists());
+    assert!(
+        !servers::in_share(&smb, "big.rimg.partial").exists(),
+        "the partial image was left on the full share"
+    );
+}
+
+#[test]
+fn an_unknown_host_is_named_and_nothing_is_sent() {
+    // A restricted network: QEMU's DHCP gives an address but no name server and no way out.
+    let mut vm = vm();
+    vm.user_net = Some(UserNet {
+        restrict: true,
+        ..Default::default()
+    });
+    vm.append = "rescue.net=dhcp".into();
+    let run = run_chain(vm, "inspect smb://u:Secret-9@nas.invalid/images/a.rimg");
+    assert_ne!(run.rc, 0);
+    assert!(
+        run.stdout
+            .contains("smb://u:***@nas.invalid/images/a.rimg: cannot find the server"),
+        "{}",
+        tail(&run.serial, 20)
+    );
+    assert!(!run.stdout.contains("Secret-9"), "{}", run.stdout);
+}

@@ -300,3 +300,26 @@ pub fn verify_on_host(image: &Path, against: Option<&Path>) -> rescue::ops::Outc
     );
     out
 }
+
+/// A disk of `mib` MiB with one ext4 partition holding `data_mib` MiB of incompressible data, so a
+/// capture takes a while under TCG.
+pub fn big_source(path: &Path, mib: u64, data_mib: usize) {
+    let spec = fixtures::DiskSpec {
+        size_mib: mib,
+        sector_size: 512,
+        table: fixtures::Table::Gpt,
+        parts: vec![fixtures::part(mib - 2, fixtures::Fs::Ext4, Some("data"))],
+    };
+    let expected = fixtures::create_disk(path, &spec).unwrap();
+    let part = path.with_extension("part");
+    extract(path, &expected[0], &part);
+    let noise = path.with_extension("noise");
+    std::fs::write(&noise, fixtures::noise(data_mib << 20, 11)).unwrap();
+    put_file(&part, &noise, "noise.bin");
+    let mut disk = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    use std::io::{Seek, SeekFrom, Write};
+    disk.seek(SeekFrom::Start(expected[0].start_bytes)).unwrap();
+    disk.write_all(&std::fs::read(&part).unwrap()).unwrap();
+    std::fs::remove_file(&part).unwrap();
+    std::fs::remove_file(&noise).unwrap();
+}

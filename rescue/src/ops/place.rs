@@ -97,6 +97,34 @@ impl Placed {
         SharedReader::open(Arc::new(source)).with_context(|| format!("reading the image {shown}"))
     }
 
+    /// An error's text with the share's mount point replaced by the URL the user gave (`loc`), and, when
+    /// the server stopped answering, advice about the server instead of a local drive.
+    pub fn explain(&self, text: String, loc: &Location) -> String {
+        let Some(share) = &self.share else {
+            return text;
+        };
+        let mut text = text.replace(&*share.image.to_string_lossy(), &loc.to_string());
+        let gone = [
+            "os error 112",
+            "os error 110",
+            "os error 104",
+            "os error 103",
+            "os error 113",
+        ];
+        if gone.iter().any(|g| text.contains(g)) {
+            text = text.replace(
+                "check that the target drive is present and has free space",
+                "the server stopped answering: check that it is running and reachable",
+            );
+            if !text.contains("the server stopped answering") {
+                text.push_str(
+                    "; the server stopped answering: check that it is running and reachable, then run again",
+                );
+            }
+        }
+        text
+    }
+
     /// How the image is reached, for the outcome's notes.
     pub fn note(&self) -> Option<String> {
         if let Some(s) = &self.share {
@@ -180,5 +208,40 @@ fn place_remote(url: &Url, write: bool, net: &NetOptions) -> anyhow::Result<Plac
             "{url}: images cannot be read over SFTP yet; copy the image to a local drive or an SMB \
              share"
         ),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_the_url_and_blame_a_silent_server_not_a_drive() {
+        let loc = Location::parse("smb://u:pw@nas/images/a.rimg").unwrap();
+        let placed = Placed {
+            path: "/run/rescue/net/x/a.rimg".into(),
+            share: Some(Share {
+                dir: "/run/rescue/net/x".into(),
+                image: "/run/rescue/net/x/a.rimg".into(),
+                how: "SMB 3.1.1".into(),
+            }),
+            http: None,
+        };
+        let text = placed.explain(
+            "no image was left at /run/rescue/net/x/a.rimg: writing the image failed: Host is down \
+             (os error 112); check that the target drive is present and has free space, then capture \
+             again"
+                .into(),
+            &loc,
+        );
+        assert_eq!(
+            text,
+            "no image was left at smb://u:***@nas/images/a.rimg: writing the image failed: Host is \
+             down (os error 112); the server stopped answering: check that it is running and \
+             reachable, then capture again"
+        );
+        // Dropping `placed` would unmount: keep the test from touching the system.
+        std::mem::forget(placed);
     }
 }
