@@ -392,3 +392,106 @@ impl Drop for Nginx {
         self.stop();
     }
 }
+
+/// OpenSSH's sshd on 127.0.0.1 with a temporary host key, letting `root` in with a temporary client key
+/// only (no passwords), SFTP served by `internal-sftp`. Files go into `root_dir`, an absolute path the
+/// URLs name (`sftp://root@HOST:PORT{root_dir}/x.rimg?fingerprint=…`).
+pub struct Sshd {
+    child: Child,
+    pub port: u16,
+    pub root_dir: PathBuf,
+    /// The host key's fingerprint as `SHA256:…`.
+    pub fingerprint: String,
+    /// The private key `root` may log in with.
+    pub client_key: PathBuf,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Sshd {
+    pub fn start() -> Sshd {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let keygen = |name: &str| {
+            let ok = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", "rescue-test", "-f"])
+                .arg(d.join(name))
+                .status()
+                .expect("ssh-keygen (apt-get install openssh-client)")
+                .success();
+            assert!(ok, "ssh-keygen {name}");
+        };
+        keygen("host_key");
+        keygen("client_key");
+        std::fs::copy(d.join("client_key.pub"), d.join("authorized_keys")).unwrap();
+        let fp = Command::new("ssh-keygen")
+            .args(["-l", "-E", "sha256", "-f"])
+            .arg(d.join("host_key.pub"))
+            .output()
+            .unwrap();
+        let fingerprint = String::from_utf8_lossy(&fp.stdout)
+            .split_whitespace()
+            .nth(1)
+            .expect("a fingerprint from ssh-keygen -l")
+            .to_string();
+        let root_dir = d.join("images");
+        std::fs::create_dir_all(&root_dir).unwrap();
+        // sshd's privilege separation needs this (made by the service on a normal system).
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        let port = free_port();
+        let conf = d.join("sshd_config");
+        std::fs::write(
+            &conf,
+            format!(
+                "Port {port}\n\
+                 ListenAddress 127.0.0.1\n\
+                 HostKey {hk}\n\
+                 PidFile {pid}\n\
+                 AuthorizedKeysFile {ak}\n\
+                 PermitRootLogin prohibit-password\n\
+                 PasswordAuthentication no\n\
+                 KbdInteractiveAuthentication no\n\
+                 UsePAM no\n\
+                 StrictModes no\n\
+                 Subsystem sftp internal-sftp\n\
+                 LogLevel VERBOSE\n",
+                hk = d.join("host_key").display(),
+                pid = d.join("sshd.pid").display(),
+                ak = d.join("authorized_keys").display(),
+            ),
+        )
+        .unwrap();
+        let log = d.join("sshd.out");
+        let child = spawn_listening(
+            Command::new("/usr/sbin/sshd")
+                .args(["-D", "-e", "-f"])
+                .arg(&conf),
+            &log,
+            port,
+            "openssh-server",
+        );
+        Sshd {
+            child,
+            port,
+            root_dir,
+            fingerprint,
+            client_key: d.join("client_key"),
+            log,
+            _dir: dir,
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn stop(&mut self) {
+        end(&mut self.child);
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -5,6 +5,8 @@
 //! Images on an SMB share (Samba's smbd on the host's 127.0.0.1, 10.0.2.2 in the guest): captured there
 //! and restored from there, the share mounted by the kernel (encrypted SMB 3.1.1). Images restored from
 //! nginx over HTTP and HTTPS (a test CA on a drive, given with `--ca-file`; without it, refused).
+//! Images captured onto and restored from OpenSSH's SFTP (a key on a drive, the host key pinned; a
+//! different pin refused before anything is sent).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
@@ -12,7 +14,7 @@ use builder::qemu::{Bus, Disk, UserNet};
 use serde_json::Value;
 
 mod common;
-use builder::servers::{self, Nginx, Smbd, TestCa};
+use builder::servers::{self, Nginx, Smbd, Sshd, TestCa};
 use common::*;
 
 fn links_of(stdout: &str) -> Vec<Value> {
@@ -153,13 +155,37 @@ fn capture_onto_an_smb_share_and_restore_from_it() {
             .contains("mounted with SMB 3.1.1, encrypted")),
         "{captured}"
     );
-    let image = servers::in_share(&smb, "disk.rimg");
-    assert!(image.exists(), "no image in the share");
-    assert!(!servers::in_share(&smb, "disk.rimg.partial").exists());
-    let v = verify_on_host(&image, Some(&src.path));
+    round_trip_holds(
+        &servers::in_share(&smb, "disk.rimg"),
+        captured,
+        &src.path,
+        &target,
+    );
+}
+
+/// The image a guest captured onto a server is there under its name (no `.partial` left), holds the
+/// source (with the root hash the capture reported), and the disk restored from it holds it too.
+fn round_trip_holds(
+    image: &std::path::Path,
+    captured: &Value,
+    source: &std::path::Path,
+    target: &std::path::Path,
+) {
+    assert!(
+        image.is_file(),
+        "no image {} on the server",
+        image.display()
+    );
+    let mut partial = image.as_os_str().to_owned();
+    partial.push(".partial");
+    assert!(
+        !std::path::Path::new(&partial).exists(),
+        "a .partial was left"
+    );
+    let v = verify_on_host(image, Some(source));
     assert!(v.ok, "{:?} {:?}", v.error, v.problems);
     assert_eq!(v.root_hash.as_deref(), captured["root_hash"].as_str());
-    let v = verify_on_host(&image, Some(&target));
+    let v = verify_on_host(image, Some(target));
     assert!(
         v.ok,
         "the restored disk differs: {:?} {:?}",
@@ -374,4 +400,56 @@ fn an_unknown_host_is_named_and_nothing_is_sent() {
         tail(&run.serial, 20)
     );
     assert!(!run.stdout.contains("Secret-9"), "{}", run.stdout);
+}
+
+#[test]
+fn capture_onto_sftp_and_restore_from_it() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let src = source_disk(work);
+    let target = work.join("target.img");
+    blank(&target, src.spec.size_mib);
+    let keys = work.join("keys.img");
+    ext4_drive(&keys, 8);
+    put_file(&keys, &sshd.client_key, "id_ed25519");
+    let mut vm = vm();
+    vm.user_net = Some(UserNet::default());
+    vm.disks
+        .push(Disk::new(&src.path, Bus::Virtio).serial("SRC"));
+    vm.disks.push(Disk::new(&target, Bus::Virtio).serial("DST"));
+    vm.disks.push(Disk::new(&keys, Bus::Virtio).serial("KEYS"));
+    let url = |fp: &str| {
+        format!(
+            "sftp://root@10.0.2.2:{}{}/disk.rimg?fingerprint={fp}",
+            sshd.port,
+            sshd.root_dir.display()
+        )
+    };
+    let good = url(&sshd.fingerprint);
+    let bad = url("SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+    let key = "--identity /mnt/k/id_ed25519";
+    let run = run_chain(
+        vm,
+        &format!(
+            "mount serial=KEYS /mnt/k --read-only ; capture serial=SRC -o {good} {key} --json ; \
+             restore {good} serial=DST --yes {key} --json ; verify {bad} {key}"
+        ),
+    );
+    // The last command fails: the pinned key is not the server's.
+    assert_ne!(run.rc, 0, "{}", tail(&run.serial, 60));
+    assert!(
+        run.stdout.contains("is NOT the one the URL pins"),
+        "{}\nsshd:\n{}",
+        tail(&run.serial, 60),
+        tail(&sshd.log_text(), 20)
+    );
+    let captured = &json_lines_with(&run.stdout, "root_hash")[0];
+    eprintln!("capture onto SFTP: {captured}");
+    round_trip_holds(
+        &sshd.root_dir.join("disk.rimg"),
+        captured,
+        &src.path,
+        &target,
+    );
 }

@@ -28,6 +28,7 @@ pub mod mount;
 pub mod ntfs;
 pub mod region;
 pub mod remote;
+pub mod sftp;
 pub mod upcase;
 
 #[cfg(test)]

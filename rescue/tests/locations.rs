@@ -1,5 +1,6 @@
-//! Images named by URL on the host CLI: a location that cannot be read yet is refused by name, and a
-//! password in the URL never appears in what the CLI prints (text or JSON).
+//! Images named by URL on the host CLI: a server that is not there is named, a location that cannot be
+//! used yet is refused by name, and a password in the URL never appears in what the CLI prints (text or
+//! JSON).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
@@ -22,7 +23,7 @@ fn urls_are_refused_without_showing_their_password() {
             "{args:?}: {err}"
         );
         assert!(
-            err.contains("cannot be read over SFTP yet"),
+            err.contains("the server refused the connection"),
             "{args:?}: {err}"
         );
         assert!(

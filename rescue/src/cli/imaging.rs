@@ -59,6 +59,10 @@ pub struct NetArgs {
     /// roots).
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
+    /// For sftp:// locations: log in with this private key (default: ~/.ssh/id_ed25519, id_ecdsa,
+    /// id_rsa). The server's host key must be pinned: ?fingerprint=SHA256:… in the URL, or known_hosts.
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
 }
 
 impl NetArgs {
@@ -66,6 +70,7 @@ impl NetArgs {
     pub fn options(&self, loc: &ops::Location) -> anyhow::Result<ops::NetOptions> {
         let mut net = ops::NetOptions {
             ca_file: self.ca_file.clone(),
+            identity: self.identity.clone(),
             ..Default::default()
         }
         .with_credentials(self.credentials.as_deref())?;

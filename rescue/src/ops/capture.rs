@@ -29,40 +29,15 @@ pub fn capture(
     opts: &DetectOptions,
     ctl: Control,
 ) -> anyhow::Result<(Disk, capture::CaptureReport)> {
-    let disk = detect_one(&spec.source, opts)?;
     let to_stdout = output.as_os_str() == "-";
-    let image_disk = if to_stdout {
-        None
-    } else {
-        detect::disk_holding(folder_of(output), opts)
-    };
-    if !to_stdout {
-        plan::check_output(
-            &disk,
-            &output.display().to_string(),
-            detect::Identity::of(output),
-        )?;
-    }
-    let plan = plan::plan_capture(
-        &disk,
-        &plan::CaptureRequest {
-            partitions: spec.partitions.clone(),
-            raw: spec.raw,
-            keep_unallocated: spec.keep_unallocated,
-        },
-        image_disk.as_deref(),
-    )?;
-    let mut source = device::Source::open(&spec.source)?;
-    source.set_sector(disk.logical_sector_size);
-    let capture_opts = capture::CaptureOptions {
-        level: spec.level,
-        threads: spec.threads.max(1),
-        chunk_size: crate::image::DEFAULT_CHUNK_SIZE,
-        dedup: spec.dedup,
-        creation: engine::creation_info(),
-        cancel: ctl.cancel,
-    };
-    // What will be read, worked out once: for the warning below and for the capture itself.
+    let local = (!to_stdout).then_some(output);
+    let Prepared {
+        disk,
+        source,
+        capture_opts,
+        plan,
+    } = prepare(spec, local, opts, &ctl)?;
+    // What will be read, worked out once: for the space warning and for the capture itself.
     let reads = capture::plan_reads(&source, &plan);
     if to_stdout {
         let out = BufWriter::with_capacity(8 << 20, std::io::stdout());
@@ -118,6 +93,92 @@ pub fn capture(
     };
     finalize(&partial, output)?;
     Ok((disk, report))
+}
+
+/// What a capture reads, from what, and how, decided before anything is written.
+struct Prepared {
+    disk: Disk,
+    source: device::Source,
+    capture_opts: capture::CaptureOptions,
+    plan: plan::CapturePlan,
+}
+
+/// Detect the source and plan the capture; `local` is the image's path when it is a local file (then
+/// it may not be on the disk captured, nor be that disk).
+fn prepare(
+    spec: &CaptureSpec,
+    local: Option<&Path>,
+    opts: &DetectOptions,
+    ctl: &Control,
+) -> anyhow::Result<Prepared> {
+    let disk = detect_one(&spec.source, opts)?;
+    let image_disk = local.and_then(|o| detect::disk_holding(folder_of(o), opts));
+    if let Some(output) = local {
+        plan::check_output(
+            &disk,
+            &output.display().to_string(),
+            detect::Identity::of(output),
+        )?;
+    }
+    let plan = plan::plan_capture(
+        &disk,
+        &plan::CaptureRequest {
+            partitions: spec.partitions.clone(),
+            raw: spec.raw,
+            keep_unallocated: spec.keep_unallocated,
+        },
+        image_disk.as_deref(),
+    )?;
+    let mut source = device::Source::open(&spec.source)?;
+    source.set_sector(disk.logical_sector_size);
+    let capture_opts = capture::CaptureOptions {
+        level: spec.level,
+        threads: spec.threads.max(1),
+        chunk_size: crate::image::DEFAULT_CHUNK_SIZE,
+        dedup: spec.dedup,
+        creation: engine::creation_info(),
+        cancel: ctl.cancel.clone(),
+    };
+    Ok(Prepared {
+        disk,
+        source,
+        capture_opts,
+        plan,
+    })
+}
+
+/// Capture onto an SFTP server: written as `NAME.partial` there, flushed, then renamed (never over a
+/// file that exists); the partial file is removed when the capture fails. Returns notes about how it
+/// was written.
+pub fn capture_sftp(
+    spec: &CaptureSpec,
+    url: &crate::url::Url,
+    sftp: &crate::store::sftp::SftpOptions,
+    opts: &DetectOptions,
+    ctl: Control,
+) -> anyhow::Result<(Disk, capture::CaptureReport, Vec<String>)> {
+    let Prepared {
+        disk,
+        source,
+        capture_opts,
+        plan,
+    } = prepare(spec, None, opts, &ctl)?;
+    let reads = capture::plan_reads(&source, &plan);
+    let mut out = crate::store::sftp::SftpWriter::create(url, sftp)?;
+    let result =
+        capture::capture_reads(&source, &disk, reads, &mut out, &capture_opts, ctl.progress);
+    let report = match result {
+        Ok((report, _)) => report,
+        Err(e) => {
+            out.abandon();
+            return Err(anyhow::Error::from(e).context(format!(
+                "the capture of {} did not complete; no image was left at {url}",
+                spec.source.display()
+            )));
+        }
+    };
+    let notes = out.finish()?;
+    Ok((disk, report, notes))
 }
 
 /// The folder an output file goes into.

@@ -68,7 +68,8 @@ impl NetOptions {
         match loc {
             Location::Local(_) => false,
             Location::Remote(url) => {
-                url.scheme != Scheme::Nfs
+                // NFS has no passwords; SFTP logs in with keys first, and says when it needs one.
+                !matches!(url.scheme, Scheme::Nfs | Scheme::Sftp)
                     && (url.user.is_some() || self.user.is_some())
                     && url.password.is_none()
                     && self.password.is_none()

@@ -1,6 +1,6 @@
 //! Where an image named by a [`Location`] is: a local path (the path itself, or the file on a share
-//! mounted for it, `smb://`, unmounted again when the operation is over), or a file on a web server read
-//! by range requests (`http://`, `https://`; read-only).
+//! mounted for it, `smb://`, unmounted again when the operation is over), a file on a web server read
+//! by range requests (`http://`, `https://`; read-only), or a file on an SFTP server (`sftp://`).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -11,6 +11,7 @@ use anyhow::{bail, Context};
 use crate::image::{ImageFile, ReadAt, SharedReader};
 use crate::store::http::{HttpFile, HttpOptions};
 use crate::store::remote::{self, Share};
+use crate::store::sftp::{SftpFile, SftpOptions};
 use crate::sys::AlignedBuf;
 use crate::url::{Location, Scheme, Secret, Url};
 
@@ -24,12 +25,17 @@ pub struct NetOptions {
     pub password: Option<Secret>,
     /// HTTPS: trust only the CA certificates (PEM) in this file instead of the Mozilla roots.
     pub ca_file: Option<PathBuf>,
+    /// SFTP: the private key to log in with (else the user's usual keys in `~/.ssh`).
+    pub identity: Option<PathBuf>,
+    /// SFTP: more `known_hosts` files to find the server's key in (the user's is always read).
+    pub known_hosts: Vec<PathBuf>,
 }
 
 /// An image being read: a file (local, or on a mounted share) or a file on a web server.
 pub enum ImageSource {
     File(ImageFile),
     Http(HttpFile),
+    Sftp(SftpFile),
 }
 
 impl ReadAt for ImageSource {
@@ -37,18 +43,21 @@ impl ReadAt for ImageSource {
         match self {
             ImageSource::File(f) => f.read_exact_at(buf, offset),
             ImageSource::Http(h) => h.read_exact_at(buf, offset),
+            ImageSource::Sftp(s) => s.read_exact_at(buf, offset),
         }
     }
     fn size(&self) -> io::Result<u64> {
         match self {
             ImageSource::File(f) => f.size(),
             ImageSource::Http(h) => h.size(),
+            ImageSource::Sftp(s) => s.size(),
         }
     }
     fn read_span(&self, buf: &mut AlignedBuf, offset: u64, len: usize) -> io::Result<usize> {
         match self {
             ImageSource::File(f) => f.read_span(buf, offset, len),
             ImageSource::Http(h) => h.read_span(buf, offset, len),
+            ImageSource::Sftp(s) => s.read_span(buf, offset, len),
         }
     }
 }
@@ -57,7 +66,16 @@ pub(super) struct Placed {
     /// The image as a local path; for a web server, its URL as shown (password redacted).
     pub path: PathBuf,
     pub share: Option<Share>,
-    http: Option<HttpFile>,
+    reach: Reach,
+}
+
+/// How the image is reached besides a local path.
+enum Reach {
+    Path,
+    Http(HttpFile),
+    Sftp(SftpFile),
+    /// A new image to be written there (capture).
+    SftpNew(Url, SftpOptions),
 }
 
 impl Drop for Placed {
@@ -74,24 +92,34 @@ impl Placed {
         Placed {
             path: path.to_path_buf(),
             share: None,
-            http: None,
+            reach: Reach::Path,
+        }
+    }
+
+    /// A capture onto an SFTP server: where, and how to connect.
+    pub fn sftp_new(&self) -> Option<(&Url, &SftpOptions)> {
+        match &self.reach {
+            Reach::SftpNew(url, opts) => Some((url, opts)),
+            _ => None,
         }
     }
 
     /// The image's local path (`None` for one on a web server).
     pub fn local_path(&self) -> Option<&Path> {
-        self.http.is_none().then_some(self.path.as_path())
+        matches!(self.reach, Reach::Path).then_some(self.path.as_path())
     }
 
     /// Open the image for reading, with where it is in every error.
     pub fn open(&self) -> anyhow::Result<SharedReader<ImageSource>> {
-        let (source, shown) = match &self.http {
-            Some(h) => (ImageSource::Http(h.clone()), h.url().to_string()),
-            None => {
-                let shown = self.path.display().to_string();
+        let shown = self.path.display().to_string();
+        let source = match &self.reach {
+            Reach::Http(h) => ImageSource::Http(h.clone()),
+            Reach::Sftp(s) => ImageSource::Sftp(s.clone()),
+            Reach::SftpNew(url, opts) => ImageSource::Sftp(SftpFile::open(url, opts)?),
+            Reach::Path => {
                 let file = ImageFile::open(&self.path)
                     .with_context(|| format!("opening the image {shown}"))?;
-                (ImageSource::File(file), shown)
+                ImageSource::File(file)
             }
         };
         SharedReader::open(Arc::new(source)).with_context(|| format!("reading the image {shown}"))
@@ -130,9 +158,17 @@ impl Placed {
         if let Some(s) = &self.share {
             return Some(format!("the image is on a share mounted with {}", s.how));
         }
-        self.http
-            .as_ref()
-            .map(|h| format!("the image was read from {} by range requests", h.url()))
+        match &self.reach {
+            Reach::Http(h) => Some(format!(
+                "the image was read from {} by range requests",
+                h.url()
+            )),
+            Reach::Sftp(_) | Reach::SftpNew(..) => Some(format!(
+                "the image is on an SFTP server: {}",
+                self.path.display()
+            )),
+            Reach::Path => None,
+        }
     }
 }
 
@@ -189,7 +225,7 @@ fn place_remote(url: &Url, write: bool, net: &NetOptions) -> anyhow::Result<Plac
             Ok(Placed {
                 path: share.image.clone(),
                 share: Some(share),
-                http: None,
+                reach: Reach::Path,
             })
         }
         Scheme::Http | Scheme::Https if write => bail!(
@@ -201,13 +237,29 @@ fn place_remote(url: &Url, write: bool, net: &NetOptions) -> anyhow::Result<Plac
             Ok(Placed {
                 path: PathBuf::from(url.to_string()),
                 share: None,
-                http: Some(file),
+                reach: Reach::Http(file),
             })
         }
-        Scheme::Sftp => bail!(
-            "{url}: images cannot be read over SFTP yet; copy the image to a local drive or an SMB \
-             share"
-        ),
+        Scheme::Sftp => {
+            let opts = SftpOptions {
+                password: net.password.clone(),
+                identity: net.identity.clone(),
+                known_hosts: crate::store::sftp::default_known_hosts(None)
+                    .into_iter()
+                    .chain(net.known_hosts.iter().cloned())
+                    .collect(),
+            };
+            let reach = if write {
+                Reach::SftpNew(url.clone(), opts)
+            } else {
+                Reach::Sftp(SftpFile::open(url, &opts)?)
+            };
+            Ok(Placed {
+                path: PathBuf::from(url.to_string()),
+                share: None,
+                reach,
+            })
+        }
     }
 }
 
@@ -226,7 +278,7 @@ mod tests {
                 image: "/run/rescue/net/x/a.rimg".into(),
                 how: "SMB 3.1.1".into(),
             }),
-            http: None,
+            reach: Reach::Path,
         };
         let text = placed.explain(
             "no image was left at /run/rescue/net/x/a.rimg: writing the image failed: Host is down \

@@ -83,13 +83,20 @@ fn execute(
     let image = placed.path.as_path();
     match req {
         Request::Capture(s) => {
-            if how.create_folder && image.as_os_str() != "-" {
+            if how.create_folder && image.as_os_str() != "-" && placed.local_path().is_some() {
                 if let Some(dir) = image.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir)
                         .with_context(|| format!("creating the folder {}", dir.display()))?;
                 }
             }
-            let (disk, r) = super::capture::capture(s, image, opts, ctl)?;
+            let (disk, r) = match placed.sftp_new() {
+                Some((url, sftp)) => {
+                    let (disk, r, notes) = super::capture::capture_sftp(s, url, sftp, opts, ctl)?;
+                    out.notes.extend(notes);
+                    (disk, r)
+                }
+                None => super::capture::capture(s, image, opts, ctl)?,
+            };
             out.source = Some(DiskId::from(&disk));
             out.root_hash = Some(r.root_hash.clone());
             out.bytes = r.used_bytes;
