@@ -363,10 +363,42 @@ fn run_commands(commands: &[Vec<String>]) -> i32 {
     0
 }
 
+/// `args` with the password taken out of every URL that holds one, and that password (to be handed to
+/// the child in `RESCUE_PASSWORD`): a command line is readable by every process in `/proc/PID/cmdline`.
+/// Two different passwords stay where they are (the child could not tell which is which).
+pub fn hide_passwords(args: &[OsString]) -> (Vec<OsString>, Option<crate::url::Secret>) {
+    let mut found: Option<crate::url::Secret> = None;
+    let mut out = Vec::with_capacity(args.len());
+    for a in args {
+        let parsed = a
+            .to_str()
+            .filter(|t| crate::url::looks_like_url(t))
+            .and_then(|t| crate::url::Url::parse(t).ok());
+        match parsed {
+            Some(mut url) if url.password.is_some() => {
+                let password = url.password.take();
+                if found.is_some() && found != password {
+                    return (args.to_vec(), None);
+                }
+                found = password;
+                out.push(OsString::from(url.expose()));
+            }
+            _ => out.push(a.clone()),
+        }
+    }
+    (out, found)
+}
+
 /// Run `/init ARGS` on the console and wait for it, reaping every other child meanwhile.
 fn run_child(args: &[OsString]) -> i32 {
     let exe = std::env::current_exe().unwrap_or_else(|_| "/init".into());
-    let child = match Command::new(&exe).args(args).spawn() {
+    let (args, password) = hide_passwords(args);
+    let mut command = Command::new(&exe);
+    command.args(&args);
+    if let Some(p) = &password {
+        command.env(crate::url::PASSWORD_VAR, p.expose());
+    }
+    let child = match command.spawn() {
         Ok(c) => c,
         Err(e) => {
             log(&format!("cannot start {}: {e}", exe.display()));
@@ -435,5 +467,37 @@ fn unmount_disks() {
                 log(&format!("cannot unmount {target}: {e}"));
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_leave_the_command_line_for_the_environment() {
+        let args: Vec<OsString> = [
+            "capture",
+            "serial=A",
+            "-o",
+            "smb://u:pw%2C1@nas/s/a.rimg",
+            "--json",
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
+        let (out, password) = hide_passwords(&args);
+        assert_eq!(out[3], "smb://u@nas/s/a.rimg");
+        assert_eq!(password.unwrap().expose(), "pw,1");
+        assert_eq!(out[4], "--json");
+        // Two different passwords: left as they are.
+        let two: Vec<OsString> = ["x", "smb://u:a@h/s/a.rimg", "https://u:b@h/a.rimg"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        let (out, password) = hide_passwords(&two);
+        assert_eq!(out, two);
+        assert!(password.is_none());
     }
 }

@@ -55,6 +55,10 @@ impl Scheme {
     }
 }
 
+/// The environment variable a password for a location may come from (and how PID 1 hands a password
+/// to a command instead of its command line).
+pub const PASSWORD_VAR: &str = "RESCUE_PASSWORD";
+
 /// A password or passphrase: compared and used, never printed (`Debug` and `Display` show `***`).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);

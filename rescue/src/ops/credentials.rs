@@ -9,8 +9,7 @@ use anyhow::Context;
 use super::place::NetOptions;
 use crate::url::{Location, Scheme, Secret};
 
-/// The environment variable a password may come from.
-pub const PASSWORD_VAR: &str = "RESCUE_PASSWORD";
+pub use crate::url::PASSWORD_VAR;
 
 /// Read `username=` and `password=` (and `user=`, `pass=`) lines; `#` comments and `domain=` are allowed,
 /// anything else is named as a mistake (without the line, which may be a password).
