@@ -97,6 +97,36 @@ impl Placed {
         SharedReader::open(Arc::new(source)).with_context(|| format!("reading the image {shown}"))
     }
 
+    /// An error of the operation on this image as the user named it (`loc`): the share's local path
+    /// replaced by the URL, and what to do when the server refused to let a capture write.
+    pub fn describe_error(&self, loc: &Location, e: &anyhow::Error, write: bool) -> String {
+        let text = super::describe(e);
+        let (Some(share), Location::Remote(url)) = (&self.share, loc) else {
+            return text;
+        };
+        let shown = loc.to_string();
+        let mut text = text.replace(&share.image.display().to_string(), &shown);
+        // Refused on the image (or its `.partial`), not on the disk being read.
+        let denied = text.contains(&shown)
+            && e.chain().any(|c| {
+                c.downcast_ref::<io::Error>()
+                    .is_some_and(|io| io.kind() == io::ErrorKind::PermissionDenied)
+            });
+        if write && denied {
+            text.push_str(match url.scheme {
+                Scheme::Nfs => {
+                    "; the NFS server does not let this machine write there as root: export the \
+                     folder to it with no_root_squash, or choose another folder"
+                }
+                _ => {
+                    "; the server does not let this user write there: give the user write access, \
+                     or choose another folder"
+                }
+            });
+        }
+        text
+    }
+
     /// How the image is reached, for the outcome's notes.
     pub fn note(&self) -> Option<String> {
         if let Some(s) = &self.share {
@@ -157,5 +187,63 @@ fn place_remote(url: &Url, write: bool, net: &NetOptions) -> anyhow::Result<Plac
             "{url}: images cannot be read over SFTP yet; copy the image to a local drive or an SMB \
              share"
         ),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_on_a_share_name_the_url_and_what_to_do() {
+        let image = PathBuf::from("/run/rescue/net/nfs-10.0.2.2-0/images/disk.rimg");
+        let placed = |scheme: &str| {
+            let loc = Location::parse(&format!("{scheme}://u:hunter2@10.0.2.2/images/disk.rimg"));
+            let placed = Placed {
+                path: image.clone(),
+                share: Some(Share {
+                    // Not mounted: the unmount on drop finds nothing to do.
+                    dir: PathBuf::from("/nonexistent-share"),
+                    image: image.clone(),
+                    how: "NFS 4.2".into(),
+                }),
+                http: None,
+            };
+            (loc.unwrap(), placed)
+        };
+        let denied = || {
+            anyhow::Error::new(io::Error::from(io::ErrorKind::PermissionDenied))
+                .context(format!("cannot create the image {}", image.display()))
+        };
+        let (loc, p) = placed("nfs");
+        let text = p.describe_error(&loc, &denied(), true);
+        assert!(
+            text.starts_with(
+                "cannot create the image nfs://u:***@10.0.2.2/images/disk.rimg: permission denied"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("with no_root_squash, or choose another folder"),
+            "{text}"
+        );
+        // Reading: no advice about writing; nor when the disk was refused, not the image.
+        let text = p.describe_error(&loc, &denied(), false);
+        assert!(!text.contains("no_root_squash"), "{text}");
+        let disk = anyhow::Error::new(io::Error::from(io::ErrorKind::PermissionDenied))
+            .context("opening /dev/vda");
+        let text = p.describe_error(&loc, &disk, true);
+        assert_eq!(text, "opening /dev/vda: permission denied");
+        let (loc, p) = placed("smb");
+        let text = p.describe_error(&loc, &denied(), true);
+        assert!(text.contains("give the user write access"), "{text}");
+        // A local image is said as it is.
+        let local = Placed::local(&image);
+        let text = local.describe_error(&Location::from(image.as_path()), &denied(), true);
+        assert!(
+            text.starts_with("cannot create the image /run/rescue/net/"),
+            "{text}"
+        );
     }
 }
