@@ -1,6 +1,6 @@
 //! Where an image named by a [`Location`] is: a local path (the path itself, or the file on a share
-//! mounted for it, `smb://`, unmounted again when the operation is over), or a file on a web server read
-//! by range requests (`http://`, `https://`; read-only).
+//! mounted for it, `smb://` and `nfs://`, unmounted again when the operation is over), or a file on a
+//! web server read by range requests (`http://`, `https://`; read-only).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -154,12 +154,9 @@ pub(super) fn place(loc: &Location, write: bool, net: &NetOptions) -> anyhow::Re
 
 fn place_remote(url: &Url, write: bool, net: &NetOptions) -> anyhow::Result<Placed> {
     match url.scheme {
-        // NFS is mounted by `store::remote` too, but is not offered until its end-to-end test
-        // against a real server (nfs-ganesha) is in place.
-        Scheme::Nfs => bail!(
-            "{url}: images on NFS shares are not supported yet; use an SMB share or a local drive"
-        ),
-        Scheme::Smb => {
+        // Both are mounted by the kernel; NFS (AUTH_SYS) takes no password, `remote::attempts` gives
+        // it to SMB only.
+        Scheme::Smb | Scheme::Nfs => {
             let share = remote::mount(url, net.password.as_ref(), write)?;
             Ok(Placed {
                 path: share.image.clone(),
@@ -169,7 +166,7 @@ fn place_remote(url: &Url, write: bool, net: &NetOptions) -> anyhow::Result<Plac
         }
         Scheme::Http | Scheme::Https if write => bail!(
             "{url}: a web server cannot receive an image (it is read-only here); capture to a local \
-             drive or an SMB share"
+             drive or an SMB or NFS share"
         ),
         Scheme::Http | Scheme::Https => {
             let opts = HttpOptions {
@@ -185,7 +182,7 @@ fn place_remote(url: &Url, write: bool, net: &NetOptions) -> anyhow::Result<Plac
         }
         Scheme::Sftp => bail!(
             "{url}: images cannot be read over SFTP yet; copy the image to a local drive or an SMB \
-             share"
+             or NFS share"
         ),
     }
 }
