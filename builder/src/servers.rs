@@ -161,6 +161,104 @@ pub fn in_share(s: &Smbd, name: &str) -> PathBuf {
     Path::new(&s.share_dir).join(name)
 }
 
+/// nfs-ganesha serving one export, `export_dir`, read-write for root (no root squashing unless asked),
+/// at the pseudo path `/images` (`nfs://HOST:PORT/images/…`). NFSv4 only: with NFSv3 enabled, ganesha
+/// 4.3 exits (status 2) when it cannot register with the system's rpcbind (port 111), which a test must
+/// not start. Graceless: a fresh recovery directory lets ganesha lift its grace period at once anyway,
+/// but a server that had clients before would hold every open for 90 s.
+pub struct Ganesha {
+    child: Child,
+    pub port: u16,
+    pub export_dir: PathBuf,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Ganesha {
+    pub fn start() -> Ganesha {
+        Ganesha::start_with("No_Root_Squash")
+    }
+
+    /// Root on the client is the anonymous user on the server, as many servers do by default.
+    pub fn start_squashing_root() -> Ganesha {
+        Ganesha::start_with("Root_Squash")
+    }
+
+    fn start_with(squash: &str) -> Ganesha {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let export_dir = d.join("export");
+        for sub in ["export", "recovery"] {
+            std::fs::create_dir_all(d.join(sub)).unwrap();
+        }
+        let port = free_port();
+        let conf = d.join("ganesha.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "NFS_CORE_PARAM {{\n\
+                   Bind_Addr = 127.0.0.1;\n\
+                   NFS_Port = {port};\n\
+                   Protocols = 4;\n\
+                   Enable_NLM = false;\n\
+                   Enable_RQUOTA = false;\n\
+                   Enable_UDP = false;\n\
+                 }}\n\
+                 NFSv4 {{\n\
+                   RecoveryBackend = fs;\n\
+                   RecoveryRoot = {recovery};\n\
+                   Graceless = true;\n\
+                   Only_Numeric_Owners = true;\n\
+                 }}\n\
+                 EXPORT {{\n\
+                   Export_Id = 1;\n\
+                   Path = {export};\n\
+                   Pseudo = /images;\n\
+                   Access_Type = RW;\n\
+                   Squash = {squash};\n\
+                   SecType = sys;\n\
+                   FSAL {{ Name = VFS; }}\n\
+                 }}\n",
+                recovery = d.join("recovery").display(),
+                export = export_dir.display(),
+            ),
+        )
+        .unwrap();
+        let log = d.join("ganesha.log");
+        let child = spawn_listening(
+            Command::new("ganesha.nfsd")
+                .arg("-F")
+                .arg("-f")
+                .arg(&conf)
+                .arg("-L")
+                .arg(&log)
+                .arg("-p")
+                .arg(d.join("ganesha.pid"))
+                .args(["-N", "NIV_EVENT"]),
+            &d.join("ganesha.out"),
+            port,
+            "nfs-ganesha nfs-ganesha-vfs",
+        );
+        Ganesha {
+            child,
+            port,
+            export_dir,
+            log,
+            _dir: dir,
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Ganesha {
+    fn drop(&mut self) {
+        end(&mut self.child);
+    }
+}
+
 /// A test certificate authority and a server certificate it signed for 127.0.0.1 and 10.0.2.2 (the
 /// host as a QEMU guest sees it), made with `openssl`.
 pub struct TestCa {

@@ -3,18 +3,23 @@
 //! client takes QEMU's lease (10.0.2.15 from 10.0.2.2); a static address is set as given; a mistake in
 //! `rescue.net=` is named with an example. The guest's network is `restrict`ed: nothing leaves QEMU.
 //! Images on an SMB share (Samba's smbd on the host's 127.0.0.1, 10.0.2.2 in the guest): captured there
-//! and restored from there, the share mounted by the kernel (encrypted SMB 3.1.1). Images restored from
-//! nginx over HTTP and HTTPS (a test CA on a drive, given with `--ca-file`; without it, refused).
+//! and restored from there, the share mounted by the kernel (encrypted SMB 3.1.1). The same on an NFS
+//! export (nfs-ganesha, NFSv4.2), and NFS locations that fail (a wrong export, a missing image, nothing
+//! listening, root squashed) named with the URL and what to do. Images restored from nginx over HTTP
+//! and HTTPS (a test CA on a drive, given with `--ca-file`; without it, refused).
 //! Images captured onto and restored from OpenSSH's SFTP (a key on a drive, the host key pinned; a
-//! different pin refused before anything is sent).
+//! different pin refused before anything is sent). A share that disappears mid-capture, a full share
+//! and an unknown host: each named, no image claimed, the source unchanged.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
-use builder::qemu::{Bus, Disk, UserNet};
+use std::path::Path;
+
+use builder::qemu::{Bus, Disk, UserNet, Vm};
 use serde_json::Value;
 
 mod common;
-use builder::servers::{self, Nginx, Smbd, Sshd, TestCa};
+use builder::servers::{self, Ganesha, Nginx, Smbd, Sshd, TestCa};
 use common::*;
 
 fn links_of(stdout: &str) -> Vec<Value> {
@@ -106,27 +111,32 @@ fn a_static_address_is_set_and_a_mistake_is_named() {
 
 const PASSWORD: &str = "Sm8-pass,word";
 
-#[test]
-fn capture_onto_an_smb_share_and_restore_from_it() {
-    let smb = Smbd::start(PASSWORD);
-    let dir = tempfile::tempdir().unwrap();
-    let work = dir.path();
-    let src = source_disk(work);
-    let target = work.join("target.img");
-    blank(&target, src.spec.size_mib);
+/// A guest on the user network with the source disk (`SRC`) and the target disk (`DST`).
+fn vm_with(src: &Path, target: &Path) -> Vm {
     let mut vm = vm();
     vm.user_net = Some(UserNet::default());
-    vm.disks
-        .push(Disk::new(&src.path, Bus::Virtio).serial("SRC"));
-    vm.disks.push(Disk::new(&target, Bus::Virtio).serial("DST"));
-    // The comma in the password is percent-encoded in the URL.
-    let url = format!(
-        "smb://root:{}@10.0.2.2:{}/images/disk.rimg",
-        PASSWORD.replace(',', "%2C"),
-        smb.port
-    );
+    vm.disks.push(Disk::new(src, Bus::Virtio).serial("SRC"));
+    vm.disks.push(Disk::new(target, Bus::Virtio).serial("DST"));
+    vm
+}
+
+/// In one boot: capture the demo source disk onto the share at `url`, verify the image there and
+/// restore it onto a blank disk. Then on the host: `folder` (where the server keeps what the share
+/// holds) has the finished image and no `.partial`, the image verifies against the source and the
+/// restored disk, and both outcomes say the share was `mounted with …`. Returns what the guest
+/// printed.
+fn round_trip_through_share(
+    url: &str,
+    folder: &Path,
+    mounted_with: &str,
+    server_log: &dyn Fn() -> String,
+) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let src = source_disk(dir.path());
+    let target = dir.path().join("target.img");
+    blank(&target, src.spec.size_mib);
     let run = run_chain(
-        vm,
+        vm_with(&src.path, &target),
         &format!(
             "capture serial=SRC -o {url} --json ; verify {url} ; restore {url} serial=DST --yes --json"
         ),
@@ -134,61 +144,60 @@ fn capture_onto_an_smb_share_and_restore_from_it() {
     assert_eq!(
         run.rc,
         0,
-        "{}\nsmbd:\n{}",
+        "{}\nserver:\n{}",
         tail(&run.serial, 60),
-        tail(&smb.log_text(), 20)
+        tail(&server_log(), 20)
     );
-    // What the rescue system printed never holds the password (the kernel's own echo of its command
-    // line, before it, is the test's doing).
-    assert!(!run.stdout.contains("Sm8-pass"), "{}", run.stdout);
-    // PID 1 hands the password to each command in RESCUE_PASSWORD, not on its command line (readable
-    // in /proc by every process), so the commands show the URL without one.
-    assert!(run.stdout.contains("smb://root@10.0.2.2"), "{}", run.stdout);
     let captured = &json_lines_with(&run.stdout, "root_hash")[0];
-    eprintln!("capture onto SMB: {captured}");
-    assert!(
-        captured["notes"].as_array().unwrap().iter().any(|n| n
-            .as_str()
-            .unwrap()
-            .contains("mounted with SMB 3.1.1, encrypted")),
-        "{captured}"
-    );
-    round_trip_holds(
-        &servers::in_share(&smb, "disk.rimg"),
-        captured,
-        &src.path,
-        &target,
-    );
-}
-
-/// The image a guest captured onto a server is there under its name (no `.partial` left), holds the
-/// source (with the root hash the capture reported), and the disk restored from it holds it too.
-fn round_trip_holds(
-    image: &std::path::Path,
-    captured: &Value,
-    source: &std::path::Path,
-    target: &std::path::Path,
-) {
-    assert!(
-        image.is_file(),
-        "no image {} on the server",
-        image.display()
-    );
-    let mut partial = image.as_os_str().to_owned();
-    partial.push(".partial");
-    assert!(
-        !std::path::Path::new(&partial).exists(),
-        "a .partial was left"
-    );
-    let v = verify_on_host(image, Some(source));
+    let restored = &json_lines_with(&run.stdout, "bytes_written")[0];
+    // The outcomes name the image without its password; `url` holds it.
+    eprintln!("capture: {captured}\nrestore: {restored}");
+    for outcome in [captured, restored] {
+        assert!(
+            outcome["notes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| n.as_str().unwrap().contains(mounted_with)),
+            "{outcome}"
+        );
+    }
+    let image = folder.join("disk.rimg");
+    assert!(image.exists(), "no image in {}", folder.display());
+    assert!(!folder.join("disk.rimg.partial").exists());
+    let v = verify_on_host(&image, Some(&src.path));
     assert!(v.ok, "{:?} {:?}", v.error, v.problems);
     assert_eq!(v.root_hash.as_deref(), captured["root_hash"].as_str());
-    let v = verify_on_host(image, Some(target));
+    let v = verify_on_host(&image, Some(&target));
     assert!(
         v.ok,
         "the restored disk differs: {:?} {:?}",
         v.error, v.problems
     );
+    run.stdout
+}
+
+#[test]
+fn capture_onto_an_smb_share_and_restore_from_it() {
+    let smb = Smbd::start(PASSWORD);
+    // The comma in the password is percent-encoded in the URL.
+    let url = format!(
+        "smb://root:{}@10.0.2.2:{}/images/disk.rimg",
+        PASSWORD.replace(',', "%2C"),
+        smb.port
+    );
+    let stdout = round_trip_through_share(
+        &url,
+        &smb.share_dir,
+        "mounted with SMB 3.1.1, encrypted",
+        &|| smb.log_text(),
+    );
+    // What the rescue system printed never holds the password (the kernel's own echo of its command
+    // line, before it, is the test's doing).
+    assert!(!stdout.contains("Sm8-pass"), "{stdout}");
+    // PID 1 hands the password to each command in RESCUE_PASSWORD, not on its command line (readable
+    // in /proc by every process), so the commands show the URL without one.
+    assert!(stdout.contains("smb://root@10.0.2.2"), "{stdout}");
 }
 
 #[test]
@@ -218,6 +227,87 @@ fn a_wrong_smb_password_is_named_and_no_image_is_claimed() {
         std::fs::read(&src.path).unwrap(),
         before,
         "the source changed"
+    );
+}
+
+#[test]
+fn capture_onto_an_nfs_export_and_restore_from_it() {
+    let nfs = Ganesha::start();
+    // The export's pseudo path, as NFSv4 clients see the server.
+    let url = format!("nfs://10.0.2.2:{}/images/disk.rimg", nfs.port);
+    round_trip_through_share(&url, &nfs.export_dir, "mounted with NFS 4.", &|| {
+        nfs.log_text()
+    });
+}
+
+#[test]
+fn nfs_locations_that_fail_are_named_and_nothing_is_written() {
+    let nfs = Ganesha::start();
+    let squashing = Ganesha::start_squashing_root();
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let src = source_disk(work);
+    let target = work.join("target.img");
+    blank(&target, src.spec.size_mib);
+    let before = std::fs::read(&src.path).unwrap();
+    let base = format!("nfs://10.0.2.2:{}", nfs.port);
+    let squashed = format!("nfs://10.0.2.2:{}/images/disk.rimg", squashing.port);
+    let closed = servers::free_port();
+    for (cmd, says) in [
+        (
+            format!("capture serial=SRC -o {base}/wrong/disk.rimg"),
+            format!(
+                "{base}/wrong/disk.rimg: the server has no export /wrong (it offers /images); \
+                 correct the path in the URL"
+            ),
+        ),
+        (
+            format!("restore {base}/images/missing.rimg serial=DST --yes"),
+            format!(
+                "{base}/images/missing.rimg: there is no image /images/missing.rimg on the server \
+                 (/images is empty)"
+            ),
+        ),
+        (
+            format!("verify nfs://10.0.2.2:{closed}/images/disk.rimg"),
+            format!(
+                "nfs://10.0.2.2:{closed}/images/disk.rimg: 10.0.2.2:/ (NFS 4.2 / NFS 4.1 / NFS 4.0), \
+                 10.0.2.2:/images (NFS 3): the server refused the connection"
+            ),
+        ),
+        // Root on this machine is the anonymous user on that server.
+        (
+            format!("capture serial=SRC -o {squashed}"),
+            format!(
+                "cannot create the image {squashed}: Permission denied (os error 13); the NFS server \
+                 does not let this machine write there as root: export the folder to it with \
+                 no_root_squash, or choose another folder"
+            ),
+        ),
+    ] {
+        let run = run_chain(vm_with(&src.path, &target), &cmd);
+        assert_ne!(run.rc, 0, "{cmd}: {}", tail(&run.serial, 30));
+        assert!(
+            run.stdout.contains(&says),
+            "{cmd}: {}",
+            tail(&run.serial, 30)
+        );
+    }
+    for export in [&nfs.export_dir, &squashing.export_dir] {
+        assert!(
+            std::fs::read_dir(export).unwrap().next().is_none(),
+            "something was written into {}",
+            export.display()
+        );
+    }
+    assert_eq!(
+        std::fs::read(&src.path).unwrap(),
+        before,
+        "the source changed"
+    );
+    assert!(
+        std::fs::read(&target).unwrap().iter().all(|&b| b == 0),
+        "the target was written"
     );
 }
 
@@ -290,6 +380,36 @@ fn restore_from_http_and_https_onto_blank_disks() {
         "restore over HTTP: {} bytes sent for a {}-byte image (the precheck reads it once more)",
         http.bytes_sent(),
         std::fs::metadata(&image).unwrap().len()
+    );
+}
+
+/// The image a guest captured onto a server is there under its name (no `.partial` left), holds the
+/// source (with the root hash the capture reported), and the disk restored from it holds it too.
+fn round_trip_holds(
+    image: &std::path::Path,
+    captured: &Value,
+    source: &std::path::Path,
+    target: &std::path::Path,
+) {
+    assert!(
+        image.is_file(),
+        "no image {} on the server",
+        image.display()
+    );
+    let mut partial = image.as_os_str().to_owned();
+    partial.push(".partial");
+    assert!(
+        !std::path::Path::new(&partial).exists(),
+        "a .partial was left"
+    );
+    let v = verify_on_host(image, Some(source));
+    assert!(v.ok, "{:?} {:?}", v.error, v.problems);
+    assert_eq!(v.root_hash.as_deref(), captured["root_hash"].as_str());
+    let v = verify_on_host(image, Some(target));
+    assert!(
+        v.ok,
+        "the restored disk differs: {:?} {:?}",
+        v.error, v.problems
     );
 }
 

@@ -1,6 +1,7 @@
 //! Where an image named by a [`Location`] is: a local path (the path itself, or the file on a share
-//! mounted for it, `smb://`, unmounted again when the operation is over), a file on a web server read
-//! by range requests (`http://`, `https://`; read-only), or a file on an SFTP server (`sftp://`).
+//! mounted for it, `smb://` and `nfs://`, unmounted again when the operation is over), a file on a web
+//! server read by range requests (`http://`, `https://`; read-only), or a file on an SFTP server
+//! (`sftp://`).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -125,28 +126,51 @@ impl Placed {
         SharedReader::open(Arc::new(source)).with_context(|| format!("reading the image {shown}"))
     }
 
-    /// An error's text with the share's mount point replaced by the URL the user gave (`loc`), and, when
-    /// the server stopped answering, advice about the server instead of a local drive.
-    pub fn explain(&self, text: String, loc: &Location) -> String {
-        let Some(share) = &self.share else {
+    /// An error of the operation on this image as the user named it (`loc`): the share's local path
+    /// replaced by the URL, and what to do when the server refused to let a capture write.
+    pub fn describe_error(&self, loc: &Location, e: &anyhow::Error, write: bool) -> String {
+        let text = super::describe(e);
+        let (Some(share), Location::Remote(url)) = (&self.share, loc) else {
             return text;
         };
-        let mut text = text.replace(&*share.image.to_string_lossy(), &loc.to_string());
-        let gone = [
+        let shown = loc.to_string();
+        let mut text = text.replace(&share.image.display().to_string(), &shown);
+        // Refused on the image (or its `.partial`), not on the disk being read.
+        let denied = text.contains(&shown)
+            && e.chain().any(|c| {
+                c.downcast_ref::<io::Error>()
+                    .is_some_and(|io| io.kind() == io::ErrorKind::PermissionDenied)
+            });
+        if write && denied {
+            text.push_str(match url.scheme {
+                Scheme::Nfs => {
+                    "; the NFS server does not let this machine write there as root: export the \
+                     folder to it with no_root_squash, or choose another folder"
+                }
+                _ => {
+                    "; the server does not let this user write there: give the user write access, \
+                     or choose another folder"
+                }
+            });
+        }
+        if [
             "os error 112",
             "os error 110",
             "os error 104",
             "os error 103",
             "os error 113",
-        ];
-        if gone.iter().any(|g| text.contains(g)) {
+        ]
+        .iter()
+        .any(|g| text.contains(g))
+        {
             text = text.replace(
                 "check that the target drive is present and has free space",
                 "the server stopped answering: check that it is running and reachable",
             );
             if !text.contains("the server stopped answering") {
                 text.push_str(
-                    "; the server stopped answering: check that it is running and reachable, then run again",
+                    "; the server stopped answering: check that it is running and reachable, then \
+                     run again",
                 );
             }
         }
@@ -215,12 +239,9 @@ pub(super) fn place(loc: &Location, write: bool, net: &NetOptions) -> anyhow::Re
 
 fn place_remote(url: &Url, write: bool, net: &NetOptions) -> anyhow::Result<Placed> {
     match url.scheme {
-        // NFS is mounted by `store::remote` too, but is not offered until its end-to-end test
-        // against a real server (nfs-ganesha) is in place.
-        Scheme::Nfs => bail!(
-            "{url}: images on NFS shares are not supported yet; use an SMB share or a local drive"
-        ),
-        Scheme::Smb => {
+        // Both are mounted by the kernel; NFS (AUTH_SYS) takes no password, `remote::attempts` gives
+        // it to SMB only.
+        Scheme::Smb | Scheme::Nfs => {
             let share = remote::mount(url, net.password.as_ref(), write)?;
             Ok(Placed {
                 path: share.image.clone(),
@@ -230,7 +251,7 @@ fn place_remote(url: &Url, write: bool, net: &NetOptions) -> anyhow::Result<Plac
         }
         Scheme::Http | Scheme::Https if write => bail!(
             "{url}: a web server cannot receive an image (it is read-only here); capture to a local \
-             drive or an SMB share"
+             drive or an SMB or NFS share"
         ),
         Scheme::Http | Scheme::Https => {
             let file = HttpFile::open(url, &http_options(net))?;
@@ -280,13 +301,12 @@ mod tests {
             }),
             reach: Reach::Path,
         };
-        let text = placed.explain(
+        let e = anyhow::anyhow!(
             "no image was left at /run/rescue/net/x/a.rimg: writing the image failed: Host is down \
              (os error 112); check that the target drive is present and has free space, then capture \
              again"
-                .into(),
-            &loc,
         );
+        let text = placed.describe_error(&loc, &e, true);
         assert_eq!(
             text,
             "no image was left at smb://u:***@nas/images/a.rimg: writing the image failed: Host is \
@@ -295,5 +315,57 @@ mod tests {
         );
         // Dropping `placed` would unmount: keep the test from touching the system.
         std::mem::forget(placed);
+    }
+
+    #[test]
+    fn errors_on_a_share_name_the_url_and_what_to_do() {
+        let image = PathBuf::from("/run/rescue/net/nfs-10.0.2.2-0/images/disk.rimg");
+        let placed = |scheme: &str| {
+            let loc = Location::parse(&format!("{scheme}://u:hunter2@10.0.2.2/images/disk.rimg"));
+            let placed = Placed {
+                path: image.clone(),
+                share: Some(Share {
+                    // Not mounted: the unmount on drop finds nothing to do.
+                    dir: PathBuf::from("/nonexistent-share"),
+                    image: image.clone(),
+                    how: "NFS 4.2".into(),
+                }),
+                reach: Reach::Path,
+            };
+            (loc.unwrap(), placed)
+        };
+        let denied = || {
+            anyhow::Error::new(io::Error::from(io::ErrorKind::PermissionDenied))
+                .context(format!("cannot create the image {}", image.display()))
+        };
+        let (loc, p) = placed("nfs");
+        let text = p.describe_error(&loc, &denied(), true);
+        assert!(
+            text.starts_with(
+                "cannot create the image nfs://u:***@10.0.2.2/images/disk.rimg: permission denied"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("with no_root_squash, or choose another folder"),
+            "{text}"
+        );
+        // Reading: no advice about writing; nor when the disk was refused, not the image.
+        let text = p.describe_error(&loc, &denied(), false);
+        assert!(!text.contains("no_root_squash"), "{text}");
+        let disk = anyhow::Error::new(io::Error::from(io::ErrorKind::PermissionDenied))
+            .context("opening /dev/vda");
+        let text = p.describe_error(&loc, &disk, true);
+        assert_eq!(text, "opening /dev/vda: permission denied");
+        let (loc, p) = placed("smb");
+        let text = p.describe_error(&loc, &denied(), true);
+        assert!(text.contains("give the user write access"), "{text}");
+        // A local image is said as it is.
+        let local = Placed::local(&image);
+        let text = local.describe_error(&Location::from(image.as_path()), &denied(), true);
+        assert!(
+            text.starts_with("cannot create the image /run/rescue/net/"),
+            "{text}"
+        );
     }
 }

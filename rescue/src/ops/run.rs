@@ -49,10 +49,9 @@ pub fn run(req: &Request, how: &RunOptions, opts: &DetectOptions, ctl: Control) 
     match result {
         Ok(()) => out.ok = out.problems.is_empty(),
         Err(e) => {
-            let text = describe(&e);
             out.error = Some(match (&placed, req.image()) {
-                (Some(p), Some(loc)) => p.explain(text, loc),
-                _ => text,
+                (Some(p), Some(loc)) => p.describe_error(loc, &e, write),
+                _ => describe(&e),
             });
             // Name the disks even when the operation stopped before detecting them itself.
             let (source, target) = req.disks();

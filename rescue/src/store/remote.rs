@@ -33,6 +33,8 @@ pub enum RemoteError {
     Resolve { url: String, why: String },
     #[error("{url}: {why}")]
     Mount { url: String, why: String },
+    #[error("{url}: {what}; correct the path in the URL")]
+    NotThere { url: String, what: String },
 }
 
 /// One way to mount: the kernel's filesystem type, the source, the options (holding the password: never
@@ -195,7 +197,7 @@ pub fn mount(url: &Url, password: Option<&Secret>, write: bool) -> Result<Share,
     if !write {
         flags |= MsFlags::MS_RDONLY;
     }
-    let mut errors: Vec<String> = Vec::new();
+    let mut failed = Failures::default();
     for a in &tries {
         let dir = mount_point(url, a);
         std::fs::create_dir_all(&dir).map_err(|e| RemoteError::Mount {
@@ -204,8 +206,13 @@ pub fn mount(url: &Url, password: Option<&Secret>, write: bool) -> Result<Share,
         })?;
         match crate::sys::mount_device(Path::new(&a.source), &dir, a.fstype, flags, Some(&a.data)) {
             Ok(()) => {
+                // NFSv4 mounts the server's root, so an export that is not there shows only now.
+                if let Some(what) = not_on_share(&dir, a, &url.path, write) {
+                    let _ = crate::store::mount::unmount(&dir);
+                    return Err(RemoteError::NotThere { url: shown, what });
+                }
                 let mut how = a.how.clone();
-                if let Some(first) = errors.first() {
+                if let Some(first) = failed.first() {
                     // Why the better ways were not taken (a server without SMB 3, or missing crypto).
                     how.push_str(&format!(" (first tried: {first})"));
                 }
@@ -216,28 +223,151 @@ pub fn mount(url: &Url, password: Option<&Secret>, write: bool) -> Result<Share,
                 });
             }
             Err(e) => {
-                let why = explain(a, &e);
-                if !errors.contains(&why) {
-                    errors.push(why);
-                }
-                // A refused password is refused by every dialect: say so at once.
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EACCES) | Some(libc::EKEYREJECTED)
-                ) && a.fstype == "cifs"
-                {
-                    break;
+                failed.add(a, explain(&e));
+                match e.raw_os_error() {
+                    // A refused password is refused by every dialect: say so at once.
+                    Some(libc::EACCES) | Some(libc::EKEYREJECTED) if a.fstype == "cifs" => break,
+                    // No version reaches a host the network cannot reach.
+                    Some(libc::EHOSTUNREACH) | Some(libc::ENETUNREACH) => break,
+                    _ => {}
                 }
             }
         }
     }
     Err(RemoteError::Mount {
         url: shown,
-        why: errors.join("; "),
+        why: failed.to_string(),
     })
 }
 
-fn explain(a: &Attempt, e: &std::io::Error) -> String {
+/// Why each way to mount failed, the ways that failed alike said once: `10.0.2.2:/ (NFS 4.2 / NFS 4.1),
+/// 10.0.2.2:/images (NFS 3): the server refused the connection …`.
+#[derive(Default)]
+struct Failures(Vec<(String, Vec<Tried>)>);
+
+/// A source and the ways it was tried (`NFS 4.2`, `NFS 4.1`).
+type Tried = (String, Vec<String>);
+
+impl Failures {
+    fn add(&mut self, a: &Attempt, why: String) {
+        let i = match self.0.iter().position(|(w, _)| *w == why) {
+            Some(i) => i,
+            None => {
+                self.0.push((why, Vec::new()));
+                self.0.len() - 1
+            }
+        };
+        let tried = &mut self.0[i].1;
+        match tried.iter_mut().find(|(source, _)| *source == a.source) {
+            Some((_, hows)) => hows.push(a.how.clone()),
+            None => tried.push((a.source.clone(), vec![a.how.clone()])),
+        }
+    }
+
+    /// The first failure alone: `10.0.2.2:/ (NFS 4.2): why`.
+    fn first(&self) -> Option<String> {
+        let (why, tried) = self.0.first()?;
+        let (source, hows) = tried.first()?;
+        Some(format!("{source} ({}): {why}", hows.first()?))
+    }
+}
+
+impl std::fmt::Display for Failures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let groups: Vec<String> = self
+            .0
+            .iter()
+            .map(|(why, tried)| {
+                let tried: Vec<String> = tried
+                    .iter()
+                    .map(|(source, hows)| format!("{source} ({})", hows.join(" / ")))
+                    .collect();
+                format!("{}: {why}", tried.join(", "))
+            })
+            .collect();
+        f.write_str(&groups.join("; "))
+    }
+}
+
+/// What of the image's path is not on the share mounted at `dir`: the first folder missing (or, when
+/// reading, the image itself), as the URL names it, and what the folder above it holds. `None` when
+/// all is there, or when it cannot be told (the operation then reports what it meets).
+pub fn not_on_share(dir: &Path, a: &Attempt, url_path: &str, write: bool) -> Option<String> {
+    let parts: Vec<&str> = a.rest.split('/').filter(|p| !p.is_empty()).collect();
+    // The part of the URL's path the mount itself stands for: `/` (NFSv4), `/SHARE/` or `/EXPORT/`.
+    let base = url_path
+        .trim_end_matches('/')
+        .strip_suffix(a.rest.trim_end_matches('/'))
+        .filter(|b| b.ends_with('/'))
+        .unwrap_or("/");
+    let shown = |n: usize| format!("{base}{}", parts[..n].join("/"));
+    // A capture creates the image: only its folder must be there.
+    let needed = if write {
+        parts.len().saturating_sub(1)
+    } else {
+        parts.len()
+    };
+    let mut here = dir.to_path_buf();
+    for (i, part) in parts.iter().take(needed).enumerate() {
+        let next = here.join(part);
+        match std::fs::metadata(&next) {
+            Ok(_) => here = next,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Some(if a.fstype == "nfs4" && i == 0 {
+                    // The server's root holds its exports (the first folder of each).
+                    match listing(&here, "/") {
+                        None => format!(
+                            "the server has no export {} (it exports nothing to this machine)",
+                            shown(1)
+                        ),
+                        Some(l) => format!("the server has no export {} (it offers {l})", shown(1)),
+                    }
+                } else {
+                    let what = if !write && i + 1 == parts.len() {
+                        "image"
+                    } else {
+                        "folder"
+                    };
+                    let above = match (i, base.trim_end_matches('/')) {
+                        (0, "") => "/".to_string(),
+                        (0, b) => b.to_string(),
+                        _ => shown(i),
+                    };
+                    let held = match listing(&here, "") {
+                        None => format!("{above} is empty"),
+                        Some(l) => format!("{above} holds {l}"),
+                    };
+                    format!("there is no {what} {} on the server ({held})", shown(i + 1))
+                });
+            }
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+/// The names in `dir` (hidden ones left out), sorted, each after `prefix`: at most 8 and how many
+/// more; `None` when there are none.
+fn listing(dir: &Path, prefix: &str) -> Option<String> {
+    const SHOWN: usize = 8;
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .map(|n| format!("{prefix}{n}"))
+        .collect();
+    names.sort();
+    let more = names.len().saturating_sub(SHOWN);
+    names.truncate(SHOWN);
+    let mut l = names.join(", ");
+    if more > 0 {
+        l.push_str(&format!(" and {more} more"));
+    }
+    (!l.is_empty()).then_some(l)
+}
+
+fn explain(e: &std::io::Error) -> String {
     let what = match e.raw_os_error() {
         Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EKEYREJECTED) => {
             "the server refused the user name or password (or this machine)"
@@ -254,9 +384,9 @@ fn explain(a: &Attempt, e: &std::io::Error) -> String {
         _ => "",
     };
     if what.is_empty() {
-        format!("{} ({}): {e}", a.source, a.how)
+        e.to_string()
     } else {
-        format!("{} ({}): {what} ({e})", a.source, a.how)
+        format!("{what} ({e})")
     }
 }
 
@@ -322,6 +452,85 @@ mod tests {
         let v6 = attempts(&u, "fd00::2".parse().unwrap(), None).unwrap();
         assert_eq!(v6[0].source, "[fd00::2]:/");
         assert!(v6[0].data.contains("proto=tcp6"));
+    }
+
+    #[test]
+    fn what_is_not_on_a_share_is_named_as_the_url_names_it() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        std::fs::create_dir_all(r.join("images")).unwrap();
+        std::fs::write(r.join("images/disk.rimg"), b"").unwrap();
+        let ip = "10.0.2.2".parse().unwrap();
+        let v4 = |path: &str| {
+            let u = Url::parse(&format!("nfs://srv{path}")).unwrap();
+            (attempts(&u, ip, None).unwrap().remove(0), u.path)
+        };
+        let missing = |path: &str, write: bool| {
+            let (a, p) = v4(path);
+            not_on_share(r, &a, &p, write)
+        };
+        assert_eq!(missing("/images/new.rimg", true), None);
+        assert_eq!(missing("/images/disk.rimg", false), None);
+        assert_eq!(
+            missing("/wrong/disk.rimg", true).unwrap(),
+            "the server has no export /wrong (it offers /images)"
+        );
+        assert_eq!(
+            missing("/images/pc/disk.rimg", true).unwrap(),
+            "there is no folder /images/pc on the server (/images holds disk.rimg)"
+        );
+        assert_eq!(
+            missing("/images/other.rimg", false).unwrap(),
+            "there is no image /images/other.rimg on the server (/images holds disk.rimg)"
+        );
+        // On an SMB share (or an NFSv3 export) the mount stands for the share.
+        let u = Url::parse("smb://nas/backups/pc/a.rimg").unwrap();
+        let a = attempts(&u, ip, None).unwrap().remove(0);
+        for n in 0..10 {
+            std::fs::write(r.join(format!("f{n}")), b"").unwrap();
+        }
+        assert_eq!(
+            not_on_share(r, &a, &u.path, true).unwrap(),
+            "there is no folder /backups/pc on the server (/backups holds f0, f1, f2, f3, f4, f5, \
+             f6, f7 and 3 more)"
+        );
+        let empty = tempfile::tempdir().unwrap();
+        let (a, p) = v4("/images/a.rimg");
+        assert_eq!(
+            not_on_share(empty.path(), &a, &p, true).unwrap(),
+            "the server has no export /images (it exports nothing to this machine)"
+        );
+    }
+
+    #[test]
+    fn ways_that_failed_alike_are_said_once() {
+        let u = Url::parse("nfs://srv/images/a.rimg").unwrap();
+        let a = attempts(&u, "10.0.2.2".parse().unwrap(), None).unwrap();
+        let refused = explain(&std::io::Error::from_raw_os_error(libc::ECONNREFUSED));
+        let mut f = Failures::default();
+        for x in &a[..3] {
+            f.add(x, refused.clone());
+        }
+        f.add(
+            &a[3],
+            explain(&std::io::Error::from_raw_os_error(libc::ENOENT)),
+        );
+        let text = f.to_string();
+        assert!(
+            text.starts_with(
+                "10.0.2.2:/ (NFS 4.2 / NFS 4.1 / NFS 4.0): the server refused the connection \
+                 (nothing listens on that port) ("
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("; 10.0.2.2:/images (NFS 3): no such share or export on the server"),
+            "{text}"
+        );
+        assert!(f
+            .first()
+            .unwrap()
+            .starts_with("10.0.2.2:/ (NFS 4.2): the server refused"));
     }
 
     #[test]
