@@ -123,6 +123,8 @@ pub fn json_lines_with(text: &str, key: &str) -> Vec<Value> {
 pub const DOWN: &str = "\x1b[B";
 pub const HOME: &str = "\x1b[H";
 pub const ENTER: &str = "\r";
+pub const TAB: &str = "\t";
+pub const ESC: &str = "\x1b";
 /// A capture or restore with read-back of the demo disk under TCG.
 pub const JOB_TIMEOUT: Duration = Duration::from_secs(600);
 pub const STEP: Duration = Duration::from_secs(30);
