@@ -92,13 +92,7 @@ fn capture_restore_verify_and_clone_through_the_tui() {
         "the refusal is cut:\n{screen}"
     );
     // The blank 200 MiB disk is accepted: type its name to confirm.
-    s.select("200.0 MiB");
-    s.send(ENTER);
-    s.wait("Step 5 of 5", STEP);
-    let (screen, restore_seconds) = s.confirm_destruction();
-    assert!(screen.contains("read back and verified"), "{screen}");
-    s.send(ENTER);
-    s.wait("Disks (4)", STEP);
+    let restore_seconds = s.restore_onto("200.0 MiB", "Disks (4)");
 
     // Verify: the image drive → the image → every chunk and the root hash, on screen.
     s.send("v");
@@ -133,11 +127,7 @@ fn capture_restore_verify_and_clone_through_the_tui() {
     assert!(screen.contains("unmounted"), "{screen}");
 
     // Power off from the menu: drives are flushed and unmounted.
-    s.send("p");
-    s.wait("power off", STEP);
-    s.send("p");
-    s.g.wait_exit(Duration::from_secs(60))
-        .unwrap_or_else(|e| panic!("{e:#}"));
+    s.power_off();
     assert!(
         s.g.output().contains("syncing disks and powering off"),
         "power off says nothing while it flushes:\n{}",
@@ -270,17 +260,8 @@ fn network_screen_then_capture_onto_and_restore_from_an_smb_share_through_the_tu
     assert!(screen.contains(&shown), "{screen}");
     s.send(ENTER);
     s.wait("Step 4 of 5", STEP);
-    s.select("200.0 MiB");
-    s.send(ENTER);
-    let (screen, restore_seconds) = s.confirm_destruction();
-    assert!(screen.contains("read back and verified"), "{screen}");
-    s.send(ENTER);
-    s.wait("Disks (2)", STEP);
-    s.send("p");
-    s.wait("power off", STEP);
-    s.send("p");
-    s.g.wait_exit(Duration::from_secs(60))
-        .unwrap_or_else(|e| panic!("{e:#}"));
+    let restore_seconds = s.restore_onto("200.0 MiB", "Disks (2)");
+    s.power_off();
     eprintln!("TUI capture onto SMB under TCG: {seconds:.1} s from Enter to SUCCESS; restore from it {restore_seconds:.1} s");
 
     // Nothing the guest printed holds the password (the field shows * and the URL ***).

@@ -234,6 +234,32 @@ impl Session {
     }
 }
 
+impl Session {
+    /// On the restore's list of targets: choose the line holding `target`, confirm by typing its name,
+    /// check the result says it was read back and verified, and go back to the overview (which shows
+    /// `overview`). Returns the seconds from Enter to SUCCESS.
+    pub fn restore_onto(&mut self, target: &str, overview: &str) -> f64 {
+        self.select(target);
+        self.send(ENTER);
+        self.wait("Step 5 of 5", STEP);
+        let (screen, seconds) = self.confirm_destruction();
+        assert!(screen.contains("read back and verified"), "{screen}");
+        self.send(ENTER);
+        self.wait(overview, STEP);
+        seconds
+    }
+
+    /// Power off from the power menu and wait for QEMU to end.
+    pub fn power_off(&mut self) {
+        self.send("p");
+        self.wait("power off", STEP);
+        self.send("p");
+        self.g
+            .wait_exit(Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("{e:#}"));
+    }
+}
+
 /// The line of `screen` holding `needle`.
 pub fn line_with<'a>(screen: &'a str, needle: &str) -> &'a str {
     screen
