@@ -3,14 +3,17 @@
 //! with a terminal emulator (vt100). Capture the source into an image on the image drive, check that
 //! restoring onto the image drive is refused on screen, restore onto the blank disk, verify the image, clone
 //! the source onto a second blank disk, unmount the image drive, power off, and check the restored and
-//! the cloned disk on the host with independent tools.
+//! the cloned disk on the host with independent tools. And images on an SMB share (Samba's smbd on the
+//! host) as network locations, their URL and password typed over the serial console: DHCP asked for on
+//! the network screen, a capture onto the share, a restore from it onto another disk.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use builder::qemu::{Bus, Disk};
+use builder::qemu::{Bus, Disk, UserNet};
+use builder::servers::{self, Smbd};
 use qemu_tests::{Guest, BOOT_TIMEOUT};
 
 mod common;
@@ -89,13 +92,7 @@ fn capture_restore_verify_and_clone_through_the_tui() {
         "the refusal is cut:\n{screen}"
     );
     // The blank 200 MiB disk is accepted: type its name to confirm.
-    s.select("200.0 MiB");
-    s.send(ENTER);
-    s.wait("Step 5 of 5", STEP);
-    let (screen, restore_seconds) = s.confirm_destruction();
-    assert!(screen.contains("read back and verified"), "{screen}");
-    s.send(ENTER);
-    s.wait("Disks (4)", STEP);
+    let restore_seconds = s.restore_onto("200.0 MiB", "Disks (4)");
 
     // Verify: the image drive → the image → every chunk and the root hash, on screen.
     s.send("v");
@@ -130,11 +127,7 @@ fn capture_restore_verify_and_clone_through_the_tui() {
     assert!(screen.contains("unmounted"), "{screen}");
 
     // Power off from the menu: drives are flushed and unmounted.
-    s.send("p");
-    s.wait("power off", STEP);
-    s.send("p");
-    s.g.wait_exit(Duration::from_secs(60))
-        .unwrap_or_else(|e| panic!("{e:#}"));
+    s.power_off();
     assert!(
         s.g.output().contains("syncing disks and powering off"),
         "power off says nothing while it flushes:\n{}",
@@ -179,5 +172,129 @@ fn capture_restore_verify_and_clone_through_the_tui() {
             check_filesystem(p.fs, &part, &src.content, work);
             std::fs::remove_file(&part).unwrap();
         }
+    }
+}
+
+const PASSWORD: &str = "Sm8-pass,word";
+
+#[test]
+fn network_screen_then_capture_onto_and_restore_from_an_smb_share_through_the_tui() {
+    let smb = Smbd::start(PASSWORD);
+    let dir = tempfile::tempdir().unwrap();
+    let src = source_disk(dir.path());
+    // The restore's target, told apart from the source by its size.
+    let target = dir.path().join("target.img");
+    blank(&target, 200);
+    let mut vm = vm();
+    vm.user_net = Some(UserNet::default());
+    vm.disks
+        .push(Disk::new(&src.path, Bus::Virtio).serial("SRC"));
+    vm.disks.push(Disk::new(&target, Bus::Virtio).serial("DST"));
+    let mut g = Guest::boot(vm).unwrap_or_else(|e| panic!("{e:#}"));
+    let from = g
+        .wait_for(rescue::init::READY, BOOT_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let mut s = Session { g, from };
+    s.wait("Disks (2)", STEP);
+
+    // The network screen: the NIC with its driver, no address yet; d takes QEMU's DHCP lease.
+    s.send("n");
+    let screen = s.wait("Network links (1)", STEP);
+    assert!(
+        line_with(&screen, "virtio_net").contains("eth0"),
+        "{screen}"
+    );
+    s.send("d");
+    let screen = s.wait("done: eth0 up", Duration::from_secs(90));
+    assert!(
+        screen.contains("eth0: DHCP lease 10.0.2.15/24 from 10.0.2.2"),
+        "{screen}"
+    );
+    let screen = s.wait("10.0.2.15/24", STEP);
+    eprintln!("the network screen after DHCP:\n{screen}");
+    assert!(
+        line_with(&screen, "10.0.2.15/24").contains("carrier yes"),
+        "{screen}"
+    );
+    s.send(ESC);
+    s.wait("Disks (2)", STEP);
+
+    // Capture: whole disk → Network location → URL (no .rimg: it is added) and password → summary.
+    s.select_disk("SRC");
+    s.send("c");
+    s.wait("Step 1 of 4", STEP);
+    s.send(ENTER);
+    s.wait("Step 2 of 4", STEP);
+    s.select("Network location");
+    s.send(ENTER);
+    s.wait("Step 3 of 4", STEP);
+    s.type_location(&format!("smb://root@10.0.2.2:{}/images/pc/tui", smb.port));
+    let shown = format!("smb://root:***@10.0.2.2:{}/images/pc/tui.rimg", smb.port);
+    let screen = s.wait("Step 4 of 4", STEP);
+    assert!(screen.contains(&shown), "{screen}");
+    assert!(
+        screen.contains("unknown until the share is mounted"),
+        "{screen}"
+    );
+    let started = Instant::now();
+    s.send(ENTER);
+    let screen = s.wait("SUCCESS", JOB_TIMEOUT);
+    let seconds = started.elapsed().as_secs_f64();
+    assert!(screen.contains(&format!("Image: {shown}")), "{screen}");
+    assert!(screen.contains("Root hash:"), "{screen}");
+    s.send(ENTER);
+    s.wait("Disks (2)", STEP);
+
+    // Restore from the share: Network location → the URL and password → the image read there → the
+    // 200 MiB disk, confirmed by its name.
+    s.send("r");
+    s.wait("Step 1 of 5", STEP);
+    s.select("Network location");
+    s.send(ENTER);
+    s.wait("Step 2 of 5", STEP);
+    s.type_location(&format!(
+        "smb://root@10.0.2.2:{}/images/pc/tui.rimg",
+        smb.port
+    ));
+    let screen = s.wait("Step 3 of 5", JOB_TIMEOUT);
+    assert!(screen.contains(&shown), "{screen}");
+    s.send(ENTER);
+    s.wait("Step 4 of 5", STEP);
+    let restore_seconds = s.restore_onto("200.0 MiB", "Disks (2)");
+    s.power_off();
+    eprintln!("TUI capture onto SMB under TCG: {seconds:.1} s from Enter to SUCCESS; restore from it {restore_seconds:.1} s");
+
+    // Nothing the guest printed holds the password (the field shows * and the URL ***).
+    let serial = s.g.output();
+    assert!(
+        !serial.contains("Sm8-pass"),
+        "the password is in the serial log"
+    );
+    // On the host: the image in the share (the folder made for it), complete, and the source's copy.
+    let image = servers::in_share(&smb, "pc/tui.rimg");
+    assert!(image.exists(), "no image in the share");
+    assert!(!servers::in_share(&smb, "pc/tui.rimg.partial").exists());
+    let log = std::fs::read_to_string(servers::in_share(&smb, "pc/tui.rimg.log")).unwrap();
+    assert!(!log.contains("Sm8-pass"), "{log}");
+    let v = verify_on_host(&image, Some(&src.path));
+    assert!(v.ok, "{:?} {:?}", v.error, v.problems);
+    let v = verify_on_host(&image, Some(&target));
+    assert!(
+        v.ok,
+        "the restored disk differs: {:?} {:?}",
+        v.error, v.problems
+    );
+}
+
+impl Session {
+    /// On a network location step: type `url`, Tab, the password (checked to show as `*` only), Enter.
+    fn type_location(&mut self, url: &str) {
+        self.send(url);
+        self.send(TAB);
+        self.send(PASSWORD);
+        let stars = format!("Password: {}", "*".repeat(PASSWORD.len()));
+        let screen = self.wait(&stars, STEP);
+        assert!(!screen.contains("Sm8"), "{screen}");
+        self.send(ENTER);
     }
 }

@@ -4,7 +4,8 @@
 //! report; the wizards (`capture`, `restore`, `clone`) decide with `plan` and show its refusals; `view`
 //! draws the state with ratatui; `term` owns the terminal, runs effects (mounting, opening images,
 //! running `ops` in a thread) and feeds their results back. `job` holds what a background job is;
-//! `grow` offers to grow the rescue stick's data partition.
+//! `grow` offers to grow the rescue stick's data partition; `netloc` is the URL and password fields of a
+//! network location; `network` the screen of network links.
 
 pub mod answers;
 pub mod app;
@@ -12,6 +13,8 @@ pub mod capture;
 pub mod clone;
 pub mod grow;
 pub mod job;
+pub mod netloc;
+pub mod network;
 pub mod overview;
 pub mod picker;
 pub mod restore;
@@ -25,6 +28,9 @@ mod tests;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests_grow;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests_net;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests_wrap;

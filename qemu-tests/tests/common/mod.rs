@@ -123,6 +123,8 @@ pub fn json_lines_with(text: &str, key: &str) -> Vec<Value> {
 pub const DOWN: &str = "\x1b[B";
 pub const HOME: &str = "\x1b[H";
 pub const ENTER: &str = "\r";
+pub const TAB: &str = "\t";
+pub const ESC: &str = "\x1b";
 /// A capture or restore with read-back of the demo disk under TCG.
 pub const JOB_TIMEOUT: Duration = Duration::from_secs(600);
 pub const STEP: Duration = Duration::from_secs(30);
@@ -229,6 +231,32 @@ impl Session {
         self.send(ENTER);
         let result = self.wait("SUCCESS", JOB_TIMEOUT);
         (result, started.elapsed().as_secs_f64())
+    }
+}
+
+impl Session {
+    /// On the restore's list of targets: choose the line holding `target`, confirm by typing its name,
+    /// check the result says it was read back and verified, and go back to the overview (which shows
+    /// `overview`). Returns the seconds from Enter to SUCCESS.
+    pub fn restore_onto(&mut self, target: &str, overview: &str) -> f64 {
+        self.select(target);
+        self.send(ENTER);
+        self.wait("Step 5 of 5", STEP);
+        let (screen, seconds) = self.confirm_destruction();
+        assert!(screen.contains("read back and verified"), "{screen}");
+        self.send(ENTER);
+        self.wait(overview, STEP);
+        seconds
+    }
+
+    /// Power off from the power menu and wait for QEMU to end.
+    pub fn power_off(&mut self) {
+        self.send("p");
+        self.wait("power off", STEP);
+        self.send("p");
+        self.g
+            .wait_exit(Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("{e:#}"));
     }
 }
 

@@ -5,6 +5,8 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+use crate::ops::Location;
+
 use crate::detect::{Disk, Report};
 use crate::ops::{CreationInfo, DiskInfo};
 use crate::plan;
@@ -14,6 +16,7 @@ use crate::store::{ImageEntry, Store};
 use super::capture::CaptureWiz;
 use super::clone::{CloneWiz, VerifyWiz};
 pub use super::job::{JobResult, Running};
+use super::network::NetState;
 pub use super::overview::rows_of;
 use super::restore::RestoreWiz;
 pub use crate::ops::Request;
@@ -53,8 +56,9 @@ pub enum Effect {
     /// Mount (if needed) the store, to write an image or only to read, and list its images and free
     /// space; answer with `on_store`.
     OpenStore(Store, crate::store::Access),
-    /// Read an image's index; answer with `on_image`.
-    Inspect(PathBuf),
+    /// Read an image's index (on a drive, a share or a web server; a URL's password is in it); answer
+    /// with `on_image`.
+    Inspect(Location),
     Start(Request),
     Cancel,
     /// Detect the disks again.
@@ -62,6 +66,11 @@ pub enum Effect {
     /// Flush and unmount these mount points (of the selected disk or partition); answer with
     /// `on_unmounted`.
     Unmount(Vec<PathBuf>),
+    /// List the network links; answer with `on_links`.
+    ListLinks,
+    /// Bring every wired link up with DHCP, in the background; answer with `on_net_line` for each step
+    /// and `on_net_done`.
+    BringUpDhcp,
 }
 
 /// A mounted store: where it is, its free space and the images on it.
@@ -76,13 +85,13 @@ pub struct OpenedStore {
 /// What the UI shows about an image before restoring it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImageSummary {
-    pub path: PathBuf,
+    pub location: Location,
     pub size_bytes: u64,
     pub root_hash: String,
     pub creation: CreationInfo,
     pub disk: DiskInfo,
     pub layout: plan::Layout,
-    /// The disk holding the image file (never a restore target).
+    /// The disk holding the image file (never a restore target); none for a network location.
     pub image_disk: Option<String>,
     pub unreadable_ranges: usize,
 }
@@ -94,9 +103,13 @@ pub enum Screen {
     Restore(Box<RestoreWiz>),
     Verify(Box<VerifyWiz>),
     Clone(Box<CloneWiz>),
+    /// The network links, and bringing them up.
+    Network,
     Progress,
     Result(JobResult),
-    Log { scroll: usize },
+    Log {
+        scroll: usize,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -121,13 +134,14 @@ pub struct Row {
     pub part: Option<usize>,
 }
 
-pub const MENU: [(&str, char); 9] = [
+pub const MENU: [(&str, char); 10] = [
     ("Capture the selected disk or partition to an image", 'c'),
     ("Restore an image onto a disk or partition", 'r'),
     ("Verify an image", 'v'),
     ("Clone the selected disk onto another disk", 'x'),
     ("Grow the rescue stick's data partition", 'g'),
     ("Unmount the selected disk or partition", 'u'),
+    ("Network: the links, and DHCP", 'n'),
     ("Show the log", 'l'),
     ("Power off or reboot", 'p'),
     ("Help", '?'),
@@ -156,6 +170,8 @@ pub struct App {
     /// The clock for default image names (fixed in tests).
     pub now_unix: u64,
     pub threads: usize,
+    /// The network screen's links and what bringing them up said.
+    pub net: NetState,
 }
 
 impl App {
@@ -176,6 +192,7 @@ impl App {
             job: None,
             now_unix,
             threads: crate::ops::default_threads(),
+            net: NetState::default(),
         };
         app.set_report(report);
         app
@@ -280,6 +297,11 @@ impl App {
                 super::Step::Back => (Screen::Overview, vec![]),
                 super::Step::Start(spec) => self.start(spec),
             },
+            Screen::Network => {
+                let e = self.network_key(key);
+                let s = std::mem::replace(&mut self.screen, Screen::Overview);
+                (s, e)
+            }
             Screen::Progress => {
                 match key {
                     Key::Esc | Key::Char('c') if self.job.is_some() => {
@@ -359,6 +381,7 @@ impl App {
         match &self.screen {
             Screen::Capture(w) => w.typing(),
             Screen::Restore(w) => w.typing(),
+            Screen::Verify(w) => w.typing(),
             Screen::Clone(w) => w.typing(),
             _ => false,
         }

@@ -1,14 +1,15 @@
-//! The capture wizard: what to capture → where (a filesystem on another disk) → file name and
-//! compression → summary → run.
+//! The capture wizard: what to capture → where (a filesystem on another disk, or a network share) →
+//! file name and compression (or the share's URL and password) → summary → run.
 
 use std::path::{Path, PathBuf};
 
 use crate::detect::{Disk, Partition};
-use crate::ops::CaptureSpec;
+use crate::ops::{CaptureSpec, Location};
 use crate::plan::{self, CaptureRequest};
 use crate::store::{self, Store};
 
 use super::app::{move_sel, App, Effect, Key, OpenedStore, Request};
+use super::netloc::{EntryKey, UrlEntry};
 use super::Step;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,6 +17,8 @@ pub enum CapStep {
     Parts,
     Dest,
     Name,
+    /// The network location: URL and password.
+    Url,
     Summary,
 }
 
@@ -39,6 +42,10 @@ pub struct CaptureWiz {
     /// Waiting for `term` to open a store.
     pub opening: bool,
     pub dest: Option<OpenedStore>,
+    /// The URL and password fields (the last row of the destinations).
+    pub entry: UrlEntry,
+    /// The network location checked, password included: the image goes there instead of `dest`.
+    pub remote: Option<Location>,
     /// Relative to the store's root.
     pub name: String,
     pub level: i32,
@@ -84,6 +91,8 @@ impl CaptureWiz {
             store_sel: 0,
             opening: false,
             dest: None,
+            entry: UrlEntry::new(true),
+            remote: None,
             level: crate::ops::DEFAULT_LEVEL,
             field: NameField::Name,
             error: None,
@@ -106,7 +115,12 @@ impl CaptureWiz {
     }
 
     pub fn typing(&self) -> bool {
-        self.step == CapStep::Name && self.field == NameField::Name
+        (self.step == CapStep::Name && self.field == NameField::Name) || self.step == CapStep::Url
+    }
+
+    /// Whether the destination list's selection is its last row, "Network location".
+    pub fn on_network_row(&self) -> bool {
+        self.store_sel == self.stores.len()
     }
 
     fn request(&self) -> CaptureRequest {
@@ -155,14 +169,21 @@ impl CaptureWiz {
         }
     }
 
-    /// The image's full path once a destination is open.
-    pub fn output(&self) -> Option<PathBuf> {
+    /// The image's full path once a destination is open, or the network location typed.
+    pub fn output(&self) -> Option<Location> {
+        if let Some(r) = &self.remote {
+            return Some(r.clone());
+        }
         let d = self.dest.as_ref()?;
-        Some(d.dir.join(self.name.trim_start_matches('/')))
+        Some(d.dir.join(self.name.trim_start_matches('/')).into())
     }
 
-    /// A warning about the destination's room for this capture, if any.
+    /// A warning about the destination's room for this capture, if any (none for a share: its free
+    /// space is known only once it is mounted).
     pub fn space_warning(&self) -> Option<String> {
+        if self.remote.is_some() {
+            return None;
+        }
         let d = self.dest.as_ref()?;
         store::space_warning(
             store::max_file_size(d.store.fs),
@@ -176,11 +197,22 @@ impl CaptureWiz {
             CapStep::Parts => self.parts_key(key, app),
             CapStep::Dest => self.dest_key(key),
             CapStep::Name => self.name_key(key),
+            CapStep::Url => {
+                match self.entry.key(key, &mut self.error) {
+                    EntryKey::Done(loc) => {
+                        self.remote = Some(loc);
+                        self.step = CapStep::Summary;
+                    }
+                    EntryKey::Back => self.step = CapStep::Dest,
+                    EntryKey::Stay => {}
+                }
+                Step::Stay(vec![])
+            }
             CapStep::Summary => match key {
                 Key::Enter => match self.output() {
                     Some(output) => Step::Start(Request::Capture(CaptureSpec {
                         source: PathBuf::from(&self.source.path),
-                        output: output.into(),
+                        output,
                         partitions: self.request().partitions,
                         raw: false,
                         keep_unallocated: false,
@@ -194,7 +226,11 @@ impl CaptureWiz {
                     }
                 },
                 Key::Esc | Key::Backspace | Key::Left => {
-                    self.step = CapStep::Name;
+                    self.step = if self.remote.is_some() {
+                        CapStep::Url
+                    } else {
+                        CapStep::Name
+                    };
                     Step::Stay(vec![])
                 }
                 _ => Step::Stay(vec![]),
@@ -250,16 +286,15 @@ impl CaptureWiz {
         if self.opening {
             return Step::Stay(vec![]);
         }
-        if move_sel(&mut self.store_sel, self.stores.len(), key) {
+        // The stores, then "Network location".
+        if move_sel(&mut self.store_sel, self.stores.len() + 1, key) {
             return Step::Stay(vec![]);
         }
         match key {
             Key::Enter => match self.stores.get(self.store_sel) {
                 None => {
-                    self.error = Some(
-                        "no filesystem to write the image to: plug in a drive formatted ext4, FAT32 or exFAT"
-                            .into(),
-                    );
+                    self.remote = None;
+                    self.step = CapStep::Url;
                     Step::Stay(vec![])
                 }
                 Some(s) if s.unusable.is_some() => {
@@ -291,6 +326,7 @@ impl CaptureWiz {
         match result {
             Ok(s) => {
                 self.dest = Some(s);
+                self.remote = None;
                 self.step = CapStep::Name;
                 self.field = NameField::Name;
             }
@@ -349,11 +385,8 @@ impl CaptureWiz {
         };
         self.name = name;
         if let Some(out) = self.output() {
-            if out.exists() {
-                return Err(format!(
-                    "{} already exists; choose another name",
-                    out.display()
-                ));
+            if out.local().is_some_and(Path::exists) {
+                return Err(format!("{out} already exists; choose another name"));
             }
         }
         Ok(())

@@ -1,5 +1,5 @@
 //! The clone wizard (the selected disk → another disk, confirmed by typing its name) and the verify
-//! wizard (a drive → an image → check every hash).
+//! wizard (a drive → an image, or a network location → check every hash).
 
 use std::path::PathBuf;
 
@@ -124,6 +124,8 @@ impl CloneWiz {
 pub enum VStep {
     Store,
     Image,
+    /// A network location instead of a drive's image list.
+    Url,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -142,20 +144,30 @@ impl VerifyWiz {
         }
     }
 
+    pub fn typing(&self) -> bool {
+        self.step == VStep::Url
+    }
+
     pub fn on_key(&mut self, key: Key, _app: &App) -> Step {
-        match self.step {
-            VStep::Store => self.pick.store_key(key, &mut self.error),
-            VStep::Image => match self.pick.image_key(key, &mut self.error) {
-                ImageKey::Chosen(image) => Step::Start(Request::Verify(crate::ops::VerifySpec {
-                    image: image.into(),
-                    against: None,
-                })),
-                ImageKey::Back => {
-                    self.step = VStep::Store;
-                    Step::Stay(vec![])
-                }
-                ImageKey::Stay => Step::Stay(vec![]),
-            },
+        let k = match self.step {
+            VStep::Store if key == Key::Enter && self.pick.on_network_row() => {
+                self.step = VStep::Url;
+                return Step::Stay(vec![]);
+            }
+            VStep::Store => return self.pick.store_key(key, &mut self.error),
+            VStep::Image => self.pick.image_key(key, &mut self.error),
+            VStep::Url => self.pick.url_key(key, &mut self.error),
+        };
+        match k {
+            ImageKey::Chosen(image) => Step::Start(Request::Verify(crate::ops::VerifySpec {
+                image,
+                against: None,
+            })),
+            ImageKey::Back => {
+                self.step = VStep::Store;
+                Step::Stay(vec![])
+            }
+            ImageKey::Stay => Step::Stay(vec![]),
         }
     }
 

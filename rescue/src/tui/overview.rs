@@ -98,6 +98,7 @@ impl App {
             },
             'g' => super::grow::on_key_g(self),
             'u' => return self.unmount_selected(),
+            'n' => return self.open_network(),
             'l' => self.screen = Screen::Log { scroll: 0 },
             'p' => self.overlay = Some(Overlay::Power),
             'q' => return self.quit_key(Screen::Overview),

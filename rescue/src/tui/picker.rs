@@ -1,11 +1,12 @@
-//! Choosing an image: a drive that holds images (mounted when chosen), then an image on it. The first
-//! steps of the restore and verify wizards.
+//! Choosing an image: a drive that holds images (mounted when chosen), then an image on it; or, from the
+//! list's last row, a network location typed with its password. The first steps of the restore and
+//! verify wizards.
 
-use std::path::PathBuf;
-
+use crate::ops::Location;
 use crate::store::Store;
 
 use super::app::{move_sel, App, Effect, Key, OpenedStore};
+use super::netloc::{EntryKey, UrlEntry};
 use super::Step;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -16,13 +17,15 @@ pub struct ImagePicker {
     pub opening: bool,
     pub opened: Option<OpenedStore>,
     pub image_sel: usize,
+    /// The URL and password fields (the last row of the list of drives).
+    pub entry: UrlEntry,
 }
 
 /// What a key on the image list did.
 #[derive(Debug)]
 pub enum ImageKey {
     Stay,
-    Chosen(PathBuf),
+    Chosen(Location),
     /// Back to the list of drives.
     Back,
 }
@@ -40,19 +43,28 @@ impl ImagePicker {
             opening: false,
             opened: None,
             image_sel: 0,
+            entry: UrlEntry::new(false),
         }
     }
 
-    /// Keys on the list of drives: Enter opens the drive (an effect), Esc leaves the wizard.
+    /// Whether the selection is the list's last row, "Network location": Enter there goes to the URL.
+    pub fn on_network_row(&self) -> bool {
+        self.store_sel == self.stores.len()
+    }
+
+    /// Keys on the list of drives: Enter opens the drive (an effect), Esc leaves the wizard. The wizard
+    /// takes Enter on the network row itself (see [`ImagePicker::on_network_row`]).
     pub fn store_key(&mut self, key: Key, error: &mut Option<String>) -> Step {
-        if self.opening || move_sel(&mut self.store_sel, self.stores.len(), key) {
+        // The drives, then "Network location".
+        if self.opening || move_sel(&mut self.store_sel, self.stores.len() + 1, key) {
             return Step::Stay(vec![]);
         }
         match key {
             Key::Enter => match self.stores.get(self.store_sel) {
                 None => {
                     *error = Some(
-                        "no drive with images found: plug in the drive holding them (it appears here)"
+                        "no drive with images found: plug in the drive holding them (it appears here), \
+                         or choose the network location"
                             .into(),
                     );
                     Step::Stay(vec![])
@@ -90,7 +102,7 @@ impl ImagePicker {
                 .as_ref()
                 .and_then(|o| o.images.get(self.image_sel))
             {
-                Some(img) => ImageKey::Chosen(img.path.clone()),
+                Some(img) => ImageKey::Chosen(img.path.clone().into()),
                 None => {
                     *error = Some("no image here; go back (Esc) and choose another drive".into());
                     ImageKey::Stay
@@ -98,6 +110,15 @@ impl ImagePicker {
             },
             Key::Esc | Key::Left => ImageKey::Back,
             _ => ImageKey::Stay,
+        }
+    }
+
+    /// Keys in the URL and password fields.
+    pub fn url_key(&mut self, key: Key, error: &mut Option<String>) -> ImageKey {
+        match self.entry.key(key, error) {
+            EntryKey::Done(loc) => ImageKey::Chosen(loc),
+            EntryKey::Back => ImageKey::Back,
+            EntryKey::Stay => ImageKey::Stay,
         }
     }
 

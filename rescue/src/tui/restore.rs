@@ -1,11 +1,12 @@
-//! The restore wizard: where the images are → which image (its layout and creation info) → whole image
-//! or one partition → target (refused ones say why) → what will be overwritten, confirmed by typing the
-//! target's name → run, with read-back verification.
+//! The restore wizard: where the images are (a drive, or a network location typed with its password) →
+//! which image (its layout and creation info) → whole image or one partition → target (refused ones say
+//! why) → what will be overwritten, confirmed by typing the target's name → run, with read-back
+//! verification.
 
 use std::path::PathBuf;
 
 use crate::detect::{Disk, Report};
-use crate::ops::RestoreSpec;
+use crate::ops::{Location, RestoreSpec};
 use crate::plan::{self, Environment, RestorePlan, StreamRole};
 
 use super::app::{move_sel, short_name, App, Effect, ImageSummary, Key, OpenedStore, Request};
@@ -16,6 +17,8 @@ use super::Step;
 pub enum RStep {
     Store,
     Image,
+    /// A network location instead of a drive's image list.
+    Url,
     Details,
     Target,
     Confirm,
@@ -46,6 +49,8 @@ pub struct RestoreWiz {
     /// Check every chunk of the image before the first write (`c` on the details step turns it off, for
     /// an image verified already).
     pub precheck: bool,
+    /// Waiting for `term` to read the chosen image (over the network, this can take seconds).
+    pub reading: bool,
 }
 
 impl RestoreWiz {
@@ -60,11 +65,27 @@ impl RestoreWiz {
             typed: String::new(),
             error: None,
             precheck: true,
+            reading: false,
         }
     }
 
     pub fn typing(&self) -> bool {
-        self.step == RStep::Confirm
+        matches!(self.step, RStep::Confirm | RStep::Url)
+    }
+
+    /// What a key on the image list or in the URL fields did.
+    fn chosen(&mut self, k: ImageKey) -> Step {
+        match k {
+            ImageKey::Chosen(loc) => {
+                self.reading = true;
+                Step::Stay(vec![Effect::Inspect(loc)])
+            }
+            ImageKey::Back => {
+                self.step = RStep::Store;
+                Step::Stay(vec![])
+            }
+            ImageKey::Stay => Step::Stay(vec![]),
+        }
     }
 
     /// The image's partition streams, in the order offered.
@@ -92,16 +113,27 @@ impl RestoreWiz {
     }
 
     pub fn on_key(&mut self, key: Key, app: &App) -> Step {
+        if self.reading {
+            // Esc stops waiting (the answer is then ignored); other keys wait.
+            if key == Key::Esc {
+                self.reading = false;
+            }
+            return Step::Stay(vec![]);
+        }
         match self.step {
+            RStep::Store if key == Key::Enter && self.pick.on_network_row() => {
+                self.step = RStep::Url;
+                Step::Stay(vec![])
+            }
             RStep::Store => self.pick.store_key(key, &mut self.error),
-            RStep::Image => match self.pick.image_key(key, &mut self.error) {
-                ImageKey::Chosen(path) => Step::Stay(vec![Effect::Inspect(path)]),
-                ImageKey::Back => {
-                    self.step = RStep::Store;
-                    Step::Stay(vec![])
-                }
-                ImageKey::Stay => Step::Stay(vec![]),
-            },
+            RStep::Image => {
+                let k = self.pick.image_key(key, &mut self.error);
+                self.chosen(k)
+            }
+            RStep::Url => {
+                let k = self.pick.url_key(key, &mut self.error);
+                self.chosen(k)
+            }
             RStep::Details => {
                 let n = 1 + self.image_partitions().len();
                 if move_sel(&mut self.part_sel, n, key) {
@@ -123,7 +155,10 @@ impl RestoreWiz {
                         Step::Stay(vec![])
                     }
                     Key::Esc | Key::Left => {
-                        self.step = RStep::Image;
+                        self.step = match self.image.as_ref().map(|i| &i.location) {
+                            Some(Location::Remote(_)) => RStep::Url,
+                            _ => RStep::Image,
+                        };
                         Step::Stay(vec![])
                     }
                     _ => Step::Stay(vec![]),
@@ -181,7 +216,7 @@ impl RestoreWiz {
                             return Step::Stay(vec![]);
                         };
                         return Step::Start(Request::Restore(RestoreSpec {
-                            image: image.path.clone().into(),
+                            image: image.location.clone(),
                             target: PathBuf::from(&t.disk.path),
                             partition: self.chosen_partition(),
                             to_partition: t.part,
@@ -205,6 +240,10 @@ impl RestoreWiz {
     }
 
     pub fn on_image(&mut self, result: Result<ImageSummary, String>, _report: &Report) {
+        if !std::mem::take(&mut self.reading) {
+            // The user stopped waiting (Esc).
+            return;
+        }
         match result {
             Ok(i) => {
                 self.image = Some(i);
@@ -220,10 +259,11 @@ impl RestoreWiz {
         let Some(image) = &self.image else {
             return vec![];
         };
+        // An image on a share or a web server is on no disk here; its URL names it in refusals.
         let env = Environment {
             image_disk: image.image_disk.clone(),
-            image_path: image.path.display().to_string(),
-            image_identity: crate::detect::Identity::of(&image.path),
+            image_path: image.location.to_string(),
+            image_identity: image.location.local().and_then(crate::detect::Identity::of),
         };
         let mut rows = Vec::new();
         for d in &report.disks {

@@ -4,7 +4,7 @@
 //! background threads so the screen never freezes.
 
 use std::io::{self, Read};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use ratatui::{Terminal, TerminalOptions, Viewport};
 
 use crate::detect::{self, DetectOptions, Report};
 use crate::init::{EXIT_POWEROFF, EXIT_REBOOT};
-use crate::ops::{self, Progress};
+use crate::ops::{self, LinkOutcome, Location, Progress};
 use crate::plan::grow::DataContents;
 use crate::store::{self, Store};
 
@@ -33,6 +33,11 @@ enum Msg {
     Finished(JobResult),
     /// What the rescue stick's data partition holds (disk path, contents).
     StickData(String, DataContents),
+    /// An image read for the restore wizard.
+    Image(Box<Result<ImageSummary, String>>),
+    /// A step of bringing the network up, and its end.
+    NetLine(String),
+    NetDone(Result<Vec<LinkOutcome>, String>),
 }
 
 pub struct UiOptions {
@@ -145,6 +150,12 @@ fn event_loop(
                     app.kernel_log.drain(..excess);
                 }
                 Msg::Progress(p) => app.on_progress(p),
+                Msg::Image(r) => app.on_image(*r),
+                Msg::NetLine(line) => app.on_net_line(line),
+                Msg::NetDone(r) => {
+                    app.on_net_done(r);
+                    app.on_links(ops::links());
+                }
                 Msg::Finished(r) => {
                     cancel = None;
                     app.on_finished(r);
@@ -181,7 +192,15 @@ fn event_loop(
                     }
                     app.on_store(r);
                 }
-                Effect::Inspect(path) => app.on_image(summarize(&path, detect_opts)),
+                Effect::Inspect(loc) => {
+                    // Off the UI thread: over the network this takes seconds (a share is mounted).
+                    let (tx, opts) = (tx.clone(), detect_opts.clone());
+                    std::thread::spawn(move || {
+                        let _ = tx.send(Msg::Image(Box::new(summarize(&loc, &opts))));
+                    });
+                }
+                Effect::ListLinks => app.on_links(ops::links()),
+                Effect::BringUpDhcp => spawn_dhcp(tx.clone()),
                 Effect::Unmount(dirs) => {
                     let results = dirs
                         .iter()
@@ -400,19 +419,31 @@ fn open_store(
     })
 }
 
-fn summarize(path: &Path, opts: &DetectOptions) -> Result<ImageSummary, String> {
-    let info =
-        ops::inspect(&path.into(), &ops::NetOptions::default()).map_err(|e| ops::describe(&e))?;
+/// What the restore wizard shows of an image. A URL's password is in `loc` itself.
+fn summarize(loc: &Location, opts: &DetectOptions) -> Result<ImageSummary, String> {
+    let info = ops::inspect(loc, &ops::NetOptions::default()).map_err(|e| ops::describe(&e))?;
     Ok(ImageSummary {
-        path: path.to_path_buf(),
+        location: loc.clone(),
         size_bytes: info.image_bytes,
         root_hash: info.root_hash,
         creation: info.creation,
         disk: info.disk,
         layout: info.layout,
-        image_disk: detect::disk_holding(path, opts),
+        image_disk: loc.local().and_then(|p| detect::disk_holding(p, opts)),
         unreadable_ranges: info.unreadable.len(),
     })
+}
+
+/// DHCP on every wired link with carrier, each step sent as it is said.
+fn spawn_dhcp(tx: Sender<Msg>) {
+    std::thread::spawn(move || {
+        let lines = tx.clone();
+        let result = ops::bring_up("dhcp", &mut |line| {
+            let _ = lines.send(Msg::NetLine(line));
+        })
+        .map_err(|e| ops::describe(&e));
+        let _ = tx.send(Msg::NetDone(result));
+    });
 }
 
 fn spawn_job(spec: Request, cancel: Arc<AtomicBool>, opts: DetectOptions, tx: Sender<Msg>) {

@@ -164,7 +164,7 @@ pub(super) fn keys(app: &mut App, keys: &[Key]) -> Vec<Effect> {
     all
 }
 
-fn type_text(app: &mut App, text: &str) {
+pub(super) fn type_text(app: &mut App, text: &str) {
     for c in text.chars() {
         app.on_key(Key::Char(c));
     }
@@ -195,14 +195,14 @@ pub(super) fn images_store(app: &App) -> OpenedStore {
     }
 }
 
-/// What `term` would read from the image at `path`: a capture of vda, stored on vdb.
+/// What `term` would read from the image: a capture of vda, stored on vdb.
 pub(super) fn summary() -> ImageSummary {
     let source = report().disks[0].clone();
     let layout = crate::plan::plan_capture(&source, &crate::plan::CaptureRequest::default(), None)
         .unwrap()
         .layout;
     ImageSummary {
-        path: PathBuf::from("/run/rescue/mnt/vdb1/images/laptop.rimg"),
+        location: PathBuf::from("/run/rescue/mnt/vdb1/images/laptop.rimg").into(),
         size_bytes: 31 * MIB,
         root_hash: "9f2c".repeat(16),
         creation: CreationInfo {
@@ -523,6 +523,21 @@ fn capture_names_are_checked() {
         .contains("inside the chosen drive"));
 }
 
+/// On the restore wizard's targets: choose `device` and confirm it by typing its name.
+pub(super) fn restore_onto(a: &mut App, device: &str) -> Vec<Effect> {
+    let Screen::Restore(w) = &a.screen else {
+        panic!("not in the restore wizard")
+    };
+    let idx = w.targets.iter().position(|t| t.device == device).unwrap();
+    a.on_key(Key::Home);
+    for _ in 0..idx {
+        a.on_key(Key::Down);
+    }
+    a.on_key(Key::Enter);
+    type_text(a, short_name(device));
+    a.on_key(Key::Enter)
+}
+
 fn restore_to_targets(a: &mut App, partition: bool) {
     restore_to_details(a, partition);
     a.on_key(Key::Enter);
@@ -535,7 +550,9 @@ fn restore_to_details(a: &mut App, partition: bool) {
     a.on_key(Key::Enter);
     a.on_store(Ok(s));
     let e = a.on_key(Key::Enter);
-    assert!(matches!(e.as_slice(), [Effect::Inspect(p)] if p.ends_with("laptop.rimg")));
+    assert!(
+        matches!(e.as_slice(), [Effect::Inspect(p)] if p.local().is_some_and(|p| p.ends_with("laptop.rimg")))
+    );
     a.on_image(Ok(summary()));
     if partition {
         a.on_key(Key::Down);
@@ -634,21 +651,7 @@ fn restore_check_first_can_be_turned_off_on_the_details_step() {
     assert_eq!(w.step, RStep::Details);
     assert!(!w.precheck);
     a.on_key(Key::Enter);
-    let Screen::Restore(w) = &a.screen else {
-        panic!()
-    };
-    let idx = w
-        .targets
-        .iter()
-        .position(|t| t.device == "/dev/vdc")
-        .unwrap();
-    a.on_key(Key::Home);
-    for _ in 0..idx {
-        a.on_key(Key::Down);
-    }
-    a.on_key(Key::Enter);
-    type_text(&mut a, "vdc");
-    match a.on_key(Key::Enter).as_slice() {
+    match restore_onto(&mut a, "/dev/vdc").as_slice() {
         [Effect::Start(Request::Restore(s))] => assert!(!s.precheck),
         other => panic!("expected a restore to start, got {other:?}"),
     }

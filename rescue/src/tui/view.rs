@@ -14,6 +14,7 @@ use crate::units::json_name;
 use super::app::{App, Mode, Overlay, Screen, MENU};
 use super::widgets::{bold, dialog, dim, fit, key_line, rows, select_list, text_box, wrap};
 
+mod network;
 mod wizards;
 use wizards::{capture, clone, restore, verify};
 
@@ -44,6 +45,7 @@ pub fn draw(f: &mut Frame, app: &App) {
         Screen::Restore(_) => "Restore",
         Screen::Verify(_) => "Verify",
         Screen::Clone(_) => "Clone",
+        Screen::Network => "Network",
         Screen::Progress => "Working",
         Screen::Result(_) => "Result",
         Screen::Log { .. } => "Log",
@@ -66,6 +68,7 @@ pub fn draw(f: &mut Frame, app: &App) {
         Screen::Restore(w) => restore(f, parts[1], w),
         Screen::Verify(w) => verify(f, parts[1], w),
         Screen::Clone(w) => clone(f, parts[1], w),
+        Screen::Network => network::network(f, parts[1], app),
         Screen::Progress => progress(f, parts[1], app),
         Screen::Result(r) => {
             let mut lines = vec![Line::from(Span::styled(
@@ -462,6 +465,7 @@ fn overlay(f: &mut Frame, area: Rect, app: &App, o: &Overlay) {
                 Line::from("c capture    r restore   v verify    x clone"),
                 Line::from("l log        p power off or reboot    ? this help"),
                 Line::from("u unmount the selected disk or partition (flushes it first)"),
+                Line::from("n network: the links, DHCP"),
                 Line::from("g grow the rescue stick's data partition (when offered)"),
                 Line::from(if app.mode == Mode::Host {
                     "q quit (asks first while a job runs)"

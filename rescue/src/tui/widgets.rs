@@ -19,6 +19,22 @@ pub fn bold() -> Style {
     Style::default().add_modifier(Modifier::BOLD)
 }
 
+/// A labelled input field; the active one is marked with `>` and shown in reverse video.
+pub fn field_line(label: &str, value: &str, active: bool) -> Line<'static> {
+    let style = if active {
+        Style::default().add_modifier(Modifier::REVERSED)
+    } else {
+        Style::default()
+    };
+    Line::from(vec![
+        Span::styled(
+            format!("{}{label}", if active { "> " } else { "  " }),
+            bold(),
+        ),
+        Span::styled(value.to_string(), style),
+    ])
+}
+
 /// A list of lines with one selected row, scrolled to keep it visible. Disabled rows are dimmed.
 pub fn select_list(
     f: &mut Frame,

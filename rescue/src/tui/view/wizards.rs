@@ -1,7 +1,6 @@
 //! Drawing the wizards: capture, restore, verify and clone, one step at a time.
 
 use ratatui::layout::Rect;
-use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::Frame;
 
@@ -9,26 +8,35 @@ use crate::store::date_time;
 use crate::units::human_size;
 use crate::units::json_name;
 
+use super::network::url_step;
 use super::{disk_row, part_row};
 use crate::tui::app::App;
 use crate::tui::capture::{CapStep, CaptureWiz, NameField};
 use crate::tui::clone::{CloneStep, CloneWiz, VStep, VerifyWiz};
 use crate::tui::restore::{RStep, RestoreWiz};
-use crate::tui::widgets::{bold, fit, rows, select_list, text_box, with_info_box};
+use crate::tui::widgets::{bold, field_line, fit, rows, select_list, text_box, with_info_box};
 
 fn step_title(step: usize, of: usize, what: &str) -> String {
     format!("Step {step} of {of}: {what}")
 }
 
-fn store_items(stores: &[crate::store::Store], w: usize) -> Vec<(String, bool)> {
-    stores
+/// The drives, then the row that leads to typing a network location.
+fn store_items(stores: &[crate::store::Store], w: usize, network: &str) -> Vec<(String, bool)> {
+    let mut items: Vec<(String, bool)> = stores
         .iter()
         .map(|s| match &s.unusable {
             None => (fit(&s.title(), w), true),
             Some(why) => (fit(&format!("{}  -- {why}", s.title()), w), false),
         })
-        .collect()
+        .collect();
+    items.push((fit(network, w), true));
+    items
 }
+
+/// The last row of the destinations in the capture wizard.
+pub const NETWORK_DEST: &str = "Network location (smb://…)";
+/// The last row of the drives holding images (restore, verify).
+pub const NETWORK_SOURCE: &str = "Network location (smb://, http://, https://…)";
 
 pub(super) fn capture(
     f: &mut Frame,
@@ -81,6 +89,10 @@ pub(super) fn capture(
         CapStep::Dest => {
             let info = if w.opening {
                 "Mounting…".to_string()
+            } else if w.on_network_row() {
+                "An image file on an SMB share: type its URL and the password next. The share's free space \
+                 is known only once it is mounted, when the capture starts."
+                    .into()
             } else if w.stores.is_empty() {
                 "No filesystem found. Plug in a drive formatted ext4, FAT32, exFAT or NTFS; it appears here.".into()
             } else {
@@ -102,10 +114,24 @@ pub(super) fn capture(
                 f,
                 list,
                 &step_title(2, 4, "where to write the image"),
-                store_items(&w.stores, width),
+                store_items(&w.stores, width, NETWORK_DEST),
                 w.store_sel,
             );
             vec![("Enter", "choose"), ("Esc", "back")]
+        }
+        CapStep::Url => {
+            let info = vec![Line::from(format!(
+                ".{} is added to a name without it. The share is mounted when the capture starts; its \
+                 free space is known only then (no space check before).",
+                crate::store::IMAGE_EXT
+            ))];
+            url_step(
+                f,
+                area,
+                &step_title(3, 4, "the network location"),
+                &w.entry,
+                info,
+            )
         }
         CapStep::Name => {
             let d = w.dest.as_ref();
@@ -179,18 +205,23 @@ pub(super) fn capture(
                 Line::from(format!("Captures:    {what}")),
                 Line::from(format!(
                     "Image:       {}",
-                    w.output()
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_default()
+                    w.output().map(|p| p.to_string()).unwrap_or_default()
                 )),
                 Line::from(format!("Compression: zstd level {}", w.level)),
                 Line::from(format!("To read:     up to {}", human_size(w.estimate))),
+            ];
+            if w.remote.is_some() {
+                lines.push(Line::from(
+                    "Free space:  unknown until the share is mounted (not checked)",
+                ));
+            }
+            lines.extend([
                 Line::from(""),
                 Line::from("The source is only read (it is set read-only while it is read)."),
                 Line::from(
                     "The image is written as .partial and renamed when complete and verified.",
                 ),
-            ];
+            ]);
             if let Some(warn) = w.space_warning() {
                 lines.push(Line::from(Span::styled(format!("Warning: {warn}"), bold())));
             }
@@ -198,21 +229,6 @@ pub(super) fn capture(
             vec![("Enter", "start the capture"), ("Esc", "back")]
         }
     }
-}
-
-fn field_line(label: &str, value: &str, active: bool) -> Line<'static> {
-    let style = if active {
-        Style::default().add_modifier(Modifier::REVERSED)
-    } else {
-        Style::default()
-    };
-    Line::from(vec![
-        Span::styled(
-            format!("{}{label}", if active { "> " } else { "  " }),
-            bold(),
-        ),
-        Span::styled(value.to_string(), style),
-    ])
 }
 
 fn image_items(o: Option<&crate::tui::app::OpenedStore>, w: usize) -> Vec<(String, bool)> {
@@ -251,7 +267,7 @@ pub(super) fn restore(
                 f,
                 area,
                 &step_title(1, 5, "the drive holding the image"),
-                store_items(&w.pick.stores, width),
+                store_items(&w.pick.stores, width, NETWORK_SOURCE),
                 w.pick.store_sel,
             );
             vec![("Enter", "open"), ("Esc", "cancel")]
@@ -260,19 +276,38 @@ pub(super) fn restore(
             select_list(
                 f,
                 area,
-                &step_title(2, 5, "the image"),
+                &step_title(
+                    2,
+                    5,
+                    if w.reading {
+                        "the image (reading it…)"
+                    } else {
+                        "the image"
+                    },
+                ),
                 image_items(w.pick.opened.as_ref(), width),
                 w.pick.image_sel,
             );
             vec![("Enter", "inspect"), ("Esc", "back")]
         }
+        RStep::Url => url_step(
+            f,
+            area,
+            &step_title(2, 5, "the image's network location"),
+            &w.pick.entry,
+            vec![Line::from(if w.reading {
+                "Reading the image… (Esc stops waiting)"
+            } else {
+                "A share is mounted to read the image; a web server is read by range requests."
+            })],
+        ),
         RStep::Details => {
             let Some(i) = &w.image else {
                 return vec![];
             };
             let parts = rows(area, &[9, 0]);
             let lines = vec![
-                Line::from(Span::styled(i.path.display().to_string(), bold())),
+                Line::from(Span::styled(i.location.to_string(), bold())),
                 Line::from(format!(
                     "From {} {} {} ({}, {}-byte sectors, {})",
                     i.disk.path,
@@ -463,7 +498,7 @@ pub(super) fn verify(
                 f,
                 area,
                 &step_title(1, 2, "the drive holding the image"),
-                store_items(&w.pick.stores, width),
+                store_items(&w.pick.stores, width, NETWORK_SOURCE),
                 w.pick.store_sel,
             );
             vec![("Enter", "open"), ("Esc", "cancel")]
@@ -478,6 +513,13 @@ pub(super) fn verify(
             );
             vec![("Enter", "verify"), ("Esc", "back")]
         }
+        VStep::Url => url_step(
+            f,
+            area,
+            &step_title(2, 2, "the image's network location"),
+            &w.pick.entry,
+            vec![],
+        ),
     }
 }
 
