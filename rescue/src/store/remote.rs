@@ -301,9 +301,11 @@ pub fn not_on_share(dir: &Path, a: &Attempt, url_path: &str, write: bool) -> Opt
         .filter(|b| b.ends_with('/'))
         .unwrap_or("/");
     let shown = |n: usize| format!("{base}{}", parts[..n].join("/"));
-    // A capture creates the image: only its folder must be there.
+    // A capture creates the image, and the folders the front end asks to create (the TUI and jobs do;
+    // the CLI's capture names a missing folder itself): only an NFSv4 export (the first folder below the
+    // server's root) must be there. Reading needs the whole path.
     let needed = if write {
-        parts.len().saturating_sub(1)
+        usize::from(a.fstype == "nfs4").min(parts.len().saturating_sub(1))
     } else {
         parts.len()
     };
@@ -475,8 +477,10 @@ mod tests {
             missing("/wrong/disk.rimg", true).unwrap(),
             "the server has no export /wrong (it offers /images)"
         );
+        // A capture's missing folder is created by the TUI and jobs, and named by the CLI's capture.
+        assert_eq!(missing("/images/pc/disk.rimg", true), None);
         assert_eq!(
-            missing("/images/pc/disk.rimg", true).unwrap(),
+            missing("/images/pc/disk.rimg", false).unwrap(),
             "there is no folder /images/pc on the server (/images holds disk.rimg)"
         );
         assert_eq!(
@@ -489,8 +493,9 @@ mod tests {
         for n in 0..10 {
             std::fs::write(r.join(format!("f{n}")), b"").unwrap();
         }
+        assert_eq!(not_on_share(r, &a, &u.path, true), None);
         assert_eq!(
-            not_on_share(r, &a, &u.path, true).unwrap(),
+            not_on_share(r, &a, &u.path, false).unwrap(),
             "there is no folder /backups/pc on the server (/backups holds f0, f1, f2, f3, f4, f5, \
              f6, f7 and 3 more)"
         );
