@@ -127,14 +127,20 @@ pub fn attempts(url: &Url, ip: IpAddr, password: Option<&Secret>) -> Result<Vec<
                 );
             }
             let proto = if ip.is_ipv6() { ",proto=tcp6" } else { "" };
-            let port = port.map(|p| format!(",port={p}")).unwrap_or_default();
+            // Soft mounts: a server that stops answering fails the operation after about 30 s (3
+            // tries of 10 s) instead of hanging it for ever, as a hard mount would. A write lost that
+            // way is an error, never a silently bad image: the capture fails, and images are verified.
+            let tail = format!(
+                ",soft,timeo=100,retrans=2{}",
+                port.map(|p| format!(",port={p}")).unwrap_or_default()
+            );
             let mut out = Vec::new();
             // NFSv4: the server's pseudo-root holds every export at its path.
             for minor in ["4.2", "4.1", "4.0"] {
                 out.push(Attempt {
                     fstype: "nfs4",
                     source: format!("{host}:/"),
-                    data: format!("vers={minor},addr={ip}{proto}{port}"),
+                    data: format!("vers={minor},addr={ip}{proto}{tail}"),
                     how: format!("NFS {minor}"),
                     rest: path.trim_start_matches('/').to_string(),
                 });
@@ -146,7 +152,7 @@ pub fn attempts(url: &Url, ip: IpAddr, password: Option<&Secret>) -> Result<Vec<
                     fstype: "nfs",
                     source: format!("{host}:/{}", dirs[..n].join("/")),
                     data: format!(
-                        "vers=3,proto=tcp{},addr={ip},mountproto=tcp{},nolock{port}",
+                        "vers=3,proto=tcp{},addr={ip},mountproto=tcp{},nolock{tail}",
                         if ip.is_ipv6() { "6" } else { "" },
                         if ip.is_ipv6() { "6" } else { "" }
                     ),
@@ -435,7 +441,7 @@ mod tests {
             (
                 "nfs4",
                 "10.0.2.2:/",
-                "vers=4.2,addr=10.0.2.2",
+                "vers=4.2,addr=10.0.2.2,soft,timeo=100,retrans=2",
                 "export/pc/a.rimg"
             )
         );
