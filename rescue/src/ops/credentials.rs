@@ -95,6 +95,22 @@ mod tests {
         assert!(e.contains("`secret`") && !e.contains("hunter2"), "{e}");
     }
 
+    proptest::proptest! {
+        /// Any user and password written as a file read back as they were; any text is read without
+        /// panicking, and a refusal never repeats a line of it.
+        #[test]
+        fn credentials_files_round_trip(user in "[A-Za-z0-9._-]{1,20}", password in "[^\r\n]{0,40}",
+                                        junk in "[a-z0-9]{9,40}") {
+            let (u, p) = parse_credentials(&format!("username={user}\npassword={password}\n")).unwrap();
+            proptest::prop_assert_eq!(u.as_deref(), Some(user.as_str()));
+            let p = p.unwrap();
+            proptest::prop_assert_eq!(p.expose(), password.as_str());
+            if let Err(e) = parse_credentials(&format!("username={user}\n{junk}\n")) {
+                proptest::prop_assert!(!e.contains(&junk), "{}", e);
+            }
+        }
+    }
+
     #[test]
     fn a_password_is_needed_only_for_a_named_user_without_one() {
         let none = NetOptions::default();
