@@ -174,7 +174,38 @@ pub fn ensure_up() {
     }
 }
 
-/// The addresses of a host name (or the address itself), asked of the name servers learnt.
+/// The addresses of a host name (or the address itself; `localhost` is 127.0.0.1), asked of the name
+/// servers learnt, IPv4 first: a rescue network often has IPv6 addresses that route nowhere.
 pub fn resolve(name: &str) -> Result<Vec<IpAddr>, dns::DnsError> {
-    dns::resolve(name, &name_servers(), Duration::from_secs(3))
+    if name.eq_ignore_ascii_case("localhost") {
+        return Ok(vec![IpAddr::from([127, 0, 0, 1])]);
+    }
+    let mut found = dns::resolve(name, &name_servers(), Duration::from_secs(3))?;
+    found.sort_by_key(IpAddr::is_ipv6);
+    Ok(found)
+}
+
+/// The address to connect to for `name` ([`resolve`]'s first), or why there is none, in words.
+pub fn address(name: &str) -> Result<IpAddr, String> {
+    resolve(name)
+        .map_err(|e| crate::units::chain(&e))?
+        .into_iter()
+        .next()
+        .ok_or_else(|| "no address".into())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_and_localhost_need_no_name_server() {
+        assert_eq!(address("localhost").unwrap(), IpAddr::from([127, 0, 0, 1]));
+        assert_eq!(address("10.0.2.2").unwrap(), IpAddr::from([10, 0, 2, 2]));
+        assert_eq!(
+            address("[fd00::2]").unwrap(),
+            "fd00::2".parse::<IpAddr>().unwrap()
+        );
+    }
 }

@@ -7,7 +7,7 @@
 //! read is an error, not a mix of two images.
 
 use std::io::{self, Read};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -83,7 +83,7 @@ impl std::fmt::Debug for HttpFile {
 }
 
 /// Host names resolved by [`crate::net::resolve`] (the rescue system has no NSS and its own resolver
-/// configuration); addresses and `localhost` need no name server.
+/// configuration).
 #[derive(Debug)]
 struct NetResolver;
 
@@ -103,22 +103,13 @@ impl Resolver for NetResolver {
             } else {
                 80
             });
-        let ips: Vec<IpAddr> = if let Ok(ip) = host.parse::<IpAddr>() {
-            vec![ip]
-        } else if host.eq_ignore_ascii_case("localhost") {
-            vec![IpAddr::from([127, 0, 0, 1])]
-        } else {
-            crate::net::resolve(host).map_err(|e| {
-                ureq::Error::Io(io::Error::new(
-                    io::ErrorKind::NotFound,
-                    format!("cannot find the server {host}: {}", crate::units::chain(&e)),
-                ))
-            })?
-        };
+        let ips = crate::net::resolve(host).map_err(|e| {
+            ureq::Error::Io(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("cannot find the server {host}: {}", crate::units::chain(&e)),
+            ))
+        })?;
         let mut out = self.empty();
-        // IPv4 first: a rescue network often has IPv6 addresses that route nowhere.
-        let mut ips = ips;
-        ips.sort_by_key(|a| a.is_ipv6());
         for ip in ips.into_iter().take(16) {
             out.push(SocketAddr::new(ip, port));
         }

@@ -184,17 +184,10 @@ pub fn mount_point(url: &Url, a: &Attempt) -> PathBuf {
 pub fn mount(url: &Url, password: Option<&Secret>, write: bool) -> Result<Share, RemoteError> {
     let shown = url.to_string();
     crate::net::ensure_up();
-    let ip = crate::net::resolve(&url.host)
-        .map_err(|e| RemoteError::Resolve {
-            url: shown.clone(),
-            why: crate::units::chain(&e),
-        })?
-        .into_iter()
-        .min_by_key(|a| a.is_ipv6())
-        .ok_or_else(|| RemoteError::Resolve {
-            url: shown.clone(),
-            why: "no address".into(),
-        })?;
+    let ip = crate::net::address(&url.host).map_err(|why| RemoteError::Resolve {
+        url: shown.clone(),
+        why,
+    })?;
     let tries = attempts(url, ip, password).map_err(|what| RemoteError::Bad {
         url: shown.clone(),
         what,

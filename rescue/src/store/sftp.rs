@@ -205,7 +205,8 @@ pub fn connect(url: &Url, opts: &SftpOptions) -> Result<Conn, SftpError> {
         why,
     };
     crate::net::ensure_up();
-    let ip = resolve(&url.host).map_err(fail)?;
+    let ip = crate::net::address(&url.host)
+        .map_err(|why| fail(format!("cannot find the server: {why}")))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -335,17 +336,6 @@ fn connect_words(e: &russh::Error) -> String {
         }
         e => format!("cannot connect: {e}"),
     }
-}
-
-fn resolve(host: &str) -> Result<std::net::IpAddr, String> {
-    if let Ok(ip) = host.parse() {
-        return Ok(ip);
-    }
-    crate::net::resolve(host)
-        .map_err(|e| format!("cannot find the server: {}", crate::units::chain(&e)))?
-        .into_iter()
-        .min_by_key(|a| a.is_ipv6())
-        .ok_or_else(|| "cannot find the server: no address".into())
 }
 
 /// The private keys to try: the one given, else the usual ones in `~/.ssh` (unencrypted only).
