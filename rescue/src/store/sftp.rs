@@ -155,35 +155,15 @@ fn host_matches(entry: &str, name: &str) -> bool {
         let Some((salt, hash)) = hashed.split_once('|') else {
             return false;
         };
-        let (Some(salt), Some(hash)) = (base64_decode(salt), base64_decode(hash)) else {
+        let (Some(salt), Some(hash)) = (
+            crate::units::base64_decode(salt),
+            crate::units::base64_decode(hash),
+        ) else {
             return false;
         };
         return hmac_sha1(&salt, name.as_bytes()) == hash.as_slice();
     }
     entry.eq_ignore_ascii_case(name)
-}
-
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for c in s.bytes().filter(|&c| c != b'=') {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    Some(out)
 }
 
 /// HMAC-SHA1, for hashed `known_hosts` names (OpenSSH's `HashKnownHosts`, Debian's default).
@@ -593,13 +573,5 @@ mod tests {
         assert!(host_matches(entry, "[127.0.0.1]:2222"));
         assert!(!host_matches(entry, "[127.0.0.1]:2223"));
         assert!(host_matches("Server.Example", "server.example"));
-    }
-
-    #[test]
-    fn base64_round_trips() {
-        for s in ["", "f", "fo", "foo", "foob", "fooba", "foobar"] {
-            let coded = crate::store::http::base64(s.as_bytes());
-            assert_eq!(base64_decode(&coded).unwrap(), s.as_bytes(), "{coded}");
-        }
     }
 }
