@@ -1,5 +1,5 @@
-//! Units people read: sizes, the names enums have in JSON, dates; and base64. The bottom layer: every module may use
-//! it, and it uses none.
+//! Units people read: sizes, the names enums have in JSON, dates; and base64. The bottom layer: every
+//! module may use it, and it uses none.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
