@@ -51,7 +51,7 @@ pub use self::usage::filesystem_usage;
 
 /// An image named as a path or a URL.
 pub use self::credentials::{parse_credentials, PASSWORD_VAR};
-pub use self::place::{fetch, NetOptions};
+pub use self::place::{check_location, fetch, NetOptions};
 /// Progress events of a running operation.
 pub use crate::engine::progress::Progress;
 /// What a restore does with the filesystems' free space.

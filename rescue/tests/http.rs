@@ -229,3 +229,40 @@ fn a_job_fetched_by_url_restores_from_the_server_and_sends_its_result_back() {
         "{outcome}"
     );
 }
+
+#[test]
+fn a_web_server_takes_no_image_and_an_image_replaced_while_read_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let disk = captured(d);
+    let root = d.join("www");
+    let http = Nginx::start(&root, None, PASSWORD);
+    let base = format!("http://127.0.0.1:{}", http.port);
+
+    // A capture onto a web server is refused before the disk is read; nothing is sent.
+    let (rc, _, err) = rescue_split(&["capture", s(&disk), "-o", &format!("{base}/new.rimg")]);
+    assert_eq!(rc, 1);
+    assert!(err.contains("a web server cannot take an image"), "{err}");
+    assert!(!root.join("new.rimg").exists());
+    // A job is fetched only from a web server.
+    let (rc, _, err) = rescue_split(&["job", "smb://nas/share/job.toml"]);
+    assert_eq!(rc, 1);
+    assert!(
+        err.contains("only http:// and https:// can be fetched"),
+        "{err}"
+    );
+
+    // Opened, then replaced on the server (another date, so another ETag): the next read is refused.
+    use rescue::image::ReadAt;
+    use rescue::store::http::{HttpFile, HttpOptions};
+    let url = rescue::url::Url::parse(&format!("{base}/disk.rimg")).unwrap();
+    let file = HttpFile::open(&url, &HttpOptions::default()).unwrap();
+    let mut buf = [0u8; 16];
+    file.read_exact_at(&mut buf, 0).unwrap();
+    let image = root.join("disk.rimg");
+    let bytes = std::fs::read(&image).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    std::fs::write(&image, &bytes).unwrap();
+    let e = file.read_exact_at(&mut buf, 0).unwrap_err().to_string();
+    assert!(e.contains("the image changed on the server"), "{e}");
+}

@@ -223,8 +223,32 @@ fn http_options(net: &NetOptions) -> HttpOptions {
     }
 }
 
+/// Whether `loc` can be used for reading or (`write`) for a new image, decided from the URL alone, before
+/// anything is mounted or connected: a web server cannot take an image, and an smb:// URL names a share
+/// and then the file. Front ends ask it to refuse a typed URL at once; [`place`] asks it first.
+pub fn check_location(loc: &Location, write: bool) -> Result<(), String> {
+    let Location::Remote(url) = loc else {
+        return Ok(());
+    };
+    if write && !url.scheme.writable() {
+        return Err(format!(
+            "{url}: a web server cannot take an image (http and https are only read); capture to a \
+             local drive or a share (smb://, nfs://, sftp://)"
+        ));
+    }
+    if url.scheme == Scheme::Smb && remote::split_share(&url.path).is_none() {
+        return Err(format!(
+            "{url}: an smb:// location names the share and then the file: \
+             smb://HOST/SHARE/FOLDER/NAME.{}",
+            crate::store::IMAGE_EXT
+        ));
+    }
+    Ok(())
+}
+
 /// Where `loc` is; a share is mounted read-write when `write`.
 pub(super) fn place(loc: &Location, write: bool, net: &NetOptions) -> anyhow::Result<Placed> {
+    check_location(loc, write).map_err(anyhow::Error::msg)?;
     match loc {
         Location::Local(p) => Ok(Placed::local(p)),
         Location::Remote(url) => {
@@ -249,10 +273,6 @@ fn place_remote(url: &Url, write: bool, net: &NetOptions) -> anyhow::Result<Plac
                 reach: Reach::Path,
             })
         }
-        Scheme::Http | Scheme::Https if write => bail!(
-            "{url}: a web server cannot receive an image (it is read-only here); capture to a local \
-             drive or an SMB or NFS share"
-        ),
         Scheme::Http | Scheme::Https => {
             let file = HttpFile::open(url, &http_options(net))?;
             Ok(Placed {

@@ -5,7 +5,7 @@
 
 use crate::ops::{Location, NetOptions, Secret};
 use crate::store::IMAGE_EXT;
-use crate::url::{redact, Scheme};
+use crate::url::redact;
 
 use super::app::Key;
 
@@ -120,18 +120,7 @@ impl UrlEntry {
                 ))
             }
         };
-        if self.write && !url.scheme.writable() {
-            return Err(format!(
-                "{url}: a web server cannot take an image (http and https are only read); give a share, \
-                 e.g. {}",
-                self.example()
-            ));
-        }
-        if url.scheme == Scheme::Smb && crate::store::remote::split_share(&url.path).is_none() {
-            return Err(format!(
-                "{url}: an smb:// location names the share and then the file: smb://HOST/SHARE/FOLDER/NAME.{IMAGE_EXT}"
-            ));
-        }
+        crate::ops::check_location(&Location::Remote(url.clone()), self.write)?;
         if let Some(p) = url.password.take() {
             if !self.password.expose().is_empty() && self.password != p {
                 return Err(
