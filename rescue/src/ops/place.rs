@@ -28,8 +28,6 @@ pub struct NetOptions {
     pub ca_file: Option<PathBuf>,
     /// SFTP: the private key to log in with (else the user's usual keys in `~/.ssh`).
     pub identity: Option<PathBuf>,
-    /// SFTP: more `known_hosts` files to find the server's key in (the user's is always read).
-    pub known_hosts: Vec<PathBuf>,
 }
 
 /// An image being read: a file (local, or on a mounted share) or a file on a web server.
@@ -285,10 +283,7 @@ fn place_remote(url: &Url, write: bool, net: &NetOptions) -> anyhow::Result<Plac
             let opts = SftpOptions {
                 password: net.password.clone(),
                 identity: net.identity.clone(),
-                known_hosts: crate::store::sftp::default_known_hosts(None)
-                    .into_iter()
-                    .chain(net.known_hosts.iter().cloned())
-                    .collect(),
+                known_hosts: crate::store::sftp::default_known_hosts(),
             };
             let reach = if write {
                 Reach::SftpNew(url.clone(), opts)

@@ -3,7 +3,7 @@
 //! an SSH connection of our own (russh; there is no `ssh` program in the rescue system).
 //!
 //! The server is trusted only when its host key is pinned: `?fingerprint=SHA256:…` in the URL, or a
-//! `known_hosts` file that names it (the user's on a host, `known_hosts` on the stick's data partition).
+//! `known_hosts` file that names it (`~/.ssh/known_hosts`: on a host, the user's).
 //! An unknown key is refused with its fingerprint, so the user can check it on the server and pin it;
 //! a key that differs from the pinned one is refused as a possible impersonation. Authentication is by
 //! key (`--identity FILE`, else `~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa`) or password.
@@ -13,7 +13,7 @@
 //! the link's latency is paid once per chunk, not once per piece.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -550,14 +550,12 @@ impl io::Write for SftpWriter {
     }
 }
 
-/// The `known_hosts` files to look in: the user's, and `path` (the stick's) if given.
-pub fn default_known_hosts(stick: Option<&Path>) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Some(home) = std::env::var_os("HOME") {
-        out.push(PathBuf::from(home).join(".ssh/known_hosts"));
-    }
-    out.extend(stick.map(Path::to_path_buf));
-    out
+/// The `known_hosts` file to look in: the user's.
+pub fn default_known_hosts() -> Vec<PathBuf> {
+    std::env::var_os("HOME")
+        .map(|home| PathBuf::from(home).join(".ssh/known_hosts"))
+        .into_iter()
+        .collect()
 }
 
 #[cfg(test)]
