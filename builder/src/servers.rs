@@ -32,7 +32,7 @@ fn wait_listening(port: u16, child: &mut Child, what: &str) {
 
 /// Start a server (its output into `log`) and wait until it listens on `port`; `package` is the Debian
 /// package to install when the program is missing.
-fn spawn_listening(cmd: &mut Command, log: &Path, port: u16, package: &str) -> Child {
+fn spawn_listening(cmd: &mut Command, log: &Path, port: u16, package: &str) -> Server {
     let out = std::fs::File::create(log).unwrap();
     let what = cmd.get_program().to_string_lossy().into_owned();
     let mut child = cmd
@@ -41,18 +41,28 @@ fn spawn_listening(cmd: &mut Command, log: &Path, port: u16, package: &str) -> C
         .spawn()
         .unwrap_or_else(|e| panic!("{what}: {e} (apt-get install {package})"));
     wait_listening(port, &mut child, &what);
-    child
+    Server(child)
 }
 
-/// End a server by its PID and reap it.
-fn end(child: &mut Child) {
-    let _ = child.kill();
-    let _ = child.wait();
+/// A server's process: ended by its PID and reaped when stopped or dropped.
+struct Server(Child);
+
+impl Server {
+    fn stop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 /// Samba's smbd with one share, `images`, writable by `root` with `password`.
 pub struct Smbd {
-    child: Child,
+    child: Server,
     pub port: u16,
     pub share_dir: PathBuf,
     pub log: PathBuf,
@@ -142,17 +152,11 @@ impl Smbd {
 
     /// Stop the server now (a share that disappears mid-operation).
     pub fn stop(&mut self) {
-        end(&mut self.child);
+        self.child.stop();
     }
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Smbd {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 
@@ -167,7 +171,8 @@ pub fn in_share(s: &Smbd, name: &str) -> PathBuf {
 /// not start. Graceless: a fresh recovery directory lets ganesha lift its grace period at once anyway,
 /// but a server that had clients before would hold every open for 90 s.
 pub struct Ganesha {
-    child: Child,
+    /// Ended on drop.
+    _server: Server,
     pub port: u16,
     pub export_dir: PathBuf,
     pub log: PathBuf,
@@ -240,7 +245,7 @@ impl Ganesha {
             "nfs-ganesha nfs-ganesha-vfs",
         );
         Ganesha {
-            child,
+            _server: child,
             port,
             export_dir,
             log,
@@ -250,12 +255,6 @@ impl Ganesha {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Ganesha {
-    fn drop(&mut self) {
-        end(&mut self.child);
     }
 }
 
@@ -366,7 +365,8 @@ pub const HTTP_USER: &str = "tech";
 /// the same files under `/private/` only for [`HTTP_USER`] with `password`, and uploads (`PUT`) into
 /// `root/results/`. The access log records the bytes sent per request.
 pub struct Nginx {
-    child: Child,
+    /// Ended on drop.
+    _server: Server,
     pub port: u16,
     pub root: PathBuf,
     access_log: PathBuf,
@@ -453,7 +453,7 @@ impl Nginx {
             "nginx-light",
         );
         Nginx {
-            child,
+            _server: child,
             port,
             root: root.to_path_buf(),
             access_log,
@@ -479,23 +479,14 @@ impl Nginx {
             std::fs::read_to_string(&self.error_log).unwrap_or_default()
         )
     }
-
-    pub fn stop(&mut self) {
-        end(&mut self.child);
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 /// OpenSSH's sshd on 127.0.0.1 with a temporary host key, letting `root` in with a temporary client key
 /// only (no passwords), SFTP served by `internal-sftp`. Files go into `root_dir`, an absolute path the
 /// URLs name (`sftp://root@HOST:PORT{root_dir}/x.rimg?fingerprint=…`).
 pub struct Sshd {
-    child: Child,
+    /// Ended on drop.
+    _server: Server,
     pub port: u16,
     pub root_dir: PathBuf,
     /// The host key's fingerprint as `SHA256:…`.
@@ -569,7 +560,7 @@ impl Sshd {
             "openssh-server",
         );
         Sshd {
-            child,
+            _server: child,
             port,
             root_dir,
             fingerprint,
@@ -581,15 +572,5 @@ impl Sshd {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    pub fn stop(&mut self) {
-        end(&mut self.child);
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
