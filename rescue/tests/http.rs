@@ -203,6 +203,30 @@ fn a_job_fetched_by_url_restores_from_the_server_and_sends_its_result_back() {
     ]);
     assert_eq!(rc, 0, "{out}{err}");
 
+    // A job whose image needs a password names a credentials file (an absolute path here; on the stick,
+    // a path on its data partition); without it the server's refusal is named.
+    let creds = d.join("web.cred");
+    std::fs::write(
+        &creds,
+        format!("username={HTTP_USER}\npassword={PASSWORD}\n"),
+    )
+    .unwrap();
+    let private = |with: &str| {
+        format!("action = \"verify\"\n[image]\nurl = \"{base}/private/disk.rimg\"\n{with}")
+    };
+    std::fs::write(
+        root.join("private-job.toml"),
+        private(&format!("credentials = \"{}\"\n", creds.display())),
+    )
+    .unwrap();
+    std::fs::write(root.join("no-creds-job.toml"), private("")).unwrap();
+    let (rc, out, err) = rescue_split(&["job", &format!("{base}/private-job.toml"), "--json"]);
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(!out.contains("Web-pass") && !err.contains("Web-pass"));
+    let (rc, _, err) = rescue_split(&["job", &format!("{base}/no-creds-job.toml")]);
+    assert_eq!(rc, 1);
+    assert!(err.contains("HTTP 401"), "{err}");
+
     // A job the server does not have, and a results folder that takes no uploads: both named.
     let (rc, _, err) = rescue_split(&["job", &format!("{base}/nothing.toml")]);
     assert_eq!(rc, 1);
