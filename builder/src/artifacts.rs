@@ -5,7 +5,16 @@ use std::time::Instant;
 
 use anyhow::Context;
 
-use crate::{kernel, programs, static_build};
+use crate::{firmware, kernel, programs, static_build};
+
+/// Whether the initramfs carries the firmware its drivers name (from Debian's non-free-firmware area).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FirmwareChoice {
+    #[default]
+    Include,
+    /// Only free software on the stick; Realtek, Broadcom and Tigon NICs may then not work.
+    Leave,
+}
 
 #[derive(Debug, Clone)]
 pub enum KernelSource {
@@ -27,6 +36,8 @@ pub struct Built {
     pub compressed_bytes: u64,
     pub uncompressed_bytes: u64,
     pub seconds: f64,
+    /// What firmware went in (empty when left out).
+    pub firmware: firmware::Firmware,
 }
 
 /// `SOURCE_DATE_EPOCH` when set (reproducible builds), else 0.
@@ -65,6 +76,7 @@ pub fn build(
     out_dir: &Path,
     source: &KernelSource,
     rescue_bin: Option<&Path>,
+    firmware_choice: FirmwareChoice,
 ) -> anyhow::Result<Built> {
     // The kernel first: a bad package is reported before minutes of compiling.
     let start = Instant::now();
@@ -81,7 +93,13 @@ pub fn build(
     let start = Instant::now();
     let mut spec = initramfs::build::InitramfsSpec::new(tree.clone(), rescue, source_date_epoch());
     spec.extra_files.extend(programs);
-    let out = initramfs::build::build_initramfs(&spec)?;
+    let selected = initramfs::build::select_modules(&spec)?;
+    let firmware = match firmware_choice {
+        FirmwareChoice::Include => firmware::firmware_files(&selected.firmware())?,
+        FirmwareChoice::Leave => firmware::Firmware::default(),
+    };
+    spec.extra_files.extend(firmware.files.iter().cloned());
+    let out = initramfs::build::build_selected(&spec, selected)?;
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let initramfs = out_dir.join("initramfs.img");
     let vmlinuz = out_dir.join("vmlinuz");
@@ -97,6 +115,7 @@ pub fn build(
         compressed_bytes: out.archive.len() as u64,
         uncompressed_bytes: out.uncompressed_len as u64,
         seconds: kernel_seconds + start.elapsed().as_secs_f64(),
+        firmware,
     })
 }
 

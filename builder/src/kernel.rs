@@ -46,8 +46,15 @@ fn parse_depends(text: &str) -> Option<String> {
 /// A cached `PACKAGE_*.deb` (the newest by name), downloading it by package name when absent: the kernel,
 /// the bootloader packages of the stick, and the userspace programs of the initramfs (ntfs-3g, libc6).
 pub fn fetch_deb(package: &str) -> anyhow::Result<PathBuf> {
-    fetch(&format!("{package}_"), package, || {
+    fetch(&format!("{package}_"), package, &[], || {
         "Check the network and `apt-get update`, or pass --kernel-deb PATH".to_string()
+    })
+}
+
+/// [`fetch_deb`] through apt with these options (`-o NAME=VALUE` pairs): another archive area's lists.
+pub fn fetch_deb_with(package: &str, apt_options: &[String]) -> anyhow::Result<PathBuf> {
+    fetch(&format!("{package}_"), package, apt_options, || {
+        "Check the network, or build without it".to_string()
     })
 }
 
@@ -59,6 +66,7 @@ pub fn fetch_deb_version(package: &str, version: &str) -> anyhow::Result<PathBuf
     fetch(
         &format!("{package}_{version}_"),
         &format!("{package}={}", version.replace("%3a", ":")),
+        &[],
         || {
             format!(
                 "The archive may have moved on: delete the cached {package}* packages and the one whose \
@@ -72,7 +80,12 @@ pub fn fetch_deb_version(package: &str, version: &str) -> anyhow::Result<PathBuf
 /// The cached package whose file name starts with `prefix`, else `apt-get download apt_name`. The package
 /// directory is locked meanwhile: builds running in parallel (tests) would otherwise download one package
 /// into the same file at once, or read it half written.
-fn fetch(prefix: &str, apt_name: &str, advice: impl FnOnce() -> String) -> anyhow::Result<PathBuf> {
+fn fetch(
+    prefix: &str,
+    apt_name: &str,
+    apt_options: &[String],
+    advice: impl FnOnce() -> String,
+) -> anyhow::Result<PathBuf> {
     let dir = cache_dir().join("debs");
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("creating the cache directory {}", dir.display()))?;
@@ -86,6 +99,7 @@ fn fetch(prefix: &str, apt_name: &str, advice: impl FnOnce() -> String) -> anyho
     }
     eprintln!("builder: downloading {apt_name} into {}", dir.display());
     let status = Command::new("apt-get")
+        .args(apt_options)
         .args(["download", "-q", apt_name])
         .current_dir(&dir)
         .status()

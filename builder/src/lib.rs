@@ -7,6 +7,7 @@ pub use boot;
 
 pub mod artifacts;
 pub mod checks;
+pub mod firmware;
 pub mod fixtures;
 pub mod image;
 pub mod kernel;

@@ -33,12 +33,21 @@ struct KernelArgs {
     /// Use this static rescue binary instead of building it.
     #[arg(long)]
     rescue_bin: Option<PathBuf>,
+    /// Leave out the firmware the network drivers name (Debian's non-free-firmware area): only free
+    /// software on the stick, but Realtek, Broadcom and Tigon network adapters may then not work.
+    #[arg(long)]
+    no_firmware: bool,
 }
 
 impl KernelArgs {
     /// Kernel and initramfs into `dir`, with the figures printed.
     fn build(&self, dir: &std::path::Path) -> anyhow::Result<artifacts::Built> {
-        let built = artifacts::build(dir, &self.source(), self.rescue_bin.as_deref())?;
+        let firmware = if self.no_firmware {
+            artifacts::FirmwareChoice::Leave
+        } else {
+            artifacts::FirmwareChoice::Include
+        };
+        let built = artifacts::build(dir, &self.source(), self.rescue_bin.as_deref(), firmware)?;
         print_built(&built);
         Ok(built)
     }
@@ -280,6 +289,19 @@ fn print_built(b: &artifacts::Built) {
         b.uncompressed_bytes,
         b.seconds
     );
+    let fw = &b.firmware;
+    if fw.packages.is_empty() {
+        eprintln!("builder: no firmware carried");
+    } else {
+        eprintln!(
+            "builder: firmware: {} files ({:.1} MB) from {}; {} named by modules are not in Debian's archive{}",
+            fw.count,
+            fw.bytes as f64 / 1e6,
+            fw.packages.join(", "),
+            fw.missing.len(),
+            if fw.missing.is_empty() { "" } else { " (see /etc/rescue-firmware)" }
+        );
+    }
     eprintln!(
         "builder: wrote {} and {}",
         b.vmlinuz.display(),

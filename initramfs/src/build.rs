@@ -17,7 +17,8 @@
 //! ```
 //!
 //! plus `extra_files`: the builder adds ntfs-3g with its libraries under `/usr/lib/rescue/ntfs-3g/`
-//! ([`crate::programs`]).
+//! ([`crate::programs`]) and the firmware the selected modules name under `/lib/firmware/`, where the
+//! kernel loads it from by itself ([`Selected::firmware`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Write};
@@ -97,14 +98,58 @@ pub struct BuildOutput {
     pub index: ModuleIndex,
 }
 
+/// The modules a spec's rules choose from its kernel, before any archive is written: what the builder
+/// needs to know to fetch the firmware those modules ask for.
+#[derive(Debug, Clone)]
+pub struct Selected {
+    db: ModuleDb,
+    pub selection: Selection,
+    pub index: ModuleIndex,
+}
+
+impl Selected {
+    /// The firmware files (paths below `/lib/firmware`) the selected modules declare, each with the
+    /// modules that name it. A module names every file any of its chips may load; most machines need one
+    /// or none of them.
+    pub fn firmware(&self) -> BTreeMap<String, Vec<String>> {
+        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for name in &self.selection.modules {
+            let Some(m) = self.db.get(name) else { continue };
+            for fw in &m.info.firmware {
+                out.entry(fw.clone()).or_default().push(m.name.clone());
+            }
+        }
+        out
+    }
+}
+
+/// Scans the kernel's modules and applies the spec's rules.
+pub fn select_modules(spec: &InitramfsSpec) -> Result<Selected, BuildError> {
+    let db = ModuleDb::scan(&spec.kernel.modules_dir)?;
+    let selection = select::select(&db, &spec.rules)?;
+    let index = db.to_index(&selection.modules, &selection.boot, &spec.params);
+    Ok(Selected {
+        db,
+        selection,
+        index,
+    })
+}
+
 /// Builds the compressed initramfs described by `spec`.
 pub fn build_initramfs(spec: &InitramfsSpec) -> Result<BuildOutput, BuildError> {
+    let selected = select_modules(spec)?;
+    build_selected(spec, selected)
+}
+
+/// Builds the compressed initramfs of `spec` with modules already selected by [`select_modules`] (with
+/// the same spec; its extra files may have grown since, e.g. by the firmware the modules name).
+pub fn build_selected(spec: &InitramfsSpec, selected: Selected) -> Result<BuildOutput, BuildError> {
     if !(1..=19).contains(&spec.zstd_level) {
         return Err(BuildError::Level {
             level: spec.zstd_level,
         });
     }
-    let (archive, selection, index, modules_bytes) = assemble(spec)?;
+    let (archive, selection, index, modules_bytes) = assemble(spec, selected)?;
     let mut cpio = Vec::new();
     let uncompressed_len = archive.write_to(&mut cpio, spec.source_date_epoch)? as usize;
     let compressed =
@@ -131,14 +176,19 @@ fn compress(data: &[u8], level: i32) -> io::Result<Vec<u8>> {
 }
 
 /// The archive's entries, the selection and the index, and the module bytes.
-fn assemble(spec: &InitramfsSpec) -> Result<(Archive, Selection, ModuleIndex, u64), BuildError> {
+fn assemble(
+    spec: &InitramfsSpec,
+    selected: Selected,
+) -> Result<(Archive, Selection, ModuleIndex, u64), BuildError> {
     let rescue = std::fs::read(&spec.rescue_binary).map_err(|source| BuildError::Rescue {
         path: spec.rescue_binary.clone(),
         source,
     })?;
-    let db = ModuleDb::scan(&spec.kernel.modules_dir)?;
-    let selection = select::select(&db, &spec.rules)?;
-    let index = db.to_index(&selection.modules, &selection.boot, &spec.params);
+    let Selected {
+        db,
+        selection,
+        index,
+    } = selected;
 
     let mut a = Archive::new();
     a.add_file("init", 0o755, rescue)?;

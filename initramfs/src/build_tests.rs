@@ -127,6 +127,25 @@ fn layout_modules_and_index() {
 }
 
 #[test]
+fn firmware_of_the_selected_modules_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = fixture(dir.path());
+    let selected = select_modules(&spec).unwrap();
+    let fw = selected.firmware();
+    assert_eq!(
+        fw.into_iter().collect::<Vec<_>>(),
+        [("ahci/quirk.bin".to_string(), vec!["libahci".to_string()])],
+        "a selected module's firmware is wanted, an unselected one's (snd) is not"
+    );
+    let mut spec = spec;
+    spec.extra_files
+        .push(("lib/firmware/ahci/quirk.bin".into(), b"fw".to_vec(), 0o644));
+    let out = build_selected(&spec, selected).unwrap();
+    let files = unpack(&out.archive);
+    assert_eq!(files["lib/firmware/ahci/quirk.bin"].data, b"fw");
+}
+
+#[test]
 fn same_inputs_give_identical_bytes() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let spec_a = fixture(a.path());

@@ -96,7 +96,11 @@ pub fn small_kernel(root: &Path) -> PathBuf {
             ),
             (
                 "kernel/drivers/ata/libahci.ko",
-                &[("name", "libahci"), ("depends", "libata")],
+                &[
+                    ("name", "libahci"),
+                    ("depends", "libata"),
+                    ("firmware", "ahci/quirk.bin"),
+                ],
             ),
             (
                 "kernel/drivers/ata/libata.ko",
@@ -112,7 +116,10 @@ pub fn small_kernel(root: &Path) -> PathBuf {
                 ],
             ),
             ("kernel/drivers/usb/core/usbcore.ko", &[("name", "usbcore")]),
-            ("kernel/sound/snd.ko", &[("name", "snd")]),
+            (
+                "kernel/sound/snd.ko",
+                &[("name", "snd"), ("firmware", "snd/dsp.bin")],
+            ),
         ],
     )
 }

@@ -36,7 +36,12 @@ pub fn boot_files() -> &'static BootFiles {
         }
         let dir = builder::static_build::workspace_root().join("target/qemu-tests/boot");
         let result = with_lock(&dir, || {
-            artifacts::build(&dir, &KernelSource::Default, None)
+            artifacts::build(
+                &dir,
+                &KernelSource::Default,
+                None,
+                artifacts::FirmwareChoice::Include,
+            )
         });
         match result {
             Ok(b) => BootFiles {

@@ -58,7 +58,13 @@ fn two_builds_are_byte_identical() {
     let boot = boot_files();
     let dir = tempfile::tempdir().unwrap();
     let rescue = builder::static_build::build_rescue().unwrap();
-    let again = artifacts::build(dir.path(), &KernelSource::Default, Some(&rescue)).unwrap();
+    let again = artifacts::build(
+        dir.path(),
+        &KernelSource::Default,
+        Some(&rescue),
+        artifacts::FirmwareChoice::Include,
+    )
+    .unwrap();
     let a = std::fs::read(&boot.initramfs).unwrap();
     let b = std::fs::read(&again.initramfs).unwrap();
     assert!(
@@ -84,16 +90,18 @@ fn two_builds_are_byte_identical() {
 /// stays within its budget. The goal was 8 MB; the network (NIC drivers, cifs, nfs: +3.6 MB) and the
 /// TLS and SSH clients (ureq/rustls, russh/tokio: +3 MB of binary) put it at 12.7 MB at zstd level 9.
 /// Now: level 19 (no cost at boot) and the dependencies off the imaging path optimized for size give
-/// 11.4 MB; xz -9e would give 1.4 MB less but decompresses several times slower at every boot. 12 MB
-/// is the ceiling a regression would cross; the goal is not met, and README says so.
+/// 11.4 MB; xz -9e would give 1.4 MB less but decompresses several times slower at every boot. The
+/// network adapters' firmware (Debian's non-free-firmware: Realtek, Broadcom, Tigon; 1.7 MB, 1.3 MB of it
+/// bnx2x's) adds 1.2 MB: 12.6 MB. 13 MB is the ceiling a regression would cross; the goal is not met, and
+/// README says so.
 #[test]
 fn ntfs3g_is_carried_with_its_libraries_within_the_size_budget() {
     use initramfs::programs as layout;
     let boot = boot_files();
     let size = std::fs::metadata(&boot.initramfs).unwrap().len();
     assert!(
-        size <= 12_000_000,
-        "the initramfs is {size} bytes, over 12 MB"
+        size <= 13_000_000,
+        "the initramfs is {size} bytes, over 13 MB"
     );
     let files = unpack(&boot.initramfs);
     let dir = layout::NTFS3G_DIR.trim_start_matches('/');
@@ -117,4 +125,60 @@ fn ntfs3g_is_carried_with_its_libraries_within_the_size_budget() {
         packages.contains("ntfs-3g_") && packages.contains("libc6_"),
         "{packages}"
     );
+}
+
+/// Every firmware file a carried module names is either in `/lib/firmware` (byte for byte what the report
+/// says) or reported as not in Debian's archive; the common adapters' files are there.
+#[test]
+fn firmware_the_modules_name_is_carried() {
+    let files = unpack(&boot_files().initramfs);
+    let report = String::from_utf8_lossy(&files["etc/rescue-firmware"].1).into_owned();
+    let mut accounted = std::collections::BTreeSet::new();
+    for line in report.lines() {
+        let words: Vec<&str> = line.split(' ').collect();
+        match words[..] {
+            ["carried", name, bytes, "bytes", ..] => {
+                let (mode, data) =
+                    files
+                        .get(&format!("lib/firmware/{name}"))
+                        .unwrap_or_else(|| {
+                            panic!("{name} is reported carried but is not in the archive")
+                        });
+                assert_eq!(mode & 0o777, 0o644, "{name}");
+                assert_eq!(data.len().to_string(), bytes, "{name}");
+                accounted.insert(name.to_string());
+            }
+            ["not-in-debian", name, ..] => {
+                accounted.insert(name.to_string());
+            }
+            _ => {}
+        }
+    }
+    let mut named = 0;
+    for (path, (_, data)) in &files {
+        if !path.ends_with(".ko") {
+            continue;
+        }
+        let info = initramfs::modinfo::modinfo_from_elf(std::path::Path::new(path), data).unwrap();
+        for fw in info.firmware {
+            named += 1;
+            assert!(
+                accounted.contains(&fw),
+                "{} names {fw}, which is neither carried nor reported missing",
+                info.name
+            );
+        }
+    }
+    assert!(named > 40, "only {named} firmware names in the modules");
+    for common in [
+        "rtl_nic/rtl8168h-2.fw",
+        "rtl_nic/rtl8153b-2.fw",
+        "tigon/tg3_tso5.bin",
+        "bnx2/bnx2-mips-09-6.2.1b.fw",
+    ] {
+        assert!(
+            files.contains_key(&format!("lib/firmware/{common}")),
+            "{common} is not carried:\n{report}"
+        );
+    }
 }
