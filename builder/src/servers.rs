@@ -491,6 +491,8 @@ pub struct Sshd {
     pub root_dir: PathBuf,
     /// The host key's fingerprint as `SHA256:…`.
     pub fingerprint: String,
+    /// The host's public key as a `known_hosts` line wants it after the name (`ssh-ed25519 AAAA…`).
+    pub host_public_key: String,
     /// The private key `root` may log in with.
     pub client_key: PathBuf,
     log: PathBuf,
@@ -559,11 +561,18 @@ impl Sshd {
             port,
             "openssh-server",
         );
+        let host_public_key = std::fs::read_to_string(d.join("host_key.pub"))
+            .unwrap()
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ");
         Sshd {
             _server: child,
             port,
             root_dir,
             fingerprint,
+            host_public_key,
             client_key: d.join("client_key"),
             log,
             _dir: dir,

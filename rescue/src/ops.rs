@@ -51,13 +51,14 @@ pub use self::usage::filesystem_usage;
 
 /// An image named as a path or a URL.
 pub use self::credentials::{parse_credentials, PASSWORD_VAR};
-pub use self::place::{check_location, fetch, NetOptions};
+pub use self::place::{check_location, fetch, sftp_host_key, NetOptions};
 /// Progress events of a running operation.
 pub use crate::engine::progress::Progress;
 /// What a restore does with the filesystems' free space.
 pub use crate::engine::restore::UnusedPolicy;
 /// What an image records about its source and its making.
 pub use crate::image::{CreationInfo, DiskInfo, PartitionInfo, TableKind};
+pub use crate::store::sftp::HostKey;
 pub use crate::url::{Location, Secret};
 
 /// How a running operation is observed and stopped.

@@ -108,3 +108,49 @@ fn capture_onto_sftp_and_restore_from_it_with_the_host_key_pinned() {
         "{err}"
     );
 }
+
+/// What the TUI shows for confirmation: the server's host key read by the key exchange alone (no login
+/// is attempted), unpinned until the URL or a known_hosts file names it; a URL pinning another key is
+/// refused as for any connection.
+#[test]
+fn the_host_key_is_read_for_confirmation_without_logging_in() {
+    use rescue::ops::{sftp_host_key, NetOptions};
+    use rescue::url::Location;
+    let sshd = Sshd::start();
+    let home = tempfile::tempdir().unwrap();
+    // known_hosts is the user's: an empty home first.
+    std::env::set_var("HOME", home.path());
+    let url = format!("sftp://root@127.0.0.1:{}/srv/x.rimg", sshd.port);
+    let read = |u: &str| sftp_host_key(&Location::parse(u).unwrap(), &NetOptions::default());
+    let k = read(&url)
+        .unwrap()
+        .expect("an sftp location has a host key");
+    assert_eq!(k.fingerprint, sshd.fingerprint);
+    assert_eq!(k.algorithm, "ssh-ed25519");
+    assert!(!k.pinned);
+    assert_eq!(
+        k.check_on_server,
+        "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub"
+    );
+    let pinned = read(&format!("{url}?fingerprint={}", sshd.fingerprint)).unwrap();
+    assert!(pinned.unwrap().pinned);
+    let err = read(&format!(
+        "{url}?fingerprint=SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+    ))
+    .unwrap_err();
+    assert!(err.contains("is NOT the one the URL pins"), "{err}");
+    std::fs::create_dir_all(home.path().join(".ssh")).unwrap();
+    std::fs::write(
+        home.path().join(".ssh/known_hosts"),
+        format!("[127.0.0.1]:{} {}\n", sshd.port, sshd.host_public_key),
+    )
+    .unwrap();
+    assert!(read(&url).unwrap().unwrap().pinned);
+    // Not an sftp location: nothing to read.
+    assert_eq!(read("https://127.0.0.1/x.rimg").unwrap(), None);
+    let log = sshd.log_text();
+    assert!(
+        !log.contains("Accepted") && !log.contains("Failed") && !log.contains("publickey"),
+        "a login was attempted:\n{log}"
+    );
+}

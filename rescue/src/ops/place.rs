@@ -12,7 +12,7 @@ use anyhow::{bail, Context};
 use crate::image::{ImageFile, ReadAt, SharedReader};
 use crate::store::http::{HttpFile, HttpOptions};
 use crate::store::remote::{self, Share};
-use crate::store::sftp::{SftpFile, SftpOptions};
+use crate::store::sftp::{HostKey, SftpFile, SftpOptions};
 use crate::sys::AlignedBuf;
 use crate::url::{Location, Scheme, Secret, Url};
 
@@ -244,6 +244,28 @@ pub fn check_location(loc: &Location, write: bool) -> Result<(), String> {
     Ok(())
 }
 
+fn sftp_options(net: &NetOptions) -> SftpOptions {
+    SftpOptions {
+        password: net.password.clone(),
+        identity: net.identity.clone(),
+        known_hosts: crate::store::sftp::default_known_hosts(),
+    }
+}
+
+/// An sftp:// location's server host key and whether the URL or `known_hosts` pins it (no login); `None`
+/// for other locations. Front ends show an unpinned key for the user to compare with the server's and
+/// then pin it in the URL (`?fingerprint=`), as an ssh client asks before its first connection.
+pub fn sftp_host_key(loc: &Location, net: &NetOptions) -> Result<Option<HostKey>, String> {
+    match loc {
+        Location::Remote(url) if url.scheme == Scheme::Sftp => {
+            crate::store::sftp::host_key(url, &sftp_options(net))
+                .map(Some)
+                .map_err(|e| e.to_string())
+        }
+        _ => Ok(None),
+    }
+}
+
 /// Where `loc` is; a share is mounted read-write when `write`.
 pub(super) fn place(loc: &Location, write: bool, net: &NetOptions) -> anyhow::Result<Placed> {
     check_location(loc, write).map_err(anyhow::Error::msg)?;
@@ -280,11 +302,7 @@ fn place_remote(url: &Url, write: bool, net: &NetOptions) -> anyhow::Result<Plac
             })
         }
         Scheme::Sftp => {
-            let opts = SftpOptions {
-                password: net.password.clone(),
-                identity: net.identity.clone(),
-                known_hosts: crate::store::sftp::default_known_hosts(),
-            };
+            let opts = sftp_options(net);
             let reach = if write {
                 Reach::SftpNew(url.clone(), opts)
             } else {

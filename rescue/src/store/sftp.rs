@@ -184,14 +184,7 @@ pub fn connect(url: &Url, opts: &SftpOptions) -> Result<Conn, SftpError> {
         url: shown.clone(),
         why,
     };
-    crate::net::ensure_up();
-    let ip = crate::net::address(&url.host)
-        .map_err(|why| fail(format!("cannot find the server: {why}")))?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .map_err(|e| fail(format!("cannot start the SSH client: {e}")))?;
+    let (addr, rt) = reach(url)?;
     let pinned = pinned(url, opts);
     let seen = Arc::new(Mutex::new(Seen::default()));
     let checker = Checker {
@@ -203,7 +196,6 @@ pub fn connect(url: &Url, opts: &SftpOptions) -> Result<Conn, SftpError> {
         keepalive_interval: Some(Duration::from_secs(15)),
         ..Default::default()
     });
-    let addr = std::net::SocketAddr::new(ip, url.port_or_default());
     let user = url.user.clone().unwrap_or_else(|| "root".into());
     let password = url.password.clone().or_else(|| opts.password.clone());
     let keys = identities(opts);
@@ -219,23 +211,7 @@ pub fn connect(url: &Url, opts: &SftpOptions) -> Result<Conn, SftpError> {
             match (&seen.fingerprint, e) {
                 (Some(fp), russh::Error::UnknownKey) => {
                     let algo = seen.algorithm.clone().unwrap_or_default();
-                    fail(if url.param("fingerprint").is_some() {
-                        format!(
-                            "the server's host key ({algo} {fp}) is NOT the one the URL pins: another \
-                             machine may be answering in its place. Nothing was sent. If the server's \
-                             key was changed on purpose, check the new one on the server \
-                             (ssh-keygen -lf /etc/ssh/ssh_host_{}_key.pub) and pin it",
-                            algo_file(&algo)
-                        )
-                    } else {
-                        format!(
-                            "the server's host key is {algo} {fp}, and nothing pins it (no \
-                             ?fingerprint= in the URL, no known_hosts entry). Check it on the server \
-                             (ssh-keygen -lf /etc/ssh/ssh_host_{}_key.pub), then add \
-                             ?fingerprint={fp} to the URL",
-                            algo_file(&algo)
-                        )
-                    })
+                    fail(key_refusal(url, &algo, fp))
                 }
                 (_, e) => fail(connect_words(&e)),
             }
@@ -295,6 +271,107 @@ pub fn connect(url: &Url, opts: &SftpOptions) -> Result<Conn, SftpError> {
         sftp: Arc::new(sftp),
         _ssh: ssh,
         shown,
+    })
+}
+
+/// The server's address (the network brought up first when no link has one) and a runtime for the
+/// connection.
+fn reach(url: &Url) -> Result<(std::net::SocketAddr, tokio::runtime::Runtime), SftpError> {
+    let fail = |why: String| SftpError {
+        url: url.to_string(),
+        why,
+    };
+    crate::net::ensure_up();
+    let ip = crate::net::address(&url.host)
+        .map_err(|why| fail(format!("cannot find the server: {why}")))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| fail(format!("cannot start the SSH client: {e}")))?;
+    Ok((std::net::SocketAddr::new(ip, url.port_or_default()), rt))
+}
+
+/// Why a server whose key nothing pins, or whose key is not the pinned one, is refused.
+fn key_refusal(url: &Url, algo: &str, fp: &str) -> String {
+    if url.param("fingerprint").is_some() {
+        format!(
+            "the server's host key ({algo} {fp}) is NOT the one the URL pins: another machine may be \
+             answering in its place. Nothing was sent. If the server's key was changed on purpose, check \
+             the new one on the server (ssh-keygen -lf /etc/ssh/ssh_host_{}_key.pub) and pin it",
+            algo_file(algo)
+        )
+    } else {
+        format!(
+            "the server's host key is {algo} {fp}, and nothing pins it (no ?fingerprint= in the URL, \
+             no known_hosts entry). Check it on the server (ssh-keygen -lf \
+             /etc/ssh/ssh_host_{}_key.pub), then add ?fingerprint={fp} to the URL",
+            algo_file(algo)
+        )
+    }
+}
+
+/// A server's host key as the key exchange showed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostKey {
+    /// `ssh-ed25519`, `ecdsa-sha2-nistp256`, `rsa-sha2-512`…
+    pub algorithm: String,
+    /// `SHA256:…`, as `ssh-keygen -lf` prints it.
+    pub fingerprint: String,
+    /// A `known_hosts` file names this key for the host (or the URL's `fingerprint` does).
+    pub pinned: bool,
+    /// The command that prints the key's fingerprint on the server, to compare.
+    pub check_on_server: String,
+}
+
+/// The server's host key and whether anything pins it, for a front end that shows an unpinned key to
+/// the user to compare and confirm. Only the key exchange happens: no login, nothing of ours is sent. A
+/// key other than the one the URL pins is an error, as for [`connect`].
+pub fn host_key(url: &Url, opts: &SftpOptions) -> Result<HostKey, SftpError> {
+    let shown = url.to_string();
+    let fail = |why: String| SftpError {
+        url: shown.clone(),
+        why,
+    };
+    let (addr, rt) = reach(url)?;
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let checker = Checker {
+        pinned: pinned(url, opts),
+        seen: seen.clone(),
+    };
+    let config = Arc::new(client::Config::default());
+    let result = rt.block_on(async {
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            client::connect(config, addr, checker),
+        )
+        .await
+    });
+    let pinned = match result {
+        Err(_) => return Err(fail("the server did not answer within 20 s".into())),
+        Ok(Ok(handle)) => {
+            let _ = rt.block_on(handle.disconnect(russh::Disconnect::ByApplication, "", "en"));
+            true
+        }
+        Ok(Err(russh::Error::UnknownKey)) => false,
+        Ok(Err(e)) => return Err(fail(connect_words(&e))),
+    };
+    let seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+    let (Some(fingerprint), Some(algorithm)) = (seen.fingerprint.clone(), seen.algorithm.clone())
+    else {
+        return Err(fail("the server sent no host key".into()));
+    };
+    if !pinned && url.param("fingerprint").is_some() {
+        return Err(fail(key_refusal(url, &algorithm, &fingerprint)));
+    }
+    Ok(HostKey {
+        check_on_server: format!(
+            "ssh-keygen -lf /etc/ssh/ssh_host_{}_key.pub",
+            algo_file(&algorithm)
+        ),
+        algorithm,
+        fingerprint,
+        pinned,
     })
 }
 

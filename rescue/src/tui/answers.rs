@@ -4,7 +4,7 @@
 use crate::ops::Progress;
 use crate::plan::grow::DataContents;
 
-use super::app::{App, ImageSummary, JobResult, OpenedStore, Screen};
+use super::app::{App, Effect, ImageSummary, JobResult, Key, OpenedStore, Screen};
 
 impl App {
     pub fn on_store(&mut self, result: Result<OpenedStore, String>) {
@@ -26,6 +26,28 @@ impl App {
         }
         if let Some(e) = self.take_wizard_error() {
             self.note(e);
+        }
+    }
+
+    /// The sftp:// server's host key read for the URL being typed: pinned goes on (as Enter), unpinned
+    /// waits for the user, a failure is said.
+    pub fn on_host_key(
+        &mut self,
+        result: Result<Option<crate::ops::HostKey>, String>,
+    ) -> Vec<Effect> {
+        let go_on = match &mut self.screen {
+            Screen::Capture(w) => w.entry.on_host_key(result, &mut w.error),
+            Screen::Restore(w) => w.pick.entry.on_host_key(result, &mut w.error),
+            Screen::Verify(w) => w.pick.entry.on_host_key(result, &mut w.error),
+            _ => false,
+        };
+        if let Some(e) = self.take_wizard_error() {
+            self.note(e);
+        }
+        if go_on {
+            self.on_key(Key::Enter)
+        } else {
+            Vec::new()
         }
     }
 

@@ -71,6 +71,8 @@ pub enum Effect {
     /// Bring every wired link up with DHCP, in the background; answer with `on_net_line` for each step
     /// and `on_net_done`.
     BringUpDhcp,
+    /// Read an sftp:// server's host key (no login), in the background; answer with `on_host_key`.
+    ReadHostKey(Location),
 }
 
 /// A mounted store: where it is, its free space and the images on it.

@@ -205,6 +205,9 @@ impl CaptureWiz {
                     }
                     EntryKey::Back => self.step = CapStep::Dest,
                     EntryKey::Stay => {}
+                    EntryKey::ReadHostKey(loc) => {
+                        return Step::Stay(vec![Effect::ReadHostKey(loc)]);
+                    }
                 }
                 Step::Stay(vec![])
             }

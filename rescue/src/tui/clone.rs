@@ -7,7 +7,7 @@ use crate::detect::Disk;
 use crate::ops::CloneSpec;
 use crate::plan::{self, RestorePlan};
 
-use super::app::{move_sel, short_name, App, Key, OpenedStore, Request};
+use super::app::{move_sel, short_name, App, Effect, Key, OpenedStore, Request};
 use super::picker::{ImageKey, ImagePicker};
 use super::restore::confirms;
 use super::Step;
@@ -168,6 +168,7 @@ impl VerifyWiz {
                 Step::Stay(vec![])
             }
             ImageKey::Stay => Step::Stay(vec![]),
+            ImageKey::ReadHostKey(loc) => Step::Stay(vec![Effect::ReadHostKey(loc)]),
         }
     }
 

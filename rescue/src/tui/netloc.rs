@@ -2,10 +2,16 @@
 //! on Enter. The capture wizard uses it for the share an image is written to, the image picker (restore,
 //! verify) for an image on a share or a web server. The password goes into the URL's [`Secret`], which
 //! never prints; the URL field is shown with any password in it redacted.
+//!
+//! An sftp:// server's host key is read before the location is taken (Enter asks the front end to read
+//! it, [`EntryKey::ReadHostKey`]): a key `known_hosts` or the URL pins goes on at once; an unpinned one is
+//! shown with the command that prints it on the server, and `y` pins it in the URL (`?fingerprint=`), as
+//! an ssh client asks before its first connection. Nothing is sent to a server before its key is pinned.
 
-use crate::ops::{Location, NetOptions, Secret};
+use crate::ops::{HostKey, Location, NetOptions, Secret};
 use crate::store::IMAGE_EXT;
 use crate::url::redact;
+use crate::url::Scheme;
 
 use super::app::Key;
 
@@ -25,6 +31,20 @@ pub struct UrlEntry {
     pub write: bool,
     /// Enter was pressed once without the password the URL's user needs: the next Enter goes on.
     asked: bool,
+    pub host_key: KeyCheck,
+}
+
+/// Where the sftp:// server's host key stands.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum KeyCheck {
+    #[default]
+    NotRead,
+    /// Being read in the background.
+    Reading,
+    /// Read; nothing pins it: shown for the user to compare and confirm.
+    Unpinned(HostKey),
+    /// Pinned (by `known_hosts`, the URL, or the user's `y`).
+    Pinned,
 }
 
 /// What a key in the fields did.
@@ -35,6 +55,9 @@ pub enum EntryKey {
     Done(Location),
     /// Back to the list before.
     Back,
+    /// Read this sftp:// server's host key in the background and answer with
+    /// [`UrlEntry::on_host_key`].
+    ReadHostKey(Location),
 }
 
 impl UrlEntry {
@@ -45,6 +68,58 @@ impl UrlEntry {
             field: UrlField::Url,
             write,
             asked: false,
+            host_key: KeyCheck::NotRead,
+        }
+    }
+
+    /// The answer to [`EntryKey::ReadHostKey`]: whether the location can now be taken (Enter again, which
+    /// the caller sends); otherwise the key waits for the user's `y`, or `error` says what failed.
+    pub fn on_host_key(
+        &mut self,
+        result: Result<Option<HostKey>, String>,
+        error: &mut Option<String>,
+    ) -> bool {
+        if self.host_key != KeyCheck::Reading {
+            // The user stopped waiting (Esc) or changed the URL.
+            return false;
+        }
+        match result {
+            Ok(Some(k)) if !k.pinned => {
+                self.host_key = KeyCheck::Unpinned(k);
+                false
+            }
+            Ok(_) => {
+                self.host_key = KeyCheck::Pinned;
+                true
+            }
+            Err(e) => {
+                self.host_key = KeyCheck::NotRead;
+                *error = Some(e);
+                false
+            }
+        }
+    }
+
+    /// Keys while a host key is read or shown.
+    fn host_key_key(&mut self, key: Key, error: &mut Option<String>) -> EntryKey {
+        match (&self.host_key, key) {
+            (KeyCheck::Unpinned(k), Key::Char('y') | Key::Char('Y')) => {
+                let fp = k.fingerprint.clone();
+                if let Ok(Location::Remote(mut url)) = Location::parse(self.text.trim()) {
+                    url.query.retain(|(k, _)| k != "fingerprint");
+                    url.query.push(("fingerprint".into(), fp));
+                    self.text = url.to_string();
+                }
+                self.host_key = KeyCheck::Pinned;
+                self.key(Key::Enter, error)
+            }
+            (KeyCheck::Unpinned(_), Key::Char('n') | Key::Char('N') | Key::Esc)
+            | (KeyCheck::Reading, Key::Esc) => {
+                self.host_key = KeyCheck::NotRead;
+                *error = Some("the server's key was not trusted; nothing was sent to it".into());
+                EntryKey::Stay
+            }
+            _ => EntryKey::Stay,
         }
     }
 
@@ -68,6 +143,13 @@ impl UrlEntry {
     }
 
     pub fn key(&mut self, key: Key, error: &mut Option<String>) -> EntryKey {
+        if matches!(self.host_key, KeyCheck::Reading | KeyCheck::Unpinned(_)) {
+            return self.host_key_key(key, error);
+        }
+        if matches!(key, Key::Char(_) | Key::Backspace) && self.field == UrlField::Url {
+            // Another URL: another server, or another pin.
+            self.host_key = KeyCheck::NotRead;
+        }
         match key {
             Key::Tab | Key::BackTab => {
                 self.field = match self.field {
@@ -94,6 +176,12 @@ impl UrlEntry {
                 }
             },
             Key::Enter => match self.check() {
+                Ok(Location::Remote(url))
+                    if url.scheme == Scheme::Sftp && self.host_key != KeyCheck::Pinned =>
+                {
+                    self.host_key = KeyCheck::Reading;
+                    return EntryKey::ReadHostKey(Location::Remote(url));
+                }
                 Ok(loc) => return EntryKey::Done(loc),
                 Err(e) => *error = Some(e),
             },

@@ -28,6 +28,8 @@ pub enum ImageKey {
     Chosen(Location),
     /// Back to the list of drives.
     Back,
+    /// Read the sftp:// server's host key first ([`EntryKey::ReadHostKey`]).
+    ReadHostKey(Location),
 }
 
 impl ImagePicker {
@@ -117,6 +119,7 @@ impl ImagePicker {
     pub fn url_key(&mut self, key: Key, error: &mut Option<String>) -> ImageKey {
         match self.entry.key(key, error) {
             EntryKey::Done(loc) => ImageKey::Chosen(loc),
+            EntryKey::ReadHostKey(loc) => ImageKey::ReadHostKey(loc),
             EntryKey::Back => ImageKey::Back,
             EntryKey::Stay => ImageKey::Stay,
         }

@@ -85,6 +85,7 @@ impl RestoreWiz {
                 Step::Stay(vec![])
             }
             ImageKey::Stay => Step::Stay(vec![]),
+            ImageKey::ReadHostKey(loc) => Step::Stay(vec![Effect::ReadHostKey(loc)]),
         }
     }
 

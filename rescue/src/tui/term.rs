@@ -38,6 +38,8 @@ enum Msg {
     /// A step of bringing the network up, and its end.
     NetLine(String),
     NetDone(Result<Vec<LinkOutcome>, String>),
+    /// An sftp:// server's host key, read for the URL being typed.
+    HostKey(Result<Option<ops::HostKey>, String>),
 }
 
 pub struct UiOptions {
@@ -152,6 +154,7 @@ fn event_loop(
                 Msg::Progress(p) => app.on_progress(p),
                 Msg::Image(r) => app.on_image(*r),
                 Msg::NetLine(line) => app.on_net_line(line),
+                Msg::HostKey(r) => effects.extend(app.on_host_key(r)),
                 Msg::NetDone(r) => {
                     app.on_net_done(r);
                     app.on_links(ops::links());
@@ -197,6 +200,13 @@ fn event_loop(
                     let (tx, opts) = (tx.clone(), detect_opts.clone());
                     std::thread::spawn(move || {
                         let _ = tx.send(Msg::Image(Box::new(summarize(&loc, &opts))));
+                    });
+                }
+                Effect::ReadHostKey(loc) => {
+                    let tx = tx.clone();
+                    std::thread::spawn(move || {
+                        let key = ops::sftp_host_key(&loc, &ops::NetOptions::default());
+                        let _ = tx.send(Msg::HostKey(key));
                     });
                 }
                 Effect::ListLinks => app.on_links(ops::links()),

@@ -368,3 +368,102 @@ fn the_network_screen_lists_links_and_asks_for_dhcp_once() {
     a.on_links(vec![]);
     assert!(render(&a, 80, 24).contains("the NIC's driver may be missing"));
 }
+
+fn host_key(pinned: bool) -> crate::ops::HostKey {
+    crate::ops::HostKey {
+        algorithm: "ssh-ed25519".into(),
+        fingerprint: "SHA256:q3V8zTkz0b7bVYl0bmSvKx2D2yY2mJpR/9oH+3vQa1E".into(),
+        pinned,
+        check_on_server: "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub".into(),
+    }
+}
+
+/// An sftp:// server's unpinned key is shown with the command to compare it on the server; `y` pins it
+/// in the URL and goes on; `n` goes back with nothing sent; a pinned key goes on at once.
+#[test]
+fn an_unpinned_sftp_host_key_is_shown_and_pinned_on_y() {
+    let url = "sftp://root@10.0.2.2:2222/srv/images/pc";
+    let mut a = app();
+    capture_to_url_step(&mut a);
+    type_text(&mut a, url);
+    let e = a.on_key(Key::Enter);
+    let [Effect::ReadHostKey(loc)] = e.as_slice() else {
+        panic!("expected the host key to be read, got {e:?}")
+    };
+    assert_eq!(remote_url(loc).host, "10.0.2.2");
+    assert!(render(&a, 80, 24).contains("Reading the server's host key"));
+    // Typing waits; Esc stops waiting and the late answer is ignored.
+    assert!(a.on_key(Key::Char('x')).is_empty());
+    a.on_key(Key::Esc);
+    assert!(a.status.clone().unwrap().contains("not trusted"));
+    assert!(a.on_host_key(Ok(Some(host_key(false)))).is_empty());
+    let Screen::Capture(w) = &a.screen else {
+        panic!()
+    };
+    assert_eq!(w.step, CapStep::Url);
+    assert_eq!(w.entry.host_key, super::netloc::KeyCheck::NotRead);
+
+    // Asked again: the key is shown, `n` refuses it.
+    assert!(matches!(
+        a.on_key(Key::Enter).as_slice(),
+        [Effect::ReadHostKey(_)]
+    ));
+    assert!(a.on_host_key(Ok(Some(host_key(false)))).is_empty());
+    let screen = render(&a, 100, 30);
+    assert!(
+        screen.contains("SHA256:q3V8zTkz0b7bVYl0bmSvKx2D2yY2mJpR/9oH+3vQa1E"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub"),
+        "{screen}"
+    );
+    snap("capture_sftp_host_key", &a);
+    assert!(a.on_key(Key::Char('n')).is_empty());
+    assert!(a.status.clone().unwrap().contains("nothing was sent"));
+
+    // And again: `y` pins it in the URL and the summary follows.
+    a.on_key(Key::Enter);
+    a.on_host_key(Ok(Some(host_key(false))));
+    assert!(a.on_key(Key::Char('y')).is_empty());
+    let Screen::Capture(w) = &a.screen else {
+        panic!()
+    };
+    assert_eq!(w.step, CapStep::Summary, "{:?}", a.status);
+    let u = remote_url(w.remote.as_ref().unwrap());
+    assert_eq!(
+        u.param("fingerprint"),
+        Some("SHA256:q3V8zTkz0b7bVYl0bmSvKx2D2yY2mJpR/9oH+3vQa1E")
+    );
+    assert_eq!(u.path, "/srv/images/pc.rimg");
+
+    // A key known_hosts pins: straight on, nothing to confirm.
+    let mut a = app();
+    a.on_key(Key::Char('r'));
+    a.on_key(Key::End);
+    a.on_key(Key::Enter);
+    type_text(&mut a, "sftp://root@10.0.2.2:2222/srv/images/pc.rimg");
+    assert!(matches!(
+        a.on_key(Key::Enter).as_slice(),
+        [Effect::ReadHostKey(_)]
+    ));
+    let e = a.on_host_key(Ok(Some(host_key(true))));
+    let [Effect::Inspect(loc)] = e.as_slice() else {
+        panic!("expected the image to be read, got {e:?}")
+    };
+    assert_eq!(remote_url(loc).param("fingerprint"), None);
+
+    // A failure to reach the server is said, and the URL can be changed.
+    let mut a = app();
+    a.on_key(Key::Char('v'));
+    a.on_key(Key::End);
+    a.on_key(Key::Enter);
+    type_text(&mut a, "sftp://10.0.2.2/x.rimg");
+    a.on_key(Key::Enter);
+    a.on_host_key(Err("sftp://10.0.2.2/x.rimg: cannot connect: refused".into()));
+    assert!(a.status.clone().unwrap().contains("cannot connect"));
+    let Screen::Verify(w) = &a.screen else {
+        panic!()
+    };
+    assert_eq!(w.step, VStep::Url);
+}

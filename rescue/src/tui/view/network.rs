@@ -2,12 +2,13 @@
 //! location is typed (URL, and the password as `*`).
 
 use ratatui::layout::Rect;
-use ratatui::text::Line;
+use ratatui::style::{Modifier, Style};
+use ratatui::text::{Line, Span};
 use ratatui::Frame;
 
 use crate::ops::Link;
 use crate::tui::app::App;
-use crate::tui::netloc::{UrlEntry, UrlField};
+use crate::tui::netloc::{KeyCheck, UrlEntry, UrlField};
 use crate::tui::widgets::{field_line, fit, rows, text_box, wrap};
 
 /// One link: name, driver, carrier, addresses.
@@ -113,6 +114,36 @@ pub(super) fn url_step(
         ),
         Line::from(""),
     ];
+    match &entry.host_key {
+        KeyCheck::Reading => {
+            lines.push(Line::from(
+                "Reading the server's host key (nothing is sent to it)…",
+            ));
+            text_box(f, area, title, lines);
+            return vec![("Esc", "stop waiting")];
+        }
+        KeyCheck::Unpinned(k) => {
+            lines.extend([
+                Line::from(Span::styled(
+                    "The server's host key is not known here:",
+                    Style::default().add_modifier(Modifier::BOLD),
+                )),
+                Line::from(format!("  {} {}", k.algorithm, k.fingerprint)),
+                Line::from(format!(
+                    "Compare it with what `{}` prints on the server.",
+                    k.check_on_server
+                )),
+                Line::from(
+                    "If they are the same, y trusts it: the URL then pins it (?fingerprint=), and a \
+                     server answering with another key is refused. If not, another machine may be \
+                     answering in its place.",
+                ),
+            ]);
+            text_box(f, area, title, lines);
+            return vec![("y", "trust this key"), ("n", "do not")];
+        }
+        KeyCheck::NotRead | KeyCheck::Pinned => {}
+    }
     lines.extend(info);
     text_box(f, area, title, lines);
     vec![
