@@ -7,6 +7,7 @@ pub mod job;
 pub mod mounts;
 pub mod net;
 pub mod progress;
+pub mod repo;
 pub mod ui;
 
 use std::io::Write;
@@ -68,6 +69,17 @@ pub enum Cmd {
         #[command(flatten)]
         net: imaging::NetArgs,
     },
+    /// Image repositories: `repo init` makes one (snapshots sharing their chunks; docs/REPOSITORY.md).
+    #[command(subcommand)]
+    Repo(repo::RepoCmd),
+    /// List the snapshots of a repository: name@time, source, sizes, bytes each added.
+    Snapshots(repo::SnapshotsArgs),
+    /// Write a snapshot (REPO::NAME[@TIME]) out as one self-contained image file, and verify it.
+    Export(repo::ExportArgs),
+    /// Check a repository: every snapshot and every chunk it refers to (--read-data: hashed too).
+    Check(repo::CheckArgs),
+    /// Remove the snapshots the --keep rules do not keep, and the chunks no other snapshot uses.
+    Prune(repo::PruneArgs),
     /// Mount a filesystem (to write images to or read them from); its type is detected when not given.
     Mount(mounts::MountArgs),
     /// Flush and unmount a filesystem mounted with `mount`.
@@ -99,6 +111,10 @@ impl Cmd {
             Cmd::Restore(a) => a.json,
             Cmd::Clone(a) => a.json,
             Cmd::Disks { json, .. } | Cmd::Inspect { json, .. } => *json,
+            Cmd::Snapshots(a) => a.json,
+            Cmd::Export(a) => a.json,
+            Cmd::Check(a) => a.json,
+            Cmd::Prune(a) => a.json,
             _ => false,
         }
     }
@@ -207,6 +223,11 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             net,
         } => imaging::verify(&image, against.as_deref(), json, &net),
         Cmd::Inspect { image, json, net } => inspect::inspect(&image, json, &net),
+        Cmd::Repo(cmd) => repo::run(cmd),
+        Cmd::Snapshots(args) => repo::snapshots(args),
+        Cmd::Export(args) => repo::export(args),
+        Cmd::Check(args) => repo::check(args),
+        Cmd::Prune(args) => repo::prune(args),
         Cmd::Mount(args) => mounts::mount(args),
         Cmd::Umount(args) => mounts::umount(args),
         Cmd::Net(args) => net::run(args),

@@ -55,6 +55,7 @@ pub use self::chunk::{
 pub use self::codec::{DecodeError, DecodeErrorKind};
 pub use self::error::{ChunkFault, ChunkLocation, ImageError};
 pub use self::file::ImageFile;
+pub(crate) use self::format::{Footer, FrameHeader};
 pub use self::format::{
     Header, FEATURE_CHUNK_SLICES, FOOTER_LEN, FRAME_HEADER_LEN, HEADER_LEN,
     OPTIONAL_FEATURES_KNOWN, REQUIRED_FEATURES_KNOWN,
@@ -66,7 +67,7 @@ pub use self::index::{
 pub use self::reader::{ImageReader, ReadAt, SharedReader};
 pub use self::validate::StreamStorage;
 pub use self::verify::{VerifyProgress, VerifyReport};
-pub use self::writer::{FinishedImage, ImageHeaderInfo, ImageWriter, IndexExtras};
+pub use self::writer::{ChunkSink, FinishedImage, ImageHeaderInfo, ImageWriter, IndexExtras};
 
 /// Major format version this code writes and reads. A reader refuses any other major version.
 pub const FORMAT_MAJOR: u16 = 1;
@@ -137,7 +138,7 @@ impl fmt::Display for StreamId {
 }
 
 /// How a chunk's payload is stored. Values 2..=255 are reserved (other algorithms, encryption).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Compression {
     /// The payload is the uncompressed bytes (used when zstd would not make it smaller).
     Stored,

@@ -34,6 +34,7 @@ pub mod job;
 pub mod net;
 pub mod ops;
 pub mod plan;
+pub mod repo;
 pub mod store;
 #[allow(unsafe_code)]
 pub mod sys;

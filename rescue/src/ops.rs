@@ -18,6 +18,7 @@ mod inspect;
 mod network;
 mod outcome;
 mod place;
+mod repo;
 mod request;
 mod restore;
 mod run;
@@ -52,6 +53,7 @@ pub use self::usage::filesystem_usage;
 /// An image named as a path or a URL.
 pub use self::credentials::{parse_credentials, PASSWORD_VAR};
 pub use self::place::{check_location, fetch, sftp_host_key, NetOptions};
+pub use self::repo::{capture_repo, check_repo, export, prune_repo, Exported, RepoCapture};
 /// Progress events of a running operation.
 pub use crate::engine::progress::Progress;
 /// What a restore does with the filesystems' free space.

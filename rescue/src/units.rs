@@ -64,6 +64,12 @@ pub fn date_time(unix: u64) -> String {
     format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02} UTC")
 }
 
+/// `YYYY-MM-DDTHH:MM:SSZ` (UTC, RFC 3339) for a Unix time: how snapshots are named.
+pub fn iso_time(unix: u64) -> String {
+    let (y, m, d, hh, mm) = civil(unix);
+    format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{:02}Z", unix % 60)
+}
+
 /// Year, month, day, hour, minute (UTC) of a Unix time (days-from-civil inverted, proleptic Gregorian).
 fn civil(unix: u64) -> (i64, u32, u32, u64, u64) {
     let days = (unix / 86400) as i64;

@@ -114,6 +114,9 @@ pub enum UrlError {
     Encoding { url: String },
     #[error("{url}: names no file (the path is empty)")]
     NoPath { url: String },
+    /// A repository snapshot named wrongly (`REPO::NAME@TIME`).
+    #[error("{0}")]
+    Snapshot(String),
 }
 
 /// Whether `s` is meant as a URL (`scheme://…`) rather than a local path.
@@ -341,16 +344,108 @@ pub fn redact(text: &str) -> String {
     out
 }
 
-/// An image as the user named it: a path on this machine, or a URL. Shown (`Display`) without a password.
+/// Longest snapshot name.
+const MAX_NAME: usize = 64;
+
+/// Which snapshot of a name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum When {
+    Latest,
+    /// A time as listed (`2026-12-07T08:49:27Z`) or a unique prefix of one.
+    At(String),
+}
+
+/// A snapshot as the user named it: `REPO::NAME[@TIME|@latest]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotRef {
+    pub repo: Box<Location>,
+    pub name: String,
+    pub when: When,
+}
+
+impl SnapshotRef {
+    /// Splits `REPO::NAME[@WHEN]` at its last `::`; `None` when the text has none (or only inside an
+    /// IPv6 address's brackets).
+    pub fn parse(text: &str) -> Option<Result<SnapshotRef, String>> {
+        let at = text.rfind("::")?;
+        let (repo, rest) = (&text[..at], &text[at + 2..]);
+        if rest.contains(['/', ']']) || repo.is_empty() && rest.is_empty() {
+            return None;
+        }
+        Some(Self::parts(repo, rest))
+    }
+
+    fn parts(repo: &str, rest: &str) -> Result<SnapshotRef, String> {
+        if repo.is_empty() {
+            return Err(format!(
+                "`::{rest}` names no repository: write REPO::NAME, e.g. /mnt/backups::laptop"
+            ));
+        }
+        let (name, when) = match rest.split_once('@') {
+            None => (rest, When::Latest),
+            Some((n, "latest")) => (n, When::Latest),
+            Some((n, t)) if !t.is_empty() => (n, When::At(t.to_string())),
+            Some((n, _)) => {
+                return Err(format!(
+                    "`{repo}::{rest}`: nothing after @; write {n}@latest or {n}@TIME as \
+                     `rescue snapshots {repo}` lists it"
+                ))
+            }
+        };
+        check_name(name).map_err(|e| format!("`{repo}::{rest}`: {e}"))?;
+        let repo = Location::parse(repo).map_err(|e| e.to_string())?;
+        Ok(SnapshotRef {
+            repo: Box::new(repo),
+            name: name.to_string(),
+            when,
+        })
+    }
+}
+
+impl std::fmt::Display for SnapshotRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}::{}", self.repo, self.name)?;
+        match &self.when {
+            When::Latest => Ok(()),
+            When::At(t) => write!(f, "@{t}"),
+        }
+    }
+}
+
+/// A snapshot name: 1 to 64 letters, digits, `.`, `_`, `-`, not starting with `.` or `-`.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME
+        && !name.starts_with(['.', '-'])
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{name}` is not a snapshot name: use 1 to {MAX_NAME} letters, digits, `.`, `_` and `-` \
+             (e.g. laptop-c or pc17), not starting with `.` or `-`"
+        ))
+    }
+}
+
+/// An image as the user named it: a path on this machine, a URL, or a snapshot in a repository
+/// (`REPO::NAME[@TIME]`). Shown (`Display`) without a password.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
     Local(PathBuf),
     Remote(Url),
+    Snapshot(SnapshotRef),
 }
 
 impl Location {
-    /// A URL when the text looks like one (`scheme://…`), else a path.
+    /// A snapshot when the text has `::` (`REPO::NAME`), else a URL when it looks like one
+    /// (`scheme://…`), else a path.
     pub fn parse(text: &str) -> Result<Location, UrlError> {
+        if let Some(r) = SnapshotRef::parse(text) {
+            return r.map(Location::Snapshot).map_err(UrlError::Snapshot);
+        }
         if looks_like_url(text) {
             Url::parse(text).map(Location::Remote)
         } else {
@@ -361,7 +456,7 @@ impl Location {
     pub fn local(&self) -> Option<&Path> {
         match self {
             Location::Local(p) => Some(p),
-            Location::Remote(_) => None,
+            Location::Remote(_) | Location::Snapshot(_) => None,
         }
     }
 
@@ -375,6 +470,7 @@ impl Location {
                 .next()
                 .filter(|n| !n.is_empty())
                 .map(str::to_string),
+            Location::Snapshot(s) => Some(s.name.clone()),
         }
     }
 }
@@ -402,6 +498,7 @@ impl fmt::Display for Location {
         match self {
             Location::Local(p) => write!(f, "{}", p.display()),
             Location::Remote(u) => write!(f, "{u}"),
+            Location::Snapshot(s) => write!(f, "{s}"),
         }
     }
 }

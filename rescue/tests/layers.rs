@@ -16,7 +16,7 @@ const LAYERS: &[&[&str]] = &[
     &["init", "fs"],
     &["plan"],
     &["engine"],
-    &["store"],
+    &["store", "repo"],
     &["ops"],
     &["job"],
     &["tui"],

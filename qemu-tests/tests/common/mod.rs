@@ -272,7 +272,9 @@ pub fn line_with<'a>(screen: &'a str, needle: &str) -> &'a str {
 pub fn host_capture(source: &Path, image: &Path) {
     let args = rescue::cli::imaging::CaptureArgs {
         source: source.to_path_buf(),
-        output: image.to_path_buf(),
+        output: Some(image.to_path_buf()),
+        repo: None,
+        name: None,
         partitions: Vec::new(),
         level: rescue::image::DEFAULT_LEVEL,
         threads: 2,

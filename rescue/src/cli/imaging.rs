@@ -18,8 +18,20 @@ pub struct CaptureArgs {
     /// (rules: docs/SELECTORS.md). It is only read.
     pub source: PathBuf,
     /// The image file to write (`-` for stdout). Written as IMAGE.partial until complete.
-    #[arg(short = 'o', long = "output")]
-    pub output: PathBuf,
+    #[arg(
+        short = 'o',
+        long = "output",
+        required_unless_present = "repo",
+        conflicts_with = "repo"
+    )]
+    pub output: Option<PathBuf>,
+    /// Capture into this repository (made with `rescue repo init`) as a new snapshot, storing only the
+    /// chunks it does not have (with --name).
+    #[arg(long, requires = "name", value_name = "REPO")]
+    pub repo: Option<PathBuf>,
+    /// The snapshot's name in the repository (it is kept as NAME@<UTC time>).
+    #[arg(long, requires = "repo")]
+    pub name: Option<String>,
     /// Capture only this partition (repeatable); the partition table is still recorded.
     #[arg(long = "partition")]
     pub partitions: Vec<u32>,
@@ -114,10 +126,24 @@ fn unreadable_json(out: &Outcome) -> Vec<serde_json::Value> {
 }
 
 pub fn capture(a: CaptureArgs) -> anyhow::Result<i32> {
-    let to_stdout = a.output.as_os_str() == "-";
+    let to_stdout = a.output.as_ref().is_some_and(|o| o.as_os_str() == "-");
+    let output = match (&a.output, &a.repo, &a.name) {
+        (Some(o), _, _) => location(o)?,
+        (None, Some(repo), Some(name)) => {
+            crate::repo::check_name(name).map_err(anyhow::Error::msg)?;
+            ops::Location::Snapshot(crate::repo::SnapshotRef {
+                repo: Box::new(location(repo)?),
+                name: name.clone(),
+                when: crate::repo::When::Latest,
+            })
+        }
+        _ => anyhow::bail!(
+            "name the image with -o FILE, or a repository with --repo REPO --name NAME"
+        ),
+    };
     let req = Request::Capture(ops::CaptureSpec {
         source: a.source.clone(),
-        output: location(&a.output)?,
+        output,
         partitions: a.partitions.clone(),
         raw: a.raw,
         keep_unallocated: a.keep_unallocated,
@@ -148,6 +174,8 @@ pub fn capture(a: CaptureArgs) -> anyhow::Result<i32> {
             "unreadable": unreadable_json(&out),
             "notes": out.notes,
             "peak_rss_bytes": out.peak_rss_bytes,
+            "snapshot": out.snapshot,
+            "new_bytes": out.new_bytes,
         });
         if to_stdout {
             eprintln!("{summary}");
@@ -155,15 +183,28 @@ pub fn capture(a: CaptureArgs) -> anyhow::Result<i32> {
             println!("{summary}");
         }
     } else {
-        eprintln!(
-            "captured {} of {} used in {:.1} s into {} bytes ({}); root hash {}",
+        if let Some(snap) = &out.snapshot {
+            eprintln!(
+            "captured {} of {} used in {:.1} s as the snapshot {snap}: {} new in the repository ({} as \
+             one image file); root hash {}",
             source,
             human_size(out.bytes),
             out.seconds,
-            image_bytes,
+            human_size(out.new_bytes.unwrap_or(0)),
             human_size(image_bytes),
             out.root_hash.as_deref().unwrap_or("-")
         );
+        } else {
+            eprintln!(
+                "captured {} of {} used in {:.1} s into {} bytes ({}); root hash {}",
+                source,
+                human_size(out.bytes),
+                out.seconds,
+                image_bytes,
+                human_size(image_bytes),
+                out.root_hash.as_deref().unwrap_or("-")
+            );
+        }
         if repeated_bytes > 0 {
             eprintln!(
                 "{} found more than once was stored once{}",

@@ -265,6 +265,20 @@ pub fn capture_reads<W: Write + Send>(
     opts: &CaptureOptions,
     progress: Option<Sender<Progress>>,
 ) -> Result<(CaptureReport, W), EngineError> {
+    capture_into(source, disk, reads, out, opts, progress, None)
+}
+
+/// [`capture_reads`] with the chunk frames sent to `sink` (a repository) instead of into `out`, which
+/// then gets the image's header, index and footer only ([`crate::image::ChunkSink`]).
+pub fn capture_into<W: Write + Send>(
+    source: &Source,
+    disk: &Disk,
+    reads: Reads,
+    out: W,
+    opts: &CaptureOptions,
+    progress: Option<Sender<Progress>>,
+    sink: Option<Box<dyn crate::image::ChunkSink>>,
+) -> Result<(CaptureReport, W), EngineError> {
     let Reads { work, notes, total } = reads;
     let meter = Mutex::new(Meter::new("capture", total, progress));
     let header = ImageHeaderInfo {
@@ -272,7 +286,10 @@ pub fn capture_reads<W: Write + Send>(
         chunk_size: opts.chunk_size,
         slices: opts.dedup,
     };
-    let writer = ImageWriter::new(out, header).map_err(EngineError::Image)?;
+    let mut writer = ImageWriter::new(out, header).map_err(EngineError::Image)?;
+    if let Some(sink) = sink {
+        writer.set_sink(sink).map_err(EngineError::Image)?;
+    }
     let threads = opts.threads.clamp(1, MAX_COMPRESSORS);
     let window = read_window(threads, opts.chunk_size);
     let (read_permits, read_permit) = permits(window);

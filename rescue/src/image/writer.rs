@@ -17,8 +17,8 @@ use super::index::{
     FIRST_APPLICATION_TAG, TAG_CRITICAL,
 };
 use super::{
-    ChunkId, CompressedChunk, Compression, Hash, ImageError, ImageId, StreamId, MAX_CHUNK_SIZE,
-    MAX_STRING_LEN, MIN_CHUNK_SIZE,
+    ChunkId, CompressedChunk, Compression, Hash, ImageError, ImageId, StreamId, FRAME_HEADER_LEN,
+    MAX_CHUNK_SIZE, MAX_STRING_LEN, MIN_CHUNK_SIZE,
 };
 
 /// zstd level for the index: its bulk is hashes, which do not compress, so a high level only
@@ -92,6 +92,24 @@ pub struct FinishedImage<W> {
     pub repeated_bytes: u64,
 }
 
+/// Where chunk frames go instead of the image's own byte stream: a repository's chunk store. The image
+/// written then holds only its header, index and footer, and the index still gives each chunk the
+/// offset its frame has in the self-contained image (the frames laid back to back after the header), so
+/// the two are one image: exporting the snapshot is writing the frames back at those offsets, and the
+/// root hash is the same.
+pub trait ChunkSink: Send {
+    /// Keeps the chunk unless the store has one with the same hash and length already. Returns how the
+    /// stored copy's payload is compressed and its length (an existing copy may differ from `payload`:
+    /// another capture may have compressed it at another level).
+    fn put(
+        &mut self,
+        hash: &Hash,
+        uncompressed_len: u32,
+        payload: &[u8],
+        compression: Compression,
+    ) -> std::io::Result<(Compression, u32)>;
+}
+
 struct OpenStream {
     stream: Stream,
     /// Where the next extent must start.
@@ -112,6 +130,8 @@ pub struct ImageWriter<W: Write> {
     by_hash: HashMap<(Hash, u32), ChunkId>,
     /// Set when a write failed: the byte count is then unknown, so nothing more may be written.
     poisoned: bool,
+    /// Where frames go when not into `w` (a repository snapshot).
+    sink: Option<Box<dyn ChunkSink>>,
 }
 
 fn invalid(reason: String) -> ImageError {
@@ -143,6 +163,7 @@ impl<W: Write> ImageWriter<W> {
             chunks: Vec::new(),
             by_hash: HashMap::new(),
             poisoned: false,
+            sink: None,
         };
         let header_bytes = writer.header_bytes.clone();
         writer.append(&[&header_bytes])?;
@@ -163,6 +184,17 @@ impl<W: Write> ImageWriter<W> {
             }
             self.offset += p.len() as u64;
         }
+        Ok(())
+    }
+
+    /// Send chunk frames to `sink` instead of into the image ([`ChunkSink`]); before the first chunk.
+    pub fn set_sink(&mut self, sink: Box<dyn ChunkSink>) -> Result<(), ImageError> {
+        if !self.chunks.is_empty() {
+            return Err(invalid(
+                "a chunk sink must be set before the first chunk".into(),
+            ));
+        }
+        self.sink = Some(sink);
         Ok(())
     }
 
@@ -381,16 +413,34 @@ impl<W: Write> ImageWriter<W> {
             )));
         }
         let id = ChunkId(self.chunks.len() as u64);
-        let frame = FrameHeader {
-            compression,
-            chunk_id: id.0,
-            stored_len,
-            uncompressed_len,
-            hash,
-        }
-        .encode();
         let offset = self.offset;
-        self.append(&[&frame, payload])?;
+        let (compression, stored_len) = match &mut self.sink {
+            Some(sink) => {
+                if self.poisoned {
+                    return Err(ImageError::Poisoned);
+                }
+                let kept = sink.put(&hash, uncompressed_len, payload, compression);
+                let (compression, stored_len) = kept.map_err(|error| {
+                    self.poisoned = true;
+                    ImageError::Write { offset, error }
+                })?;
+                // The frame's place in the image as if it were here.
+                self.offset += (FRAME_HEADER_LEN as u64) + u64::from(stored_len);
+                (compression, stored_len)
+            }
+            None => {
+                let frame = FrameHeader {
+                    compression,
+                    chunk_id: id.0,
+                    stored_len,
+                    uncompressed_len,
+                    hash,
+                }
+                .encode();
+                self.append(&[&frame, payload])?;
+                (compression, stored_len)
+            }
+        };
         self.chunks.push(ChunkRecord {
             offset,
             stored_len,

@@ -96,16 +96,16 @@ pub fn capture(
 }
 
 /// What a capture reads, from what, and how, decided before anything is written.
-struct Prepared {
-    disk: Disk,
-    source: device::Source,
-    capture_opts: capture::CaptureOptions,
-    plan: plan::CapturePlan,
+pub(super) struct Prepared {
+    pub disk: Disk,
+    pub source: device::Source,
+    pub capture_opts: capture::CaptureOptions,
+    pub plan: plan::CapturePlan,
 }
 
 /// Detect the source and plan the capture; `local` is the image's path when it is a local file (then
 /// it may not be on the disk captured, nor be that disk).
-fn prepare(
+pub(super) fn prepare(
     spec: &CaptureSpec,
     local: Option<&Path>,
     opts: &DetectOptions,
@@ -182,7 +182,7 @@ pub fn capture_sftp(
 }
 
 /// The folder an output file goes into.
-fn folder_of(output: &Path) -> &Path {
+pub(super) fn folder_of(output: &Path) -> &Path {
     output
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -190,7 +190,10 @@ fn folder_of(output: &Path) -> &Path {
 }
 
 /// `OUTPUT.partial`, created and locked: a second capture to the same output is refused at once.
-fn create_partial(output: &Path, partial: &Path) -> anyhow::Result<engine::output::OutputFile> {
+pub(super) fn create_partial(
+    output: &Path,
+    partial: &Path,
+) -> anyhow::Result<engine::output::OutputFile> {
     engine::output::OutputFile::create(partial).map_err(|e| match e.kind() {
         std::io::ErrorKind::WouldBlock => anyhow::anyhow!(
             "another capture is writing {} right now (its {} is locked); wait for it to finish or \
@@ -209,7 +212,7 @@ fn create_partial(output: &Path, partial: &Path) -> anyhow::Result<engine::outpu
 
 /// Give the complete `partial` its final name, never replacing a file that appeared there meanwhile,
 /// and make the rename durable.
-fn finalize(partial: &Path, output: &Path) -> anyhow::Result<()> {
+pub(super) fn finalize(partial: &Path, output: &Path) -> anyhow::Result<()> {
     let renamed = match crate::sys::rename_noreplace(partial, output) {
         // File systems without RENAME_NOREPLACE: our lock on the partial file keeps other captures out.
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) && !output.exists() => {

@@ -66,6 +66,7 @@ impl NetOptions {
     pub fn needs_password(&self, loc: &Location) -> bool {
         match loc {
             Location::Local(_) => false,
+            Location::Snapshot(s) => self.needs_password(&s.repo),
             Location::Remote(url) => {
                 // NFS has no passwords; SFTP logs in with keys first, and says when it needs one.
                 !matches!(url.scheme, Scheme::Nfs | Scheme::Sftp)

@@ -79,6 +79,12 @@ pub struct Outcome {
     pub grow: Option<GrowReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peak_rss_bytes: Option<u64>,
+    /// Capture into a repository: the snapshot made (`NAME@TIME`) and the bytes it added to the
+    /// repository (chunks it did not have).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub new_bytes: Option<u64>,
     /// Where the log and result go when not beside `image` as written (an image on a share: its local
     /// path there).
     #[serde(skip)]
@@ -108,6 +114,8 @@ impl Outcome {
             result_file: None,
             stored_bytes: None,
             repeated_bytes: None,
+            snapshot: None,
+            new_bytes: None,
             zero_bytes: None,
             discarded_bytes: None,
             problems: vec![],

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 
 use crate::image::{ImageFile, ReadAt, SharedReader};
+use crate::repo::{Repo, RepoLock, SnapshotImage, SnapshotRef};
 use crate::store::http::{HttpFile, HttpOptions};
 use crate::store::remote::{self, Share};
 use crate::store::sftp::{HostKey, SftpFile, SftpOptions};
@@ -30,11 +31,13 @@ pub struct NetOptions {
     pub identity: Option<PathBuf>,
 }
 
-/// An image being read: a file (local, or on a mounted share) or a file on a web server.
+/// An image being read: a file (local, or on a mounted share), a file on a web server or an SFTP server,
+/// or a snapshot in a repository.
 pub enum ImageSource {
     File(ImageFile),
     Http(HttpFile),
     Sftp(SftpFile),
+    Snapshot(Arc<SnapshotImage>),
 }
 
 impl ReadAt for ImageSource {
@@ -43,6 +46,7 @@ impl ReadAt for ImageSource {
             ImageSource::File(f) => f.read_exact_at(buf, offset),
             ImageSource::Http(h) => h.read_exact_at(buf, offset),
             ImageSource::Sftp(s) => s.read_exact_at(buf, offset),
+            ImageSource::Snapshot(s) => s.read_exact_at(buf, offset),
         }
     }
     fn size(&self) -> io::Result<u64> {
@@ -50,6 +54,7 @@ impl ReadAt for ImageSource {
             ImageSource::File(f) => f.size(),
             ImageSource::Http(h) => h.size(),
             ImageSource::Sftp(s) => s.size(),
+            ImageSource::Snapshot(s) => s.size(),
         }
     }
     fn read_span(&self, buf: &mut AlignedBuf, offset: u64, len: usize) -> io::Result<usize> {
@@ -57,6 +62,7 @@ impl ReadAt for ImageSource {
             ImageSource::File(f) => f.read_span(buf, offset, len),
             ImageSource::Http(h) => h.read_span(buf, offset, len),
             ImageSource::Sftp(s) => s.read_span(buf, offset, len),
+            ImageSource::Snapshot(s) => s.read_span(buf, offset, len),
         }
     }
 }
@@ -75,6 +81,15 @@ enum Reach {
     Sftp(SftpFile),
     /// A new image to be written there (capture).
     SftpNew(Url, SftpOptions),
+    /// A snapshot, its file (which stands for the image in the checks of a restore), and the
+    /// repository's shared lock, held while the snapshot is read.
+    Snapshot {
+        image: Arc<SnapshotImage>,
+        file: PathBuf,
+        _lock: Option<RepoLock>,
+    },
+    /// A new snapshot of this name (capture).
+    RepoNew(Box<Repo>, String),
 }
 
 impl Drop for Placed {
@@ -103,25 +118,81 @@ impl Placed {
         }
     }
 
-    /// The image's local path (`None` for one on a web server).
+    /// A capture into a repository: which, and the snapshot's name.
+    pub fn repo_new(&self) -> Option<(&Repo, &str)> {
+        match &self.reach {
+            Reach::RepoNew(repo, name) => Some((repo, name)),
+            _ => None,
+        }
+    }
+
+    /// Where the log and result files go when not beside the image: a repository's `logs` folder,
+    /// named after the snapshot.
+    pub fn record_base(&self) -> Option<PathBuf> {
+        match &self.reach {
+            Reach::RepoNew(repo, name) => Some(repo.root.join("logs").join(name)),
+            Reach::Snapshot { image, file, .. } => {
+                let root = file.parent()?.parent()?;
+                Some(root.join("logs").join(&image.meta.name))
+            }
+            _ => self.share.as_ref().map(|s| s.image.clone()),
+        }
+    }
+
+    /// The image's local path (`None` for one on a web server); for a snapshot, its snapshot file.
     pub fn local_path(&self) -> Option<&Path> {
-        matches!(self.reach, Reach::Path).then_some(self.path.as_path())
+        match &self.reach {
+            Reach::Path => Some(self.path.as_path()),
+            Reach::Snapshot { file, .. } => Some(file),
+            _ => None,
+        }
+    }
+
+    /// A snapshot opened for reading, named as `label` in messages; `share` when the repository is on
+    /// one; `lock` held until the operation is over.
+    pub fn snapshot(
+        image: SnapshotImage,
+        file: PathBuf,
+        label: String,
+        share: Option<Share>,
+        lock: Option<RepoLock>,
+    ) -> Placed {
+        Placed {
+            path: PathBuf::from(label),
+            share,
+            reach: Reach::Snapshot {
+                image: Arc::new(image),
+                file,
+                _lock: lock,
+            },
+        }
     }
 
     /// Open the image for reading, with where it is in every error.
     pub fn open(&self) -> anyhow::Result<SharedReader<ImageSource>> {
         let shown = self.path.display().to_string();
-        let source = match &self.reach {
+        let source = self.source()?;
+        SharedReader::open(Arc::new(source)).with_context(|| format!("reading the image {shown}"))
+    }
+
+    /// The image's bytes, as positional reads (for copying it whole).
+    pub fn source(&self) -> anyhow::Result<ImageSource> {
+        let shown = self.path.display().to_string();
+        Ok(match &self.reach {
             Reach::Http(h) => ImageSource::Http(h.clone()),
             Reach::Sftp(s) => ImageSource::Sftp(s.clone()),
             Reach::SftpNew(url, opts) => ImageSource::Sftp(SftpFile::open(url, opts)?),
+            Reach::Snapshot { image, .. } => ImageSource::Snapshot(image.clone()),
+            Reach::RepoNew(repo, name) => bail!(
+                "the snapshot {name} in {} is being made; it cannot be read yet",
+                repo.root.display()
+            ),
             Reach::Path => {
                 let file = ImageFile::open(&self.path)
                     .with_context(|| format!("opening the image {shown}"))?;
                 ImageSource::File(file)
             }
-        };
-        SharedReader::open(Arc::new(source)).with_context(|| format!("reading the image {shown}"))
+        })
     }
 
     /// An error of the operation on this image as the user named it (`loc`): the share's local path
@@ -189,7 +260,7 @@ impl Placed {
                 "the image is on an SFTP server: {}",
                 self.path.display()
             )),
-            Reach::Path => None,
+            Reach::Path | Reach::Snapshot { .. } | Reach::RepoNew(..) => None,
         }
     }
 }
@@ -278,7 +349,68 @@ pub(super) fn place(loc: &Location, write: bool, net: &NetOptions) -> anyhow::Re
             }
             place_remote(&url, write, net)
         }
+        Location::Snapshot(s) => place_snapshot(s, write, net),
     }
+}
+
+/// A snapshot to read, or (`write`) a new one to capture, in a repository on a local folder or an
+/// SMB/NFS share (mounted like a share holding an image).
+fn place_snapshot(s: &SnapshotRef, write: bool, net: &NetOptions) -> anyhow::Result<Placed> {
+    let (repo, share) = open_repo(&s.repo, write, net)?;
+    if write {
+        return Ok(Placed {
+            path: PathBuf::from(s.to_string()),
+            share,
+            reach: Reach::RepoNew(Box::new(repo), s.name.clone()),
+        });
+    }
+    let lock = repo.lock_shared(&format!("reading {s}"))?;
+    let entry = crate::repo::resolve(&repo, &s.name, &s.when)?;
+    let label = format!("{}::{}", s.repo, entry.label());
+    let mut image = SnapshotImage::open(&repo, &entry)?;
+    image.label = label.clone();
+    Ok(Placed::snapshot(
+        image,
+        entry.path,
+        label,
+        share,
+        Some(lock),
+    ))
+}
+
+/// The repository at `loc` (a folder, or an SMB/NFS share's folder, mounted read-write when `write`),
+/// and the share mounted for it (unmounted when dropped).
+pub(super) fn open_repo(
+    loc: &Location,
+    write: bool,
+    net: &NetOptions,
+) -> anyhow::Result<(Repo, Option<Share>)> {
+    let (root, share) = match loc {
+        Location::Local(p) => (p.clone(), None),
+        Location::Remote(url) if matches!(url.scheme, Scheme::Smb | Scheme::Nfs) => {
+            let mut url = url.clone();
+            if url.user.is_none() {
+                url.user = net.user.clone();
+            }
+            let share = remote::mount(&url, net.password.as_ref(), write)?;
+            (share.image.clone(), Some(share))
+        }
+        other => bail!(
+            "{other}: a repository is a folder on a drive or on an SMB or NFS share; it cannot be on              {}",
+            match other {
+                Location::Remote(u) => format!("an {} server", u.scheme.name()),
+                _ => "another repository".to_string(),
+            }
+        ),
+    };
+    let repo = Repo::open(&root).map_err(|e| match &share {
+        Some(_) => anyhow::anyhow!(
+            "{}",
+            super::describe(&e).replace(&root.display().to_string(), &loc.to_string())
+        ),
+        None => e,
+    })?;
+    Ok((repo, share))
 }
 
 fn place_remote(url: &Url, write: bool, net: &NetOptions) -> anyhow::Result<Placed> {

@@ -34,8 +34,8 @@ pub fn run(req: &Request, how: &RunOptions, opts: &DetectOptions, ctl: Control) 
             if let Some(p) = &placed {
                 out.notes.extend(p.note());
             }
-            if let Some(s) = placed.as_ref().and_then(|p| p.share.as_ref()) {
-                out.record_base = Some(s.image.clone());
+            if let Some(base) = placed.as_ref().and_then(Placed::record_base) {
+                out.record_base = Some(base);
             }
             (
                 execute(req, placed.as_ref(), how, opts, ctl, &mut out),
@@ -88,14 +88,32 @@ fn execute(
                         .with_context(|| format!("creating the folder {}", dir.display()))?;
                 }
             }
-            let (disk, r) = match placed.sftp_new() {
-                Some((url, sftp)) => {
-                    let (disk, r, notes) = super::capture::capture_sftp(s, url, sftp, opts, ctl)?;
-                    out.notes.extend(notes);
-                    (disk, r)
-                }
-                None => super::capture::capture(s, image, opts, ctl)?,
-            };
+            let mut snapshot = None;
+            let (disk, r) =
+                match (placed.sftp_new(), placed.repo_new()) {
+                    (Some((url, sftp)), _) => {
+                        let (disk, r, notes) =
+                            super::capture::capture_sftp(s, url, sftp, opts, ctl)?;
+                        out.notes.extend(notes);
+                        (disk, r)
+                    }
+                    (None, Some((repo, name))) => {
+                        let c = super::repo::capture_repo(s, repo, name, opts, ctl)?;
+                        out.notes.push(format!(
+                        "snapshot {}::{}: {} new chunks ({}) stored, {} already in the repository",
+                        s.output.to_string().rsplit_once("::").map_or("", |(r, _)| r),
+                        c.snapshot.label(),
+                        c.stats.new_chunks,
+                        crate::units::human_size(c.stats.new_bytes),
+                        c.stats.reused_chunks
+                    ));
+                        out.snapshot = Some(c.snapshot.label());
+                        out.new_bytes = Some(c.stats.new_bytes);
+                        snapshot = Some((repo, c.snapshot));
+                        (c.disk, c.report)
+                    }
+                    (None, None) => super::capture::capture(s, image, opts, ctl)?,
+                };
             out.source = Some(DiskId::from(&disk));
             out.root_hash = Some(r.root_hash.clone());
             out.bytes = r.used_bytes;
@@ -106,6 +124,21 @@ fn execute(
             out.set_unreadable(&r.unreadable);
             out.notes.extend(r.notes);
             if s.verify && image.as_os_str() != "-" {
+                let made;
+                let placed = match snapshot {
+                    Some((repo, entry)) => {
+                        let label = format!("{}", s.output);
+                        made = Placed::snapshot(
+                            crate::repo::SnapshotImage::open(repo, &entry)?,
+                            entry.path.clone(),
+                            label,
+                            None,
+                            None,
+                        );
+                        &made
+                    }
+                    None => placed,
+                };
                 let v = super::verify::verify(placed, None, None)?;
                 if !v.problems.is_empty() {
                     bail!(

@@ -200,7 +200,7 @@ impl UrlEntry {
         }
         let mut url = match Location::parse(&text).map_err(|e| e.to_string())? {
             Location::Remote(url) => url,
-            Location::Local(_) => {
+            Location::Local(_) | Location::Snapshot(_) => {
                 return Err(format!(
                     "{} is not a URL: type one like {} (drives of this machine are in the list before: Esc)",
                     redact(&text),

@@ -51,6 +51,7 @@ fn remote_url(loc: &Location) -> &crate::url::Url {
     match loc {
         Location::Remote(u) => u,
         Location::Local(p) => panic!("a local path: {}", p.display()),
+        Location::Snapshot(s) => panic!("a snapshot: {s}"),
     }
 }
 

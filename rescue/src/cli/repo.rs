@@ -1,0 +1,286 @@
+//! `rescue repo init` and `rescue snapshots`: making a repository and listing what it holds.
+
+use std::path::PathBuf;
+
+use serde_json::json;
+
+use crate::ops;
+use crate::repo::{self, Repo};
+use crate::units::human_size;
+
+#[derive(clap::Subcommand, Debug)]
+pub enum RepoCmd {
+    /// Make a repository in a new or empty folder (on a drive, or a mounted share).
+    Init {
+        /// The folder.
+        repo: PathBuf,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SnapshotsArgs {
+    /// The repository.
+    pub repo: PathBuf,
+    /// Print the list as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(cmd: RepoCmd) -> anyhow::Result<i32> {
+    match cmd {
+        RepoCmd::Init { repo } => {
+            let r = Repo::init(&repo)?;
+            eprintln!(
+                "made the repository {} (id {}, {} chunks); capture into it with \
+                 `rescue capture DISK --repo {} --name NAME`",
+                repo.display(),
+                r.config.id,
+                human_size(u64::from(r.config.chunk_size)),
+                repo.display()
+            );
+            Ok(0)
+        }
+    }
+}
+
+pub fn snapshots(a: SnapshotsArgs) -> anyhow::Result<i32> {
+    let r = Repo::open(&a.repo)?;
+    let (list, problems) = repo::list(&r)?;
+    if a.json {
+        let snapshots: Vec<_> = list
+            .iter()
+            .map(|e| {
+                let mut v = serde_json::to_value(&e.meta).unwrap_or_default();
+                v["snapshot"] = json!(e.label());
+                v
+            })
+            .collect();
+        println!(
+            "{}",
+            json!({"repository": a.repo, "snapshots": snapshots, "problems": problems})
+        );
+    } else {
+        if list.is_empty() {
+            eprintln!("{}: no snapshots yet", a.repo.display());
+        }
+        for e in &list {
+            let m = &e.meta;
+            let source = [
+                m.source.model.as_str(),
+                m.source.serial.as_str(),
+                m.source.path.as_str(),
+            ]
+            .iter()
+            .filter(|s| !s.is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join(" ");
+            println!(
+                "{}  {} of {} ({})  {} used, {} as an image, {} new",
+                e.label(),
+                source,
+                human_size(m.source.size),
+                if m.host.is_empty() { "-" } else { &m.host },
+                human_size(m.used_bytes),
+                human_size(m.image_bytes),
+                human_size(m.new_bytes)
+            );
+        }
+        for p in &problems {
+            eprintln!("warning: {p}");
+        }
+    }
+    Ok(if problems.is_empty() { 0 } else { 1 })
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ExportArgs {
+    /// The snapshot (REPO::NAME[@TIME]) or image to write out.
+    pub image: PathBuf,
+    /// The image file to write (a self-contained image; written as FILE.partial until complete).
+    #[arg(short = 'o', long = "output")]
+    pub output: PathBuf,
+    /// Do not read the written file back to check every chunk's hash.
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Progress as JSON lines on stderr and the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub net: super::imaging::NetArgs,
+}
+
+/// `rescue export`: a snapshot as one image file, then (unless asked not to) the file verified.
+pub fn export(a: ExportArgs) -> anyhow::Result<i32> {
+    let image = ops::Location::parse(&a.image.to_string_lossy())?;
+    let net = a.net.options(&image)?;
+    let (ctl, printers) = super::progress::control(a.json, true);
+    let result = ops::export(&image, &a.output, &net, ctl);
+    printers.finish();
+    let e = result?;
+    let mut verified = false;
+    if !a.no_verify {
+        let req = ops::Request::Verify(ops::VerifySpec {
+            image: ops::Location::Local(a.output.clone()),
+            against: None,
+        });
+        let (ctl, printers) = super::progress::control(a.json, true);
+        let out = ops::run(
+            &req,
+            &ops::RunOptions::default(),
+            &super::detect_options(),
+            ctl,
+        );
+        printers.finish();
+        if let Some(err) = out.error {
+            anyhow::bail!(
+                "{} was written but does not verify: {err}",
+                a.output.display()
+            );
+        }
+        verified = true;
+    }
+    if a.json {
+        println!(
+            "{}",
+            json!({"ok": true, "image": image.to_string(), "output": a.output, "bytes": e.bytes,
+                   "root_hash": e.root_hash, "verified": verified, "seconds": e.seconds})
+        );
+    } else {
+        eprintln!(
+            "wrote {} ({}) from {} in {:.1} s{}; root hash {}",
+            a.output.display(),
+            human_size(e.bytes),
+            image,
+            e.seconds,
+            if verified { ", verified" } else { "" },
+            e.root_hash
+        );
+    }
+    Ok(0)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CheckArgs {
+    /// The repository.
+    pub repo: PathBuf,
+    /// Also read every chunk the snapshots refer to, decompress it and check its hash.
+    #[arg(long)]
+    pub read_data: bool,
+    /// Threads reading chunks (default: every core).
+    #[arg(long, default_value_t = ops::default_threads())]
+    pub threads: usize,
+    /// Progress as JSON lines on stderr and the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub net: super::imaging::NetArgs,
+}
+
+/// `rescue check`: exit 0 when everything checks out, 2 when something does not (each named).
+pub fn check(a: CheckArgs) -> anyhow::Result<i32> {
+    let repo = ops::Location::parse(&a.repo.to_string_lossy())?;
+    let net = a.net.options(&repo)?;
+    let (ctl, printers) = super::progress::control(a.json, true);
+    let result = ops::check_repo(&repo, a.read_data, a.threads, &net, ctl);
+    printers.finish();
+    let r = result?;
+    if a.json {
+        let mut v = serde_json::to_value(&r)?;
+        v["ok"] = json!(r.problems.is_empty());
+        v["repository"] = json!(repo.to_string());
+        println!("{v}");
+    } else {
+        for p in &r.problems {
+            eprintln!("problem: {p}");
+        }
+        eprintln!(
+            "{}: {} snapshots, {} chunks ({}){}; {}",
+            repo,
+            r.snapshots,
+            r.chunks,
+            human_size(r.chunk_bytes),
+            if a.read_data {
+                format!(", {} read and hashed", human_size(r.read_bytes))
+            } else {
+                " (add --read-data to hash every chunk)".to_string()
+            },
+            if r.problems.is_empty() {
+                "everything checks out".to_string()
+            } else {
+                format!("{} problems", r.problems.len())
+            }
+        );
+        if r.unreferenced_chunks > 0 {
+            eprintln!(
+                "note: {} chunk objects ({}) belong to no snapshot (removed snapshots, stopped captures); \
+                 prune removes them",
+                r.unreferenced_chunks,
+                human_size(r.unreferenced_bytes)
+            );
+        }
+    }
+    Ok(if r.problems.is_empty() { 0 } else { 2 })
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PruneArgs {
+    /// The repository.
+    pub repo: PathBuf,
+    /// Keep the N newest snapshots of each name.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub keep_last: usize,
+    /// Keep the newest snapshot of each of the N newest days that have one (UTC).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub keep_daily: usize,
+    /// Keep the newest snapshot of each of the N newest weeks (Monday to Sunday) that have one.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub keep_weekly: usize,
+    /// Keep the newest snapshot of each of the N newest months that have one.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub keep_monthly: usize,
+    /// Only the snapshots of this name (the others are kept).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Say what would be removed; remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub net: super::imaging::NetArgs,
+}
+
+/// `rescue prune`.
+pub fn prune(a: PruneArgs) -> anyhow::Result<i32> {
+    let repo = ops::Location::parse(&a.repo.to_string_lossy())?;
+    let net = a.net.options(&repo)?;
+    let keep = repo::Keep {
+        last: a.keep_last,
+        daily: a.keep_daily,
+        weekly: a.keep_weekly,
+        monthly: a.keep_monthly,
+    };
+    let r = ops::prune_repo(&repo, &keep, a.name.as_deref(), a.dry_run, &net)?;
+    if a.json {
+        println!("{}", serde_json::to_value(&r)?);
+        return Ok(0);
+    }
+    let verb = if r.dry_run { "would remove" } else { "removed" };
+    for k in &r.kept {
+        println!("keep    {k}");
+    }
+    for k in &r.removed {
+        println!("{}  {k}", if r.dry_run { "would remove" } else { "remove" });
+    }
+    eprintln!(
+        "{}: kept {} snapshots, {verb} {} and {} chunk objects ({})",
+        repo,
+        r.kept.len(),
+        r.removed.len(),
+        r.chunks_removed,
+        human_size(r.bytes_freed)
+    );
+    Ok(0)
+}

@@ -1,0 +1,206 @@
+//! Repositories in whole operations: capturing a disk as a new snapshot, and the snapshot list.
+//! Reading a snapshot (restore, verify, inspect) needs nothing here: `place` opens it as an image.
+
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+
+use crate::detect::{DetectOptions, Disk};
+use crate::engine::capture;
+use crate::repo::{ChunkStats, Repo, SinkState, SnapshotEntry, SnapshotMeta, SnapshotSource};
+
+use super::capture::{prepare, Prepared};
+use super::{CaptureSpec, Control};
+
+/// What a capture into a repository did.
+pub struct RepoCapture {
+    pub disk: Disk,
+    pub report: capture::CaptureReport,
+    pub snapshot: SnapshotEntry,
+    pub stats: ChunkStats,
+}
+
+/// Capture `spec.source` into `repo` as a new snapshot of `name`. Chunks the repository has are not
+/// stored again; the snapshot file is written last, after every chunk it refers to is flushed, so a
+/// capture that fails or is cut off leaves no snapshot (the chunks it stored are used by the next one).
+pub fn capture_repo(
+    spec: &CaptureSpec,
+    repo: &Repo,
+    name: &str,
+    opts: &DetectOptions,
+    ctl: Control,
+) -> anyhow::Result<RepoCapture> {
+    crate::repo::check_name(name).map_err(anyhow::Error::msg)?;
+    // Held until the snapshot is written: a prune cannot remove the chunks this capture reuses.
+    let _lock = repo.lock_shared(&format!("the capture of {}", spec.source.display()))?;
+    // The repository's folder stands for the image file in the checks (not on the disk captured).
+    let probe = repo.snapshots_dir().join(name);
+    let Prepared {
+        disk,
+        source,
+        mut capture_opts,
+        plan,
+    } = prepare(spec, Some(&probe), opts, &ctl)?;
+    // The repository's own chunk size: an unchanged region then gives the chunks it gave last time.
+    capture_opts.chunk_size = repo.config.chunk_size;
+    let reads = capture::plan_reads(&source, &plan);
+    let state = Arc::new(Mutex::new(SinkState::default()));
+    let sink = Box::new(repo.chunks().sink(state.clone()));
+    let result = capture::capture_into(
+        &source,
+        &disk,
+        reads,
+        Vec::new(),
+        &capture_opts,
+        ctl.progress,
+        Some(sink),
+    );
+    let (report, image) = result.map_err(|e| {
+        anyhow::Error::from(e).context(format!(
+            "the capture of {} did not complete; no snapshot was added to {} (the chunks it stored \
+             stay for the next capture)",
+            spec.source.display(),
+            repo.root.display()
+        ))
+    })?;
+    let state = std::mem::take(&mut *state.lock().unwrap_or_else(|p| p.into_inner()));
+    state.sync();
+    let creation = &capture_opts.creation;
+    let time_unix = u64::try_from(creation.created_unix).unwrap_or(0);
+    let info = crate::engine::disk_info(&disk);
+    let meta = SnapshotMeta {
+        name: name.to_string(),
+        time_unix,
+        time: crate::units::iso_time(time_unix),
+        host: creation.host_name.clone(),
+        source: SnapshotSource {
+            path: info.path.clone(),
+            model: info.model.clone(),
+            serial: info.serial.clone(),
+            size: info.size,
+            table: format!("{:?}", info.table_kind).to_lowercase(),
+        },
+        image_bytes: report.image_bytes,
+        root_hash: report.root_hash.clone(),
+        used_bytes: report.used_bytes,
+        chunks: state.stats.new_chunks + state.stats.reused_chunks,
+        stored_bytes: state.referenced_bytes,
+        new_chunks: state.stats.new_chunks,
+        new_bytes: state.stats.new_bytes,
+        tool_version: creation.tool_version.clone(),
+    };
+    let image_id: String = image
+        .get(32..48)
+        .map(|b| b.iter().map(|x| format!("{x:02x}")).collect())
+        .unwrap_or_default();
+    let snapshot = crate::repo::write_snapshot(repo, &meta, &image, &image_id)
+        .with_context(|| format!("the snapshot of {} was not added", spec.source.display()))?;
+    Ok(RepoCapture {
+        disk,
+        report,
+        snapshot,
+        stats: state.stats,
+    })
+}
+
+/// What [`export`] wrote.
+#[derive(Debug, Clone)]
+pub struct Exported {
+    pub bytes: u64,
+    pub root_hash: String,
+    pub seconds: f64,
+}
+
+/// Write the image `image` names (a snapshot, or any image) to `output` as one self-contained image
+/// file: as `OUTPUT.partial`, flushed, then renamed, never over an existing file. The copy is checked
+/// as it is read (the image's structure when opened, each frame header against the index); verify the
+/// file afterwards to check every chunk's hash.
+pub fn export(
+    image: &crate::url::Location,
+    output: &std::path::Path,
+    net: &super::NetOptions,
+    ctl: Control,
+) -> anyhow::Result<Exported> {
+    use crate::image::ReadAt;
+    use std::io::Write;
+    let started = std::time::Instant::now();
+    let placed = super::place::place(image, false, net)?;
+    let reader = placed.open()?;
+    let root_hash = reader.root_hash().to_string();
+    let source = placed.source()?;
+    let size = source.size()?;
+    if output.exists() {
+        anyhow::bail!(
+            "{} already exists; remove it or choose another name",
+            output.display()
+        );
+    }
+    let partial = super::capture::partial_path(output);
+    let mut out = super::capture::create_partial(output, &partial)?;
+    let _abort = crate::sys::on_abort::RemoveOnAbort::new(&partial);
+    let copied = (|| -> anyhow::Result<()> {
+        let mut meter = crate::engine::progress::Meter::new("export", size, ctl.progress.clone());
+        let mut buf = vec![0u8; 8 << 20];
+        let mut at = 0u64;
+        while at < size {
+            if ctl.cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                anyhow::bail!("cancelled");
+            }
+            let n = (size - at).min(buf.len() as u64) as usize;
+            source
+                .read_exact_at(&mut buf[..n], at)
+                .with_context(|| format!("reading {} at byte {at}", placed.path.display()))?;
+            out.write_all(&buf[..n])
+                .with_context(|| format!("writing {}", partial.display()))?;
+            at += n as u64;
+            meter.advance(n as u64, n as u64);
+        }
+        meter.finish();
+        let file = out
+            .finish()
+            .with_context(|| format!("writing {}", partial.display()))?;
+        file.sync_all()
+            .with_context(|| format!("flushing {} to disk", partial.display()))?;
+        Ok(())
+    })();
+    if let Err(e) = copied {
+        let _ = std::fs::remove_file(&partial);
+        return Err(e.context(format!(
+            "the export of {} did not complete; nothing was left at {}",
+            placed.path.display(),
+            output.display()
+        )));
+    }
+    super::capture::finalize(&partial, output)?;
+    Ok(Exported {
+        bytes: size,
+        root_hash,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// `rescue check`: the repository at `repo` checked ([`crate::repo::check`]); with `read_data` every
+/// chunk it refers to read and hashed.
+pub fn check_repo(
+    repo: &crate::url::Location,
+    read_data: bool,
+    threads: usize,
+    net: &super::NetOptions,
+    ctl: Control,
+) -> anyhow::Result<crate::repo::CheckReport> {
+    let (repo, _share) = super::place::open_repo(repo, false, net)?;
+    let _lock = repo.lock_shared("the check")?;
+    crate::repo::check(&repo, read_data, threads, ctl.progress, &ctl.cancel)
+}
+
+/// `rescue prune`: the repository at `repo` pruned as `keep` says ([`crate::repo::prune`]).
+pub fn prune_repo(
+    repo: &crate::url::Location,
+    keep: &crate::repo::Keep,
+    name: Option<&str>,
+    dry_run: bool,
+    net: &super::NetOptions,
+) -> anyhow::Result<crate::repo::PruneReport> {
+    let (repo, _share) = super::place::open_repo(repo, !dry_run, net)?;
+    crate::repo::prune(&repo, keep, name, dry_run)
+}

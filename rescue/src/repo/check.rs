@@ -1,0 +1,211 @@
+//! `rescue check`: every snapshot file whole (its checksum), every snapshot's index sound (the image
+//! reader's rules), and every chunk a snapshot refers to present and as recorded; with `read_data`,
+//! every such chunk read, decompressed and hashed. A problem names the chunk object and every snapshot
+//! it affects.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::Mutex;
+
+use crate::engine::progress::{Meter, Progress};
+use crate::image::{decompress_chunk, Compression, Hash, FRAME_HEADER_LEN};
+
+use super::config::Repo;
+use super::vimage::SnapshotImage;
+
+/// What a check found.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct CheckReport {
+    pub snapshots: usize,
+    /// Distinct chunks the snapshots refer to, and their size in the repository.
+    pub chunks: usize,
+    pub chunk_bytes: u64,
+    /// Chunk bytes read and hashed (`read_data`).
+    pub read_bytes: u64,
+    /// Everything wrong, each naming what and which snapshots it affects.
+    pub problems: Vec<String>,
+    /// Chunk objects no snapshot refers to (left by removed snapshots or stopped captures).
+    pub unreferenced_chunks: u64,
+    pub unreferenced_bytes: u64,
+    /// Files left in `tmp/` (by captures that stopped).
+    pub leftover_files: u64,
+}
+
+/// How one snapshot records a chunk.
+type Recorded = (Compression, u32, u32);
+
+pub fn check(
+    repo: &Repo,
+    read_data: bool,
+    threads: usize,
+    progress: Option<Sender<Progress>>,
+    cancel: &AtomicBool,
+) -> anyhow::Result<CheckReport> {
+    let mut report = CheckReport::default();
+    let (entries, listing) = super::snapshot::list(repo)?;
+    report.problems.extend(listing);
+    // Every chunk: how each snapshot records it, and which snapshots.
+    let mut refs: BTreeMap<Hash, BTreeMap<Recorded, Vec<String>>> = BTreeMap::new();
+    for e in &entries {
+        match SnapshotImage::open(repo, e) {
+            Ok(img) => {
+                report.snapshots += 1;
+                for c in img.chunks() {
+                    refs.entry(c.hash)
+                        .or_default()
+                        .entry((c.compression, c.stored_len, c.uncompressed_len))
+                        .or_default()
+                        .push(e.label());
+                }
+            }
+            Err(err) => report
+                .problems
+                .push(format!("snapshot {}: {err:#}", e.label())),
+        }
+    }
+    let store = repo.chunks();
+    let affects = |by: &BTreeMap<Recorded, Vec<String>>| {
+        let all: BTreeSet<&String> = by.values().flatten().collect();
+        format!(
+            "it affects {}",
+            all.into_iter().cloned().collect::<Vec<_>>().join(", ")
+        )
+    };
+    let mut readable: Vec<(Hash, Recorded)> = Vec::new();
+    for (hash, by) in &refs {
+        report.chunks += 1;
+        match store.info(hash) {
+            Ok(None) => report.problems.push(format!(
+                "the chunk object {} is missing; {}",
+                store.path(hash).display(),
+                affects(by)
+            )),
+            Err(e) => report.problems.push(format!("{e}; {}", affects(by))),
+            Ok(Some(info)) => {
+                report.chunk_bytes += FRAME_HEADER_LEN as u64 + u64::from(info.stored_len);
+                let own = (info.compression, info.stored_len, info.uncompressed_len);
+                for (recorded, labels) in by {
+                    if *recorded != own {
+                        report.problems.push(format!(
+                            "the chunk object {} is stored as {:?} {} bytes of {}, but {} record it \
+                             as {:?} {} of {}",
+                            store.path(hash).display(),
+                            own.0,
+                            own.1,
+                            own.2,
+                            labels.join(", "),
+                            recorded.0,
+                            recorded.1,
+                            recorded.2
+                        ));
+                    }
+                }
+                readable.push((*hash, own));
+            }
+        }
+    }
+    if read_data {
+        let total = readable
+            .iter()
+            .map(|(_, r)| u64::from(r.1) + FRAME_HEADER_LEN as u64)
+            .sum();
+        let meter = Mutex::new(Meter::new("check", total, progress));
+        let work = Mutex::new(readable.iter());
+        let damaged = Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            for _ in 0..threads.max(1) {
+                s.spawn(|| loop {
+                    if cancel.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let Some((hash, (compression, stored, len))) =
+                        work.lock().unwrap_or_else(|p| p.into_inner()).next()
+                    else {
+                        return;
+                    };
+                    let path = store.path(hash);
+                    let fault = match std::fs::read(&path) {
+                        Err(e) => Some(format!("cannot be read: {e}")),
+                        Ok(b) => b
+                            .get(FRAME_HEADER_LEN..)
+                            .map(|payload| decompress_chunk(*compression, payload, *len, hash))
+                            .and_then(|r| r.err())
+                            .map(|f| f.to_string()),
+                    };
+                    if let Some(why) = fault {
+                        damaged
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push((*hash, path, why));
+                    }
+                    let n = u64::from(*stored) + FRAME_HEADER_LEN as u64;
+                    meter
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .advance(n, n);
+                });
+            }
+        });
+        if cancel.load(Ordering::Relaxed) {
+            anyhow::bail!("cancelled");
+        }
+        let mut meter = meter.into_inner().unwrap_or_else(|p| p.into_inner());
+        meter.finish();
+        report.read_bytes = meter.done();
+        let mut damaged = damaged.into_inner().unwrap_or_else(|p| p.into_inner());
+        damaged.sort();
+        for (hash, path, why) in damaged {
+            report.problems.push(format!(
+                "the chunk object {} is damaged: {why}; {}",
+                path.display(),
+                affects(&refs[&hash])
+            ));
+        }
+    }
+    let (count, bytes) = unreferenced(repo, &refs)?;
+    report.unreferenced_chunks = count;
+    report.unreferenced_bytes = bytes;
+    report.leftover_files = std::fs::read_dir(repo.tmp_dir())
+        .map(|d| d.count() as u64)
+        .unwrap_or(0);
+    Ok(report)
+}
+
+/// Chunk objects no snapshot refers to: their number and size.
+fn unreferenced(
+    repo: &Repo,
+    refs: &BTreeMap<Hash, BTreeMap<Recorded, Vec<String>>>,
+) -> anyhow::Result<(u64, u64)> {
+    let names: BTreeSet<String> = refs.keys().map(|h| h.to_string()).collect();
+    let (mut count, mut bytes) = (0, 0);
+    for path in object_paths(repo)? {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if !names.contains(&name) {
+            count += 1;
+            bytes += std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        }
+    }
+    Ok((count, bytes))
+}
+
+/// Every file under `chunks/`.
+pub(super) fn object_paths(repo: &Repo) -> anyhow::Result<Vec<PathBuf>> {
+    use anyhow::Context;
+    let dir = repo.root.join("chunks");
+    let mut out = Vec::new();
+    for sub in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+        let sub = sub?.path();
+        if !sub.is_dir() {
+            continue;
+        }
+        for f in std::fs::read_dir(&sub).with_context(|| format!("reading {}", sub.display()))? {
+            out.push(f?.path());
+        }
+    }
+    Ok(out)
+}

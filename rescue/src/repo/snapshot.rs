@@ -1,0 +1,279 @@
+//! Snapshot files (`snapshots/<time>-<image id>.snap`) and how the user names a snapshot:
+//! `REPO::NAME` (the latest of that name), `REPO::NAME@latest`, `REPO::NAME@2026-12-07T08:49:27Z` (or a
+//! unique prefix of the time, `@2026-12-07`).
+//!
+//! ```text
+//! magic "\x89RSCSNP\n" │ u32 version (1) │ u32 meta_len │ meta (JSON) │ u64 image_len │ image │ [32] blake3
+//! ```
+//! `image` is the snapshot's image without its chunk frames: header, index, footer (docs/FORMAT.md), the
+//! index giving each chunk the offset of its frame in the self-contained image. The blake3 covers every
+//! byte before it. A snapshot file is written to `tmp/`, flushed, and renamed into `snapshots/` only
+//! after every chunk it refers to is flushed: a snapshot listed is a snapshot whole.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+use super::config::{sync_dir, write_synced, Repo};
+pub use crate::url::{check_name, SnapshotRef, When};
+
+const MAGIC: [u8; 8] = *b"\x89RSCSNP\n";
+const VERSION: u32 = 1;
+/// Largest metadata a reader accepts.
+const MAX_META: u32 = 1 << 20;
+/// Largest image part (header, index, footer) a reader accepts: the image format's index limit.
+const MAX_IMAGE: u64 = crate::image::MAX_INDEX_LEN + (1 << 20);
+
+/// The source a snapshot was captured from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotSource {
+    pub path: String,
+    pub model: String,
+    pub serial: String,
+    pub size: u64,
+    /// `gpt`, `mbr`, `none`…
+    pub table: String,
+}
+
+/// What a snapshot is, kept beside its image in the snapshot file (and listed by `rescue snapshots`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotMeta {
+    pub name: String,
+    pub time_unix: u64,
+    /// `time_unix` as `2026-12-07T08:49:27Z`.
+    pub time: String,
+    pub host: String,
+    pub source: SnapshotSource,
+    /// Size of the self-contained image (what `export` writes).
+    pub image_bytes: u64,
+    /// The image's root hash (docs/FORMAT.md §8), the same in the exported image.
+    pub root_hash: String,
+    /// Bytes of the source captured (used blocks).
+    pub used_bytes: u64,
+    /// Distinct chunks the snapshot refers to, and their stored size.
+    pub chunks: u64,
+    pub stored_bytes: u64,
+    /// What this capture added to the repository: objects and their size.
+    pub new_chunks: u64,
+    pub new_bytes: u64,
+    pub tool_version: String,
+}
+
+/// One snapshot file found in a repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotEntry {
+    /// The file name without `.snap`.
+    pub id: String,
+    pub path: PathBuf,
+    pub meta: SnapshotMeta,
+}
+
+impl SnapshotEntry {
+    /// `NAME@TIME`, how the user names it.
+    pub fn label(&self) -> String {
+        format!("{}@{}", self.meta.name, self.meta.time)
+    }
+}
+
+/// Write a snapshot file for `meta` and `image` (header, index, footer) into the repository. The chunks
+/// must be flushed already. Returns the entry as listed from now on.
+pub fn write(
+    repo: &Repo,
+    meta: &SnapshotMeta,
+    image: &[u8],
+    image_id: &str,
+) -> anyhow::Result<SnapshotEntry> {
+    let meta_json = serde_json::to_vec(meta)?;
+    let mut b = Vec::with_capacity(image.len() + meta_json.len() + 64);
+    b.extend_from_slice(&MAGIC);
+    b.extend_from_slice(&VERSION.to_le_bytes());
+    b.extend_from_slice(&(meta_json.len() as u32).to_le_bytes());
+    b.extend_from_slice(&meta_json);
+    b.extend_from_slice(&(image.len() as u64).to_le_bytes());
+    b.extend_from_slice(image);
+    let sum = blake3::hash(&b);
+    b.extend_from_slice(sum.as_bytes());
+    let stamp: String = meta
+        .time
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect();
+    let id = format!("{stamp}-{}", &image_id[..16.min(image_id.len())]);
+    let tmp = repo.tmp_dir().join(format!("{id}.snap"));
+    write_synced(&tmp, &b)?;
+    let path = repo.snapshots_dir().join(format!("{id}.snap"));
+    let renamed = match crate::sys::rename_noreplace(&tmp, &path) {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) && !path.exists() => {
+            std::fs::rename(&tmp, &path)
+        }
+        r => r,
+    };
+    if let Err(e) = renamed {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(
+            anyhow::Error::new(e).context(format!("storing the snapshot {}", path.display()))
+        );
+    }
+    sync_dir(&repo.snapshots_dir());
+    Ok(SnapshotEntry {
+        id,
+        path,
+        meta: meta.clone(),
+    })
+}
+
+fn damaged(path: &Path, why: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("the snapshot file {} is damaged: {why}", path.display())
+}
+
+/// The metadata at the start of a snapshot file (not checked against the file's hash: listing reads
+/// only this much; opening the snapshot checks everything).
+fn read_meta(path: &Path) -> anyhow::Result<SnapshotMeta> {
+    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut head = [0u8; 16];
+    f.read_exact(&mut head)
+        .map_err(|e| damaged(path, format!("it is too short ({e})")))?;
+    let meta_len = parse_head(path, &head)?;
+    let mut meta = vec![0u8; meta_len as usize];
+    f.read_exact(&mut meta)
+        .map_err(|e| damaged(path, format!("it ends inside its metadata ({e})")))?;
+    serde_json::from_slice(&meta).map_err(|e| damaged(path, format!("its metadata: {e}")))
+}
+
+fn parse_head(path: &Path, head: &[u8; 16]) -> anyhow::Result<u32> {
+    if head[..8] != MAGIC {
+        return Err(damaged(path, "it does not start as a snapshot file does"));
+    }
+    let version = u32::from_le_bytes([head[8], head[9], head[10], head[11]]);
+    if version != VERSION {
+        bail!(
+            "the snapshot file {} has version {version}; this program reads version {VERSION}",
+            path.display()
+        );
+    }
+    let meta_len = u32::from_le_bytes([head[12], head[13], head[14], head[15]]);
+    if meta_len > MAX_META {
+        return Err(damaged(
+            path,
+            format!("it gives its metadata as {meta_len} bytes"),
+        ));
+    }
+    Ok(meta_len)
+}
+
+/// A whole snapshot file, checked against its hash: its metadata and its image part.
+pub fn load(path: &Path) -> anyhow::Result<(SnapshotMeta, Vec<u8>)> {
+    let b = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    parse(path, &b)
+}
+
+/// A snapshot file's bytes (read from `path`, named in errors): its metadata and image part, after
+/// checking its checksum and structure.
+pub fn parse(path: &Path, b: &[u8]) -> anyhow::Result<(SnapshotMeta, Vec<u8>)> {
+    if b.len() < 16 + 8 + 32 {
+        return Err(damaged(path, format!("it is {} bytes long", b.len())));
+    }
+    let (body, sum) = b.split_at(b.len() - 32);
+    if blake3::hash(body).as_bytes() != sum {
+        return Err(damaged(
+            path,
+            "its checksum does not match its contents (changed or cut short after it was written)",
+        ));
+    }
+    let head: [u8; 16] = body[..16].try_into().unwrap_or([0; 16]);
+    let meta_len = parse_head(path, &head)? as usize;
+    let meta_end = 16 + meta_len;
+    let meta: SnapshotMeta = body
+        .get(16..meta_end)
+        .ok_or_else(|| damaged(path, "it ends inside its metadata"))
+        .and_then(|m| {
+            serde_json::from_slice(m).map_err(|e| damaged(path, format!("its metadata: {e}")))
+        })?;
+    let image_len = body
+        .get(meta_end..meta_end + 8)
+        .map(|l| u64::from_le_bytes(l.try_into().unwrap_or([0; 8])))
+        .ok_or_else(|| damaged(path, "it ends before its image"))?;
+    if image_len > MAX_IMAGE || meta_end as u64 + 8 + image_len != body.len() as u64 {
+        return Err(damaged(
+            path,
+            format!("it gives its image as {image_len} bytes, which is not what it holds"),
+        ));
+    }
+    Ok((meta, body[meta_end + 8..].to_vec()))
+}
+
+/// Every snapshot of the repository, by name then time; files that cannot be read are named in the
+/// second list (a damaged file does not hide the others).
+pub fn list(repo: &Repo) -> anyhow::Result<(Vec<SnapshotEntry>, Vec<String>)> {
+    let dir = repo.snapshots_dir();
+    let mut out = Vec::new();
+    let mut problems = Vec::new();
+    for e in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = e?.path();
+        let Some(id) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".snap"))
+            .map(str::to_string)
+        else {
+            continue;
+        };
+        match read_meta(&path) {
+            Ok(meta) => out.push(SnapshotEntry { id, path, meta }),
+            Err(e) => problems.push(format!("{e:#}")),
+        }
+    }
+    out.sort_by(|a, b| {
+        (&a.meta.name, a.meta.time_unix, &a.id).cmp(&(&b.meta.name, b.meta.time_unix, &b.id))
+    });
+    Ok((out, problems))
+}
+
+/// The snapshot `name` + `when` names in the repository.
+pub fn resolve(repo: &Repo, name: &str, when: &When) -> anyhow::Result<SnapshotEntry> {
+    let (all, _) = list(repo)?;
+    let named: Vec<&SnapshotEntry> = all.iter().filter(|e| e.meta.name == name).collect();
+    if named.is_empty() {
+        let mut names: Vec<&str> = all.iter().map(|e| e.meta.name.as_str()).collect();
+        names.dedup();
+        bail!(
+            "the repository {} has no snapshot named {name}{}",
+            repo.root.display(),
+            if names.is_empty() {
+                " (it has no snapshots)".to_string()
+            } else {
+                format!("; it has {}", names.join(", "))
+            }
+        );
+    }
+    match when {
+        When::Latest => Ok(named[named.len() - 1].clone()),
+        When::At(t) => {
+            let hits: Vec<&&SnapshotEntry> = named
+                .iter()
+                .filter(|e| e.meta.time == *t || e.meta.time.starts_with(t.as_str()))
+                .collect();
+            match hits.as_slice() {
+                [one] => Ok((**one).clone()),
+                [] => bail!(
+                    "{name} has no snapshot at {t}; it has {}",
+                    named
+                        .iter()
+                        .map(|e| e.meta.time.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                many => bail!(
+                    "{name}@{t} matches {} snapshots ({}); give the whole time",
+                    many.len(),
+                    many.iter()
+                        .map(|e| e.meta.time.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }
+        }
+    }
+}
