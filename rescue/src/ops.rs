@@ -51,9 +51,13 @@ pub use self::signals::{cancel_on_signals, end_on_closed_pipe};
 pub use self::usage::filesystem_usage;
 
 /// An image named as a path or a URL.
-pub use self::credentials::{parse_credentials, PASSWORD_VAR};
+pub use self::credentials::{
+    parse_credentials, read_passphrase_file, PASSPHRASE_VAR, PASSWORD_VAR,
+};
 pub use self::place::{check_location, fetch, sftp_host_key, NetOptions};
-pub use self::repo::{capture_repo, check_repo, export, prune_repo, Exported, RepoCapture};
+pub use self::repo::{
+    capture_repo, check_repo, export, list_snapshots, prune_repo, Exported, RepoCapture,
+};
 /// Progress events of a running operation.
 pub use crate::engine::progress::Progress;
 /// What a restore does with the filesystems' free space.

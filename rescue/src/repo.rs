@@ -19,6 +19,7 @@
 mod check;
 mod chunks;
 mod config;
+mod crypt;
 mod lock;
 mod prune;
 mod snapshot;
@@ -31,6 +32,7 @@ mod tests;
 pub use self::check::{check, CheckReport};
 pub use self::chunks::{ChunkStats, ChunkStore, ObjectInfo, RepoSink, SinkState, Stored};
 pub use self::config::{Repo, RepoConfig, CONFIG_FILE, REPO_FORMAT, REPO_VERSION};
+pub use self::crypt::{Inauthentic, KeySlot, Keys};
 pub use self::lock::{RepoLock, LOCK_FILE};
 pub use self::prune::{kept, prune, Keep, PruneReport};
 pub use self::snapshot::{

@@ -570,3 +570,170 @@ fn a_capture_killed_half_way_leaves_no_snapshot_and_its_chunks_are_used_next_tim
     ]);
     assert_eq!(rc, 0, "{out}");
 }
+
+/// `rescue ARGS` with the environment variable `var` set: exit code and all output.
+fn rescue_with(var: (&str, &str), args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_rescue"))
+        .env(var.0, var.1)
+        .args(args)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!text.contains("panicked"), "{text}");
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// Every file under `dir`, with its bytes.
+fn all_files(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(all_files(&p));
+        } else {
+            let b = std::fs::read(&p).unwrap();
+            out.push((p, b));
+        }
+    }
+    out
+}
+
+/// An encrypted repository: the passphrase is needed and a wrong one refused before anything is
+/// written; neither the snapshot names nor the chunks' hashes appear in any file; a flipped byte, two
+/// chunk objects swapped and a cut snapshot file are each found and named; the right passphrase
+/// restores byte for byte.
+#[test]
+fn an_encrypted_repository_needs_its_passphrase_and_detects_tampering() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let disk = d.join("source.img");
+    fixtures::create_disk(&disk, &fixtures::demo_mbr()).unwrap();
+    let pass = d.join("pass");
+    std::fs::write(&pass, "correct horse battery staple\n").unwrap();
+    let repo = d.join("repo");
+    let (rc, out) = rescue(&[
+        "repo",
+        "init",
+        s(&repo),
+        "--encrypt",
+        "--passphrase-file",
+        s(&pass),
+    ]);
+    assert_eq!(rc, 0, "{out}");
+    let env = ("RESCUE_PASSPHRASE", "correct horse battery staple");
+    let cap = [
+        "capture",
+        s(&disk),
+        "--repo",
+        s(&repo),
+        "--name",
+        "secret-name-7",
+    ];
+    // No passphrase (no terminal to ask on), a wrong one: refused, nothing written.
+    let (rc, out) = rescue(&cap);
+    assert_eq!(rc, 1);
+    assert!(out.contains("is encrypted: give its passphrase"), "{out}");
+    let (rc, out) = rescue_with(("RESCUE_PASSPHRASE", "wrong"), &cap);
+    assert_eq!(rc, 1);
+    assert!(
+        out.contains("wrong passphrase") && out.contains("nothing was read or written"),
+        "{out}"
+    );
+    assert!(objects(&repo).is_empty());
+    let (rc, out) = rescue_with(env, &cap);
+    assert_eq!(rc, 0, "{out}");
+    let (rc, out) = rescue_with(env, &["snapshots", s(&repo)]);
+    assert_eq!(rc, 0, "{out}");
+    assert!(out.contains("secret-name-7@"), "{out}");
+
+    // What the files show: no snapshot name, no chunk hash (a plain repository of the same disk names
+    // its objects by them).
+    let plain = d.join("plain");
+    assert_eq!(rescue(&["repo", "init", s(&plain)]).0, 0);
+    capture(&disk, &plain, "p");
+    let plain_names: std::collections::BTreeSet<String> = objects(&plain)
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    for (path, bytes) in all_files(&repo) {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            !plain_names.contains(&name),
+            "{} is named by its chunk's hash",
+            path.display()
+        );
+        assert!(
+            !bytes.windows(13).any(|w| w == b"secret-name-7"),
+            "{} shows the snapshot name",
+            path.display()
+        );
+        for hash in &plain_names {
+            let raw: Vec<u8> = (0..32)
+                .map(|i| u8::from_str_radix(&hash[2 * i..2 * i + 2], 16).unwrap())
+                .collect();
+            assert!(
+                !bytes.windows(32).any(|w| w == raw.as_slice()),
+                "{} holds a chunk's hash",
+                path.display()
+            );
+        }
+    }
+
+    let name = format!("{}::secret-name-7", repo.display());
+    let target = d.join("target.img");
+    blank_like(&target, &disk);
+    let (rc, out) = rescue_with(env, &["restore", &name, s(&target), "--yes"]);
+    assert_eq!(rc, 0, "{out}");
+    let (rc, out) = rescue_with(env, &["verify", &name, "--against", s(&disk)]);
+    assert_eq!(rc, 0, "{out}");
+    let (rc, out) = rescue_with(env, &["check", s(&repo), "--read-data"]);
+    assert_eq!(rc, 0, "{out}");
+
+    let objs = objects(&repo);
+    // A flipped byte in a chunk's sealed payload.
+    let mut b = std::fs::read(&objs[0]).unwrap();
+    let mid = b.len() / 2;
+    b[mid] ^= 1;
+    std::fs::write(&objs[0], &b).unwrap();
+    let (rc, out) = rescue_with(env, &["check", s(&repo), "--read-data"]);
+    assert_eq!(rc, 2, "{out}");
+    assert!(
+        out.contains("fails authentication") && out.contains("it affects secret-name-7@"),
+        "{out}"
+    );
+    let (rc, out) = rescue_with(env, &["restore", &name, s(&target), "--yes"]);
+    assert_eq!(rc, 1, "{out}");
+    assert!(out.contains("nothing was written"), "{out}");
+    b[mid] ^= 1;
+    std::fs::write(&objs[0], &b).unwrap();
+    // Two chunk objects swapped.
+    let (a0, a1) = (
+        std::fs::read(&objs[0]).unwrap(),
+        std::fs::read(&objs[1]).unwrap(),
+    );
+    std::fs::write(&objs[0], &a1).unwrap();
+    std::fs::write(&objs[1], &a0).unwrap();
+    let (rc, out) = rescue_with(env, &["check", s(&repo)]);
+    assert_eq!(rc, 2, "{out}");
+    assert!(out.contains("is damaged: it holds the chunk"), "{out}");
+    std::fs::write(&objs[0], &a0).unwrap();
+    std::fs::write(&objs[1], &a1).unwrap();
+    // A snapshot file cut short.
+    let snap = std::fs::read_dir(repo.join("snapshots"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let len = std::fs::metadata(&snap).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&snap)
+        .unwrap()
+        .set_len(len - 1)
+        .unwrap();
+    let (rc, out) = rescue_with(env, &["check", s(&repo)]);
+    assert_eq!(rc, 2, "{out}");
+    assert!(out.contains("fails authentication"), "{out}");
+}

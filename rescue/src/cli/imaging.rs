@@ -75,6 +75,10 @@ pub struct NetArgs {
     /// id_rsa). The server's host key must be pinned: ?fingerprint=SHA256:… in the URL, or known_hosts.
     #[arg(long, value_name = "FILE")]
     pub identity: Option<PathBuf>,
+    /// For an encrypted repository: its passphrase, the first line of FILE; or set RESCUE_PASSPHRASE;
+    /// asked on the terminal otherwise.
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
 }
 
 impl NetArgs {
@@ -85,12 +89,34 @@ impl NetArgs {
             identity: self.identity.clone(),
             ..Default::default()
         }
-        .with_credentials(self.credentials.as_deref())?;
+        .with_credentials(self.credentials.as_deref())?
+        .with_passphrase(self.passphrase_file.as_deref())?;
         if net.needs_password(loc) {
             net.password = super::net::ask_password(&loc.to_string())?;
         }
+        if net.passphrase.is_none() {
+            if let Some(root) = encrypted_repo(loc) {
+                net.passphrase = super::net::ask_secret(&format!(
+                    "Passphrase for the repository {}: ",
+                    root.display()
+                ))?;
+            }
+        }
         Ok(net)
     }
+}
+
+/// The folder of the encrypted repository `loc` is in or names, when it is on this machine.
+fn encrypted_repo(loc: &ops::Location) -> Option<PathBuf> {
+    let root = match loc {
+        ops::Location::Snapshot(s) => s.repo.local()?.to_path_buf(),
+        ops::Location::Local(p) => p.clone(),
+        ops::Location::Remote(_) => return None,
+    };
+    crate::repo::Repo::open(&root)
+        .ok()
+        .filter(|r| r.encrypted())
+        .map(|_| root)
 }
 
 /// Run `req` with this terminal's printers (Ctrl-C cancels); the outcome, or its error.

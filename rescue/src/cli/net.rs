@@ -74,13 +74,19 @@ fn show(json: bool) -> anyhow::Result<()> {
 /// Ask for the password of `shown` (a URL, password-less) on the terminal, without echo; `None` when
 /// there is no terminal to ask on (then the server decides: a guest, or a refusal naming the user).
 pub fn ask_password(shown: &str) -> anyhow::Result<Option<ops::Secret>> {
+    ask_secret(&format!("Password for {shown}: "))
+}
+
+/// A line typed on the terminal without echo, after `prompt`; `None` when stdin is no terminal or the
+/// line is empty.
+pub fn ask_secret(prompt: &str) -> anyhow::Result<Option<ops::Secret>> {
     use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
     use std::io::{BufRead, IsTerminal, Write};
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
         return Ok(None);
     }
-    eprint!("Password for {shown}: ");
+    eprint!("{prompt}");
     let _ = std::io::stderr().flush();
     let saved = tcgetattr(&stdin).ok();
     if let Some(t) = &saved {

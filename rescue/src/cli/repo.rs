@@ -14,6 +14,14 @@ pub enum RepoCmd {
     Init {
         /// The folder.
         repo: PathBuf,
+        /// Encrypt everything stored (chunks, snapshot names, indexes) with a key protected by a
+        /// passphrase: from --passphrase-file, RESCUE_PASSPHRASE, or typed twice on the terminal. Without
+        /// the passphrase nothing in it can be read: keep it safe.
+        #[arg(long)]
+        encrypt: bool,
+        /// The passphrase, the first line of this file (with --encrypt).
+        #[arg(long, value_name = "FILE", requires = "encrypt")]
+        passphrase_file: Option<PathBuf>,
     },
 }
 
@@ -24,12 +32,29 @@ pub struct SnapshotsArgs {
     /// Print the list as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub net: super::imaging::NetArgs,
 }
 
 pub fn run(cmd: RepoCmd) -> anyhow::Result<i32> {
     match cmd {
-        RepoCmd::Init { repo } => {
-            let r = Repo::init(&repo)?;
+        RepoCmd::Init {
+            repo,
+            encrypt,
+            passphrase_file,
+        } => {
+            let passphrase = if encrypt {
+                Some(new_passphrase(passphrase_file.as_deref())?)
+            } else {
+                None
+            };
+            let r = Repo::init(&repo, passphrase.as_ref().map(ops::Secret::expose))?;
+            if r.encrypted() {
+                eprintln!(
+                    "encrypted with XChaCha20-Poly1305; the key is wrapped by the passphrase (Argon2id). \
+                     Without the passphrase nothing in it can be read"
+                );
+            }
             eprintln!(
                 "made the repository {} (id {}, {} chunks); capture into it with \
                  `rescue capture DISK --repo {} --name NAME`",
@@ -43,9 +68,34 @@ pub fn run(cmd: RepoCmd) -> anyhow::Result<i32> {
     }
 }
 
+/// A new repository's passphrase: from the file, RESCUE_PASSPHRASE, or typed twice.
+fn new_passphrase(file: Option<&std::path::Path>) -> anyhow::Result<ops::Secret> {
+    if let Some(f) = file {
+        return ops::read_passphrase_file(f);
+    }
+    if let Some(p) = std::env::var(ops::PASSPHRASE_VAR)
+        .ok()
+        .filter(|p| !p.is_empty())
+    {
+        return Ok(ops::Secret::new(p));
+    }
+    let first = super::net::ask_secret("Passphrase for the new repository: ")?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "an encrypted repository needs a passphrase: --passphrase-file FILE, RESCUE_PASSPHRASE, or a \
+             terminal to type it on"
+        )
+    })?;
+    let again = super::net::ask_secret("The same passphrase again: ")?;
+    if again.as_ref() != Some(&first) {
+        anyhow::bail!("the two passphrases differ; nothing was made");
+    }
+    Ok(first)
+}
+
 pub fn snapshots(a: SnapshotsArgs) -> anyhow::Result<i32> {
-    let r = Repo::open(&a.repo)?;
-    let (list, problems) = repo::list(&r)?;
+    let loc = ops::Location::parse(&a.repo.to_string_lossy())?;
+    let net = a.net.options(&loc)?;
+    let (list, problems) = ops::list_snapshots(&loc, &net)?;
     if a.json {
         let snapshots: Vec<_> = list
             .iter()

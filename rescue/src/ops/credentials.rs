@@ -42,7 +42,35 @@ pub fn parse_credentials(text: &str) -> Result<(Option<String>, Option<Secret>),
     Ok((user, password))
 }
 
+/// Where a job or the command line can also give an encrypted repository's passphrase.
+pub const PASSPHRASE_VAR: &str = "RESCUE_PASSPHRASE";
+
+/// A passphrase file's passphrase: its first line, as written (without the line end).
+pub fn read_passphrase_file(file: &Path) -> anyhow::Result<Secret> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("reading the passphrase file {}", file.display()))?;
+    let line = text.lines().next().unwrap_or("").trim_end_matches('\r');
+    if line.is_empty() {
+        anyhow::bail!("the passphrase file {} is empty", file.display());
+    }
+    Ok(Secret::new(line))
+}
+
 impl NetOptions {
+    /// Add the passphrase `file` holds, else `RESCUE_PASSPHRASE`'s; one set already is kept.
+    pub fn with_passphrase(mut self, file: Option<&Path>) -> anyhow::Result<NetOptions> {
+        if self.passphrase.is_none() {
+            self.passphrase = match file {
+                Some(f) => Some(read_passphrase_file(f)?),
+                None => std::env::var(PASSPHRASE_VAR)
+                    .ok()
+                    .filter(|p| !p.is_empty())
+                    .map(Secret::new),
+            };
+        }
+        Ok(self)
+    }
+
     /// Add what `file` (a credentials file) and `RESCUE_PASSWORD` hold; what is set already is kept.
     pub fn with_credentials(mut self, file: Option<&Path>) -> anyhow::Result<NetOptions> {
         if let Some(file) = file {

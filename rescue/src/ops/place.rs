@@ -29,6 +29,8 @@ pub struct NetOptions {
     pub ca_file: Option<PathBuf>,
     /// SFTP: the private key to log in with (else the user's usual keys in `~/.ssh`).
     pub identity: Option<PathBuf>,
+    /// An encrypted repository's passphrase (`--passphrase-file`, `RESCUE_PASSPHRASE`, a prompt).
+    pub passphrase: Option<Secret>,
 }
 
 /// An image being read: a file (local, or on a mounted share), a file on a web server or an SFTP server,
@@ -403,13 +405,16 @@ pub(super) fn open_repo(
             }
         ),
     };
-    let repo = Repo::open(&root).map_err(|e| match &share {
+    let shown = |e: anyhow::Error| match &share {
         Some(_) => anyhow::anyhow!(
             "{}",
             super::describe(&e).replace(&root.display().to_string(), &loc.to_string())
         ),
         None => e,
-    })?;
+    };
+    let mut repo = Repo::open(&root).map_err(shown)?;
+    repo.unlock(net.passphrase.as_ref().map(Secret::expose))
+        .map_err(shown)?;
     Ok((repo, share))
 }
 

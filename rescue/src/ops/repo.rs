@@ -204,3 +204,13 @@ pub fn prune_repo(
     let (repo, _share) = super::place::open_repo(repo, !dry_run, net)?;
     crate::repo::prune(&repo, keep, name, dry_run)
 }
+
+/// `rescue snapshots`: every snapshot of the repository at `repo`, and the snapshot files that cannot
+/// be read.
+pub fn list_snapshots(
+    repo: &crate::url::Location,
+    net: &super::NetOptions,
+) -> anyhow::Result<(Vec<crate::repo::SnapshotEntry>, Vec<String>)> {
+    let (repo, _share) = super::place::open_repo(repo, false, net)?;
+    crate::repo::list(&repo)
+}

@@ -12,6 +12,7 @@ use std::sync::Mutex;
 use crate::engine::progress::{Meter, Progress};
 use crate::image::{decompress_chunk, Compression, Hash, FRAME_HEADER_LEN};
 
+use super::chunks::ObjectInfo;
 use super::config::Repo;
 use super::vimage::SnapshotImage;
 
@@ -126,13 +127,18 @@ pub fn check(
                         return;
                     };
                     let path = store.path(hash);
-                    let fault = match std::fs::read(&path) {
-                        Err(e) => Some(format!("cannot be read: {e}")),
-                        Ok(b) => b
-                            .get(FRAME_HEADER_LEN..)
-                            .map(|payload| decompress_chunk(*compression, payload, *len, hash))
-                            .and_then(|r| r.err())
-                            .map(|f| f.to_string()),
+                    let expect = ObjectInfo {
+                        compression: *compression,
+                        stored_len: *stored,
+                        uncompressed_len: *len,
+                    };
+                    let fault = match store.read_payload(hash, &expect) {
+                        Err(e) => Some(e.to_string()),
+                        Ok(payload) => decompress_chunk(*compression, &payload, *len, hash)
+                            .err()
+                            .map(|f| {
+                                format!("the chunk object {} is damaged: {f}", path.display())
+                            }),
                     };
                     if let Some(why) = fault {
                         damaged
@@ -156,12 +162,10 @@ pub fn check(
         report.read_bytes = meter.done();
         let mut damaged = damaged.into_inner().unwrap_or_else(|p| p.into_inner());
         damaged.sort();
-        for (hash, path, why) in damaged {
-            report.problems.push(format!(
-                "the chunk object {} is damaged: {why}; {}",
-                path.display(),
-                affects(&refs[&hash])
-            ));
+        for (hash, _, why) in damaged {
+            report
+                .problems
+                .push(format!("{why}; {}", affects(&refs[&hash])));
         }
     }
     let (count, bytes) = unreferenced(repo, &refs)?;
@@ -178,7 +182,8 @@ fn unreferenced(
     repo: &Repo,
     refs: &BTreeMap<Hash, BTreeMap<Recorded, Vec<String>>>,
 ) -> anyhow::Result<(u64, u64)> {
-    let names: BTreeSet<String> = refs.keys().map(|h| h.to_string()).collect();
+    let store = repo.chunks();
+    let names: BTreeSet<String> = refs.keys().map(|h| store.id(h).to_string()).collect();
     let (mut count, mut bytes) = (0, 0);
     for path in object_paths(repo)? {
         let name = path

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use super::crypt::{Keys, OVERHEAD};
 use crate::image::{ChunkSink, Compression, FrameHeader, Hash, FRAME_HEADER_LEN};
 
 /// An object's frame header, as found.
@@ -47,26 +48,46 @@ pub struct ChunkStats {
     pub replaced: u64,
 }
 
-/// The chunk objects of one repository.
+/// The chunk objects of one repository (and an encrypted one's key).
 #[derive(Debug, Clone)]
 pub struct ChunkStore {
     dir: PathBuf,
     tmp: PathBuf,
+    keys: Option<Arc<Keys>>,
 }
 
 impl ChunkStore {
-    pub fn new(dir: PathBuf, tmp: PathBuf) -> ChunkStore {
-        ChunkStore { dir, tmp }
+    pub fn new(dir: PathBuf, tmp: PathBuf, keys: Option<Arc<Keys>>) -> ChunkStore {
+        ChunkStore { dir, tmp, keys }
     }
 
-    /// Where the object of `hash` is (whether or not it exists).
+    /// The name of the object holding the chunk whose hash is `hash`: the hash itself, or in an
+    /// encrypted repository a keyed hash of it.
+    pub fn id(&self, hash: &Hash) -> Hash {
+        match &self.keys {
+            Some(k) => k.chunk_id(hash),
+            None => *hash,
+        }
+    }
+
+    /// Bytes an object's payload has beyond the chunk's (the seal of an encrypted repository).
+    fn overhead(&self) -> u32 {
+        if self.keys.is_some() {
+            OVERHEAD as u32
+        } else {
+            0
+        }
+    }
+
+    /// Where the object of the chunk `hash` is (whether or not it exists).
     pub fn path(&self, hash: &Hash) -> PathBuf {
-        let hex = hash.to_string();
+        let hex = self.id(hash).to_string();
         self.dir.join(&hex[..2]).join(hex)
     }
 
     /// The object's frame header, if the object exists, is whole (its size matches the header) and is
-    /// the chunk its name says. `Ok(None)` when absent; an error names what is wrong with one present.
+    /// the chunk its name says; `stored_len` is the chunk's payload length (without an encrypted
+    /// repository's seal). `Ok(None)` when absent; an error names what is wrong with one present.
     pub fn info(&self, hash: &Hash) -> io::Result<Option<ObjectInfo>> {
         let path = self.path(hash);
         let mut f = match std::fs::File::open(&path) {
@@ -87,7 +108,7 @@ impl ChunkStore {
         }
         f.read_exact(&mut b)?;
         let fh = FrameHeader::parse(&b).map_err(|e| bad(format!("its header: {e}")))?;
-        if fh.hash != *hash {
+        if fh.hash != self.id(hash) {
             return Err(bad(format!("it holds the chunk {}", fh.hash)));
         }
         if size != FRAME_HEADER_LEN as u64 + u64::from(fh.stored_len) {
@@ -96,11 +117,76 @@ impl ChunkStore {
                 FRAME_HEADER_LEN as u64 + u64::from(fh.stored_len)
             )));
         }
+        let stored_len = fh
+            .stored_len
+            .checked_sub(self.overhead())
+            .ok_or_else(|| bad("its payload is shorter than a seal".into()))?;
         Ok(Some(ObjectInfo {
             compression: fh.compression,
-            stored_len: fh.stored_len,
+            stored_len,
             uncompressed_len: fh.uncompressed_len,
         }))
+    }
+
+    /// The chunk's payload as stored (compressed, as `expect` says; unsealed in an encrypted
+    /// repository), after checking the object's header against `expect`.
+    pub fn read_payload(&self, hash: &Hash, expect: &ObjectInfo) -> io::Result<Vec<u8>> {
+        let path = self.path(hash);
+        let b = std::fs::read(&path).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "the chunk object {} is missing from the repository (removed, or the \
+                         repository is incomplete); `rescue check` names every snapshot it affects",
+                        path.display()
+                    ),
+                )
+            } else {
+                io::Error::new(e.kind(), format!("reading {}: {e}", path.display()))
+            }
+        })?;
+        let id = self.id(hash);
+        let same = b
+            .get(..FRAME_HEADER_LEN)
+            .and_then(|h| FrameHeader::parse(h).ok())
+            .is_some_and(|h| {
+                h.hash == id
+                    && (h.compression, h.stored_len, h.uncompressed_len)
+                        == (
+                            expect.compression,
+                            expect.stored_len + self.overhead(),
+                            expect.uncompressed_len,
+                        )
+                    && b.len() as u64 == FRAME_HEADER_LEN as u64 + u64::from(h.stored_len)
+            });
+        if !same {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the chunk object {} is not the chunk the snapshot records (damaged, cut short or \
+                     replaced)",
+                    path.display()
+                ),
+            ));
+        }
+        let payload = &b[FRAME_HEADER_LEN..];
+        match &self.keys {
+            None => Ok(payload.to_vec()),
+            Some(k) => k
+                .open_chunk(
+                    &id,
+                    expect.compression.code(),
+                    expect.uncompressed_len,
+                    payload,
+                )
+                .map_err(|e| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("the chunk object {}: {e}", path.display()),
+                    )
+                }),
+        }
     }
 
     /// Keep a chunk: the existing object when there is a sound one, else a new one. Returns the stored
@@ -129,17 +215,26 @@ impl ChunkStore {
                 .map_err(|_| io::Error::other("a chunk payload over 4 GiB"))?,
             uncompressed_len,
         };
+        let id = self.id(hash);
+        let sealed;
+        let payload = match &self.keys {
+            Some(k) => {
+                sealed = k.seal_chunk(&id, compression.code(), uncompressed_len, payload);
+                &sealed[..]
+            }
+            None => payload,
+        };
         let header = FrameHeader {
             compression,
             chunk_id: 0,
-            stored_len: info.stored_len,
+            stored_len: info.stored_len + self.overhead(),
             uncompressed_len,
-            hash: *hash,
+            hash: id,
         }
         .encode();
         let tmp = self
             .tmp
-            .join(format!("{hash}.{}.{}", std::process::id(), next()));
+            .join(format!("{id}.{}.{}", std::process::id(), next()));
         let written = (|| {
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(&header)?;

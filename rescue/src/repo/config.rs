@@ -14,7 +14,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
+use std::sync::Arc;
+
 use super::chunks::ChunkStore;
+use super::crypt::{KeySlot, Keys};
 
 /// The file that makes a directory a repository.
 pub const CONFIG_FILE: &str = "rescue-repo";
@@ -37,20 +40,24 @@ pub struct RepoConfig {
     /// Nominal chunk size every capture into it uses: a region unchanged since the last capture then
     /// gives the same chunks again.
     pub chunk_size: u32,
-    /// `none` (version 1 has no other).
+    /// `none`, or [`super::crypt::SCHEME`] with the wrapped master key in `key`.
     pub encryption: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<KeySlot>,
 }
 
-/// An opened repository.
+/// An opened repository (and, once unlocked, an encrypted one's master key).
 #[derive(Debug, Clone)]
 pub struct Repo {
     pub root: PathBuf,
     pub config: RepoConfig,
+    pub keys: Option<Arc<Keys>>,
 }
 
 impl Repo {
-    /// Create a repository in `root`, which must not exist or be an empty folder.
-    pub fn init(root: &Path) -> anyhow::Result<Repo> {
+    /// Create a repository in `root`, which must not exist or be an empty folder; encrypted with a new
+    /// master key wrapped by `passphrase` when one is given.
+    pub fn init(root: &Path, passphrase: Option<&str>) -> anyhow::Result<Repo> {
         if root.exists() {
             let mut entries = std::fs::read_dir(root)
                 .with_context(|| format!("{} exists and is not a folder", root.display()))?;
@@ -68,14 +75,25 @@ impl Repo {
             std::fs::create_dir_all(root.join(d))
                 .with_context(|| format!("creating {}", root.join(d).display()))?;
         }
-        let config = RepoConfig {
+        let mut config = RepoConfig {
             format: REPO_FORMAT.into(),
             version: REPO_VERSION,
             id: crate::image::ImageId::generate().to_string(),
             created_unix: crate::units::now_unix(),
             chunk_size: DEFAULT_REPO_CHUNK_SIZE,
             encryption: "none".into(),
+            key: None,
         };
+        let mut keys = None;
+        if let Some(p) = passphrase {
+            if p.is_empty() {
+                bail!("an empty passphrase protects nothing; give one");
+            }
+            let (k, slot) = Keys::create(p, &config.id)?;
+            config.encryption = super::crypt::SCHEME.into();
+            config.key = Some(slot);
+            keys = Some(Arc::new(k));
+        }
         let text = serde_json::to_string_pretty(&config)? + "\n";
         let tmp = root.join("tmp").join(CONFIG_FILE);
         write_synced(&tmp, text.as_bytes())?;
@@ -92,7 +110,38 @@ impl Repo {
         Ok(Repo {
             root: root.to_path_buf(),
             config,
+            keys,
         })
+    }
+
+    /// Whether its data is encrypted (then [`Self::unlock`] before reading or writing it).
+    pub fn encrypted(&self) -> bool {
+        self.config.key.is_some()
+    }
+
+    /// An encrypted repository's master key, from its passphrase; a plain repository needs none. Fails,
+    /// before anything is read or written, without the right passphrase.
+    pub fn unlock(&mut self, passphrase: Option<&str>) -> anyhow::Result<()> {
+        let Some(slot) = &self.config.key else {
+            return Ok(());
+        };
+        let Some(p) = passphrase else {
+            bail!(
+                "the repository {} is encrypted: give its passphrase (--passphrase-file FILE, the \
+                 RESCUE_PASSPHRASE variable, or type it when asked)",
+                self.root.display()
+            );
+        };
+        match Keys::unlock(p, slot, &self.config.id)? {
+            Some(k) => {
+                self.keys = Some(Arc::new(k));
+                Ok(())
+            }
+            None => bail!(
+                "wrong passphrase for the repository {}; nothing was read or written",
+                self.root.display()
+            ),
+        }
     }
 
     /// Open the repository in `root`.
@@ -141,11 +190,21 @@ impl Repo {
                 config.version
             );
         }
-        if config.encryption != "none" {
+        let known = match (config.encryption.as_str(), &config.key) {
+            ("none", None) => true,
+            (s, Some(_)) => s == super::crypt::SCHEME,
+            _ => false,
+        };
+        if !known {
             bail!(
-                "the repository {} is encrypted with `{}`, which this program cannot read",
+                "the repository {} is encrypted with `{}`{}, which this program cannot read",
                 root.display(),
-                config.encryption
+                config.encryption,
+                if config.key.is_none() {
+                    " and has no key"
+                } else {
+                    ""
+                }
             );
         }
         if !(crate::image::MIN_CHUNK_SIZE..=crate::image::MAX_CHUNK_SIZE)
@@ -170,11 +229,16 @@ impl Repo {
         Ok(Repo {
             root: root.to_path_buf(),
             config,
+            keys: None,
         })
     }
 
     pub fn chunks(&self) -> ChunkStore {
-        ChunkStore::new(self.root.join("chunks"), self.root.join("tmp"))
+        ChunkStore::new(
+            self.root.join("chunks"),
+            self.root.join("tmp"),
+            self.keys.clone(),
+        )
     }
 
     pub fn snapshots_dir(&self) -> PathBuf {

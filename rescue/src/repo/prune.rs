@@ -128,6 +128,7 @@ pub fn prune(
     // before anything is removed.
     let removed_ids: BTreeSet<&str> = remove.iter().map(|e| e.id.as_str()).collect();
     let mut in_use = BTreeSet::new();
+    let store = repo.chunks();
     for e in all.iter().filter(|e| !removed_ids.contains(e.id.as_str())) {
         let img = SnapshotImage::open(repo, e).with_context(|| {
             format!(
@@ -136,7 +137,7 @@ pub fn prune(
                 e.label()
             )
         })?;
-        in_use.extend(img.chunks().iter().map(|c| c.hash.to_string()));
+        in_use.extend(img.chunks().iter().map(|c| store.id(&c.hash).to_string()));
     }
     if !dry_run {
         for e in &remove {

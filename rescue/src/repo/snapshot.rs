@@ -20,6 +20,8 @@ use super::config::{sync_dir, write_synced, Repo};
 pub use crate::url::{check_name, SnapshotRef, When};
 
 const MAGIC: [u8; 8] = *b"\x89RSCSNP\n";
+/// An encrypted repository's snapshot files (docs/REPOSITORY.md §10).
+const MAGIC_SEALED: [u8; 8] = *b"\x89RSCSNE\n";
 const VERSION: u32 = 1;
 /// Largest metadata a reader accepts.
 const MAX_META: u32 = 1 << 20;
@@ -85,22 +87,34 @@ pub fn write(
     image: &[u8],
     image_id: &str,
 ) -> anyhow::Result<SnapshotEntry> {
-    let meta_json = serde_json::to_vec(meta)?;
-    let mut b = Vec::with_capacity(image.len() + meta_json.len() + 64);
-    b.extend_from_slice(&MAGIC);
-    b.extend_from_slice(&VERSION.to_le_bytes());
-    b.extend_from_slice(&(meta_json.len() as u32).to_le_bytes());
-    b.extend_from_slice(&meta_json);
-    b.extend_from_slice(&(image.len() as u64).to_le_bytes());
-    b.extend_from_slice(image);
-    let sum = blake3::hash(&b);
-    b.extend_from_slice(sum.as_bytes());
     let stamp: String = meta
         .time
         .chars()
         .filter(|c| c.is_ascii_alphanumeric())
         .collect();
     let id = format!("{stamp}-{}", &image_id[..16.min(image_id.len())]);
+    let meta_json = serde_json::to_vec(meta)?;
+    let mut body = Vec::with_capacity(image.len() + meta_json.len() + 12);
+    body.extend_from_slice(&(meta_json.len() as u32).to_le_bytes());
+    body.extend_from_slice(&meta_json);
+    body.extend_from_slice(&(image.len() as u64).to_le_bytes());
+    body.extend_from_slice(image);
+    let b = match &repo.keys {
+        Some(keys) => {
+            let mut b = MAGIC_SEALED.to_vec();
+            b.extend_from_slice(&VERSION.to_le_bytes());
+            b.extend_from_slice(&keys.seal_snapshot(&body, &sealed_aad(repo, &id)));
+            b
+        }
+        None => {
+            let mut b = MAGIC.to_vec();
+            b.extend_from_slice(&VERSION.to_le_bytes());
+            b.extend_from_slice(&body);
+            let sum = blake3::hash(&b);
+            b.extend_from_slice(sum.as_bytes());
+            b
+        }
+    };
     let tmp = repo.tmp_dir().join(format!("{id}.snap"));
     write_synced(&tmp, &b)?;
     let path = repo.snapshots_dir().join(format!("{id}.snap"));
@@ -124,26 +138,51 @@ pub fn write(
     })
 }
 
+/// What a sealed snapshot file is bound to: its format, its repository and its own name, so a file
+/// renamed or copied from another repository fails to open.
+fn sealed_aad(repo: &Repo, id: &str) -> Vec<u8> {
+    format!("rescue snapshot v{VERSION} {} {id}", repo.config.id).into_bytes()
+}
+
 fn damaged(path: &Path, why: impl std::fmt::Display) -> anyhow::Error {
     anyhow::anyhow!("the snapshot file {} is damaged: {why}", path.display())
 }
 
-/// The metadata at the start of a snapshot file (not checked against the file's hash: listing reads
-/// only this much; opening the snapshot checks everything).
-fn read_meta(path: &Path) -> anyhow::Result<SnapshotMeta> {
+/// The metadata of a snapshot file: for a plain file only its start is read (listing), unchecked
+/// (opening the snapshot checks everything); a sealed file is opened whole.
+fn read_meta(repo: &Repo, path: &Path) -> anyhow::Result<SnapshotMeta> {
+    if repo.keys.is_some() {
+        return load(repo, path).map(|(m, _)| m);
+    }
     let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut head = [0u8; 16];
     f.read_exact(&mut head)
         .map_err(|e| damaged(path, format!("it is too short ({e})")))?;
-    let meta_len = parse_head(path, &head)?;
-    let mut meta = vec![0u8; meta_len as usize];
+    check_head(path, &head[..12], false)?;
+    let meta_len = meta_len(path, &head[12..])?;
+    let mut meta = vec![0u8; meta_len];
     f.read_exact(&mut meta)
         .map_err(|e| damaged(path, format!("it ends inside its metadata ({e})")))?;
     serde_json::from_slice(&meta).map_err(|e| damaged(path, format!("its metadata: {e}")))
 }
 
-fn parse_head(path: &Path, head: &[u8; 16]) -> anyhow::Result<u32> {
-    if head[..8] != MAGIC {
+/// Magic and version.
+fn check_head(path: &Path, head: &[u8], sealed: bool) -> anyhow::Result<()> {
+    let (want, other) = if sealed {
+        (MAGIC_SEALED, MAGIC)
+    } else {
+        (MAGIC, MAGIC_SEALED)
+    };
+    if head.len() < 12 || head[..8] != want {
+        if head.len() >= 8 && head[..8] == other {
+            bail!(
+                "the snapshot file {} is {} but the repository is {}: it was copied from another \
+                 repository",
+                path.display(),
+                if sealed { "not encrypted" } else { "encrypted" },
+                if sealed { "encrypted" } else { "not" }
+            );
+        }
         return Err(damaged(path, "it does not start as a snapshot file does"));
     }
     let version = u32::from_le_bytes([head[8], head[9], head[10], head[11]]);
@@ -153,40 +192,65 @@ fn parse_head(path: &Path, head: &[u8; 16]) -> anyhow::Result<u32> {
             path.display()
         );
     }
-    let meta_len = u32::from_le_bytes([head[12], head[13], head[14], head[15]]);
-    if meta_len > MAX_META {
+    Ok(())
+}
+
+fn meta_len(path: &Path, b: &[u8]) -> anyhow::Result<usize> {
+    let len = b
+        .get(..4)
+        .map(|l| u32::from_le_bytes([l[0], l[1], l[2], l[3]]))
+        .ok_or_else(|| damaged(path, "it ends before its metadata"))?;
+    if len > MAX_META {
         return Err(damaged(
             path,
-            format!("it gives its metadata as {meta_len} bytes"),
+            format!("it gives its metadata as {len} bytes"),
         ));
     }
-    Ok(meta_len)
+    Ok(len as usize)
 }
 
-/// A whole snapshot file, checked against its hash: its metadata and its image part.
-pub fn load(path: &Path) -> anyhow::Result<(SnapshotMeta, Vec<u8>)> {
+/// A whole snapshot file, checked (its checksum, or for an encrypted repository its authentication):
+/// its metadata and its image part.
+pub fn load(repo: &Repo, path: &Path) -> anyhow::Result<(SnapshotMeta, Vec<u8>)> {
     let b = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    parse(path, &b)
+    match &repo.keys {
+        None => parse(path, &b),
+        Some(keys) => {
+            check_head(path, &b, true)?;
+            let id = path
+                .file_stem()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let body = keys
+                .open_snapshot(&b[12..], &sealed_aad(repo, &id))
+                .map_err(|e| damaged(path, e))?;
+            parse_body(path, &body)
+        }
+    }
 }
 
-/// A snapshot file's bytes (read from `path`, named in errors): its metadata and image part, after
-/// checking its checksum and structure.
+/// A plain snapshot file's bytes (read from `path`, named in errors): its metadata and image part,
+/// after checking its checksum and structure.
 pub fn parse(path: &Path, b: &[u8]) -> anyhow::Result<(SnapshotMeta, Vec<u8>)> {
     if b.len() < 16 + 8 + 32 {
         return Err(damaged(path, format!("it is {} bytes long", b.len())));
     }
-    let (body, sum) = b.split_at(b.len() - 32);
-    if blake3::hash(body).as_bytes() != sum {
+    check_head(path, b, false)?;
+    let (all, sum) = b.split_at(b.len() - 32);
+    if blake3::hash(all).as_bytes() != sum {
         return Err(damaged(
             path,
             "its checksum does not match its contents (changed or cut short after it was written)",
         ));
     }
-    let head: [u8; 16] = body[..16].try_into().unwrap_or([0; 16]);
-    let meta_len = parse_head(path, &head)? as usize;
-    let meta_end = 16 + meta_len;
+    parse_body(path, &all[12..])
+}
+
+/// `meta_len │ meta │ image_len │ image`.
+fn parse_body(path: &Path, body: &[u8]) -> anyhow::Result<(SnapshotMeta, Vec<u8>)> {
+    let meta_end = 4 + meta_len(path, body)?;
     let meta: SnapshotMeta = body
-        .get(16..meta_end)
+        .get(4..meta_end)
         .ok_or_else(|| damaged(path, "it ends inside its metadata"))
         .and_then(|m| {
             serde_json::from_slice(m).map_err(|e| damaged(path, format!("its metadata: {e}")))
@@ -220,7 +284,7 @@ pub fn list(repo: &Repo) -> anyhow::Result<(Vec<SnapshotEntry>, Vec<String>)> {
         else {
             continue;
         };
-        match read_meta(&path) {
+        match read_meta(repo, &path) {
             Ok(meta) => out.push(SnapshotEntry { id, path, meta }),
             Err(e) => problems.push(format!("{e:#}")),
         }

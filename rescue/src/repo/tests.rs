@@ -146,7 +146,7 @@ mod props {
 
     fn file_bytes(meta: &SnapshotMeta, image: &[u8]) -> Vec<u8> {
         let dir = tempfile::tempdir().unwrap();
-        let repo = Repo::init(&dir.path().join("r")).unwrap();
+        let repo = Repo::init(&dir.path().join("r"), None).unwrap();
         let e = write_snapshot(&repo, meta, image, "0123456789abcdef").unwrap();
         std::fs::read(e.path).unwrap()
     }

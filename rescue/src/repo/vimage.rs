@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use super::chunks::ChunkStore;
+use super::chunks::{ChunkStore, ObjectInfo};
 use super::config::Repo;
 use super::snapshot::{self, SnapshotEntry, SnapshotMeta};
 use crate::image::{
@@ -35,7 +35,7 @@ pub struct SnapshotImage {
 impl SnapshotImage {
     /// Load a snapshot file (checked against its hash) and its index (checked by the image reader).
     pub fn open(repo: &Repo, entry: &SnapshotEntry) -> anyhow::Result<SnapshotImage> {
-        let (meta, image) = snapshot::load(&entry.path)?;
+        let (meta, image) = snapshot::load(repo, &entry.path)?;
         let label = format!("{}::{}", repo.root.display(), entry.label());
         let bad = |why: &str| anyhow::anyhow!("the snapshot {label} is damaged: {why}");
         if image.len() < HEADER_LEN + FOOTER_LEN {
@@ -101,47 +101,21 @@ impl SnapshotImage {
         if done == buf.len() {
             return Ok(());
         }
-        let path = self.store.path(&rec.hash);
-        let f = std::fs::File::open(&path).map_err(|e| {
-            if e.kind() == io::ErrorKind::NotFound {
-                io::Error::new(
-                    e.kind(),
-                    format!(
-                        "the chunk object {} is missing from the repository (removed, or the \
-                         repository is incomplete); `rescue check` names every snapshot it affects",
-                        path.display()
-                    ),
-                )
-            } else {
-                io::Error::new(e.kind(), format!("{}: {e}", path.display()))
-            }
-        })?;
-        // The object's own header must be the record's chunk, stored as recorded.
-        let mut own = [0u8; FRAME_HEADER_LEN];
-        std::os::unix::fs::FileExt::read_exact_at(&f, &mut own, 0)?;
-        let theirs = FrameHeader::parse(&own).ok();
-        let same = theirs.is_some_and(|h| {
-            (h.compression, h.stored_len, h.uncompressed_len, h.hash)
-                == (
-                    rec.compression,
-                    rec.stored_len,
-                    rec.uncompressed_len,
-                    rec.hash,
-                )
-        });
-        if !same {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "the chunk object {} is not the chunk the snapshot records (its header is damaged, \
-                     or it was replaced)",
-                    path.display()
-                ),
-            ));
-        }
-        let pos = at + done as u64;
-        std::os::unix::fs::FileExt::read_exact_at(&f, &mut buf[done..], pos)
-            .map_err(|e| io::Error::new(e.kind(), format!("reading {}: {e}", path.display())))
+        let payload = self.store.read_payload(
+            &rec.hash,
+            &ObjectInfo {
+                compression: rec.compression,
+                stored_len: rec.stored_len,
+                uncompressed_len: rec.uncompressed_len,
+            },
+        )?;
+        let from = (at as usize + done) - FRAME_HEADER_LEN;
+        let rest = &mut buf[done..];
+        let src = payload
+            .get(from..from + rest.len())
+            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        rest.copy_from_slice(src);
+        Ok(())
     }
 }
 
