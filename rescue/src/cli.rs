@@ -78,6 +78,8 @@ pub enum Cmd {
     Export(repo::ExportArgs),
     /// Check a repository: every snapshot and every chunk it refers to (--read-data: hashed too).
     Check(repo::CheckArgs),
+    /// Add an image file (or another repository's snapshot) to a repository as a snapshot.
+    Import(repo::ImportArgs),
     /// Remove the snapshots the --keep rules do not keep, and the chunks no other snapshot uses.
     Prune(repo::PruneArgs),
     /// Mount a filesystem (to write images to or read them from); its type is detected when not given.
@@ -114,6 +116,7 @@ impl Cmd {
             Cmd::Snapshots(a) => a.json,
             Cmd::Export(a) => a.json,
             Cmd::Check(a) => a.json,
+            Cmd::Import(a) => a.json,
             Cmd::Prune(a) => a.json,
             _ => false,
         }
@@ -227,6 +230,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Snapshots(args) => repo::snapshots(args),
         Cmd::Export(args) => repo::export(args),
         Cmd::Check(args) => repo::check(args),
+        Cmd::Import(args) => repo::import(args),
         Cmd::Prune(args) => repo::prune(args),
         Cmd::Mount(args) => mounts::mount(args),
         Cmd::Umount(args) => mounts::umount(args),

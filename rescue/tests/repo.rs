@@ -737,3 +737,73 @@ fn an_encrypted_repository_needs_its_passphrase_and_detects_tampering() {
     assert_eq!(rc, 2, "{out}");
     assert!(out.contains("fails authentication"), "{out}");
 }
+
+/// An image file imported into a repository becomes a snapshot with the same root hash and exports
+/// again byte for byte; importing it a second time is refused; a damaged image adds nothing.
+#[test]
+fn an_imported_image_is_the_same_image_and_exports_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let disk = d.join("source.img");
+    fixtures::create_disk(&disk, &fixtures::demo_gpt()).unwrap();
+    let image = d.join("disk.rimg");
+    let (rc, out) = rescue(&["capture", s(&disk), "-o", s(&image)]);
+    assert_eq!(rc, 0, "{out}");
+    let repo = d.join("repo");
+    assert_eq!(rescue(&["repo", "init", s(&repo)]).0, 0);
+    let (rc, out, err) = rescue_split(&[
+        "import",
+        s(&image),
+        "--repo",
+        s(&repo),
+        "--name",
+        "old",
+        "--json",
+    ]);
+    assert_eq!(rc, 0, "{out}{err}");
+    let r = json(&out);
+    assert_eq!(r["same_root_hash"], true, "{r}");
+    assert!(r["new_bytes"].as_u64().unwrap() > 0);
+    // The same image again (under any name) is refused: the repository holds it.
+    let (rc, out, err) = rescue_split(&[
+        "import",
+        s(&image),
+        "--repo",
+        s(&repo),
+        "--name",
+        "again",
+        "--json",
+    ]);
+    assert_eq!(rc, 1, "{out}{err}");
+    assert!(err.contains("holds this image already"), "{err}");
+    let exported = d.join("back.rimg");
+    let (rc, out) = rescue(&[
+        "export",
+        &format!("{}::old", repo.display()),
+        "-o",
+        s(&exported),
+    ]);
+    assert_eq!(rc, 0, "{out}");
+    assert!(
+        std::fs::read(&exported).unwrap() == std::fs::read(&image).unwrap(),
+        "the exported image differs from the imported one"
+    );
+    let (rc, out) = rescue(&[
+        "verify",
+        &format!("{}::old", repo.display()),
+        "--against",
+        s(&disk),
+    ]);
+    assert_eq!(rc, 0, "{out}");
+    // A damaged image is refused, naming the chunk, and adds no snapshot.
+    let mut b = std::fs::read(&image).unwrap();
+    let at = b.len() / 3;
+    b[at] ^= 0x10;
+    let bad = d.join("bad.rimg");
+    std::fs::write(&bad, &b).unwrap();
+    let (rc, out) = rescue(&["import", s(&bad), "--repo", s(&repo), "--name", "bad"]);
+    assert_eq!(rc, 1, "{out}");
+    assert!(out.contains("chunk"), "{out}");
+    let (_, out, _) = rescue_split(&["snapshots", s(&repo), "--json"]);
+    assert_eq!(json(&out)["snapshots"].as_array().unwrap().len(), 1);
+}

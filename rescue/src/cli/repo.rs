@@ -334,3 +334,61 @@ pub fn prune(a: PruneArgs) -> anyhow::Result<i32> {
     );
     Ok(0)
 }
+
+#[derive(clap::Args, Debug)]
+pub struct ImportArgs {
+    /// The image to add (a file, a URL, or another repository's REPO::NAME[@TIME]).
+    pub image: PathBuf,
+    /// The repository to add it to.
+    #[arg(long, value_name = "REPO")]
+    pub repo: PathBuf,
+    /// The snapshot's name (its time is the image's capture time).
+    #[arg(long)]
+    pub name: String,
+    /// Progress as JSON lines on stderr and the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub net: super::imaging::NetArgs,
+}
+
+/// `rescue import`: an image file as a snapshot of a repository.
+pub fn import(a: ImportArgs) -> anyhow::Result<i32> {
+    let image = ops::Location::parse(&a.image.to_string_lossy())?;
+    let repo_loc = ops::Location::parse(&a.repo.to_string_lossy())?;
+    let mut net = a.net.options(&image)?;
+    if net.passphrase.is_none() {
+        // One passphrase: the repository's (or the image's, when it is a snapshot of another).
+        net.passphrase = a.net.options(&repo_loc)?.passphrase;
+    }
+    let (ctl, printers) = super::progress::control(a.json, true);
+    let result = ops::import(&image, &repo_loc, &a.name, &net, ctl);
+    printers.finish();
+    let r = result?;
+    if a.json {
+        println!(
+            "{}",
+            json!({"ok": true, "snapshot": r.snapshot.label(), "root_hash": r.snapshot.meta.root_hash,
+                   "same_root_hash": r.same_root_hash, "new_bytes": r.stats.new_bytes,
+                   "new_chunks": r.stats.new_chunks, "reused_chunks": r.stats.reused_chunks,
+                   "seconds": r.seconds})
+        );
+    } else {
+        eprintln!(
+            "imported {} as {} in {:.1} s: {} new ({} chunks; {} already there); root hash {}{}",
+            image,
+            r.snapshot.label(),
+            r.seconds,
+            human_size(r.stats.new_bytes),
+            r.stats.new_chunks,
+            r.stats.reused_chunks,
+            r.snapshot.meta.root_hash,
+            if r.same_root_hash {
+                ", the image file's"
+            } else {
+                " (the repository held some chunks stored otherwise)"
+            }
+        );
+    }
+    Ok(0)
+}

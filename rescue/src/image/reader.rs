@@ -570,6 +570,19 @@ impl<F: ReadAt> SharedReader<F> {
             .read_chunk(id, &mut |buf, at| f.read_exact_at(buf, at))
     }
 
+    /// The chunk's payload as stored (compressed as its record says), after checking it: it is
+    /// decompressed and hashed, so what is returned is known to be the chunk. For copying chunks into
+    /// another store without compressing them again.
+    pub fn read_stored(&self, id: ChunkId) -> Result<(ChunkRecord, Vec<u8>), ImageError> {
+        let f = &*self.f;
+        let (rec, payload) = self
+            .o
+            .read_payload(id, &mut |buf, at| f.read_exact_at(buf, at))?;
+        super::chunk::decompress_chunk(rec.compression, &payload, rec.uncompressed_len, &rec.hash)
+            .map_err(|reason| self.o.damaged(id, rec, reason))?;
+        Ok((*rec, payload))
+    }
+
     /// [`Self::read_chunk`] into a reusable, page-aligned buffer (replaced if too small), the frame read
     /// into `scratch` with one request (direct I/O where the file does it).
     pub fn read_chunk_into(

@@ -214,3 +214,120 @@ pub fn list_snapshots(
     let (repo, _share) = super::place::open_repo(repo, false, net)?;
     crate::repo::list(&repo)
 }
+
+/// What [`import`] did.
+#[derive(Debug, Clone)]
+pub struct Imported {
+    pub snapshot: SnapshotEntry,
+    pub stats: ChunkStats,
+    /// The snapshot's root hash equals the image file's (the chunks were stored as the file holds them,
+    /// none already in the repository in another form, and the file is format 1.1).
+    pub same_root_hash: bool,
+    pub seconds: f64,
+}
+
+/// Add the image `image` names (a file, a URL, or another repository's snapshot) to the repository at
+/// `repo` as a snapshot of `name`: each chunk checked against its hash, stored unless the repository has
+/// it, in the image's order, so the snapshot is the same image (its root hash the same, unless the
+/// repository held some chunks compressed otherwise). The snapshot's time is the image's capture time.
+pub fn import(
+    image: &crate::url::Location,
+    repo: &crate::url::Location,
+    name: &str,
+    net: &super::NetOptions,
+    ctl: Control,
+) -> anyhow::Result<Imported> {
+    use crate::image::{ExtentKind, ImageHeaderInfo, ImageWriter, IndexExtras};
+    let started = std::time::Instant::now();
+    crate::repo::check_name(name).map_err(anyhow::Error::msg)?;
+    let placed = super::place::place(image, false, net)?;
+    let reader = placed.open()?;
+    let (repo, _share) = super::place::open_repo(repo, true, net)?;
+    let _lock = repo.lock_shared(&format!("the import of {image}"))?;
+    let index = reader.index();
+    let header = reader.header();
+    let state = Arc::new(Mutex::new(SinkState::default()));
+    let mut w = ImageWriter::new(
+        Vec::new(),
+        ImageHeaderInfo {
+            image_id: header.image_id,
+            chunk_size: header.chunk_size,
+            slices: header.required_features & crate::image::FEATURE_CHUNK_SLICES != 0,
+        },
+    )?;
+    w.set_sink(Box::new(repo.chunks().sink(state.clone())))?;
+    let total: u64 = index.chunks.iter().map(|c| u64::from(c.stored_len)).sum();
+    let mut meter = crate::engine::progress::Meter::new("import", total, ctl.progress.clone());
+    // The chunks in the image's order: the same ids, and the same offsets where nothing differs.
+    for i in 0..index.chunks.len() {
+        if ctl.cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            anyhow::bail!(
+                "cancelled; no snapshot was added (the chunks stored stay for next time)"
+            );
+        }
+        let id = crate::image::ChunkId(i as u64);
+        let (rec, payload) = reader
+            .read_stored(id)
+            .with_context(|| format!("reading {}", placed.path.display()))?;
+        let got = w.write_chunk(rec.hash, rec.uncompressed_len, &payload, rec.compression)?;
+        if got != id {
+            anyhow::bail!(
+                "{} holds chunk {} twice (as {i} and {}); it was not written by this program",
+                placed.path.display(),
+                rec.hash,
+                got.0
+            );
+        }
+        meter.advance(u64::from(rec.stored_len), u64::from(rec.stored_len));
+    }
+    meter.finish();
+    for s in &index.streams {
+        let sid = w.begin_stream(s.info.clone())?;
+        for x in &s.extents {
+            match x.kind {
+                ExtentKind::Data(c) => w.push_data(sid, x.offset, x.len, c)?,
+                ExtentKind::Slice { chunk, at } => w.push_slice(sid, x.offset, x.len, chunk, at)?,
+                kind => w.push_extent(sid, x.offset, x.len, kind)?,
+            }
+        }
+    }
+    let finished = w.finish(IndexExtras {
+        creation: index.creation.clone(),
+        disk: index.disk.clone(),
+        notes: Vec::new(),
+        sections: index.extras.clone(),
+    })?;
+    let state = std::mem::take(&mut *state.lock().unwrap_or_else(|p| p.into_inner()));
+    state.sync();
+    let time_unix = u64::try_from(index.creation.created_unix).unwrap_or(0);
+    let disk = &index.disk;
+    let meta = SnapshotMeta {
+        name: name.to_string(),
+        time_unix,
+        time: crate::units::iso_time(time_unix),
+        host: index.creation.host_name.clone(),
+        source: SnapshotSource {
+            path: disk.path.clone(),
+            model: disk.model.clone(),
+            serial: disk.serial.clone(),
+            size: disk.size,
+            table: format!("{:?}", disk.table_kind).to_lowercase(),
+        },
+        image_bytes: finished.bytes_written,
+        root_hash: finished.root_hash.to_string(),
+        used_bytes: index.streams.iter().map(|s| s.used_bytes).sum(),
+        chunks: state.stats.new_chunks + state.stats.reused_chunks,
+        stored_bytes: state.referenced_bytes,
+        new_chunks: state.stats.new_chunks,
+        new_bytes: state.stats.new_bytes,
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+    };
+    let image_id = header.image_id.to_string();
+    let snapshot = crate::repo::write_snapshot(&repo, &meta, &finished.inner, &image_id)?;
+    Ok(Imported {
+        snapshot,
+        stats: state.stats,
+        same_root_hash: finished.root_hash == reader.root_hash(),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}

@@ -126,6 +126,14 @@ pub fn write(
     };
     if let Err(e) = renamed {
         let _ = std::fs::remove_file(&tmp);
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            bail!(
+                "the repository {} holds this image already (the snapshot file {} is there); nothing \
+                 was added",
+                repo.root.display(),
+                path.display()
+            );
+        }
         return Err(
             anyhow::Error::new(e).context(format!("storing the snapshot {}", path.display()))
         );
