@@ -94,7 +94,11 @@ fn resolve(
                 source_disk,
                 store::now_unix(),
             );
-            match i.store_selector()? {
+            let base = match i.store_selector()? {
+                None if i.repo.is_some() => {
+                    let repo = i.repo.as_deref().unwrap_or("");
+                    Some(ops::Location::parse(repo).map_err(|e| format!("image.repo: {e}"))?)
+                }
                 None if i.url.is_some() => {
                     let url = expand(
                         i.url.as_deref().unwrap_or(""),
@@ -127,6 +131,23 @@ fn resolve(
                         .map_err(|e| ops::describe(&e))?;
                     Some(dir.join(rel.trim_start_matches('/')).into())
                 }
+            };
+            match (&i.snapshot, base) {
+                (Some(snap), Some(repo)) => {
+                    let snap = expand(snap, source_disk, store::now_unix());
+                    let (name, when) = match snap.split_once('@') {
+                        None => (snap.clone(), crate::url::When::Latest),
+                        Some((n, "latest")) => (n.to_string(), crate::url::When::Latest),
+                        Some((n, t)) => (n.to_string(), crate::url::When::At(t.to_string())),
+                    };
+                    crate::url::check_name(&name).map_err(|e| format!("image.snapshot: {e}"))?;
+                    Some(ops::Location::Snapshot(crate::url::SnapshotRef {
+                        repo: Box::new(repo),
+                        name,
+                        when,
+                    }))
+                }
+                (_, base) => base,
             }
         }
     };
@@ -191,11 +212,13 @@ fn net_options(
     let file = |p: &Option<String>| p.as_deref().map(|p| job_file(p, env));
     let ca_file = file(&i.ca_file).transpose()?;
     let credentials = file(&i.credentials).transpose()?;
+    let passphrase_file = file(&i.passphrase_file).transpose()?;
     let net = ops::NetOptions {
         ca_file,
         ..Default::default()
     }
     .with_credentials(credentials.as_deref())
+    .and_then(|n| n.with_passphrase(passphrase_file.as_deref()))
     .map_err(|e| ops::describe(&e))?;
     Ok((net, results))
 }

@@ -138,3 +138,87 @@ fn job_files_are_checked_before_anything_runs() {
     assert_eq!(rc, 1);
     assert!(err.contains("cannot read the job file"), "{err}");
 }
+
+/// Jobs with a repository: a capture job makes the repository it names (encrypted with its passphrase
+/// file) and adds a snapshot named after the source; a second capture adds almost nothing; a restore job
+/// takes the latest snapshot of that name; records go to the repository's logs folder.
+#[test]
+fn jobs_capture_into_and_restore_from_a_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let src = d.join("src.img");
+    fixtures::create_disk(&src, &fixtures::demo_mbr()).unwrap();
+    let dst = d.join("dst.img");
+    std::fs::File::create(&dst)
+        .unwrap()
+        .set_len(200 * MIB)
+        .unwrap();
+    let repo = d.join("repo");
+    let pass = d.join("pass.txt");
+    std::fs::write(&pass, "job secret\n").unwrap();
+    let capture = format!(
+        "action=capture source.size=128M image.repo={} image.snapshot=pc-{{model}} \
+         image.passphrase_file={}",
+        s(&repo),
+        s(&pass)
+    );
+    let mut added = Vec::new();
+    for _ in 0..2 {
+        let (rc, out, err) = rescue(&[
+            "job",
+            &capture,
+            "--disk",
+            s(&src),
+            "--disk",
+            s(&dst),
+            "--json",
+        ]);
+        assert_eq!(rc, 0, "{err}");
+        let o: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(o["ok"], true, "{o:#}");
+        assert_eq!(o["verified"], true);
+        assert!(
+            o["snapshot"].as_str().unwrap().starts_with("pc-unknown@"),
+            "{o}"
+        );
+        added.push(o["new_bytes"].as_u64().unwrap());
+        let result = o["result_file"].as_str().unwrap();
+        assert!(result.starts_with(s(&repo.join("logs"))), "{result}");
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    assert!(added[1] * 100 < added[0], "{added:?}");
+    let config = std::fs::read_to_string(repo.join("rescue-repo")).unwrap();
+    assert!(config.contains("xchacha20poly1305"), "{config}");
+
+    let restore = format!(
+        "action=restore image.repo={} image.snapshot=pc-unknown target.size=200M \
+         image.passphrase_file={}",
+        s(&repo),
+        s(&pass)
+    );
+    let (rc, out, err) = rescue(&["job", &restore, "--disk", s(&dst), "--json"]);
+    assert_eq!(rc, 0, "{err}");
+    let o: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(o["ok"], true, "{o:#}");
+    let (rc, _, err) = rescue(&[
+        "verify",
+        &format!("{}::pc-unknown", repo.display()),
+        "--against",
+        s(&dst),
+        "--passphrase-file",
+        s(&pass),
+    ]);
+    assert_eq!(rc, 0, "{err}");
+    // A snapshot name that is not one is refused when the job is read.
+    let (rc, _, err) = rescue(&[
+        "job",
+        &format!(
+            "action=restore image.repo={} image.snapshot=a/b target.size=200M",
+            s(&repo)
+        ),
+        "--disk",
+        s(&dst),
+    ]);
+    assert_eq!(rc, 1);
+    assert!(err.contains("is not a snapshot name"), "{err}");
+}

@@ -48,6 +48,15 @@ pub struct ImageSpec {
     /// CA certificates (PEM) to trust for an https:// `url` instead of the Mozilla roots (a path as for
     /// `credentials`).
     pub ca_file: Option<String>,
+    /// A repository (a folder path on this machine, or an `smb://`/`nfs://` URL of one); with
+    /// `snapshot`. A repository on a filesystem found by `label`, `uuid` or `device` is named by `path`
+    /// instead.
+    pub repo: Option<String>,
+    /// The snapshot in the repository: `NAME` (capture: the new snapshot's name, which may hold
+    /// `{serial}`, `{model}`; restore and verify: the latest of that name) or `NAME@TIME`.
+    pub snapshot: Option<String>,
+    /// An encrypted repository's passphrase file (a path as for `credentials`).
+    pub passphrase_file: Option<String>,
 }
 
 /// Rules choosing one disk. Every given rule must hold, and exactly one disk may match.
@@ -191,18 +200,28 @@ impl JobSpec {
             }
         }
         if let Some(i) = &self.image {
-            let places = [&i.label, &i.uuid, &i.device, &i.file, &i.url]
+            let places = [&i.label, &i.uuid, &i.device, &i.file, &i.url, &i.repo]
                 .iter()
                 .filter(|x| x.is_some())
                 .count();
             need(
                 places == 1,
-                "[image] needs exactly one of label, uuid, device (the filesystem holding it), file or url",
+                "[image] needs exactly one of label, uuid, device (the filesystem holding it), file, url \
+                 or repo",
             )?;
             need(
-                i.file.is_some() || i.url.is_some() || i.path.is_some(),
+                i.file.is_some() || i.url.is_some() || i.repo.is_some() || i.path.is_some(),
                 "[image] needs path (the image's path on that filesystem)",
             )?;
+            need(
+                i.repo.is_none() || i.snapshot.is_some(),
+                "[image] repo needs snapshot (the snapshot's name in it)",
+            )?;
+            if let Some(snap) = &i.snapshot {
+                let name = snap.split('@').next().unwrap_or("");
+                let bare = name.replace("{serial}", "x").replace("{model}", "x");
+                crate::url::check_name(&bare).map_err(|e| format!("image.snapshot: {e}"))?;
+            }
             if let Some(u) = &i.url {
                 crate::url::Url::parse(u).map_err(|e| format!("image.url: {e}"))?;
             }

@@ -331,3 +331,26 @@ pub fn import(
         seconds: started.elapsed().as_secs_f64(),
     })
 }
+
+/// For a capture that may create its destination (jobs): a repository on this machine's folders that
+/// does not exist yet is made (encrypted when a passphrase is given), as a missing folder is for an image.
+pub(super) fn create_missing(
+    loc: &crate::url::Location,
+    net: &super::NetOptions,
+) -> anyhow::Result<()> {
+    let crate::url::Location::Snapshot(s) = loc else {
+        return Ok(());
+    };
+    let Some(root) = s.repo.local() else {
+        return Ok(());
+    };
+    let empty = std::fs::read_dir(root).map_or(true, |mut d| d.next().is_none());
+    if !root.join(crate::repo::CONFIG_FILE).exists() && empty {
+        Repo::init(
+            root,
+            net.passphrase.as_ref().map(crate::url::Secret::expose),
+        )
+        .with_context(|| format!("making the repository {}", root.display()))?;
+    }
+    Ok(())
+}

@@ -27,7 +27,12 @@ pub fn run(req: &Request, how: &RunOptions, opts: &DetectOptions, ctl: Control) 
     let write = matches!(req, Request::Capture(_));
     let placed = req
         .image()
-        .map(|l| super::place::place(l, write, &how.net))
+        .map(|l| {
+            if write && how.create_folder {
+                super::repo::create_missing(l, &how.net)?;
+            }
+            super::place::place(l, write, &how.net)
+        })
         .transpose();
     let (result, placed) = match placed {
         Ok(placed) => {
