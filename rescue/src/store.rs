@@ -318,6 +318,10 @@ fn walk(dir: &Path, depth: usize, out: &mut Vec<ImageEntry>) {
     for e in entries.flatten() {
         let Ok(meta) = e.metadata() else { continue };
         let path = e.path();
+        // A repository's folders hold chunk objects, not images (its snapshots are listed by `ops`).
+        if meta.is_dir() && path.join("rescue-repo").is_file() {
+            continue;
+        }
         if meta.is_dir() && depth < 3 {
             walk(&path, depth + 1, out);
         } else if meta.is_file() && path.extension().is_some_and(|x| x == IMAGE_EXT) {

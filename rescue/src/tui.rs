@@ -33,6 +33,9 @@ mod tests_grow;
 mod tests_net;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests_repo;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests_wrap;
 
 pub use app::{App, Effect, Key, Mode};

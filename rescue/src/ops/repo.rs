@@ -354,3 +354,57 @@ pub(super) fn create_missing(
     }
     Ok(())
 }
+
+/// A repository found on a drive, for the interface's lists.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FoundRepo {
+    /// Its folder, relative to the drive's root (`""` when the root is the repository).
+    pub rel: String,
+    pub encrypted: bool,
+    /// Its snapshots (none listed for an encrypted one: their names are sealed).
+    pub snapshots: Vec<SnapshotEntry>,
+}
+
+/// The repositories in `dir` or in its folders down to two levels (a repository's own folders are not
+/// searched).
+pub fn find_repositories(dir: &std::path::Path) -> Vec<FoundRepo> {
+    fn walk(root: &std::path::Path, dir: &std::path::Path, depth: usize, out: &mut Vec<FoundRepo>) {
+        if dir.join(crate::repo::CONFIG_FILE).is_file() {
+            if let Ok(repo) = Repo::open(dir) {
+                let rel = dir
+                    .strip_prefix(root)
+                    .map(|r| r.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let snapshots = if repo.encrypted() {
+                    Vec::new()
+                } else {
+                    crate::repo::list(&repo).map(|(l, _)| l).unwrap_or_default()
+                };
+                out.push(FoundRepo {
+                    rel,
+                    encrypted: repo.encrypted(),
+                    snapshots,
+                });
+            }
+            return;
+        }
+        if depth >= 2 {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        let mut dirs: Vec<_> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect();
+        dirs.sort();
+        for d in dirs {
+            walk(root, &d, depth + 1, out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, 0, &mut out);
+    out
+}

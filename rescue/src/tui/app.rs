@@ -81,7 +81,10 @@ pub struct OpenedStore {
     pub store: Store,
     pub dir: PathBuf,
     pub free_bytes: Option<u64>,
+    /// Image files, then the snapshots of the repositories found (named `DIR/REPO::NAME@TIME`).
     pub images: Vec<ImageEntry>,
+    /// The repositories found (folders relative to `dir`), for the capture wizard's default.
+    pub repos: Vec<crate::ops::FoundRepo>,
 }
 
 /// What the UI shows about an image before restoring it.

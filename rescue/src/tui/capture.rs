@@ -175,7 +175,9 @@ impl CaptureWiz {
             return Some(r.clone());
         }
         let d = self.dest.as_ref()?;
-        Some(d.dir.join(self.name.trim_start_matches('/')).into())
+        let path = d.dir.join(self.name.trim_start_matches('/'));
+        // `FOLDER::NAME`: a snapshot in the repository there.
+        Some(Location::parse(&path.to_string_lossy()).unwrap_or_else(|_| path.into()))
     }
 
     /// A warning about the destination's room for this capture, if any (none for a share: its free
@@ -328,6 +330,10 @@ impl CaptureWiz {
         self.opening = false;
         match result {
             Ok(s) => {
+                // A drive holding a repository: a new snapshot in it is the likely wish.
+                if let Some(r) = s.repos.iter().find(|r| !r.encrypted) {
+                    self.name = format!("{}::{}", r.rel, self.snapshot_default());
+                }
                 self.dest = Some(s);
                 self.remote = None;
                 self.step = CapStep::Name;
@@ -367,9 +373,52 @@ impl CaptureWiz {
         Step::Stay(vec![])
     }
 
-    /// The file name must be a relative path ending in `.rimg` that does not exist yet.
+    /// A snapshot name for this source: `pc-SERIAL` (or the model, or `pc`).
+    pub fn snapshot_default(&self) -> String {
+        let id = self
+            .source
+            .serial
+            .as_deref()
+            .or(self.source.model.as_deref())
+            .map(store::sanitize)
+            .unwrap_or_default();
+        let name: String = format!("pc-{id}")
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .take(64)
+            .collect();
+        name.trim_end_matches('-').to_string()
+    }
+
+    /// The file name must be a relative path ending in `.rimg` that does not exist yet; or
+    /// `FOLDER::NAME`, a snapshot in the repository in that folder (made when missing).
     pub fn check_name(&mut self) -> Result<(), String> {
         let name = self.name.trim().trim_start_matches('/').to_string();
+        if let Some((folder, snap)) = name.rsplit_once("::") {
+            crate::url::check_name(snap)?;
+            if folder.is_empty()
+                || Path::new(folder).components().any(|c| {
+                    matches!(
+                        c,
+                        std::path::Component::ParentDir | std::path::Component::RootDir
+                    )
+                })
+            {
+                return Err(
+                    "write FOLDER::NAME: the repository's folder on this drive (made if missing), \
+                     then the snapshot's name"
+                        .into(),
+                );
+            }
+            self.name = name;
+            return Ok(());
+        }
         if name.is_empty() || name.ends_with('/') {
             return Err("give the image a file name".into());
         }

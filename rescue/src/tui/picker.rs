@@ -104,7 +104,11 @@ impl ImagePicker {
                 .as_ref()
                 .and_then(|o| o.images.get(self.image_sel))
             {
-                Some(img) => ImageKey::Chosen(img.path.clone().into()),
+                // A snapshot is listed as `DIR/REPO::NAME@TIME`.
+                Some(img) => ImageKey::Chosen(
+                    Location::parse(&img.path.to_string_lossy())
+                        .unwrap_or_else(|_| img.path.clone().into()),
+                ),
                 None => {
                     *error = Some("no image here; go back (Esc) and choose another drive".into());
                     ImageKey::Stay

@@ -421,10 +421,21 @@ fn open_store(
     opts: &DetectOptions,
 ) -> Result<OpenedStore, String> {
     let dir = store::ensure_mounted(s, access, opts).map_err(|e| ops::describe(&e))?;
+    let repos = ops::find_repositories(&dir);
+    let mut images = store::find_images(&dir);
+    for r in &repos {
+        let root = dir.join(&r.rel);
+        images.extend(r.snapshots.iter().rev().map(|e| store::ImageEntry {
+            path: std::path::PathBuf::from(format!("{}::{}", root.display(), e.label())),
+            size_bytes: e.meta.image_bytes,
+            modified_unix: e.meta.time_unix,
+        }));
+    }
     Ok(OpenedStore {
         store: s.clone(),
         free_bytes: store::free_bytes(&dir),
-        images: store::find_images(&dir),
+        images,
+        repos,
         dir,
     })
 }

@@ -192,6 +192,7 @@ pub(super) fn images_store(app: &App) -> OpenedStore {
                 modified_unix: NOW - 86400 * 30,
             },
         ],
+        repos: vec![],
     }
 }
 

@@ -168,6 +168,19 @@ pub(super) fn capture(
             if let Some(warn) = w.space_warning() {
                 lines.push(Line::from(Span::styled(format!("Warning: {warn}"), bold())));
             }
+            lines.push(Line::from(""));
+            lines.push(Line::from(if w.name.contains("::") {
+                "FOLDER::NAME adds a snapshot to the repository in FOLDER (made if missing): it \
+                 stores only the data the repository does not hold yet. A plain name makes one image \
+                 file."
+                    .to_string()
+            } else {
+                format!(
+                    "Or FOLDER::NAME (e.g. backups::{}): a snapshot in a repository, storing only the \
+                     data it does not hold yet.",
+                    w.snapshot_default()
+                )
+            }));
             text_box(
                 f,
                 area,
