@@ -64,7 +64,12 @@ pub fn capture_repo(
         ))
     })?;
     let state = std::mem::take(&mut *state.lock().unwrap_or_else(|p| p.into_inner()));
-    state.sync();
+    state.sync(&repo.root).with_context(|| {
+        format!(
+            "flushing the chunks of the capture to {}; no snapshot was added",
+            repo.root.display()
+        )
+    })?;
     let creation = &capture_opts.creation;
     let time_unix = u64::try_from(creation.created_unix).unwrap_or(0);
     let info = crate::engine::disk_info(&disk);
@@ -298,7 +303,9 @@ pub fn import(
         sections: index.extras.clone(),
     })?;
     let state = std::mem::take(&mut *state.lock().unwrap_or_else(|p| p.into_inner()));
-    state.sync();
+    state.sync(&repo.root).with_context(|| {
+        format!("flushing the chunks to {}; no snapshot was added", repo.root.display())
+    })?;
     let time_unix = u64::try_from(index.creation.created_unix).unwrap_or(0);
     let disk = &index.disk;
     let meta = SnapshotMeta {

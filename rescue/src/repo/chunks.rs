@@ -235,11 +235,14 @@ impl ChunkStore {
         let tmp = self
             .tmp
             .join(format!("{id}.{}.{}", std::process::id(), next()));
+        // Not flushed one by one (that would make the capture wait for the disk at every chunk): the
+        // capture flushes the whole filesystem once before it writes its snapshot (`SinkState::sync`).
+        // An object whose data did not reach the disk before a power cut is found with a wrong size or
+        // header and written again by the next capture that needs it.
         let written = (|| {
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(&header)?;
-            f.write_all(payload)?;
-            f.sync_all()
+            f.write_all(payload)
         })();
         if let Err(e) = written {
             let _ = std::fs::remove_file(&tmp);
@@ -263,7 +266,7 @@ impl ChunkStore {
         };
         match renamed {
             Ok(()) => {
-                touched.insert(folder);
+                touched.insert(dest);
                 Ok((
                     info,
                     if damaged {
@@ -308,22 +311,37 @@ fn next() -> u64 {
     N.fetch_add(1, Ordering::Relaxed)
 }
 
-/// What a capture's sink did: its counts, and the folders whose new entries must be flushed before the
-/// snapshot is written.
+/// What a capture's sink did: its counts, and the objects it wrote, which must reach the device before
+/// the snapshot is written.
 #[derive(Debug, Default)]
 pub struct SinkState {
     pub stats: ChunkStats,
     /// Size of every chunk the snapshot refers to as stored (frame headers included).
     pub referenced_bytes: u64,
+    /// The objects written.
     pub touched: BTreeSet<PathBuf>,
 }
 
 impl SinkState {
-    /// Flush the new objects' folder entries to the device (the objects themselves were flushed).
-    pub fn sync(&self) {
-        for d in &self.touched {
-            super::config::sync_dir(d);
+    /// Flush everything on the repository's filesystem to the device: the objects this capture wrote,
+    /// their folders, and the objects other captures wrote that this one reuses. Where the filesystem
+    /// cannot (`syncfs` refused), each object written and its folder is flushed instead.
+    pub fn sync(&self, root: &Path) -> io::Result<()> {
+        let dir = std::fs::File::open(root)?;
+        if nix::unistd::syncfs(&dir).is_ok() {
+            return Ok(());
         }
+        let mut folders = BTreeSet::new();
+        for f in &self.touched {
+            std::fs::File::open(f)?.sync_all()?;
+            if let Some(p) = f.parent() {
+                folders.insert(p.to_path_buf());
+            }
+        }
+        for d in folders {
+            super::config::sync_dir(&d);
+        }
+        Ok(())
     }
 }
 
