@@ -9,6 +9,7 @@
 //! makes, and exporting a snapshot is copying that image out: same bytes, same root hash.
 //!
 //! One concept per file:
+//! - `backend`: where the objects live (a folder; S3 to come), as keys;
 //! - `config`: the repository on a directory — creating, opening, its `rescue-repo` file, its folders;
 //! - `chunks`: chunk objects (a frame header and a payload, named by the chunk's hash), written once;
 //! - `snapshot`: snapshot files, naming and choosing snapshots (`NAME@TIME`);
@@ -16,6 +17,7 @@
 //! - `check`: every snapshot and chunk checked, damage named with the snapshots it affects;
 //! - `prune`: keep rules, then mark and sweep; `lock`: who may use the repository at once.
 
+mod backend;
 mod check;
 mod chunks;
 mod config;
@@ -29,6 +31,7 @@ mod vimage;
 #[allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 mod tests;
 
+pub use self::backend::{Backend, DirBackend, HeldLock};
 pub use self::check::{check, CheckReport};
 pub use self::chunks::{ChunkStats, ChunkStore, ObjectInfo, RepoSink, SinkState, Stored};
 pub use self::config::{Repo, RepoConfig, CONFIG_FILE, REPO_FORMAT, REPO_VERSION};

@@ -64,7 +64,7 @@ pub fn capture_repo(
         ))
     })?;
     let state = std::mem::take(&mut *state.lock().unwrap_or_else(|p| p.into_inner()));
-    state.sync(&repo.root).with_context(|| {
+    state.sync(repo.backend.as_ref()).with_context(|| {
         format!(
             "flushing the chunks of the capture to {}; no snapshot was added",
             repo.root.display()
@@ -303,8 +303,11 @@ pub fn import(
         sections: index.extras.clone(),
     })?;
     let state = std::mem::take(&mut *state.lock().unwrap_or_else(|p| p.into_inner()));
-    state.sync(&repo.root).with_context(|| {
-        format!("flushing the chunks to {}; no snapshot was added", repo.root.display())
+    state.sync(repo.backend.as_ref()).with_context(|| {
+        format!(
+            "flushing the chunks to {}; no snapshot was added",
+            repo.root.display()
+        )
     })?;
     let time_unix = u64::try_from(index.creation.created_unix).unwrap_or(0);
     let disk = &index.disk;

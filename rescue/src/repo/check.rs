@@ -4,7 +4,6 @@
 //! it affects.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Mutex;
@@ -171,8 +170,10 @@ pub fn check(
     let (count, bytes) = unreferenced(repo, &refs)?;
     report.unreferenced_chunks = count;
     report.unreferenced_bytes = bytes;
-    report.leftover_files = std::fs::read_dir(repo.tmp_dir())
-        .map(|d| d.count() as u64)
+    report.leftover_files = repo
+        .backend
+        .leftovers()
+        .map(|l| l.len() as u64)
         .unwrap_or(0);
     Ok(report)
 }
@@ -183,34 +184,21 @@ fn unreferenced(
     refs: &BTreeMap<Hash, BTreeMap<Recorded, Vec<String>>>,
 ) -> anyhow::Result<(u64, u64)> {
     let store = repo.chunks();
-    let names: BTreeSet<String> = refs.keys().map(|h| store.id(h).to_string()).collect();
+    let names: BTreeSet<String> = refs.keys().map(|h| store.key(h)).collect();
     let (mut count, mut bytes) = (0, 0);
-    for path in object_paths(repo)? {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if !names.contains(&name) {
+    for (key, size) in object_keys(repo)? {
+        if !names.contains(&key) {
             count += 1;
-            bytes += std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            bytes += size;
         }
     }
     Ok((count, bytes))
 }
 
-/// Every file under `chunks/`.
-pub(super) fn object_paths(repo: &Repo) -> anyhow::Result<Vec<PathBuf>> {
+/// Every chunk object's key, with its size.
+pub(super) fn object_keys(repo: &Repo) -> anyhow::Result<Vec<(String, u64)>> {
     use anyhow::Context;
-    let dir = repo.root.join("chunks");
-    let mut out = Vec::new();
-    for sub in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
-        let sub = sub?.path();
-        if !sub.is_dir() {
-            continue;
-        }
-        for f in std::fs::read_dir(&sub).with_context(|| format!("reading {}", sub.display()))? {
-            out.push(f?.path());
-        }
-    }
-    Ok(out)
+    repo.backend
+        .list("chunks/")
+        .with_context(|| format!("listing the chunks of {}", repo.root.display()))
 }

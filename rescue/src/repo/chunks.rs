@@ -9,10 +9,11 @@
 //! hash) and `check --read-data`.
 
 use std::collections::BTreeSet;
-use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::io;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+
+use super::backend::Backend;
 
 use super::crypt::{Keys, OVERHEAD};
 use crate::image::{ChunkSink, Compression, FrameHeader, Hash, FRAME_HEADER_LEN};
@@ -51,14 +52,13 @@ pub struct ChunkStats {
 /// The chunk objects of one repository (and an encrypted one's key).
 #[derive(Debug, Clone)]
 pub struct ChunkStore {
-    dir: PathBuf,
-    tmp: PathBuf,
+    backend: Arc<dyn Backend>,
     keys: Option<Arc<Keys>>,
 }
 
 impl ChunkStore {
-    pub fn new(dir: PathBuf, tmp: PathBuf, keys: Option<Arc<Keys>>) -> ChunkStore {
-        ChunkStore { dir, tmp, keys }
+    pub fn new(backend: Arc<dyn Backend>, keys: Option<Arc<Keys>>) -> ChunkStore {
+        ChunkStore { backend, keys }
     }
 
     /// The name of the object holding the chunk whose hash is `hash`: the hash itself, or in an
@@ -79,34 +79,40 @@ impl ChunkStore {
         }
     }
 
-    /// Where the object of the chunk `hash` is (whether or not it exists).
+    /// The key of the object of the chunk `hash` (whether or not it exists).
+    pub fn key(&self, hash: &Hash) -> String {
+        object_key(&self.id(hash))
+    }
+
+    /// Where the object of the chunk `hash` is, for messages.
     pub fn path(&self, hash: &Hash) -> PathBuf {
-        let hex = self.id(hash).to_string();
-        self.dir.join(&hex[..2]).join(hex)
+        let key = self.key(hash);
+        self.backend
+            .local_path(&key)
+            .unwrap_or_else(|| PathBuf::from(format!("{}/{key}", self.backend.describe())))
     }
 
     /// The object's frame header, if the object exists, is whole (its size matches the header) and is
     /// the chunk its name says; `stored_len` is the chunk's payload length (without an encrypted
     /// repository's seal). `Ok(None)` when absent; an error names what is wrong with one present.
     pub fn info(&self, hash: &Hash) -> io::Result<Option<ObjectInfo>> {
-        let path = self.path(hash);
-        let mut f = match std::fs::File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
+        let key = self.key(hash);
+        let Some(size) = self.backend.size(&key)? else {
+            return Ok(None);
         };
-        let size = f.metadata()?.len();
-        let mut b = [0u8; FRAME_HEADER_LEN];
         let bad = |why: String| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("the chunk object {} is damaged: {why}", path.display()),
+                format!(
+                    "the chunk object {} is damaged: {why}",
+                    self.path(hash).display()
+                ),
             )
         };
         if size < FRAME_HEADER_LEN as u64 {
             return Err(bad(format!("it is {size} bytes long")));
         }
-        f.read_exact(&mut b)?;
+        let b = self.backend.get_range(&key, 0, FRAME_HEADER_LEN)?;
         let fh = FrameHeader::parse(&b).map_err(|e| bad(format!("its header: {e}")))?;
         if fh.hash != self.id(hash) {
             return Err(bad(format!("it holds the chunk {}", fh.hash)));
@@ -132,19 +138,15 @@ impl ChunkStore {
     /// repository), after checking the object's header against `expect`.
     pub fn read_payload(&self, hash: &Hash, expect: &ObjectInfo) -> io::Result<Vec<u8>> {
         let path = self.path(hash);
-        let b = std::fs::read(&path).map_err(|e| {
-            if e.kind() == io::ErrorKind::NotFound {
-                io::Error::new(
-                    e.kind(),
-                    format!(
-                        "the chunk object {} is missing from the repository (removed, or the \
-                         repository is incomplete); `rescue check` names every snapshot it affects",
-                        path.display()
-                    ),
-                )
-            } else {
-                io::Error::new(e.kind(), format!("reading {}: {e}", path.display()))
-            }
+        let b = self.backend.get(&self.key(hash))?.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!(
+                    "the chunk object {} is missing from the repository (removed, or the \
+                     repository is incomplete); `rescue check` names every snapshot it affects",
+                    path.display()
+                ),
+            )
         })?;
         let id = self.id(hash);
         let same = b
@@ -190,14 +192,14 @@ impl ChunkStore {
     }
 
     /// Keep a chunk: the existing object when there is a sound one, else a new one. Returns the stored
-    /// object's header and what was done; `touched` gets the folder of a new object.
+    /// object's header and what was done; `touched` gets the key of an object written.
     pub fn put(
         &self,
         hash: &Hash,
         uncompressed_len: u32,
         payload: &[u8],
         compression: Compression,
-        touched: &mut BTreeSet<PathBuf>,
+        touched: &mut BTreeSet<String>,
     ) -> io::Result<(ObjectInfo, Stored)> {
         let damaged = match self.info(hash) {
             Ok(Some(info)) if info.uncompressed_len == uncompressed_len => {
@@ -232,68 +234,30 @@ impl ChunkStore {
             hash: id,
         }
         .encode();
-        let tmp = self
-            .tmp
-            .join(format!("{id}.{}.{}", std::process::id(), next()));
+        let mut object = Vec::with_capacity(FRAME_HEADER_LEN + payload.len());
+        object.extend_from_slice(&header);
+        object.extend_from_slice(payload);
+        let key = self.key(hash);
         // Not flushed one by one (that would make the capture wait for the disk at every chunk): the
-        // capture flushes the whole filesystem once before it writes its snapshot (`SinkState::sync`).
-        // An object whose data did not reach the disk before a power cut is found with a wrong size or
-        // header and written again by the next capture that needs it.
-        let written = (|| {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&header)?;
-            f.write_all(payload)
-        })();
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(io::Error::new(
-                e.kind(),
-                format!("writing the chunk object {}: {e}", tmp.display()),
-            ));
+        // capture flushes the store once before it writes its snapshot (`SinkState::sync`). An object
+        // whose data did not reach the disk before a power cut is found with a wrong size or header and
+        // written again by the next capture that needs it.
+        if damaged {
+            self.backend.put_replace(&key, &object)?;
+            touched.insert(key);
+            return Ok((info, Stored::Replaced));
         }
-        let dest = self.path(hash);
-        let folder = dest.parent().map(Path::to_path_buf).unwrap_or_default();
-        std::fs::create_dir_all(&folder)?;
-        let renamed = if damaged {
-            std::fs::rename(&tmp, &dest)
-        } else {
-            match crate::sys::rename_noreplace(&tmp, &dest) {
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) && !dest.exists() => {
-                    std::fs::rename(&tmp, &dest)
-                }
-                r => r,
-            }
-        };
-        match renamed {
-            Ok(()) => {
-                touched.insert(dest);
-                Ok((
-                    info,
-                    if damaged {
-                        Stored::Replaced
-                    } else {
-                        Stored::New
-                    },
-                ))
-            }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists || dest.exists() => {
-                // Another capture stored it meanwhile: keep theirs.
-                let _ = std::fs::remove_file(&tmp);
-                match self.info(hash)? {
-                    Some(theirs) => Ok((theirs, Stored::Reused)),
-                    None => Err(io::Error::other(format!(
-                        "the chunk object {} vanished while it was being stored",
-                        dest.display()
-                    ))),
-                }
-            }
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                Err(io::Error::new(
-                    e.kind(),
-                    format!("storing the chunk object {}: {e}", dest.display()),
-                ))
-            }
+        if self.backend.put_new(&key, &object, false)? {
+            touched.insert(key);
+            return Ok((info, Stored::New));
+        }
+        // Another capture stored it meanwhile: keep theirs.
+        match self.info(hash)? {
+            Some(theirs) => Ok((theirs, Stored::Reused)),
+            None => Err(io::Error::other(format!(
+                "the chunk object {} vanished while it was being stored",
+                self.path(hash).display()
+            ))),
         }
     }
 
@@ -306,9 +270,10 @@ impl ChunkStore {
     }
 }
 
-fn next() -> u64 {
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::Relaxed)
+/// The key of the object named `id`: `chunks/ab/ab12…`.
+pub fn object_key(id: &Hash) -> String {
+    let hex = id.to_string();
+    format!("chunks/{}/{hex}", &hex[..2])
 }
 
 /// What a capture's sink did: its counts, and the objects it wrote, which must reach the device before
@@ -318,30 +283,16 @@ pub struct SinkState {
     pub stats: ChunkStats,
     /// Size of every chunk the snapshot refers to as stored (frame headers included).
     pub referenced_bytes: u64,
-    /// The objects written.
-    pub touched: BTreeSet<PathBuf>,
+    /// The keys of the objects written.
+    pub touched: BTreeSet<String>,
 }
 
 impl SinkState {
-    /// Flush everything on the repository's filesystem to the device: the objects this capture wrote,
-    /// their folders, and the objects other captures wrote that this one reuses. Where the filesystem
-    /// cannot (`syncfs` refused), each object written and its folder is flushed instead.
-    pub fn sync(&self, root: &Path) -> io::Result<()> {
-        let dir = std::fs::File::open(root)?;
-        if nix::unistd::syncfs(&dir).is_ok() {
-            return Ok(());
-        }
-        let mut folders = BTreeSet::new();
-        for f in &self.touched {
-            std::fs::File::open(f)?.sync_all()?;
-            if let Some(p) = f.parent() {
-                folders.insert(p.to_path_buf());
-            }
-        }
-        for d in folders {
-            super::config::sync_dir(&d);
-        }
-        Ok(())
+    /// Everything stored on the device: the objects this capture wrote and the ones it reuses
+    /// ([`Backend::sync`]).
+    pub fn sync(&self, backend: &dyn Backend) -> io::Result<()> {
+        let written: Vec<String> = self.touched.iter().cloned().collect();
+        backend.sync(&written)
     }
 }
 

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use std::sync::Arc;
 
+use super::backend::{Backend, DirBackend};
 use super::chunks::ChunkStore;
 use super::crypt::{KeySlot, Keys};
 
@@ -49,7 +50,9 @@ pub struct RepoConfig {
 /// An opened repository (and, once unlocked, an encrypted one's master key).
 #[derive(Debug, Clone)]
 pub struct Repo {
+    /// Its folder (how it is named in messages, and where its logs go).
     pub root: PathBuf,
+    pub backend: Arc<dyn Backend>,
     pub config: RepoConfig,
     pub keys: Option<Arc<Keys>>,
 }
@@ -95,20 +98,16 @@ impl Repo {
             keys = Some(Arc::new(k));
         }
         let text = serde_json::to_string_pretty(&config)? + "\n";
-        let tmp = root.join("tmp").join(CONFIG_FILE);
-        write_synced(&tmp, text.as_bytes())?;
-        crate::sys::rename_noreplace(&tmp, &root.join(CONFIG_FILE))
-            .or_else(|e| {
-                if e.raw_os_error() == Some(libc::EINVAL) && !root.join(CONFIG_FILE).exists() {
-                    std::fs::rename(&tmp, root.join(CONFIG_FILE))
-                } else {
-                    Err(e)
-                }
-            })
+        let backend: Arc<dyn Backend> = Arc::new(DirBackend::new(root));
+        let made = backend
+            .put_new(CONFIG_FILE, text.as_bytes(), true)
             .with_context(|| format!("creating {}", root.join(CONFIG_FILE).display()))?;
-        sync_dir(root);
+        if !made {
+            bail!("{} is a repository already", root.display());
+        }
         Ok(Repo {
             root: root.to_path_buf(),
+            backend,
             config,
             keys,
         })
@@ -147,9 +146,10 @@ impl Repo {
     /// Open the repository in `root`.
     pub fn open(root: &Path) -> anyhow::Result<Repo> {
         let file = root.join(CONFIG_FILE);
-        let text = match std::fs::read_to_string(&file) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        let backend: Arc<dyn Backend> = Arc::new(DirBackend::new(root));
+        let text = match backend.get(CONFIG_FILE) {
+            Ok(Some(t)) => String::from_utf8_lossy(&t).into_owned(),
+            Ok(None) => {
                 if root.is_dir() {
                     bail!(
                         "{} is not a repository (it has no {CONFIG_FILE} file); make one with \
@@ -165,9 +165,7 @@ impl Repo {
                     root.display()
                 );
             }
-            Err(e) => {
-                return Err(anyhow::Error::new(e).context(format!("reading {}", file.display())))
-            }
+            Err(e) => return Err(anyhow::Error::new(e)),
         };
         let config: RepoConfig = serde_json::from_str(&text).with_context(|| {
             format!(
@@ -228,17 +226,14 @@ impl Repo {
         }
         Ok(Repo {
             root: root.to_path_buf(),
+            backend,
             config,
             keys: None,
         })
     }
 
     pub fn chunks(&self) -> ChunkStore {
-        ChunkStore::new(
-            self.root.join("chunks"),
-            self.root.join("tmp"),
-            self.keys.clone(),
-        )
+        ChunkStore::new(self.backend.clone(), self.keys.clone())
     }
 
     pub fn snapshots_dir(&self) -> PathBuf {
@@ -247,22 +242,5 @@ impl Repo {
 
     pub fn tmp_dir(&self) -> PathBuf {
         self.root.join("tmp")
-    }
-}
-
-/// Write `data` to `path` (created or replaced) and flush it to the device.
-pub(super) fn write_synced(path: &Path, data: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut f =
-        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(data)
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("writing {}", path.display()))
-}
-
-/// Flush a folder's entries (new names in it) to the device; best effort, as some file systems refuse.
-pub(super) fn sync_dir(dir: &Path) {
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
     }
 }

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 
 use anyhow::{bail, Context};
 
-use super::check::object_paths;
+use super::check::object_keys;
 use super::config::Repo;
 use super::snapshot::{self, SnapshotEntry};
 use super::vimage::SnapshotImage;
@@ -137,38 +137,30 @@ pub fn prune(
                 e.label()
             )
         })?;
-        in_use.extend(img.chunks().iter().map(|c| store.id(&c.hash).to_string()));
+        in_use.extend(img.chunks().iter().map(|c| store.key(&c.hash)));
     }
     if !dry_run {
         for e in &remove {
-            std::fs::remove_file(&e.path)
+            repo.backend
+                .delete(&e.key)
                 .with_context(|| format!("removing the snapshot file {}", e.path.display()))?;
         }
-        super::config::sync_dir(&repo.snapshots_dir());
     }
     // Sweep: objects no remaining snapshot refers to (including those of stopped captures).
-    for path in object_paths(repo)? {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if in_use.contains(&name) {
+    for (key, len) in object_keys(repo)? {
+        if in_use.contains(&key) {
             continue;
         }
-        let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         if !dry_run {
-            std::fs::remove_file(&path)
-                .with_context(|| format!("removing the chunk object {}", path.display()))?;
+            repo.backend
+                .delete(&key)
+                .with_context(|| format!("removing the chunk object {key}"))?;
         }
         report.chunks_removed += 1;
         report.bytes_freed += len;
     }
     if !dry_run {
-        for e in std::fs::read_dir(repo.tmp_dir())?.flatten() {
-            if std::fs::remove_file(e.path()).is_ok() {
-                report.leftovers_removed += 1;
-            }
-        }
+        report.leftovers_removed = repo.backend.remove_leftovers()?;
     }
     Ok(report)
 }

@@ -10,13 +10,12 @@
 //! byte before it. A snapshot file is written to `tmp/`, flushed, and renamed into `snapshots/` only
 //! after every chunk it refers to is flushed: a snapshot listed is a snapshot whole.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
-use super::config::{sync_dir, write_synced, Repo};
+use super::config::Repo;
 pub use crate::url::{check_name, SnapshotRef, When};
 
 const MAGIC: [u8; 8] = *b"\x89RSCSNP\n";
@@ -68,6 +67,9 @@ pub struct SnapshotMeta {
 pub struct SnapshotEntry {
     /// The file name without `.snap`.
     pub id: String,
+    /// Its key in the repository (`snapshots/<id>.snap`).
+    pub key: String,
+    /// Where it is, for messages (and on this machine's filesystems, the file itself).
     pub path: PathBuf,
     pub meta: SnapshotMeta,
 }
@@ -115,35 +117,33 @@ pub fn write(
             b
         }
     };
-    let tmp = repo.tmp_dir().join(format!("{id}.snap"));
-    write_synced(&tmp, &b)?;
-    let path = repo.snapshots_dir().join(format!("{id}.snap"));
-    let renamed = match crate::sys::rename_noreplace(&tmp, &path) {
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) && !path.exists() => {
-            std::fs::rename(&tmp, &path)
-        }
-        r => r,
-    };
-    if let Err(e) = renamed {
-        let _ = std::fs::remove_file(&tmp);
-        if e.kind() == std::io::ErrorKind::AlreadyExists {
-            bail!(
-                "the repository {} holds this image already (the snapshot file {} is there); nothing \
-                 was added",
-                repo.root.display(),
-                path.display()
-            );
-        }
-        return Err(
-            anyhow::Error::new(e).context(format!("storing the snapshot {}", path.display()))
+    let key = format!("snapshots/{id}.snap");
+    let path = shown_path(repo, &key);
+    let made = repo
+        .backend
+        .put_new(&key, &b, true)
+        .with_context(|| format!("storing the snapshot {}", path.display()))?;
+    if !made {
+        bail!(
+            "the repository {} holds this image already (the snapshot file {} is there); nothing was \
+             added",
+            repo.root.display(),
+            path.display()
         );
     }
-    sync_dir(&repo.snapshots_dir());
     Ok(SnapshotEntry {
         id,
+        key,
         path,
         meta: meta.clone(),
     })
+}
+
+/// Where an object of the repository is, for messages.
+fn shown_path(repo: &Repo, key: &str) -> PathBuf {
+    repo.backend
+        .local_path(key)
+        .unwrap_or_else(|| PathBuf::from(format!("{}/{key}", repo.backend.describe())))
 }
 
 /// What a sealed snapshot file is bound to: its format, its repository and its own name, so a file
@@ -158,18 +158,20 @@ fn damaged(path: &Path, why: impl std::fmt::Display) -> anyhow::Error {
 
 /// The metadata of a snapshot file: for a plain file only its start is read (listing), unchecked
 /// (opening the snapshot checks everything); a sealed file is opened whole.
-fn read_meta(repo: &Repo, path: &Path) -> anyhow::Result<SnapshotMeta> {
+fn read_meta(repo: &Repo, key: &str) -> anyhow::Result<SnapshotMeta> {
+    let path = &shown_path(repo, key);
     if repo.keys.is_some() {
-        return load(repo, path).map(|(m, _)| m);
+        return load(repo, key).map(|(m, _)| m);
     }
-    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut head = [0u8; 16];
-    f.read_exact(&mut head)
+    let head = repo
+        .backend
+        .get_range(key, 0, 16)
         .map_err(|e| damaged(path, format!("it is too short ({e})")))?;
     check_head(path, &head[..12], false)?;
     let meta_len = meta_len(path, &head[12..])?;
-    let mut meta = vec![0u8; meta_len];
-    f.read_exact(&mut meta)
+    let meta = repo
+        .backend
+        .get_range(key, 16, meta_len)
         .map_err(|e| damaged(path, format!("it ends inside its metadata ({e})")))?;
     serde_json::from_slice(&meta).map_err(|e| damaged(path, format!("its metadata: {e}")))
 }
@@ -219,18 +221,24 @@ fn meta_len(path: &Path, b: &[u8]) -> anyhow::Result<usize> {
 
 /// A whole snapshot file, checked (its checksum, or for an encrypted repository its authentication):
 /// its metadata and its image part.
-pub fn load(repo: &Repo, path: &Path) -> anyhow::Result<(SnapshotMeta, Vec<u8>)> {
-    let b = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+pub fn load(repo: &Repo, key: &str) -> anyhow::Result<(SnapshotMeta, Vec<u8>)> {
+    let path = &shown_path(repo, key);
+    let b = repo
+        .backend
+        .get(key)
+        .with_context(|| format!("reading {}", path.display()))?
+        .ok_or_else(|| anyhow::anyhow!("the snapshot file {} is gone", path.display()))?;
     match &repo.keys {
         None => parse(path, &b),
         Some(keys) => {
             check_head(path, &b, true)?;
-            let id = path
-                .file_stem()
-                .map(|n| n.to_string_lossy().into_owned())
+            let id = key
+                .rsplit('/')
+                .next()
+                .and_then(|n| n.strip_suffix(".snap"))
                 .unwrap_or_default();
             let body = keys
-                .open_snapshot(&b[12..], &sealed_aad(repo, &id))
+                .open_snapshot(&b[12..], &sealed_aad(repo, id))
                 .map_err(|e| damaged(path, e))?;
             parse_body(path, &body)
         }
@@ -279,21 +287,29 @@ fn parse_body(path: &Path, body: &[u8]) -> anyhow::Result<(SnapshotMeta, Vec<u8>
 /// Every snapshot of the repository, by name then time; files that cannot be read are named in the
 /// second list (a damaged file does not hide the others).
 pub fn list(repo: &Repo) -> anyhow::Result<(Vec<SnapshotEntry>, Vec<String>)> {
-    let dir = repo.snapshots_dir();
     let mut out = Vec::new();
     let mut problems = Vec::new();
-    for e in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
-        let path = e?.path();
-        let Some(id) = path
-            .file_name()
-            .and_then(|n| n.to_str())
+    let keys = repo
+        .backend
+        .list("snapshots/")
+        .with_context(|| format!("listing the snapshots of {}", repo.root.display()))?;
+    for (key, _) in keys {
+        let Some(id) = key
+            .strip_prefix("snapshots/")
             .and_then(|n| n.strip_suffix(".snap"))
+            .filter(|n| !n.contains('/'))
             .map(str::to_string)
         else {
             continue;
         };
-        match read_meta(repo, &path) {
-            Ok(meta) => out.push(SnapshotEntry { id, path, meta }),
+        let path = shown_path(repo, &key);
+        match read_meta(repo, &key) {
+            Ok(meta) => out.push(SnapshotEntry {
+                id,
+                key,
+                path,
+                meta,
+            }),
             Err(e) => problems.push(format!("{e:#}")),
         }
     }

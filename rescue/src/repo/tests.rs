@@ -3,6 +3,7 @@ use super::*;
 fn entry(name: &str, t: u64, n: usize) -> SnapshotEntry {
     SnapshotEntry {
         id: format!("{t:012}-{n}"),
+        key: format!("snapshots/{t:012}-{n}.snap"),
         path: std::path::PathBuf::new(),
         meta: SnapshotMeta {
             name: name.into(),

@@ -35,7 +35,7 @@ pub struct SnapshotImage {
 impl SnapshotImage {
     /// Load a snapshot file (checked against its hash) and its index (checked by the image reader).
     pub fn open(repo: &Repo, entry: &SnapshotEntry) -> anyhow::Result<SnapshotImage> {
-        let (meta, image) = snapshot::load(repo, &entry.path)?;
+        let (meta, image) = snapshot::load(repo, &entry.key)?;
         let label = format!("{}::{}", repo.root.display(), entry.label());
         let bad = |why: &str| anyhow::anyhow!("the snapshot {label} is damaged: {why}");
         if image.len() < HEADER_LEN + FOOTER_LEN {
