@@ -16,32 +16,55 @@ pub fn free_port() -> u16 {
         .expect("a free port on 127.0.0.1")
 }
 
-fn wait_listening(port: u16, child: &mut Child, what: &str) {
+/// Wait until something listens on 127.0.0.1:`port`, while each of `daemons` runs; what went wrong
+/// otherwise.
+fn listening_within(
+    port: u16,
+    daemons: &mut [(&str, &mut Server)],
+    limit: Duration,
+) -> Result<(), String> {
     let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(30) {
+    loop {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
+            return Ok(());
         }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited before listening: {status}");
+        for (what, server) in daemons.iter_mut() {
+            if let Ok(Some(status)) = server.0.try_wait() {
+                return Err(format!("{what} exited ({status})"));
+            }
         }
-        std::thread::sleep(Duration::from_millis(100));
+        if start.elapsed() > limit {
+            return Err(format!(
+                "nothing listens on 127.0.0.1:{port} after {} s",
+                limit.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("{what} did not listen on 127.0.0.1:{port} within 30 s");
 }
 
-/// Start a server (its output into `log`) and wait until it listens on `port`; `package` is the Debian
-/// package to install when the program is missing.
-fn spawn_listening(cmd: &mut Command, log: &Path, port: u16, package: &str) -> Server {
+/// Start a server, its output into `log`; `package` is the Debian package to install when the program
+/// is missing.
+fn spawn(cmd: &mut Command, log: &Path, package: &str) -> Server {
     let out = std::fs::File::create(log).unwrap();
     let what = cmd.get_program().to_string_lossy().into_owned();
-    let mut child = cmd
+    let child = cmd
+        .stdin(Stdio::null())
         .stdout(out.try_clone().unwrap())
         .stderr(out)
         .spawn()
         .unwrap_or_else(|e| panic!("{what}: {e} (apt-get install {package})"));
-    wait_listening(port, &mut child, &what);
     Server(child)
+}
+
+/// Start a server (its output into `log`) and wait until it listens on `port`.
+fn spawn_listening(cmd: &mut Command, log: &Path, port: u16, package: &str) -> Server {
+    let what = cmd.get_program().to_string_lossy().into_owned();
+    let mut server = spawn(cmd, log, package);
+    if let Err(e) = listening_within(port, &mut [(&what, &mut server)], Duration::from_secs(30)) {
+        panic!("{what}: {e} (see {})", log.display());
+    }
+    server
 }
 
 /// A server's process: ended by its PID and reaped when stopped or dropped.
@@ -581,5 +604,366 @@ impl Sshd {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// A fresh random UUID from the kernel.
+fn random_uuid() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/uuid")
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// A command's output as text.
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn succeeded(what: &str, out: &std::process::Output) -> Result<(), String> {
+    match out.status.success() {
+        true => Ok(()),
+        false => Err(format!("{what} failed ({}): {}", out.status, text(out))),
+    }
+}
+
+/// Keep a failed server's directory (not removed on drop) for its logs; their folder.
+fn keep_logs(dir: tempfile::TempDir) -> PathBuf {
+    dir.keep().join("log")
+}
+
+/// The last `n` lines of a file, for panic messages.
+fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Ceph's S3 gateway, `radosgw`, over a single-node cluster in a temporary directory: one monitor, one
+/// OSD keeping objects in memory (`memstore`: no disks), no manager, no cephx. The monitor, the OSD's
+/// four messengers and the gateway listen on 127.0.0.1 only; everything they write stays in the
+/// temporary directory. One S3 user with [`S3Server::access_key`] and [`S3Server::secret_key`];
+/// requests are path-style (`{endpoint}/{bucket}/{key}`), signed with SigV4 (radosgw takes any region in
+/// the signature; [`S3Server::region`] is the name of its zone group, the only `LocationConstraint` it
+/// takes). Real S3 limits apply: multipart parts but the last are at least 5 MiB.
+pub struct S3Server {
+    // Ended in this order on drop: the gateway, then the OSD, then the monitor.
+    rgw: Server,
+    osd: Server,
+    mon: Server,
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    pub port: u16,
+    pub access_key: String,
+    pub secret_key: String,
+    pub region: String,
+    /// A configuration for `s3cmd -c` with this server and user (see [`S3Server::s3cmd`]).
+    pub s3cmd_config: PathBuf,
+    log_dir: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl S3Server {
+    /// Start the cluster and the gateway, and create the user (about 1 s here).
+    pub fn start() -> S3Server {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_path_buf();
+        for sub in ["run", "log", "mon", "osd", "rgw", "crash"] {
+            std::fs::create_dir_all(d.join(sub)).unwrap();
+        }
+        let log_dir = d.join("log");
+        let fsid = random_uuid();
+        let mon_port = free_port();
+        let port = free_port();
+        let conf = d.join("ceph.conf");
+        let p = |s: &str| d.join(s).display().to_string();
+        std::fs::write(
+            &conf,
+            format!(
+                "[global]\n\
+                 fsid = {fsid}\n\
+                 mon host = v1:127.0.0.1:{mon_port}\n\
+                 public addr = 127.0.0.1\n\
+                 cluster addr = 127.0.0.1\n\
+                 ms bind msgr2 = false\n\
+                 auth cluster required = none\n\
+                 auth service required = none\n\
+                 auth client required = none\n\
+                 keyring = {keyring}\n\
+                 run dir = {run}\n\
+                 crash dir = {crash}\n\
+                 log file = {log}/$name.log\n\
+                 mon cluster log file = default={log}/cluster.log cluster={log}/cluster.log\n\
+                 mon data = {mon}\n\
+                 mon data avail crit = 0\n\
+                 mon data avail warn = 0\n\
+                 mon allow pool size one = true\n\
+                 mon warn on pool no redundancy = false\n\
+                 osd data = {osd}\n\
+                 osd objectstore = memstore\n\
+                 memstore device bytes = 4294967296\n\
+                 osd pool default size = 1\n\
+                 osd pool default min size = 1\n\
+                 osd pool default pg num = 1\n\
+                 osd pool default pgp num = 1\n\
+                 osd pool default pg autoscale mode = off\n\
+                 osd crush chooseleaf type = 0\n\
+                 osd crush update on start = false\n\
+                 osd class update on start = false\n\
+                 paxos propose interval = 0.01\n\
+                 paxos min wait = 0.001\n\
+                 objecter tick interval = 0.1\n\
+                 client mount timeout = 30\n\
+                 [client.rgw]\n\
+                 rgw frontends = beast endpoint=127.0.0.1:{port}\n\
+                 rgw data = {rgw}\n\
+                 rgw init timeout = 60\n",
+                keyring = p("keyring"),
+                run = p("run"),
+                crash = p("crash"),
+                log = log_dir.display(),
+                mon = p("mon"),
+                osd = p("osd"),
+                rgw = p("rgw"),
+            ),
+        )
+        .unwrap();
+        let run = |program: &str, args: &[&str], stdin: &str| -> std::process::Output {
+            let mut child = Command::new(program)
+                .arg("-c")
+                .arg(&conf)
+                .args(args)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!("{program}: {e} (apt-get install ceph-mon ceph-osd radosgw)")
+                });
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(stdin.as_bytes())
+                .unwrap();
+            child.wait_with_output().unwrap()
+        };
+
+        // The monitor `a` makes its store from a map of the monitors (itself), then serves.
+        let monmap = p("monmap");
+        let out = run(
+            "monmaptool",
+            &[
+                "--create",
+                "--fsid",
+                &fsid,
+                "--addv",
+                "a",
+                &format!("[v1:127.0.0.1:{mon_port}]"),
+                &monmap,
+            ],
+            "",
+        );
+        if let Err(e) = succeeded("monmaptool --create", &out) {
+            panic!("{e}; logs kept in {}", keep_logs(dir).display());
+        }
+        let out = run("ceph-mon", &["--mkfs", "-i", "a", "--monmap", &monmap], "");
+        if let Err(e) = succeeded("ceph-mon --mkfs", &out) {
+            panic!("{e}; logs kept in {}", keep_logs(dir).display());
+        }
+        let mon_log = log_dir.join("mon.out");
+        let mut mon = spawn(
+            Command::new("ceph-mon")
+                .arg("-c")
+                .arg(&conf)
+                .args(["-i", "a", "-f"]),
+            &mon_log,
+            "ceph-mon",
+        );
+        let limit = Duration::from_secs(60);
+        if let Err(e) = listening_within(mon_port, &mut [("ceph-mon", &mut mon)], limit) {
+            drop(mon);
+            let logs = keep_logs(dir);
+            panic!(
+                "ceph-mon: {e}; logs kept in {}\n{}",
+                logs.display(),
+                tail(&logs.join("mon.a.log"), 20)
+            );
+        }
+
+        // osd.0 in the OSD map and the CRUSH map, set by this client rather than by the OSD as it starts:
+        // an OSD's own early monitor command can reach the monitor before the OSD knows the cluster's
+        // fsid, which the monitor refuses and the OSD exits. The `ceph` tool reads both commands from
+        // its input (one Python start) and exits 0 whatever they answer: errors are read from stderr.
+        let osd_uuid = random_uuid();
+        let out = run(
+            "ceph",
+            &[],
+            &format!("osd new {osd_uuid} 0\nosd crush add osd.0 1 root=default\n"),
+        );
+        if !out.status.success() || String::from_utf8_lossy(&out.stderr).contains("Error") {
+            panic!(
+                "ceph osd new, osd crush add failed: {}; logs kept in {}",
+                text(&out),
+                keep_logs(dir).display()
+            );
+        }
+        let out = run(
+            "ceph-osd",
+            &["-i", "0", "--mkfs", "--osd-uuid", &osd_uuid],
+            "",
+        );
+        if let Err(e) = succeeded("ceph-osd --mkfs", &out) {
+            panic!("{e}; logs kept in {}", keep_logs(dir).display());
+        }
+        let mut osd = spawn(
+            Command::new("ceph-osd")
+                .arg("-c")
+                .arg(&conf)
+                .args(["-i", "0", "-f"]),
+            &log_dir.join("osd.out"),
+            "ceph-osd",
+        );
+
+        // The gateway creates its pools once the OSD is up, and listens when they are there.
+        let mut rgw = spawn(
+            Command::new("radosgw")
+                .arg("-c")
+                .arg(&conf)
+                .args(["-n", "client.rgw", "-f"]),
+            &log_dir.join("rgw.out"),
+            "radosgw",
+        );
+        let waited = listening_within(
+            port,
+            &mut [
+                ("radosgw", &mut rgw),
+                ("ceph-osd", &mut osd),
+                ("ceph-mon", &mut mon),
+            ],
+            limit,
+        );
+        if let Err(problem) = waited {
+            drop((rgw, osd, mon));
+            let logs = keep_logs(dir);
+            panic!(
+                "{problem}; logs kept in {}\n--- client.rgw.log\n{}\n--- osd.0.log\n{}\n--- mon.a.log\n{}",
+                logs.display(),
+                tail(&logs.join("client.rgw.log"), 20),
+                tail(&logs.join("osd.0.log"), 20),
+                tail(&logs.join("mon.a.log"), 20),
+            );
+        }
+
+        let user = random_uuid().replace('-', "");
+        let access_key = user[..20].to_uppercase();
+        let secret_key = format!("{user}{}", &random_uuid()[..8]);
+        let out = run(
+            "radosgw-admin",
+            &[
+                "user",
+                "create",
+                "--uid",
+                "rescue",
+                "--display-name",
+                "rescue tests",
+                "--access-key",
+                &access_key,
+                "--secret-key",
+                &secret_key,
+            ],
+            "",
+        );
+        if let Err(e) = succeeded("radosgw-admin user create", &out) {
+            panic!("{e}; logs kept in {}", keep_logs(dir).display());
+        }
+
+        let s3cmd_config = d.join("s3cfg");
+        std::fs::write(
+            &s3cmd_config,
+            format!(
+                "[default]\n\
+                 access_key = {access_key}\n\
+                 secret_key = {secret_key}\n\
+                 host_base = 127.0.0.1:{port}\n\
+                 host_bucket = 127.0.0.1:{port}\n\
+                 use_https = False\n\
+                 signature_v2 = False\n\
+                 bucket_location = US\n\
+                 proxy_host =\n\
+                 proxy_port = 0\n"
+            ),
+        )
+        .unwrap();
+        S3Server {
+            rgw,
+            osd,
+            mon,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            port,
+            access_key,
+            secret_key,
+            region: "default".to_string(),
+            s3cmd_config,
+            log_dir,
+            _dir: dir,
+        }
+    }
+
+    /// `s3cmd` set up for this server and user (path-style requests, SigV4, no proxy); add the
+    /// subcommand and its arguments.
+    pub fn s3cmd(&self) -> Command {
+        let mut cmd = Command::new("s3cmd");
+        cmd.arg("-c").arg(&self.s3cmd_config);
+        for var in [
+            "http_proxy",
+            "https_proxy",
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "all_proxy",
+            "ALL_PROXY",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd
+    }
+
+    /// Create a bucket owned by the user (`s3cmd mb`).
+    pub fn create_bucket(&self, name: &str) {
+        let out = self
+            .s3cmd()
+            .args(["mb", &format!("s3://{name}")])
+            .output()
+            .expect("s3cmd (apt-get install s3cmd)");
+        assert!(
+            out.status.success(),
+            "s3cmd mb s3://{name}: {}{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log_text()
+        );
+    }
+
+    /// The daemons' process ids (gateway, OSD, monitor): all ended when the server is dropped.
+    pub fn pids(&self) -> [u32; 3] {
+        [self.rgw.0.id(), self.osd.0.id(), self.mon.0.id()]
+    }
+
+    /// The gateway's log (one line per request) and the end of the OSD's and the monitor's.
+    pub fn log_text(&self) -> String {
+        let read =
+            |name: &str| std::fs::read_to_string(self.log_dir.join(name)).unwrap_or_default();
+        format!(
+            "--- client.rgw.log\n{}{}\n--- osd.0.log (end)\n{}\n--- mon.a.log (end)\n{}",
+            read("client.rgw.log"),
+            read("rgw.out"),
+            tail(&self.log_dir.join("osd.0.log"), 40),
+            tail(&self.log_dir.join("mon.a.log"), 40),
+        )
     }
 }
