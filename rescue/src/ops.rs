@@ -56,8 +56,8 @@ pub use self::credentials::{
 };
 pub use self::place::{check_location, fetch, sftp_host_key, NetOptions};
 pub use self::repo::{
-    capture_repo, check_repo, export, find_repositories, import, list_snapshots, prune_repo,
-    Exported, FoundRepo, Imported, RepoCapture,
+    capture_repo, check_repo, export, find_repositories, import, init_repo, list_snapshots,
+    prune_repo, Exported, FoundRepo, Imported, RepoCapture,
 };
 /// Progress events of a running operation.
 pub use crate::engine::progress::Progress;

@@ -31,7 +31,7 @@ mod vimage;
 #[allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 mod tests;
 
-pub use self::backend::{Backend, DirBackend, HeldLock};
+pub use self::backend::{Backend, DirBackend, HeldLock, S3Backend};
 pub use self::check::{check, CheckReport};
 pub use self::chunks::{ChunkStats, ChunkStore, ObjectInfo, RepoSink, SinkState, Stored};
 pub use self::config::{Repo, RepoConfig, CONFIG_FILE, REPO_FORMAT, REPO_VERSION};

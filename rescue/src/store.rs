@@ -28,6 +28,7 @@ pub mod mount;
 pub mod ntfs;
 pub mod region;
 pub mod remote;
+pub mod s3;
 pub mod sftp;
 pub mod upcase;
 

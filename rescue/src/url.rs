@@ -15,6 +15,8 @@ pub enum Scheme {
     Sftp,
     Http,
     Https,
+    /// An S3 bucket (repositories only): `s3://[KEY:SECRET@]BUCKET/PREFIX?endpoint=URL&region=R`.
+    S3,
 }
 
 impl Scheme {
@@ -25,6 +27,7 @@ impl Scheme {
             Scheme::Sftp => "sftp",
             Scheme::Http => "http",
             Scheme::Https => "https",
+            Scheme::S3 => "s3",
         }
     }
 
@@ -35,6 +38,7 @@ impl Scheme {
             "sftp" | "ssh" => Scheme::Sftp,
             "http" => Scheme::Http,
             "https" => Scheme::Https,
+            "s3" => Scheme::S3,
             _ => return None,
         })
     }
@@ -45,7 +49,7 @@ impl Scheme {
             Scheme::Nfs => 2049,
             Scheme::Sftp => 22,
             Scheme::Http => 80,
-            Scheme::Https => 443,
+            Scheme::Https | Scheme::S3 => 443,
         }
     }
 

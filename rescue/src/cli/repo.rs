@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use serde_json::json;
 
 use crate::ops;
-use crate::repo::{self, Repo};
+use crate::repo;
 use crate::units::human_size;
 
 #[derive(clap::Subcommand, Debug)]
@@ -48,7 +48,10 @@ pub fn run(cmd: RepoCmd) -> anyhow::Result<i32> {
             } else {
                 None
             };
-            let r = Repo::init(&repo, passphrase.as_ref().map(ops::Secret::expose))?;
+            let loc = ops::Location::parse(&repo.to_string_lossy())?;
+            let mut net = super::imaging::NetArgs::default().options(&loc)?;
+            net.passphrase = None;
+            let r = ops::init_repo(&loc, passphrase.as_ref(), &net)?;
             if r.encrypted() {
                 eprintln!(
                     "encrypted with XChaCha20-Poly1305; the key is wrapped by the passphrase (Argon2id). \

@@ -389,6 +389,19 @@ pub(super) fn open_repo(
 ) -> anyhow::Result<(Repo, Option<Share>)> {
     let (root, share) = match loc {
         Location::Local(p) => (p.clone(), None),
+        Location::Remote(url) if url.scheme == Scheme::S3 => {
+            let client = crate::store::s3::S3Client::open(
+                url,
+                net.user.as_deref(),
+                net.password.as_ref(),
+                net.ca_file.as_deref(),
+            )?;
+            let shown = PathBuf::from(url.to_string());
+            let backend = std::sync::Arc::new(crate::repo::S3Backend::new(client));
+            let mut repo = Repo::open_on(backend, &shown)?;
+            repo.unlock(net.passphrase.as_ref().map(Secret::expose))?;
+            return Ok((repo, None));
+        }
         Location::Remote(url) if matches!(url.scheme, Scheme::Smb | Scheme::Nfs) => {
             let mut url = url.clone();
             if url.user.is_none() {
@@ -398,7 +411,8 @@ pub(super) fn open_repo(
             (share.image.clone(), Some(share))
         }
         other => bail!(
-            "{other}: a repository is a folder on a drive or on an SMB or NFS share; it cannot be on              {}",
+            "{other}: a repository is a folder on a drive or on an SMB or NFS share, or an S3 \
+             bucket (s3://); it cannot be on {}",
             match other {
                 Location::Remote(u) => format!("an {} server", u.scheme.name()),
                 _ => "another repository".to_string(),
@@ -420,6 +434,10 @@ pub(super) fn open_repo(
 
 fn place_remote(url: &Url, write: bool, net: &NetOptions) -> anyhow::Result<Placed> {
     match url.scheme {
+        Scheme::S3 => bail!(
+            "{url}: an S3 bucket holds repositories, not image files: name a snapshot in it, \
+             {url}::NAME (make the repository with `rescue repo init {url}`)"
+        ),
         // Both are mounted by the kernel; NFS (AUTH_SYS) takes no password, `remote::attempts` gives
         // it to SMB only.
         Scheme::Smb | Scheme::Nfs => {

@@ -418,3 +418,41 @@ pub fn find_repositories(dir: &std::path::Path) -> Vec<FoundRepo> {
     walk(dir, dir, 0, &mut out);
     out
 }
+
+/// `rescue repo init`: a new repository at `loc` (a folder, an SMB/NFS share's folder, an S3 bucket and
+/// prefix), encrypted when a passphrase is given.
+pub fn init_repo(
+    loc: &crate::url::Location,
+    passphrase: Option<&crate::url::Secret>,
+    net: &super::NetOptions,
+) -> anyhow::Result<Repo> {
+    use crate::url::{Location, Scheme};
+    let pass = passphrase.map(crate::url::Secret::expose);
+    match loc {
+        Location::Local(p) => Repo::init(p, pass),
+        Location::Remote(url) if url.scheme == Scheme::S3 => {
+            let client = crate::store::s3::S3Client::open(
+                url,
+                net.user.as_deref(),
+                net.password.as_ref(),
+                net.ca_file.as_deref(),
+            )?;
+            let backend = Arc::new(crate::repo::S3Backend::new(client));
+            Repo::init_on(backend, std::path::Path::new(&url.to_string()), pass)
+        }
+        Location::Remote(url) if matches!(url.scheme, Scheme::Smb | Scheme::Nfs) => {
+            let share = crate::store::remote::mount(url, net.password.as_ref(), true)?;
+            let repo = Repo::init(&share.image, pass).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}",
+                    super::describe(&e).replace(&share.image.display().to_string(), &url.to_string())
+                )
+            });
+            let _ = crate::store::mount::unmount(&share.dir);
+            repo
+        }
+        other => anyhow::bail!(
+            "{other}: a repository is made in a folder (on a drive or an SMB/NFS share) or an S3 bucket"
+        ),
+    }
+}

@@ -286,3 +286,143 @@ impl Backend for DirBackend {
         Some(self.path(key))
     }
 }
+
+/// A repository in an S3 bucket (under a prefix): objects are written whole (no partial object is ever
+/// visible), so nothing is staged and nothing is left over. There are no `flock`s on S3: the repository's
+/// locks are small objects under `locks/` (see [`Backend::try_lock`] on [`S3Backend`]).
+#[derive(Debug)]
+pub struct S3Backend {
+    client: std::sync::Arc<crate::store::s3::S3Client>,
+}
+
+impl S3Backend {
+    pub fn new(client: crate::store::s3::S3Client) -> S3Backend {
+        S3Backend {
+            client: std::sync::Arc::new(client),
+        }
+    }
+}
+
+/// Locks older than this are taken for those of a process that died without removing them.
+const STALE_LOCK: u64 = 24 * 3600;
+
+/// A lock object, removed when dropped.
+#[derive(Debug)]
+struct S3Lock {
+    client: std::sync::Arc<crate::store::s3::S3Client>,
+    key: String,
+}
+
+impl Drop for S3Lock {
+    fn drop(&mut self) {
+        let _ = self.client.delete(&self.key);
+    }
+}
+
+impl S3Backend {
+    /// The live lock objects (not stale): (key, exclusive).
+    fn locks(&self) -> io::Result<Vec<(String, bool)>> {
+        let oldest = crate::units::iso_time(crate::units::now_unix().saturating_sub(STALE_LOCK));
+        Ok(self
+            .client
+            .list("locks/")?
+            .into_iter()
+            .filter(|(_, _, modified)| modified.as_str() >= oldest.as_str())
+            .map(|(k, _, _)| {
+                let exclusive = k.starts_with("locks/exclusive-");
+                (k, exclusive)
+            })
+            .collect())
+    }
+}
+
+impl Backend for S3Backend {
+    fn describe(&self) -> String {
+        self.client.shown().to_string()
+    }
+
+    fn get(&self, key: &str) -> io::Result<Option<Vec<u8>>> {
+        self.client.get(key)
+    }
+
+    fn get_range(&self, key: &str, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        self.client.get_range(key, offset, len)
+    }
+
+    fn size(&self, key: &str) -> io::Result<Option<u64>> {
+        self.client.head(key)
+    }
+
+    /// Looked up, then stored: two writers of one key at the same moment may both store it. For chunk
+    /// objects that is the same chunk (named by its hash); snapshot files and `rescue-repo` have names
+    /// no other writer uses.
+    fn put_new(&self, key: &str, data: &[u8], _flush: bool) -> io::Result<bool> {
+        if self.client.head(key)?.is_some() {
+            return Ok(false);
+        }
+        self.client.put(key, data)?;
+        Ok(true)
+    }
+
+    fn put_replace(&self, key: &str, data: &[u8]) -> io::Result<()> {
+        self.client.put(key, data)
+    }
+
+    fn list(&self, prefix: &str) -> io::Result<Vec<(String, u64)>> {
+        Ok(self
+            .client
+            .list(prefix)?
+            .into_iter()
+            .map(|(k, size, _)| (k, size))
+            .collect())
+    }
+
+    fn delete(&self, key: &str) -> io::Result<()> {
+        self.client.delete(key)
+    }
+
+    /// An S3 server has every object it acknowledged.
+    fn sync(&self, _written: &[String]) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// A lock object `locks/shared-…` or `locks/exclusive-…`, put after checking that no lock excludes
+    /// it and checked again after: two that raced both see each other and the later one gives way.
+    fn try_lock(&self, exclusive: bool) -> io::Result<Option<HeldLock>> {
+        let conflicts = |locks: &[(String, bool)], mine: Option<&str>| {
+            locks
+                .iter()
+                .filter(|(k, _)| Some(k.as_str()) != mine)
+                .any(|(_, other_exclusive)| exclusive || *other_exclusive)
+        };
+        if conflicts(&self.locks()?, None) {
+            return Ok(None);
+        }
+        let id = crate::image::ImageId::generate();
+        let key = format!(
+            "locks/{}-{id}",
+            if exclusive { "exclusive" } else { "shared" }
+        );
+        self.client.put(&key, b"")?;
+        let lock = S3Lock {
+            client: self.client.clone(),
+            key,
+        };
+        if conflicts(&self.locks()?, Some(&lock.key)) {
+            return Ok(None);
+        }
+        Ok(Some(Box::new(lock)))
+    }
+
+    fn leftovers(&self) -> io::Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
+    fn remove_leftovers(&self) -> io::Result<u64> {
+        Ok(0)
+    }
+
+    fn local_path(&self, _key: &str) -> Option<PathBuf> {
+        None
+    }
+}

@@ -78,6 +78,24 @@ impl Repo {
             std::fs::create_dir_all(root.join(d))
                 .with_context(|| format!("creating {}", root.join(d).display()))?;
         }
+        Repo::init_on(Arc::new(DirBackend::new(root)), root, passphrase)
+    }
+
+    /// Create a repository in `backend` (named `root` in messages), which must hold none.
+    pub fn init_on(
+        backend: Arc<dyn Backend>,
+        root: &Path,
+        passphrase: Option<&str>,
+    ) -> anyhow::Result<Repo> {
+        if backend.get(CONFIG_FILE)?.is_some() {
+            bail!("{} is a repository already", root.display());
+        }
+        if !backend.list("snapshots/")?.is_empty() || !backend.list("chunks/")?.is_empty() {
+            bail!(
+                "{} holds snapshots or chunks without a {CONFIG_FILE}: it is not empty",
+                root.display()
+            );
+        }
         let mut config = RepoConfig {
             format: REPO_FORMAT.into(),
             version: REPO_VERSION,
@@ -98,7 +116,6 @@ impl Repo {
             keys = Some(Arc::new(k));
         }
         let text = serde_json::to_string_pretty(&config)? + "\n";
-        let backend: Arc<dyn Backend> = Arc::new(DirBackend::new(root));
         let made = backend
             .put_new(CONFIG_FILE, text.as_bytes(), true)
             .with_context(|| format!("creating {}", root.join(CONFIG_FILE).display()))?;
@@ -143,14 +160,27 @@ impl Repo {
         }
     }
 
-    /// Open the repository in `root`.
+    /// Open the repository in the folder `root`.
     pub fn open(root: &Path) -> anyhow::Result<Repo> {
+        let repo = Repo::open_on(Arc::new(DirBackend::new(root)), root)?;
+        for d in ["chunks", "snapshots", "tmp"] {
+            if !root.join(d).is_dir() {
+                bail!(
+                    "the repository {} has no {d} folder: it is damaged or incomplete",
+                    root.display()
+                );
+            }
+        }
+        Ok(repo)
+    }
+
+    /// Open the repository in `backend` (named `root` in messages).
+    pub fn open_on(backend: Arc<dyn Backend>, root: &Path) -> anyhow::Result<Repo> {
         let file = root.join(CONFIG_FILE);
-        let backend: Arc<dyn Backend> = Arc::new(DirBackend::new(root));
         let text = match backend.get(CONFIG_FILE) {
             Ok(Some(t)) => String::from_utf8_lossy(&t).into_owned(),
             Ok(None) => {
-                if root.is_dir() {
+                if backend.local_path(CONFIG_FILE).is_none() || root.is_dir() {
                     bail!(
                         "{} is not a repository (it has no {CONFIG_FILE} file); make one with \
                          `rescue repo init {}`",
@@ -215,14 +245,6 @@ impl Repo {
                 crate::image::MIN_CHUNK_SIZE,
                 crate::image::MAX_CHUNK_SIZE
             );
-        }
-        for d in ["chunks", "snapshots", "tmp"] {
-            if !root.join(d).is_dir() {
-                bail!(
-                    "the repository {} has no {d} folder: it is damaged or incomplete",
-                    root.display()
-                );
-            }
         }
         Ok(Repo {
             root: root.to_path_buf(),

@@ -1,0 +1,148 @@
+//! Repositories in an S3 bucket (a real S3 server: Ceph's radosgw on 127.0.0.1, started by the test):
+//! `repo init s3://…`, captures sharing chunks (the second of an unchanged disk adds nothing), the
+//! snapshot list, restore and verify byte-identical, check with every chunk read, an encrypted
+//! repository, prune, and the refusals: wrong secret, missing bucket, an image file asked of a bucket.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+mod common;
+use common::*;
+
+use std::process::Command;
+
+use builder::fixtures;
+use builder::servers::S3Server;
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// `rescue ARGS` with the server's keys in the environment: status, stdout, stderr.
+fn run(server: &S3Server, args: &[&str], extra: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_rescue"))
+        .env("AWS_ACCESS_KEY_ID", &server.access_key)
+        .env("AWS_SECRET_ACCESS_KEY", &server.secret_key)
+        .envs(extra.iter().copied())
+        .args(args)
+        .output()
+        .unwrap();
+    let (o, e) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(!e.contains("panicked"), "{e}");
+    (out.status.code().unwrap_or(-1), o, e)
+}
+
+#[test]
+fn a_repository_in_an_s3_bucket() {
+    let server = S3Server::start();
+    server.create_bucket("backups");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let disk = d.join("source.img");
+    fixtures::create_disk(&disk, &fixtures::demo_gpt()).unwrap();
+    let repo = format!(
+        "s3://backups/site-a?endpoint={}&region={}",
+        server.endpoint, server.region
+    );
+    let (rc, o, e) = run(&server, &["repo", "init", &repo], &[]);
+    assert_eq!(rc, 0, "{o}{e}\n{}", server.log_text());
+    let capture = |name: &str| {
+        let (rc, o, e) = run(
+            &server,
+            &[
+                "capture",
+                s(&disk),
+                "--repo",
+                &repo,
+                "--name",
+                name,
+                "--json",
+            ],
+            &[],
+        );
+        assert_eq!(rc, 0, "{o}{e}");
+        json(&o)
+    };
+    let first = capture("pc");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let second = capture("pc");
+    let (n1, n2) = (
+        first["new_bytes"].as_u64().unwrap(),
+        second["new_bytes"].as_u64().unwrap(),
+    );
+    assert!(n1 > 1 << 20 && n2 == 0, "{n1} then {n2}");
+    let (rc, o, e) = run(&server, &["snapshots", &repo, "--json"], &[]);
+    assert_eq!(rc, 0, "{o}{e}");
+    assert_eq!(json(&o)["snapshots"].as_array().unwrap().len(), 2);
+
+    let target = d.join("target.img");
+    std::fs::File::create(&target)
+        .unwrap()
+        .set_len(std::fs::metadata(&disk).unwrap().len())
+        .unwrap();
+    let snap = format!("{repo}::pc");
+    let (rc, o, e) = run(&server, &["restore", &snap, s(&target), "--yes"], &[]);
+    assert_eq!(rc, 0, "{o}{e}");
+    let (rc, o, e) = run(&server, &["verify", &snap, "--against", s(&disk)], &[]);
+    assert_eq!(rc, 0, "{o}{e}");
+    let (rc, o, e) = run(&server, &["check", &repo, "--read-data", "--json"], &[]);
+    assert_eq!(rc, 0, "{o}{e}");
+    let c = json(&o);
+    assert_eq!(c["snapshots"], 2);
+    assert!(c["read_bytes"].as_u64().unwrap() > 0);
+    let (rc, o, e) = run(
+        &server,
+        &["prune", &repo, "--keep-last", "1", "--json"],
+        &[],
+    );
+    assert_eq!(rc, 0, "{o}{e}");
+    assert_eq!(json(&o)["removed"].as_array().unwrap().len(), 1);
+    let (rc, o, e) = run(&server, &["verify", &snap, "--against", s(&disk)], &[]);
+    assert_eq!(rc, 0, "after the prune: {o}{e}");
+
+    // An encrypted repository under another prefix; no passphrase, no access.
+    let sealed = format!(
+        "s3://backups/sealed?endpoint={}&region={}",
+        server.endpoint, server.region
+    );
+    let pass = [("RESCUE_PASSPHRASE", "s3 pass")];
+    let (rc, o, e) = run(&server, &["repo", "init", &sealed, "--encrypt"], &pass);
+    assert_eq!(rc, 0, "{o}{e}");
+    let (rc, o, e) = run(
+        &server,
+        &["capture", s(&disk), "--repo", &sealed, "--name", "pc"],
+        &pass,
+    );
+    assert_eq!(rc, 0, "{o}{e}");
+    let (rc, _, e) = run(&server, &["snapshots", &sealed], &[]);
+    assert_eq!(rc, 1);
+    assert!(e.contains("is encrypted: give its passphrase"), "{e}");
+    let (rc, o, e) = run(
+        &server,
+        &["verify", &format!("{sealed}::pc"), "--against", s(&disk)],
+        &pass,
+    );
+    assert_eq!(rc, 0, "{o}{e}");
+
+    // Refusals, each naming the cause.
+    let (rc, _, e) = run(
+        &server,
+        &["snapshots", &repo],
+        &[("AWS_SECRET_ACCESS_KEY", "wrong")],
+    );
+    assert_eq!(rc, 1);
+    assert!(e.contains("refused the access key or secret key"), "{e}");
+    let nobucket = format!(
+        "s3://nothere/x?endpoint={}&region={}",
+        server.endpoint, server.region
+    );
+    let (rc, _, e) = run(&server, &["snapshots", &nobucket], &[]);
+    assert_eq!(rc, 1);
+    assert!(e.contains("the bucket does not exist"), "{e}");
+    let (rc, _, e) = run(&server, &["verify", &repo], &[]);
+    assert_eq!(rc, 1);
+    assert!(e.contains("holds repositories, not image files"), "{e}");
+    assert!(!e.contains(&server.secret_key));
+}
