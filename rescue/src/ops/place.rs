@@ -390,15 +390,8 @@ pub(super) fn open_repo(
     let (root, share) = match loc {
         Location::Local(p) => (p.clone(), None),
         Location::Remote(url) if url.scheme == Scheme::S3 => {
-            let client = crate::store::s3::S3Client::open(
-                url,
-                net.user.as_deref(),
-                net.password.as_ref(),
-                net.ca_file.as_deref(),
-            )?;
             let shown = PathBuf::from(url.to_string());
-            let backend = std::sync::Arc::new(crate::repo::S3Backend::new(client));
-            let mut repo = Repo::open_on(backend, &shown)?;
+            let mut repo = Repo::open_on(s3_backend(url, net)?, &shown)?;
             repo.unlock(net.passphrase.as_ref().map(Secret::expose))?;
             return Ok((repo, None));
         }
@@ -430,6 +423,20 @@ pub(super) fn open_repo(
     repo.unlock(net.passphrase.as_ref().map(Secret::expose))
         .map_err(shown)?;
     Ok((repo, share))
+}
+
+/// The S3 bucket and prefix `url` names, its keys from the URL, `net` or the environment.
+pub(super) fn s3_backend(
+    url: &Url,
+    net: &NetOptions,
+) -> anyhow::Result<std::sync::Arc<dyn crate::repo::Backend>> {
+    let client = crate::store::s3::S3Client::open(
+        url,
+        net.user.as_deref(),
+        net.password.as_ref(),
+        net.ca_file.as_deref(),
+    )?;
+    Ok(std::sync::Arc::new(crate::repo::S3Backend::new(client)))
 }
 
 fn place_remote(url: &Url, write: bool, net: &NetOptions) -> anyhow::Result<Placed> {

@@ -430,16 +430,11 @@ pub fn init_repo(
     let pass = passphrase.map(crate::url::Secret::expose);
     match loc {
         Location::Local(p) => Repo::init(p, pass),
-        Location::Remote(url) if url.scheme == Scheme::S3 => {
-            let client = crate::store::s3::S3Client::open(
-                url,
-                net.user.as_deref(),
-                net.password.as_ref(),
-                net.ca_file.as_deref(),
-            )?;
-            let backend = Arc::new(crate::repo::S3Backend::new(client));
-            Repo::init_on(backend, std::path::Path::new(&url.to_string()), pass)
-        }
+        Location::Remote(url) if url.scheme == Scheme::S3 => Repo::init_on(
+            super::place::s3_backend(url, net)?,
+            std::path::Path::new(&url.to_string()),
+            pass,
+        ),
         Location::Remote(url) if matches!(url.scheme, Scheme::Smb | Scheme::Nfs) => {
             let share = crate::store::remote::mount(url, net.password.as_ref(), true)?;
             let repo = Repo::init(&share.image, pass).map_err(|e| {
