@@ -2,7 +2,8 @@
 //! repository, a second one of the unchanged disk that adds almost nothing, the snapshot list, a full
 //! check, a restore onto a blank disk and its verification; and a capture cut off by pulling the power
 //! (QEMU killed), after which the repository lists no snapshot, checks out, and the next capture reuses
-//! the chunks already written.
+//! the chunks already written. And a repository on an S3 server (Ceph's radosgw on the host's
+//! 127.0.0.1, 10.0.2.2 to the guest): two captures, a restore and a check from the rescue system.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -10,7 +11,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use builder::image::{write_image, ImageOptions};
-use builder::qemu::{Bus, Disk, Vm};
+use builder::qemu::{Bus, Disk, UserNet, Vm};
+use builder::servers::S3Server;
 use qemu_tests::{boot_files, Guest};
 use serde_json::Value;
 
@@ -183,4 +185,54 @@ fn a_power_cut_during_a_capture_leaves_no_snapshot_and_the_chunks_are_used_next_
         "the chunks of the cut capture were not used: {added} of {total}"
     );
     assert_eq!(checks[1]["ok"], true, "{}", checks[1]);
+}
+
+#[test]
+fn captures_into_and_restores_from_a_repository_on_an_s3_server() {
+    let server = S3Server::start();
+    server.create_bucket("fleet");
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let src = source_disk(work);
+    let target = work.join("target.img");
+    blank(&target, src.spec.size_mib);
+    let mut vm = vm();
+    vm.user_net = Some(UserNet::default());
+    vm.disks
+        .push(Disk::new(&src.path, Bus::Virtio).serial("SRC"));
+    vm.disks.push(Disk::new(&target, Bus::Virtio).serial("DST"));
+    // The guest reaches the host's 127.0.0.1 as 10.0.2.2; the keys are in the URL (PID 1 hands the
+    // secret to the commands in RESCUE_PASSWORD, not on their command line).
+    let port = server.endpoint.rsplit(':').next().unwrap();
+    let repo = format!(
+        "s3://{}:{}@fleet/pcs?endpoint=http://10.0.2.2:{port}&region={}",
+        server.access_key, server.secret_key, server.region
+    );
+    let started = Instant::now();
+    let (out, rc) = run(
+        vm,
+        &format!(
+            "repo init {repo} ; capture serial=SRC --repo {repo} --name pc --json ; \
+             capture serial=SRC --repo {repo} --name pc --json ; \
+             restore {repo}::pc serial=DST --yes ; check {repo} --read-data --json"
+        ),
+    );
+    assert_eq!(rc, 0, "{}\n{}", tail(&out, 40), server.log_text());
+    eprintln!(
+        "two captures into S3, a restore and a check in the guest: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(!out.contains(&server.secret_key), "the secret was printed");
+    let docs = documents(&out);
+    let captures: Vec<&Value> = docs
+        .iter()
+        .filter(|d| d.get("snapshot").is_some())
+        .collect();
+    assert_eq!(captures.len(), 2, "{}", tail(&out, 40));
+    assert!(captures[0]["new_bytes"].as_u64().unwrap() > 1 << 20);
+    assert_eq!(captures[1]["new_bytes"], 0, "{}", captures[1]);
+    let check = docs.iter().find(|d| d.get("read_bytes").is_some()).unwrap();
+    assert_eq!(check["ok"], true, "{check}");
+    let (want, have) = (host_report(&src.path), host_report(&target));
+    assert_eq!(have["partitions"], want["partitions"]);
 }
