@@ -807,3 +807,56 @@ fn an_imported_image_is_the_same_image_and_exports_byte_for_byte() {
     let (_, out, _) = rescue_split(&["snapshots", s(&repo), "--json"]);
     assert_eq!(json(&out)["snapshots"].as_array().unwrap().len(), 1);
 }
+
+/// Two machines installed from the same tree (two filesystems made from the same files, each with a
+/// few files of its own) share most of their chunks: the second adds little more than what is its own.
+#[test]
+fn two_machines_from_one_tree_share_most_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let tree = d.join("tree");
+    std::fs::create_dir_all(tree.join("usr")).unwrap();
+    for i in 0..20u64 {
+        std::fs::write(
+            tree.join(format!("usr/lib{i}.so")),
+            fixtures::noise(1 << 20, 2 * i + 1),
+        )
+        .unwrap();
+    }
+    let repo = d.join("repo");
+    assert_eq!(rescue(&["repo", "init", s(&repo)]).0, 0);
+    let mut added = Vec::new();
+    for (n, own) in ["pc1", "pc2"].iter().zip([101u64, 103]) {
+        let content = d.join(n);
+        let ok = Command::new("cp")
+            .args(["-a"])
+            .arg(&tree)
+            .arg(&content)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        std::fs::write(content.join("hostname"), n).unwrap();
+        std::fs::write(content.join("own.bin"), fixtures::noise(1 << 20, own)).unwrap();
+        let fs = d.join(format!("{n}.img"));
+        let ok = Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-b", "4096", "-d"])
+            .arg(&content)
+            .arg(&fs)
+            .arg("64M")
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        added.push(capture(&fs, &repo, n)["new_bytes"].as_u64().unwrap());
+    }
+    eprintln!(
+        "the first machine added {} bytes, the second {}",
+        added[0], added[1]
+    );
+    assert!(added[0] > 20 << 20, "{added:?}");
+    assert!(
+        added[1] * 3 < added[0],
+        "the second machine shares little with the first: {added:?}"
+    );
+}
