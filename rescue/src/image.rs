@@ -67,7 +67,9 @@ pub use self::index::{
 pub use self::reader::{ImageReader, ReadAt, SharedReader};
 pub use self::validate::StreamStorage;
 pub use self::verify::{VerifyProgress, VerifyReport};
-pub use self::writer::{ChunkSink, FinishedImage, ImageHeaderInfo, ImageWriter, IndexExtras};
+pub use self::writer::{
+    ChunkLookup, ChunkSink, FinishedImage, ImageHeaderInfo, ImageWriter, IndexExtras,
+};
 
 /// Major format version this code writes and reads. A reader refuses any other major version.
 pub const FORMAT_MAJOR: u16 = 1;

@@ -62,6 +62,12 @@ fn snapshots_share_chunks_and_each_restores_whole() {
         new2 * 100 < new1,
         "the second capture of an unchanged disk added {new2} bytes (the first {new1})"
     );
+    // Its chunks were found in the repository before being compressed: nothing was compressed again.
+    let (c1, c2) = (
+        first["stored_bytes"].as_u64().unwrap(),
+        second["stored_bytes"].as_u64().unwrap(),
+    );
+    assert!(c2 * 100 < c1, "compressed {c2} bytes again (the first capture {c1})");
     assert!(first["root_hash"].is_string());
 
     let (rc, out, err) = rescue_split(&["snapshots", s(&repo), "--json"]);

@@ -265,11 +265,13 @@ pub fn capture_reads<W: Write + Send>(
     opts: &CaptureOptions,
     progress: Option<Sender<Progress>>,
 ) -> Result<(CaptureReport, W), EngineError> {
-    capture_into(source, disk, reads, out, opts, progress, None)
+    capture_into(source, disk, reads, out, opts, progress, None, None)
 }
 
 /// [`capture_reads`] with the chunk frames sent to `sink` (a repository) instead of into `out`, which
-/// then gets the image's header, index and footer only ([`crate::image::ChunkSink`]).
+/// then gets the image's header, index and footer only ([`crate::image::ChunkSink`]); chunks `lookup`
+/// says the repository has are hashed, not compressed.
+#[allow(clippy::too_many_arguments)]
 pub fn capture_into<W: Write + Send>(
     source: &Source,
     disk: &Disk,
@@ -278,6 +280,7 @@ pub fn capture_into<W: Write + Send>(
     opts: &CaptureOptions,
     progress: Option<Sender<Progress>>,
     sink: Option<Box<dyn crate::image::ChunkSink>>,
+    lookup: Option<&dyn crate::image::ChunkLookup>,
 ) -> Result<(CaptureReport, W), EngineError> {
     let Reads { work, notes, total } = reads;
     let meter = Mutex::new(Meter::new("capture", total, progress));
@@ -313,7 +316,7 @@ pub fn capture_into<W: Write + Send>(
         for _ in 0..threads {
             let (rx, tx) = (read_rx.clone(), step_tx.clone());
             let (level, pool, cancel) = (opts.level, &pool, &*opts.cancel);
-            scope.spawn(move || compressor(rx, tx, level, pool, cancel));
+            scope.spawn(move || compressor(rx, tx, level, pool, cancel, lookup));
         }
         let extras = IndexExtras {
             creation: opts.creation.clone(),

@@ -14,6 +14,10 @@ pub struct CompressedChunk {
     pub compression: Compression,
     /// What goes into the frame: the zstd frame, or the bytes themselves when zstd did not help.
     pub payload: AlignedBuf,
+    /// Set when the chunk was not compressed because the repository being written to stores it
+    /// already ([`super::ChunkLookup`]): the payload is empty, `compression` and this length are those
+    /// of the stored copy.
+    pub stored_elsewhere: Option<u32>,
 }
 
 /// A reusable compressor, one per worker thread: reusing the zstd context avoids reallocating
@@ -139,6 +143,7 @@ fn chunk(
         uncompressed_len,
         compression,
         payload,
+        stored_elsewhere: None,
     }
 }
 

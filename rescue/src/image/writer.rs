@@ -108,6 +108,17 @@ pub trait ChunkSink: Send {
         payload: &[u8],
         compression: Compression,
     ) -> std::io::Result<(Compression, u32)>;
+
+    /// The chunk a capture worker found in the store already ([`ChunkLookup`]) and did not compress:
+    /// its stored copy's compression and length, or an error when it is no longer there whole.
+    fn reuse(&mut self, hash: &Hash, uncompressed_len: u32) -> std::io::Result<(Compression, u32)>;
+}
+
+/// Whether a store holds a chunk already, asked by the capture's workers before they compress one: a
+/// chunk the repository has is hashed only, not compressed again.
+pub trait ChunkLookup: Sync {
+    /// The stored copy's compression and payload length, if the store has this chunk whole.
+    fn stored(&self, hash: &Hash, uncompressed_len: u32) -> Option<(Compression, u32)>;
 }
 
 struct OpenStream {
@@ -452,9 +463,40 @@ impl<W: Write> ImageWriter<W> {
         Ok(id)
     }
 
-    /// [`Self::write_chunk`] for a chunk made by [`super::ChunkCompressor`].
+    /// [`Self::write_chunk`] for a chunk made by [`super::ChunkCompressor`] (or found in the sink's
+    /// store already, [`CompressedChunk::stored_elsewhere`]).
     pub fn write_compressed(&mut self, c: &CompressedChunk) -> Result<ChunkId, ImageError> {
-        self.write_chunk(c.hash, c.uncompressed_len, &c.payload, c.compression)
+        if c.stored_elsewhere.is_none() {
+            return self.write_chunk(c.hash, c.uncompressed_len, &c.payload, c.compression);
+        }
+        if let Some(id) = self.has_chunk(&c.hash, c.uncompressed_len) {
+            return Ok(id);
+        }
+        if self.poisoned {
+            return Err(ImageError::Poisoned);
+        }
+        let offset = self.offset;
+        let Some(sink) = &mut self.sink else {
+            return Err(invalid(
+                "a chunk stored elsewhere needs a writer with a chunk sink".into(),
+            ));
+        };
+        let (compression, stored_len) =
+            sink.reuse(&c.hash, c.uncompressed_len).map_err(|error| {
+                self.poisoned = true;
+                ImageError::Write { offset, error }
+            })?;
+        let id = ChunkId(self.chunks.len() as u64);
+        self.offset += (FRAME_HEADER_LEN as u64) + u64::from(stored_len);
+        self.chunks.push(ChunkRecord {
+            offset,
+            stored_len,
+            uncompressed_len: c.uncompressed_len,
+            compression,
+            hash: c.hash,
+        });
+        self.by_hash.insert((c.hash, c.uncompressed_len), id);
+        Ok(id)
     }
 
     /// Checks that every stream is covered, writes the index and the footer, and flushes.

@@ -45,7 +45,8 @@ pub fn capture_repo(
     capture_opts.chunk_size = repo.config.chunk_size;
     let reads = capture::plan_reads(&source, &plan);
     let state = Arc::new(Mutex::new(SinkState::default()));
-    let sink = Box::new(repo.chunks().sink(state.clone()));
+    let store = repo.chunks();
+    let sink = Box::new(store.sink(state.clone()));
     let result = capture::capture_into(
         &source,
         &disk,
@@ -54,6 +55,7 @@ pub fn capture_repo(
         &capture_opts,
         ctl.progress,
         Some(sink),
+        Some(&store),
     );
     let (report, image) = result.map_err(|e| {
         anyhow::Error::from(e).context(format!(

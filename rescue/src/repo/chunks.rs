@@ -330,4 +330,31 @@ impl ChunkSink for RepoSink {
         }
         Ok((info.compression, info.stored_len))
     }
+
+    fn reuse(&mut self, hash: &Hash, uncompressed_len: u32) -> io::Result<(Compression, u32)> {
+        let info = self
+            .store
+            .info(hash)?
+            .filter(|i| i.uncompressed_len == uncompressed_len)
+            .ok_or_else(|| {
+                io::Error::other(format!(
+                    "the chunk object {} was there a moment ago and is gone",
+                    self.store.path(hash).display()
+                ))
+            })?;
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.referenced_bytes += FRAME_HEADER_LEN as u64 + u64::from(info.stored_len);
+        state.stats.reused_chunks += 1;
+        Ok((info.compression, info.stored_len))
+    }
+}
+
+impl crate::image::ChunkLookup for ChunkStore {
+    fn stored(&self, hash: &Hash, uncompressed_len: u32) -> Option<(Compression, u32)> {
+        self.info(hash)
+            .ok()
+            .flatten()
+            .filter(|i| i.uncompressed_len == uncompressed_len)
+            .map(|i| (i.compression, i.stored_len))
+    }
 }

@@ -177,6 +177,7 @@ pub(super) fn compressor(
     level: i32,
     pool: &BufferPool,
     cancel: &AtomicBool,
+    lookup: Option<&dyn crate::image::ChunkLookup>,
 ) {
     let mut compressor = ChunkCompressor::new(level).map_err(EngineError::Image);
     while let Some(read) = next(&reads) {
@@ -206,7 +207,7 @@ pub(super) fn compressor(
                 .as_mut()
                 .map_err(|e| EngineError::Internal(crate::units::chain(e)))?;
             match read.got? {
-                Read::Clean(buf, clean) => store(read.task, buf, clean, c, pool, cancel),
+                Read::Clean(buf, clean) => store(read.task, buf, clean, c, pool, cancel, lookup),
                 Read::Damaged(buf, bad) => store_damaged(read.task, buf, &bad, c, pool),
             }
         }))
@@ -239,6 +240,7 @@ fn store(
     compressor: &mut ChunkCompressor,
     pool: &BufferPool,
     cancel: &AtomicBool,
+    lookup: Option<&dyn crate::image::ChunkLookup>,
 ) -> Steps {
     let len = buf.len();
     let chunk = match clean {
@@ -251,12 +253,33 @@ fn store(
             return Ok(extents);
         }
         _ => {
-            let (chunk, spare) = compressor
-                .compress_buf_until(buf, pool.take(len), cancel)
-                .map_err(EngineError::Image)?
-                .ok_or(EngineError::Cancelled)?;
-            pool.give(spare);
-            chunk
+            // A repository that has this chunk already: hashed, not compressed again.
+            let known = lookup.and_then(|l| {
+                let hash = crate::image::Hash::of(&buf);
+                let n = u32::try_from(len).ok()?;
+                l.stored(&hash, n)
+                    .map(|(compression, stored)| crate::image::CompressedChunk {
+                        hash,
+                        uncompressed_len: n,
+                        compression,
+                        payload: crate::sys::AlignedBuf::with_capacity(0),
+                        stored_elsewhere: Some(stored),
+                    })
+            });
+            match known {
+                Some(chunk) => {
+                    pool.give(buf);
+                    chunk
+                }
+                None => {
+                    let (chunk, spare) = compressor
+                        .compress_buf_until(buf, pool.take(len), cancel)
+                        .map_err(EngineError::Image)?
+                        .ok_or(EngineError::Cancelled)?;
+                    pool.give(spare);
+                    chunk
+                }
+            }
         }
     };
     Ok(match clean {
