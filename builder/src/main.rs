@@ -136,6 +136,13 @@ enum Cmd {
         #[command(flatten)]
         kernel: KernelArgs,
     },
+    /// Start a throwaway S3 server on 127.0.0.1 (Ceph's radosgw over a one-OSD in-memory cluster, as the
+    /// tests use), create BUCKET, print the repository URL and keys, and serve until stdin closes or a
+    /// line is read: for trying and benchmarking S3 repositories. Needs `scripts/setup`'s ceph packages.
+    S3Server {
+        #[arg(long, default_value = "rescue")]
+        bucket: String,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -227,6 +234,21 @@ fn main() -> anyhow::Result<()> {
             };
             let r = image::write_image(&out, &built.vmlinuz, &built.initramfs, &opts)?;
             print_image(&r);
+        }
+        Cmd::S3Server { bucket } => {
+            let server = builder::servers::S3Server::start();
+            server.create_bucket(&bucket);
+            println!(
+                "s3://{bucket}/repo?endpoint={}&region={}",
+                server.endpoint, server.region
+            );
+            println!("AWS_ACCESS_KEY_ID={}", server.access_key);
+            println!("AWS_SECRET_ACCESS_KEY={}", server.secret_key);
+            use std::io::Write;
+            std::io::stdout().flush()?;
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line);
+            drop(server);
         }
         Cmd::Netboot {
             out_dir,

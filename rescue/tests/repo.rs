@@ -67,7 +67,10 @@ fn snapshots_share_chunks_and_each_restores_whole() {
         first["stored_bytes"].as_u64().unwrap(),
         second["stored_bytes"].as_u64().unwrap(),
     );
-    assert!(c2 * 100 < c1, "compressed {c2} bytes again (the first capture {c1})");
+    assert!(
+        c2 * 100 < c1,
+        "compressed {c2} bytes again (the first capture {c1})"
+    );
     assert!(first["root_hash"].is_string());
 
     let (rc, out, err) = rescue_split(&["snapshots", s(&repo), "--json"]);
