@@ -869,3 +869,39 @@ fn two_machines_from_one_tree_share_most_chunks() {
         "the second machine shares little with the first: {added:?}"
     );
 }
+
+/// A repository on a read-only mount (a share or a drive mounted only to read from) can be read:
+/// snapshots listed, restored and verified; a prune there is refused, naming the cause.
+#[test]
+fn a_repository_on_a_read_only_mount_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let disk = d.join("source.img");
+    fixtures::create_disk(&disk, &fixtures::demo_mbr()).unwrap();
+    let repo = d.join("repo");
+    assert_eq!(rescue(&["repo", "init", s(&repo)]).0, 0);
+    capture(&disk, &repo, "pc");
+    let ro = d.join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    let mount = |args: &[&str]| {
+        assert!(
+            Command::new("mount").args(args).status().unwrap().success(),
+            "mount {args:?} (needs root)"
+        );
+    };
+    mount(&["--bind", s(&repo), s(&ro)]);
+    mount(&["-o", "remount,ro,bind", s(&ro)]);
+    let (rc, out) = rescue(&[
+        "verify",
+        &format!("{}::pc", ro.display()),
+        "--against",
+        s(&disk),
+    ]);
+    let (rc2, out2) = rescue(&["snapshots", s(&ro)]);
+    let (rc3, out3) = rescue(&["prune", s(&ro), "--keep-last", "1"]);
+    let _ = Command::new("umount").arg(&ro).status();
+    assert_eq!(rc, 0, "{out}");
+    assert_eq!(rc2, 0, "{out2}");
+    assert_eq!(rc3, 1, "{out3}");
+    assert!(out3.contains("Read-only file system"), "{out3}");
+}

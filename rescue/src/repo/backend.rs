@@ -246,13 +246,38 @@ impl Backend for DirBackend {
 
     fn try_lock(&self, exclusive: bool) -> io::Result<Option<HeldLock>> {
         let path = self.root.join(super::lock::LOCK_FILE);
-        let file = std::fs::OpenOptions::new()
+        let opened = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(&path)
-            .map_err(|e| io::Error::new(e.kind(), format!("opening {}: {e}", path.display())))?;
+            .open(&path);
+        let file = match opened {
+            Ok(f) => f,
+            // A repository on a read-only mount (a share or a drive mounted to read from): nobody can
+            // prune it through this mount; a reader locks the lock file read-only, or needs no lock
+            // when there is none (the repository was never written through a lock).
+            Err(e) if !exclusive && e.raw_os_error() == Some(libc::EROFS) => {
+                match std::fs::File::open(&path) {
+                    Ok(f) => f,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        return Ok(Some(Box::new(ReadOnlyMount)));
+                    }
+                    Err(e) => {
+                        return Err(io::Error::new(
+                            e.kind(),
+                            format!("opening {}: {e}", path.display()),
+                        ))
+                    }
+                }
+            }
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("opening {}: {e}", path.display()),
+                ))
+            }
+        };
         let got = if exclusive {
             file.try_lock()
         } else {
@@ -286,6 +311,10 @@ impl Backend for DirBackend {
         Some(self.path(key))
     }
 }
+
+/// The "lock" of a reader on a read-only mount without a lock file: nothing to hold.
+#[derive(Debug)]
+struct ReadOnlyMount;
 
 /// A repository in an S3 bucket (under a prefix): objects are written whole (no partial object is ever
 /// visible), so nothing is staged and nothing is left over. There are no `flock`s on S3: the repository's

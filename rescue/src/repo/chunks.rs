@@ -238,10 +238,10 @@ impl ChunkStore {
         object.extend_from_slice(&header);
         object.extend_from_slice(payload);
         let key = self.key(hash);
-        // Not flushed one by one (that would make the capture wait for the disk at every chunk): the
-        // capture flushes the store once before it writes its snapshot (`SinkState::sync`). An object
-        // whose data did not reach the disk before a power cut is found with a wrong size or header and
-        // written again by the next capture that needs it.
+        // Not flushed here (the capture would wait for the disk at every chunk): the sink's `Flusher`
+        // does it in the background, and the capture flushes the store once more before it writes its
+        // snapshot (`SinkState::sync`). An object whose data did not reach the disk before a power cut
+        // is found with a wrong size or header and written again by the next capture that needs it.
         if damaged {
             self.backend.put_replace(&key, &object)?;
             touched.insert(key);
@@ -266,6 +266,7 @@ impl ChunkStore {
         RepoSink {
             store: self.clone(),
             state: stats,
+            flusher: Flusher::start(self.backend.clone()),
         }
     }
 }
@@ -300,6 +301,52 @@ impl SinkState {
 pub struct RepoSink {
     store: ChunkStore,
     state: Arc<Mutex<SinkState>>,
+    flusher: Option<Flusher>,
+}
+
+/// Flushes the objects a capture writes to the device in the background, a moment after each is
+/// written, so the capture does not wait for the disk and a capture cut off (power lost) still leaves
+/// most of what it stored for the next one. Only for stores on this machine's filesystems.
+struct Flusher {
+    tx: Option<std::sync::mpsc::Sender<PathBuf>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Flusher {
+    fn start(backend: Arc<dyn Backend>) -> Option<Flusher> {
+        backend.local_path("chunks")?;
+        let (tx, rx) = std::sync::mpsc::channel::<PathBuf>();
+        let thread = std::thread::spawn(move || {
+            for path in rx {
+                if let Ok(f) = std::fs::File::open(&path) {
+                    let _ = f.sync_all();
+                }
+                // The new object's name must reach the device too: its folder.
+                if let Some(Ok(d)) = path.parent().map(std::fs::File::open) {
+                    let _ = d.sync_all();
+                }
+            }
+        });
+        Some(Flusher {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    fn written(&self, path: PathBuf) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(path);
+        }
+    }
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl ChunkSink for RepoSink {
@@ -320,6 +367,14 @@ impl ChunkSink for RepoSink {
             self.store
                 .put(hash, uncompressed_len, payload, compression, touched)?;
         *referenced_bytes += FRAME_HEADER_LEN as u64 + u64::from(info.stored_len);
+        if stored != Stored::Reused {
+            if let (Some(f), Some(path)) = (
+                &self.flusher,
+                self.store.backend.local_path(&self.store.key(hash)),
+            ) {
+                f.written(path);
+            }
+        }
         match stored {
             Stored::Reused => stats.reused_chunks += 1,
             Stored::New | Stored::Replaced => {
