@@ -38,6 +38,19 @@ pub struct SnapshotSource {
     pub table: String,
 }
 
+impl SnapshotSource {
+    /// The source as the image's index describes it.
+    pub fn of(disk: &crate::image::DiskInfo) -> SnapshotSource {
+        SnapshotSource {
+            path: disk.path.clone(),
+            model: disk.model.clone(),
+            serial: disk.serial.clone(),
+            size: disk.size,
+            table: format!("{:?}", disk.table_kind).to_lowercase(),
+        }
+    }
+}
+
 /// What a snapshot is, kept beside its image in the snapshot file (and listed by `rescue snapshots`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotMeta {
