@@ -145,6 +145,7 @@ fn resolve(
                         repo: Box::new(repo),
                         name,
                         when,
+                        passphrase: None,
                     }))
                 }
                 (_, base) => base,

@@ -57,7 +57,7 @@ pub use self::credentials::{
 pub use self::place::{check_location, fetch, sftp_host_key, NetOptions};
 pub use self::repo::{
     capture_repo, check_repo, export, find_repositories, import, init_repo, list_snapshots,
-    prune_repo, Exported, FoundRepo, Imported, RepoCapture,
+    look_at_repo, prune_repo, Exported, FoundRepo, Imported, RepoCapture, RepoState,
 };
 /// Progress events of a running operation.
 pub use crate::engine::progress::Progress;

@@ -34,7 +34,7 @@ mod tests;
 pub use self::backend::{Backend, DirBackend, HeldLock, S3Backend};
 pub use self::check::{check, CheckReport};
 pub use self::chunks::{ChunkStats, ChunkStore, ObjectInfo, RepoSink, SinkState, Stored};
-pub use self::config::{Repo, RepoConfig, CONFIG_FILE, REPO_FORMAT, REPO_VERSION};
+pub use self::config::{NoRepository, Repo, RepoConfig, CONFIG_FILE, REPO_FORMAT, REPO_VERSION};
 pub use self::crypt::{Inauthentic, KeySlot, Keys};
 pub use self::lock::{RepoLock, LOCK_FILE};
 pub use self::prune::{kept, prune, Keep, PruneReport};

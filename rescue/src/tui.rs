@@ -19,6 +19,7 @@ pub mod overview;
 pub mod picker;
 pub mod restore;
 pub mod term;
+pub mod unlock;
 pub mod view;
 mod widgets;
 

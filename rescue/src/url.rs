@@ -365,6 +365,9 @@ pub struct SnapshotRef {
     pub repo: Box<Location>,
     pub name: String,
     pub when: When,
+    /// The encrypted repository's passphrase, when the interface that named the snapshot asked for it
+    /// (as a URL carries its password); never shown. Otherwise the command's own (`NetOptions`).
+    pub passphrase: Option<Secret>,
 }
 
 impl SnapshotRef {
@@ -402,6 +405,7 @@ impl SnapshotRef {
             repo: Box::new(repo),
             name: name.to_string(),
             when,
+            passphrase: None,
         })
     }
 }

@@ -146,3 +146,93 @@ fn a_repository_in_an_s3_bucket() {
     assert!(e.contains("holds repositories, not image files"), "{e}");
     assert!(!e.contains(&server.secret_key));
 }
+
+/// What the interface does with a repository on S3, through `ops` as it calls it: looking at a prefix
+/// with no repository, a capture that makes one (encrypted with the passphrase the snapshot's location
+/// carries), looking at it without, with a wrong and with the right passphrase. And the client's
+/// one-request lookup of an object's size and first bytes (missing, empty, shorter, longer).
+#[test]
+fn the_interface_makes_and_unlocks_a_repository_on_s3() {
+    use rescue::ops::{self, Location, NetOptions, Secret};
+    let server = S3Server::start();
+    server.create_bucket("tui");
+    let base = format!(
+        "s3://{}:{}@tui/PREFIX?endpoint={}&region={}",
+        server.access_key, server.secret_key, server.endpoint, server.region
+    );
+
+    let Location::Remote(url) = Location::parse(&base.replace("PREFIX", "raw")).unwrap() else {
+        panic!()
+    };
+    let client = rescue::store::s3::S3Client::open(&url, None, None, None).unwrap();
+    client.put("empty", b"").unwrap();
+    client.put("short", b"0123456789").unwrap();
+    client.put("long", &[7u8; 100]).unwrap();
+    assert_eq!(client.get_start("missing", 40).unwrap(), None);
+    assert_eq!(client.get_start("empty", 40).unwrap(), Some((0, vec![])));
+    assert_eq!(
+        client.get_start("short", 40).unwrap(),
+        Some((10, b"0123456789".to_vec()))
+    );
+    assert_eq!(
+        client.get_start("long", 40).unwrap(),
+        Some((100, vec![7u8; 40]))
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("source.img");
+    fixtures::create_disk(&disk, &fixtures::demo_gpt()).unwrap();
+    let repo = Location::parse(&base.replace("PREFIX", "site-b")).unwrap();
+    let look = |pass: Option<&str>| {
+        let net = NetOptions {
+            passphrase: pass.map(Secret::new),
+            ..Default::default()
+        };
+        ops::look_at_repo(&repo, &net)
+    };
+    let state = look(None).unwrap();
+    assert!(!state.exists && state.snapshots.is_empty(), "{state:?}");
+
+    let Location::Snapshot(mut snap) =
+        Location::parse(&format!("{base}::pc").replace("PREFIX", "site-b")).unwrap()
+    else {
+        panic!()
+    };
+    snap.passphrase = Some(Secret::new("s3 pass"));
+    let req = ops::Request::Capture(ops::CaptureSpec {
+        source: disk.clone(),
+        output: Location::Snapshot(snap),
+        threads: 2,
+        ..Default::default()
+    });
+    let how = ops::RunOptions {
+        create_folder: true,
+        ..Default::default()
+    };
+    let out = ops::run(&req, &how, &Default::default(), ops::Control::default());
+    assert!(out.ok, "{:?}\n{}", out.error, server.log_text());
+
+    let state = look(None).unwrap();
+    assert!(
+        state.exists && state.encrypted && !state.unlocked,
+        "{state:?}"
+    );
+    assert!(state.snapshots.is_empty());
+    let wrong = look(Some("not it")).unwrap_err();
+    assert!(
+        ops::describe(&wrong).contains("wrong passphrase"),
+        "{wrong:#}"
+    );
+    let state = look(Some("s3 pass")).unwrap();
+    assert!(state.unlocked && state.snapshots.len() == 1, "{state:?}");
+    assert_eq!(state.snapshots[0].meta.name, "pc");
+    // The CLI sees the same repository, and needs the passphrase too.
+    let (rc, o, e) = run(
+        &server,
+        &["snapshots", &base.replace("PREFIX", "site-b")],
+        &[],
+    );
+    assert_ne!(rc, 0);
+    assert!(format!("{o}{e}").contains("is encrypted"), "{o}{e}");
+    assert!(!format!("{o}{e}").contains(&server.secret_key));
+}

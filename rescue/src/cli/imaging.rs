@@ -161,6 +161,7 @@ pub fn capture(a: CaptureArgs) -> anyhow::Result<i32> {
                 repo: Box::new(location(repo)?),
                 name: name.clone(),
                 when: crate::repo::When::Latest,
+                passphrase: None,
             })
         }
         _ => anyhow::bail!(

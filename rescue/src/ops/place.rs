@@ -33,6 +33,18 @@ pub struct NetOptions {
     pub passphrase: Option<Secret>,
 }
 
+impl NetOptions {
+    /// These options with the passphrase a snapshot's location carries (typed in the interface), which
+    /// goes before one given to the command.
+    pub fn for_snapshot(&self, s: &SnapshotRef) -> NetOptions {
+        let mut net = self.clone();
+        if s.passphrase.is_some() {
+            net.passphrase = s.passphrase.clone();
+        }
+        net
+    }
+}
+
 /// An image being read: a file (local, or on a mounted share), a file on a web server or an SFTP server,
 /// or a snapshot in a repository.
 pub enum ImageSource {
@@ -351,7 +363,7 @@ pub(super) fn place(loc: &Location, write: bool, net: &NetOptions) -> anyhow::Re
             }
             place_remote(&url, write, net)
         }
-        Location::Snapshot(s) => place_snapshot(s, write, net),
+        Location::Snapshot(s) => place_snapshot(s, write, &net.for_snapshot(s)),
     }
 }
 
@@ -387,13 +399,37 @@ pub(super) fn open_repo(
     write: bool,
     net: &NetOptions,
 ) -> anyhow::Result<(Repo, Option<Share>)> {
+    let (mut repo, share) = open_sealed(loc, write, net)?;
+    repo.unlock(net.passphrase.as_ref().map(Secret::expose))
+        .map_err(|e| shown_as(e, &repo.root, loc, share.is_some()))?;
+    Ok((repo, share))
+}
+
+/// A message about the mounted share's folder `root` said with the URL the user gave instead; the
+/// [`NoRepository`](crate::repo::NoRepository) kind kept.
+fn shown_as(e: anyhow::Error, root: &Path, loc: &Location, on_share: bool) -> anyhow::Error {
+    if !on_share {
+        return e;
+    }
+    let text = super::describe(&e).replace(&root.display().to_string(), &loc.to_string());
+    if e.downcast_ref::<crate::repo::NoRepository>().is_some() {
+        crate::repo::NoRepository(text).into()
+    } else {
+        anyhow::anyhow!("{text}")
+    }
+}
+
+/// [`open_repo`] without unlocking an encrypted repository.
+pub(super) fn open_sealed(
+    loc: &Location,
+    write: bool,
+    net: &NetOptions,
+) -> anyhow::Result<(Repo, Option<Share>)> {
     let (root, share) = match loc {
         Location::Local(p) => (p.clone(), None),
         Location::Remote(url) if url.scheme == Scheme::S3 => {
             let shown = PathBuf::from(url.to_string());
-            let mut repo = Repo::open_on(s3_backend(url, net)?, &shown)?;
-            repo.unlock(net.passphrase.as_ref().map(Secret::expose))?;
-            return Ok((repo, None));
+            return Ok((Repo::open_on(s3_backend(url, net)?, &shown)?, None));
         }
         Location::Remote(url) if matches!(url.scheme, Scheme::Smb | Scheme::Nfs) => {
             let mut url = url.clone();
@@ -412,16 +448,7 @@ pub(super) fn open_repo(
             }
         ),
     };
-    let shown = |e: anyhow::Error| match &share {
-        Some(_) => anyhow::anyhow!(
-            "{}",
-            super::describe(&e).replace(&root.display().to_string(), &loc.to_string())
-        ),
-        None => e,
-    };
-    let mut repo = Repo::open(&root).map_err(shown)?;
-    repo.unlock(net.passphrase.as_ref().map(Secret::expose))
-        .map_err(shown)?;
+    let repo = Repo::open(&root).map_err(|e| shown_as(e, &root, loc, share.is_some()))?;
     Ok((repo, share))
 }
 

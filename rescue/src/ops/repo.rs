@@ -332,8 +332,10 @@ pub fn import(
     })
 }
 
-/// For a capture that may create its destination (jobs): a repository on this machine's folders that
-/// does not exist yet is made (encrypted when a passphrase is given), as a missing folder is for an image.
+/// For a capture that may create its destination (jobs, the interface): a repository that does not
+/// exist yet is made (encrypted when a passphrase is given), as a missing folder is for an image. A
+/// folder on this machine must be missing or empty; a share's folder or an S3 prefix must hold no
+/// repository.
 pub(super) fn create_missing(
     loc: &crate::url::Location,
     net: &super::NetOptions,
@@ -341,7 +343,14 @@ pub(super) fn create_missing(
     let crate::url::Location::Snapshot(s) = loc else {
         return Ok(());
     };
+    let net = &net.for_snapshot(s);
     let Some(root) = s.repo.local() else {
+        if let crate::url::Location::Remote(_) = &*s.repo {
+            if !look_at_repo(&s.repo, net)?.exists {
+                init_repo(&s.repo, net.passphrase.as_ref(), net)
+                    .with_context(|| format!("making the repository {}", s.repo))?;
+            }
+        }
         return Ok(());
     };
     let empty = std::fs::read_dir(root).map_or(true, |mut d| d.next().is_none());
@@ -353,6 +362,65 @@ pub(super) fn create_missing(
         .with_context(|| format!("making the repository {}", root.display()))?;
     }
     Ok(())
+}
+
+/// What an interface learns of the repository at a location before it uses it ([`look_at_repo`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RepoState {
+    /// There is a repository there (else a capture makes one).
+    pub exists: bool,
+    pub encrypted: bool,
+    /// Its snapshots, newest last; none listed for an encrypted repository looked at without its
+    /// passphrase.
+    pub snapshots: Vec<SnapshotEntry>,
+    /// The passphrase was given and is right (an encrypted repository's snapshots are then listed).
+    pub unlocked: bool,
+}
+
+/// Whether there is a repository at `loc` (a folder, an SMB/NFS share's folder, an S3 prefix), whether
+/// it is encrypted, and its snapshots: with `net.passphrase` an encrypted one is unlocked (a wrong one is
+/// an error), without it only said to be encrypted. Reads only; nothing is locked.
+pub fn look_at_repo(
+    loc: &crate::url::Location,
+    net: &super::NetOptions,
+) -> anyhow::Result<RepoState> {
+    let (mut repo, _share) = match super::place::open_sealed(loc, false, net) {
+        Ok(r) => r,
+        Err(e) if e.downcast_ref::<crate::repo::NoRepository>().is_some() => {
+            return Ok(RepoState {
+                exists: false,
+                encrypted: false,
+                snapshots: Vec::new(),
+                unlocked: false,
+            })
+        }
+        Err(e) => return Err(e),
+    };
+    let encrypted = repo.encrypted();
+    let Some(pass) = net.passphrase.as_ref().filter(|_| encrypted) else {
+        return Ok(RepoState {
+            exists: true,
+            encrypted,
+            snapshots: if encrypted {
+                Vec::new()
+            } else {
+                crate::repo::list(&repo)?.0
+            },
+            unlocked: false,
+        });
+    };
+    repo.unlock(Some(pass.expose())).map_err(|e| {
+        anyhow::anyhow!(
+            "{}",
+            super::describe(&e).replace(&repo.root.display().to_string(), &loc.to_string())
+        )
+    })?;
+    Ok(RepoState {
+        exists: true,
+        encrypted,
+        snapshots: crate::repo::list(&repo)?.0,
+        unlocked: true,
+    })
 }
 
 /// A repository found on a drive, for the interface's lists.

@@ -19,6 +19,15 @@ pub trait Backend: Send + Sync + Debug {
     fn get_range(&self, key: &str, offset: u64, len: usize) -> io::Result<Vec<u8>>;
     /// The object's size, or `None` when there is none.
     fn size(&self, key: &str) -> io::Result<Option<u64>>;
+    /// The object's size and its first `len` bytes (fewer when it is shorter), or `None` when there is
+    /// none: one request where the store can answer both at once.
+    fn size_and_start(&self, key: &str, len: usize) -> io::Result<Option<(u64, Vec<u8>)>> {
+        let Some(size) = self.size(key)? else {
+            return Ok(None);
+        };
+        let n = len.min(usize::try_from(size).unwrap_or(usize::MAX));
+        Ok(Some((size, self.get_range(key, 0, n)?)))
+    }
     /// Store a new object whole, only if there is none with this key: `false` when there is one (which
     /// is left as it is). `flush`: on the device before returning.
     fn put_new(&self, key: &str, data: &[u8], flush: bool) -> io::Result<bool>;
@@ -380,6 +389,10 @@ impl Backend for S3Backend {
 
     fn size(&self, key: &str) -> io::Result<Option<u64>> {
         self.client.head(key)
+    }
+
+    fn size_and_start(&self, key: &str, len: usize) -> io::Result<Option<(u64, Vec<u8>)>> {
+        self.client.get_start(key, len)
     }
 
     /// Looked up, then stored: two writers of one key at the same moment may both store it. For chunk

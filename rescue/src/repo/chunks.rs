@@ -8,7 +8,7 @@
 //! device, damage) is replaced by the capture that needs it; a damaged payload is found by reads (the
 //! hash) and `check --read-data`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -54,11 +54,28 @@ pub struct ChunkStats {
 pub struct ChunkStore {
     backend: Arc<dyn Backend>,
     keys: Option<Arc<Keys>>,
+    /// What a capture's lookup ([`crate::image::ChunkLookup`]) found, kept until the sink stores or
+    /// reuses that chunk, so that each chunk costs one request to the store, not two (on S3 each is a
+    /// round trip). Shared by the clones of one store; entries leave as the sink takes them, so it holds
+    /// only the chunks between the lookup and the sink.
+    looked: Arc<Mutex<HashMap<Hash, Option<ObjectInfo>>>>,
 }
 
 impl ChunkStore {
     pub fn new(backend: Arc<dyn Backend>, keys: Option<Arc<Keys>>) -> ChunkStore {
-        ChunkStore { backend, keys }
+        ChunkStore {
+            backend,
+            keys,
+            looked: Arc::default(),
+        }
+    }
+
+    /// What the lookup found of this chunk, if it looked.
+    fn take_looked(&self, hash: &Hash) -> Option<Option<ObjectInfo>> {
+        self.looked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(hash)
     }
 
     /// The name of the object holding the chunk whose hash is `hash`: the hash itself, or in an
@@ -97,7 +114,7 @@ impl ChunkStore {
     /// repository's seal). `Ok(None)` when absent; an error names what is wrong with one present.
     pub fn info(&self, hash: &Hash) -> io::Result<Option<ObjectInfo>> {
         let key = self.key(hash);
-        let Some(size) = self.backend.size(&key)? else {
+        let Some((size, b)) = self.backend.size_and_start(&key, FRAME_HEADER_LEN)? else {
             return Ok(None);
         };
         let bad = |why: String| {
@@ -112,7 +129,6 @@ impl ChunkStore {
         if size < FRAME_HEADER_LEN as u64 {
             return Err(bad(format!("it is {size} bytes long")));
         }
-        let b = self.backend.get_range(&key, 0, FRAME_HEADER_LEN)?;
         let fh = FrameHeader::parse(&b).map_err(|e| bad(format!("its header: {e}")))?;
         if fh.hash != self.id(hash) {
             return Err(bad(format!("it holds the chunk {}", fh.hash)));
@@ -201,7 +217,13 @@ impl ChunkStore {
         compression: Compression,
         touched: &mut BTreeSet<String>,
     ) -> io::Result<(ObjectInfo, Stored)> {
-        let damaged = match self.info(hash) {
+        let found = match self.take_looked(hash) {
+            // Found absent by this capture's lookup a moment ago: `put_new` sees one stored since.
+            Some(None) => Ok(None),
+            Some(Some(info)) => Ok(Some(info)),
+            None => self.info(hash),
+        };
+        let damaged = match found {
             Ok(Some(info)) if info.uncompressed_len == uncompressed_len => {
                 return Ok((info, Stored::Reused));
             }
@@ -387,9 +409,11 @@ impl ChunkSink for RepoSink {
     }
 
     fn reuse(&mut self, hash: &Hash, uncompressed_len: u32) -> io::Result<(Compression, u32)> {
-        let info = self
-            .store
-            .info(hash)?
+        let info = match self.store.take_looked(hash) {
+            Some(Some(info)) => Some(info),
+            _ => self.store.info(hash)?,
+        };
+        let info = info
             .filter(|i| i.uncompressed_len == uncompressed_len)
             .ok_or_else(|| {
                 io::Error::other(format!(
@@ -406,10 +430,13 @@ impl ChunkSink for RepoSink {
 
 impl crate::image::ChunkLookup for ChunkStore {
     fn stored(&self, hash: &Hash, uncompressed_len: u32) -> Option<(Compression, u32)> {
-        self.info(hash)
-            .ok()
-            .flatten()
-            .filter(|i| i.uncompressed_len == uncompressed_len)
+        // A damaged object (an error) is not remembered: the sink looks again and replaces it.
+        let info = self.info(hash).ok()?;
+        self.looked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(*hash, info);
+        info.filter(|i| i.uncompressed_len == uncompressed_len)
             .map(|i| (i.compression, i.stored_len))
     }
 }

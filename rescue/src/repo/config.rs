@@ -30,6 +30,19 @@ pub const REPO_VERSION: u32 = 1;
 /// capture again (measured in README).
 pub const DEFAULT_REPO_CHUNK_SIZE: u32 = 4 << 20;
 
+/// There is no repository where one was looked for (no such folder, or no configuration file in it): a
+/// capture may make one there, where anything else fails.
+#[derive(Debug)]
+pub struct NoRepository(pub String);
+
+impl std::fmt::Display for NoRepository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NoRepository {}
+
 /// What `rescue-repo` holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RepoConfig {
@@ -160,7 +173,7 @@ impl Repo {
         }
     }
 
-    /// Open the repository in the folder `root`.
+    /// Open the repository in the folder `root` (sealed, if encrypted, until [`Self::unlock`]).
     pub fn open(root: &Path) -> anyhow::Result<Repo> {
         let repo = Repo::open_on(Arc::new(DirBackend::new(root)), root)?;
         for d in ["chunks", "snapshots", "tmp"] {
@@ -181,19 +194,21 @@ impl Repo {
             Ok(Some(t)) => String::from_utf8_lossy(&t).into_owned(),
             Ok(None) => {
                 if backend.local_path(CONFIG_FILE).is_none() || root.is_dir() {
-                    bail!(
+                    return Err(NoRepository(format!(
                         "{} is not a repository (it has no {CONFIG_FILE} file); make one with \
                          `rescue repo init {}`",
                         root.display(),
                         root.display()
-                    );
+                    ))
+                    .into());
                 }
-                bail!(
+                return Err(NoRepository(format!(
                     "there is no repository at {} (no such folder); make one with `rescue repo init \
                      {}`",
                     root.display(),
                     root.display()
-                );
+                ))
+                .into());
             }
             Err(e) => return Err(anyhow::Error::new(e)),
         };

@@ -217,23 +217,12 @@ impl S3Client {
     pub fn get(&self, key: &str) -> io::Result<Option<Vec<u8>>> {
         let full = self.full(key);
         let action = self.bucket.get_object(Some(&self.creds), &full);
-        let mut resp = self.call(
+        let resp = self.call(
             "reading an object",
             self.agent.get(self.sign(&action)).call(),
         )?;
         match resp.status().as_u16() {
-            200 => resp
-                .body_mut()
-                .with_config()
-                .limit(u64::MAX)
-                .read_to_vec()
-                .map(Some)
-                .map_err(|e| {
-                    err(
-                        io::ErrorKind::Other,
-                        format!("{}: reading {key}: {e}", self.shown),
-                    )
-                }),
+            200 => self.body(key, resp).map(Some),
             404 => Ok(None),
             _ => Err(self.status(&format!("reading {key}"), resp)),
         }
@@ -243,31 +232,12 @@ impl S3Client {
         if len == 0 {
             return Ok(Vec::new());
         }
-        let full = self.full(key);
-        let action = self.bucket.get_object(Some(&self.creds), &full);
-        let range = format!("bytes={offset}-{}", offset + len as u64 - 1);
-        let mut resp = self.call(
-            "reading an object",
-            self.agent
-                .get(self.sign(&action))
-                .header("Range", &range)
-                .call(),
-        )?;
+        let resp = self.ranged_get(key, offset, len as u64)?;
         if resp.status().as_u16() != 206 && resp.status().as_u16() != 200 {
             return Err(self.status(&format!("reading {key}"), resp));
         }
         let partial = resp.status().as_u16() == 206;
-        let body = resp
-            .body_mut()
-            .with_config()
-            .limit(u64::MAX)
-            .read_to_vec()
-            .map_err(|e| {
-                err(
-                    io::ErrorKind::Other,
-                    format!("{}: reading {key}: {e}", self.shown),
-                )
-            })?;
+        let body = self.body(key, resp)?;
         let got = if partial {
             body
         } else {
@@ -281,6 +251,76 @@ impl S3Client {
             ));
         }
         Ok(got[..len].to_vec())
+    }
+
+    /// A GET of `len` (> 0) bytes of the object `key` from `offset`.
+    fn ranged_get(
+        &self,
+        key: &str,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<ureq::http::Response<ureq::Body>> {
+        let full = self.full(key);
+        let action = self.bucket.get_object(Some(&self.creds), &full);
+        let range = format!("bytes={offset}-{}", offset + len - 1);
+        self.call(
+            "reading an object",
+            self.agent
+                .get(self.sign(&action))
+                .header("Range", &range)
+                .call(),
+        )
+    }
+
+    /// A response's whole body, the object `key`'s bytes.
+    fn body(&self, key: &str, mut resp: ureq::http::Response<ureq::Body>) -> io::Result<Vec<u8>> {
+        resp.body_mut()
+            .with_config()
+            .limit(u64::MAX)
+            .read_to_vec()
+            .map_err(|e| {
+                err(
+                    io::ErrorKind::Other,
+                    format!("{}: reading {key}: {e}", self.shown),
+                )
+            })
+    }
+
+    /// The object's size and its first `len` bytes (all of it when shorter), or `None` when there is
+    /// none: one ranged GET, the size read from its `Content-Range`.
+    pub fn get_start(&self, key: &str, len: usize) -> io::Result<Option<(u64, Vec<u8>)>> {
+        let resp = self.ranged_get(key, 0, len.max(1) as u64)?;
+        let status = resp.status().as_u16();
+        let total = match status {
+            404 => return Ok(None),
+            // Not satisfiable: an empty object.
+            416 => return Ok(Some((0, Vec::new()))),
+            206 => resp
+                .headers()
+                .get("content-range")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.rsplit_once('/'))
+                .and_then(|(_, t)| t.trim().parse::<u64>().ok()),
+            200 => None,
+            _ => return Err(self.status(&format!("reading {key}"), resp)),
+        };
+        let body = self.body(key, resp)?;
+        let total = match (status, total) {
+            (200, _) => body.len() as u64,
+            (_, Some(t)) => t,
+            _ => {
+                return Err(err(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{}: reading {key}: the server's partial answer gives no total size",
+                        self.shown
+                    ),
+                ))
+            }
+        };
+        let mut start = body;
+        start.truncate(len);
+        Ok(Some((total, start)))
     }
 
     /// The object's size, or `None` when there is none.

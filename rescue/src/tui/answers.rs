@@ -51,6 +51,27 @@ impl App {
         }
     }
 
+    /// A repository looked at ([`Effect::LookAtRepo`]): the wizard that asked goes on.
+    pub fn on_repo(&mut self, result: Result<crate::ops::RepoState, String>) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        let mut start = None;
+        match &mut self.screen {
+            Screen::Capture(w) => effects = w.on_repo(result),
+            Screen::Restore(w) => effects = w.on_repo(result),
+            Screen::Verify(w) => start = w.on_repo(result),
+            _ => {}
+        }
+        if let Some(e) = self.take_wizard_error() {
+            self.note(e);
+        }
+        if let Some(req) = start {
+            let (screen, e) = self.start(req);
+            self.screen = screen;
+            effects = e;
+        }
+        effects
+    }
+
     pub(super) fn take_wizard_error(&mut self) -> Option<String> {
         match &mut self.screen {
             Screen::Capture(w) => w.error.take(),

@@ -73,6 +73,9 @@ pub enum Effect {
     BringUpDhcp,
     /// Read an sftp:// server's host key (no login), in the background; answer with `on_host_key`.
     ReadHostKey(Location),
+    /// Look at the repository there (with an encrypted one's passphrase: unlock it and list its
+    /// snapshots), in the background; answer with `on_repo`.
+    LookAtRepo(Location, Option<crate::ops::Secret>),
 }
 
 /// A mounted store: where it is, its free space and the images on it.

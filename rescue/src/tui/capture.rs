@@ -10,7 +10,9 @@ use crate::store::{self, Store};
 
 use super::app::{move_sel, App, Effect, Key, OpenedStore, Request};
 use super::netloc::{EntryKey, UrlEntry};
+use super::unlock::{PassEntry, PassKey};
 use super::Step;
+use crate::ops::Secret;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CapStep {
@@ -19,6 +21,8 @@ pub enum CapStep {
     Name,
     /// The network location: URL and password.
     Url,
+    /// An encrypted repository's passphrase (or a new one's, typed twice).
+    Pass,
     Summary,
 }
 
@@ -54,6 +58,13 @@ pub struct CaptureWiz {
     pub error: Option<String>,
     /// Bytes the capture will read (used bytes where known, otherwise the partition size).
     pub estimate: u64,
+    /// For a snapshot: what the repository is (looked at before the summary), its passphrase field, and
+    /// the passphrase (checked for an existing repository; a new one is made encrypted with it).
+    pub repo: Option<crate::ops::RepoState>,
+    pub pass: Option<PassEntry>,
+    pub passphrase: Option<Secret>,
+    /// Waiting for `term` to look at the repository.
+    pub looking: bool,
 }
 
 impl CaptureWiz {
@@ -97,6 +108,10 @@ impl CaptureWiz {
             field: NameField::Name,
             error: None,
             estimate: 0,
+            repo: None,
+            pass: None,
+            passphrase: None,
+            looking: false,
         };
         if let Some(n) = partition {
             w.cursor = 1 + w.parts().iter().position(|p| p.number == n).unwrap_or(0);
@@ -115,7 +130,8 @@ impl CaptureWiz {
     }
 
     pub fn typing(&self) -> bool {
-        (self.step == CapStep::Name && self.field == NameField::Name) || self.step == CapStep::Url
+        (self.step == CapStep::Name && self.field == NameField::Name)
+            || matches!(self.step, CapStep::Url | CapStep::Pass)
     }
 
     /// Whether the destination list's selection is its last row, "Network location".
@@ -169,15 +185,119 @@ impl CaptureWiz {
         }
     }
 
-    /// The image's full path once a destination is open, or the network location typed.
+    /// The image's full path once a destination is open, or the network location typed; a snapshot
+    /// carries the passphrase typed.
     pub fn output(&self) -> Option<Location> {
-        if let Some(r) = &self.remote {
-            return Some(r.clone());
+        let loc = match &self.remote {
+            Some(r) => r.clone(),
+            None => {
+                let d = self.dest.as_ref()?;
+                let path = d.dir.join(self.name.trim_start_matches('/'));
+                // `FOLDER::NAME`: a snapshot in the repository there.
+                Location::parse(&path.to_string_lossy()).unwrap_or_else(|_| path.into())
+            }
+        };
+        Some(match loc {
+            Location::Snapshot(mut s) => {
+                s.passphrase = self.passphrase.clone();
+                Location::Snapshot(s)
+            }
+            other => other,
+        })
+    }
+
+    /// Before the summary: a snapshot's repository is looked at (whether it exists, is encrypted);
+    /// an image file goes straight on.
+    fn on_to_summary(&mut self) -> Step {
+        self.repo = None;
+        self.passphrase = None;
+        self.pass = None;
+        match self.output() {
+            Some(Location::Snapshot(s)) => {
+                self.looking = true;
+                Step::Stay(vec![Effect::LookAtRepo(*s.repo, None)])
+            }
+            _ => {
+                self.step = CapStep::Summary;
+                Step::Stay(vec![])
+            }
         }
-        let d = self.dest.as_ref()?;
-        let path = d.dir.join(self.name.trim_start_matches('/'));
-        // `FOLDER::NAME`: a snapshot in the repository there.
-        Some(Location::parse(&path.to_string_lossy()).unwrap_or_else(|_| path.into()))
+    }
+
+    /// The answer to [`Effect::LookAtRepo`]: an encrypted repository asks for its passphrase (a wrong
+    /// one is said, and asked again); otherwise the summary follows.
+    pub fn on_repo(&mut self, result: Result<crate::ops::RepoState, String>) -> Vec<Effect> {
+        if !std::mem::take(&mut self.looking) {
+            return vec![];
+        }
+        match result {
+            Err(e) => {
+                if let Some(p) = &mut self.pass {
+                    p.clear();
+                }
+                self.error = Some(e);
+            }
+            Ok(state) => {
+                let locked = state.exists && state.encrypted && !state.unlocked;
+                if locked {
+                    let repo = match self.output() {
+                        Some(Location::Snapshot(s)) => *s.repo,
+                        _ => return vec![],
+                    };
+                    self.pass = Some(PassEntry::new(repo, false));
+                    self.step = CapStep::Pass;
+                } else {
+                    if let Some(p) = self.pass.take() {
+                        self.passphrase = Some(p.first);
+                    }
+                    self.repo = Some(state);
+                    self.step = CapStep::Summary;
+                }
+            }
+        }
+        vec![]
+    }
+
+    fn pass_key(&mut self, key: Key) -> Step {
+        if self.looking {
+            if key == Key::Esc {
+                self.looking = false;
+            }
+            return Step::Stay(vec![]);
+        }
+        let Some(p) = &mut self.pass else {
+            self.step = CapStep::Summary;
+            return Step::Stay(vec![]);
+        };
+        match p.key(key, &mut self.error) {
+            PassKey::Done(pass) if p.new => {
+                self.passphrase = Some(pass);
+                self.pass = None;
+                self.step = CapStep::Summary;
+            }
+            PassKey::Done(pass) => {
+                self.looking = true;
+                return Step::Stay(vec![Effect::LookAtRepo(p.repo.clone(), Some(pass))]);
+            }
+            PassKey::Back => {
+                let new = p.new;
+                self.pass = None;
+                self.step = if new {
+                    CapStep::Summary
+                } else if self.remote.is_some() {
+                    CapStep::Url
+                } else {
+                    CapStep::Name
+                };
+            }
+            PassKey::Stay => {}
+        }
+        Step::Stay(vec![])
+    }
+
+    /// Whether the snapshot goes into a repository the capture makes.
+    pub fn new_repo(&self) -> bool {
+        self.repo.as_ref().is_some_and(|r| !r.exists)
     }
 
     /// A warning about the destination's room for this capture, if any (none for a share: its free
@@ -195,15 +315,22 @@ impl CaptureWiz {
     }
 
     pub fn on_key(&mut self, key: Key, app: &App) -> Step {
+        if self.looking && self.step != CapStep::Pass {
+            if key == Key::Esc {
+                self.looking = false;
+            }
+            return Step::Stay(vec![]);
+        }
         match self.step {
             CapStep::Parts => self.parts_key(key, app),
             CapStep::Dest => self.dest_key(key),
             CapStep::Name => self.name_key(key),
+            CapStep::Pass => self.pass_key(key),
             CapStep::Url => {
                 match self.entry.key(key, &mut self.error) {
                     EntryKey::Done(loc) => {
                         self.remote = Some(loc);
-                        self.step = CapStep::Summary;
+                        return self.on_to_summary();
                     }
                     EntryKey::Back => self.step = CapStep::Dest,
                     EntryKey::Stay => {}
@@ -230,6 +357,14 @@ impl CaptureWiz {
                         Step::Stay(vec![])
                     }
                 },
+                // A repository the capture makes: encrypted with a passphrase typed twice.
+                Key::Char('e') if self.new_repo() => {
+                    if let Some(Location::Snapshot(s)) = self.output() {
+                        self.pass = Some(PassEntry::new(*s.repo, true));
+                        self.step = CapStep::Pass;
+                    }
+                    Step::Stay(vec![])
+                }
                 Key::Esc | Key::Backspace | Key::Left => {
                     self.step = if self.remote.is_some() {
                         CapStep::Url
@@ -331,8 +466,13 @@ impl CaptureWiz {
         match result {
             Ok(s) => {
                 // A drive holding a repository: a new snapshot in it is the likely wish.
-                if let Some(r) = s.repos.iter().find(|r| !r.encrypted) {
-                    self.name = format!("{}::{}", r.rel, self.snapshot_default());
+                if let Some(r) = s.repos.first() {
+                    let folder = if r.rel.is_empty() {
+                        "."
+                    } else {
+                        r.rel.as_str()
+                    };
+                    self.name = format!("{folder}::{}", self.snapshot_default());
                 }
                 self.dest = Some(s);
                 self.remote = None;
@@ -362,7 +502,7 @@ impl CaptureWiz {
                 self.level = (self.level - 1).max(1)
             }
             (_, Key::Enter) => match self.check_name() {
-                Ok(()) => self.step = CapStep::Summary,
+                Ok(()) => return self.on_to_summary(),
                 Err(e) => self.error = Some(e),
             },
             (_, Key::Esc) => {

@@ -8,7 +8,7 @@ use crate::ops::CloneSpec;
 use crate::plan::{self, RestorePlan};
 
 use super::app::{move_sel, short_name, App, Effect, Key, OpenedStore, Request};
-use super::picker::{ImageKey, ImagePicker};
+use super::picker::{ImageKey, ImagePicker, Looked};
 use super::restore::confirms;
 use super::Step;
 
@@ -145,7 +145,7 @@ impl VerifyWiz {
     }
 
     pub fn typing(&self) -> bool {
-        self.step == VStep::Url
+        self.step == VStep::Url || (self.step == VStep::Image && self.pick.typing())
     }
 
     pub fn on_key(&mut self, key: Key, _app: &App) -> Step {
@@ -169,6 +169,23 @@ impl VerifyWiz {
             }
             ImageKey::Stay => Step::Stay(vec![]),
             ImageKey::ReadHostKey(loc) => Step::Stay(vec![Effect::ReadHostKey(loc)]),
+            ImageKey::LookAtRepo(loc, pass) => Step::Stay(vec![Effect::LookAtRepo(loc, pass)]),
+        }
+    }
+
+    /// The answer to [`Effect::LookAtRepo`]: the snapshots listed, the passphrase asked for, or (no
+    /// repository at the URL typed) the image there to verify.
+    pub fn on_repo(&mut self, result: Result<crate::ops::RepoState, String>) -> Option<Request> {
+        match self.pick.on_repo(result, &mut self.error) {
+            Looked::Stay => None,
+            Looked::List => {
+                self.step = VStep::Image;
+                None
+            }
+            Looked::Inspect(image) => Some(Request::Verify(crate::ops::VerifySpec {
+                image,
+                against: None,
+            })),
         }
     }
 

@@ -11,7 +11,7 @@
 use crate::ops::{HostKey, Location, NetOptions, Secret};
 use crate::store::IMAGE_EXT;
 use crate::url::redact;
-use crate::url::Scheme;
+use crate::url::{Scheme, SnapshotRef, Url};
 
 use super::app::Key;
 
@@ -136,9 +136,11 @@ impl UrlEntry {
     /// An example for the help text.
     pub fn example(&self) -> &'static str {
         if self.write {
-            "smb://user@nas/share/images/pc.rimg"
+            "smb://user@nas/share/images/pc.rimg, or smb://user@nas/share/repo::pc17 (a snapshot in a \
+             repository)"
         } else {
-            "smb://user@nas/share/images/pc.rimg or https://server/images/pc.rimg"
+            "smb://user@nas/share/images/pc.rimg, https://server/images/pc.rimg, or a repository: \
+             smb://user@nas/share/repo"
         }
     }
 
@@ -198,17 +200,37 @@ impl UrlEntry {
         if text.is_empty() {
             return Err(format!("type the image's URL, e.g. {}", self.example()));
         }
-        let mut url = match Location::parse(&text).map_err(|e| e.to_string())? {
-            Location::Remote(url) => url,
-            Location::Local(_) | Location::Snapshot(_) => {
-                return Err(format!(
-                    "{} is not a URL: type one like {} (drives of this machine are in the list before: Esc)",
-                    redact(&text),
-                    self.example()
-                ))
-            }
+        let not_url = || {
+            format!(
+                "{} is not a URL: type one like {} (drives of this machine are in the list before: Esc)",
+                redact(&text),
+                self.example()
+            )
         };
-        crate::ops::check_location(&Location::Remote(url.clone()), self.write)?;
+        // A snapshot in a repository on a share or an S3 server: `URL::NAME`.
+        let (mut url, snapshot) = match Location::parse(&text).map_err(|e| e.to_string())? {
+            Location::Remote(url) => (url, None),
+            Location::Snapshot(s) => match &*s.repo {
+                Location::Remote(url) => (url.clone(), Some(s.clone())),
+                _ => return Err(not_url()),
+            },
+            Location::Local(_) => return Err(not_url()),
+        };
+        if snapshot.is_some() || url.scheme == Scheme::S3 {
+            if !matches!(url.scheme, Scheme::Smb | Scheme::Nfs | Scheme::S3) {
+                return Err(format!(
+                    "{url}: a repository is a folder on an SMB or NFS share, or an S3 bucket (s3://)"
+                ));
+            }
+            if self.write && snapshot.is_none() {
+                return Err(format!(
+                    "{url}: an S3 bucket holds a repository: end the URL with ::NAME, the snapshot's \
+                     name (e.g. ::pc17)"
+                ));
+            }
+        } else {
+            crate::ops::check_location(&Location::Remote(url.clone()), self.write)?;
+        }
         if let Some(p) = url.password.take() {
             if !self.password.expose().is_empty() && self.password != p {
                 return Err(
@@ -218,7 +240,7 @@ impl UrlEntry {
             }
             self.password = p;
         }
-        if self.write {
+        if self.write && snapshot.is_none() {
             if url.path.ends_with('/') {
                 return Err(format!(
                     "{url}: names a folder; end the URL with the image's file name (…/pc.{IMAGE_EXT})"
@@ -229,7 +251,14 @@ impl UrlEntry {
             }
         }
         // What the field shows from now on: no password, the name as it will be used.
-        self.text = url.to_string();
+        let whole = |url: &Url| match &snapshot {
+            Some(s) => Location::Snapshot(SnapshotRef {
+                repo: Box::new(Location::Remote(url.clone())),
+                ..s.clone()
+            }),
+            None => Location::Remote(url.clone()),
+        };
+        self.text = whole(&url).to_string();
         let typed = (!self.password.expose().is_empty()).then(|| self.password.clone());
         let loc = Location::Remote(url.clone());
         if typed.is_none() && NetOptions::default().needs_password(&loc) && !self.asked {
@@ -242,7 +271,7 @@ impl UrlEntry {
             ));
         }
         url.password = typed;
-        Ok(Location::Remote(url))
+        Ok(whole(&url))
     }
 }
 
@@ -305,6 +334,36 @@ mod tests {
         // Reading: any scheme, and the name is taken as it is.
         let mut e = typed(false, "http://web/pc.img", "");
         assert!(matches!(e.check(), Ok(Location::Remote(u)) if u.path == "/pc.img"));
+    }
+
+    #[test]
+    fn a_snapshot_in_a_repository_on_a_share_or_s3_is_a_location() {
+        let mut e = typed(true, "smb://tech@nas/share/repo::pc17", "pw");
+        let Location::Snapshot(s) = e.check().unwrap() else {
+            panic!()
+        };
+        assert_eq!(s.name, "pc17");
+        let Location::Remote(u) = *s.repo else {
+            panic!()
+        };
+        assert_eq!(u.path, "/share/repo");
+        assert_eq!(u.password.unwrap().expose(), "pw");
+        assert_eq!(e.text, "smb://tech@nas/share/repo::pc17");
+        // The password typed into the repository's URL moves to its field.
+        let mut e = typed(
+            false,
+            "s3://KEY:SECRET@bucket/p?endpoint=http://10.0.2.2:7480",
+            "",
+        );
+        let Location::Remote(u) = e.check().unwrap() else {
+            panic!()
+        };
+        assert_eq!(u.password.unwrap().expose(), "SECRET");
+        assert!(!e.text.contains("SECRET"));
+        let why = |write, url: &str| typed(write, url, "pw").check().unwrap_err();
+        assert!(why(true, "s3://KEY@bucket/p").contains("end the URL with ::NAME"));
+        assert!(why(true, "https://web/repo::pc").contains("a repository is a folder"));
+        assert!(why(false, "/mnt/repo::pc").contains("is not a URL"));
     }
 
     #[test]

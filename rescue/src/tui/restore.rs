@@ -10,7 +10,7 @@ use crate::ops::{Location, RestoreSpec};
 use crate::plan::{self, Environment, RestorePlan, StreamRole};
 
 use super::app::{move_sel, short_name, App, Effect, ImageSummary, Key, OpenedStore, Request};
-use super::picker::{ImageKey, ImagePicker};
+use super::picker::{ImageKey, ImagePicker, Looked};
 use super::Step;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +71,7 @@ impl RestoreWiz {
 
     pub fn typing(&self) -> bool {
         matches!(self.step, RStep::Confirm | RStep::Url)
+            || (self.step == RStep::Image && self.pick.typing())
     }
 
     /// What a key on the image list or in the URL fields did.
@@ -86,6 +87,23 @@ impl RestoreWiz {
             }
             ImageKey::Stay => Step::Stay(vec![]),
             ImageKey::ReadHostKey(loc) => Step::Stay(vec![Effect::ReadHostKey(loc)]),
+            ImageKey::LookAtRepo(loc, pass) => Step::Stay(vec![Effect::LookAtRepo(loc, pass)]),
+        }
+    }
+
+    /// The answer to [`Effect::LookAtRepo`]: its snapshots listed, its passphrase asked for, or (no
+    /// repository at the URL typed) the location read as an image.
+    pub fn on_repo(&mut self, result: Result<crate::ops::RepoState, String>) -> Vec<Effect> {
+        match self.pick.on_repo(result, &mut self.error) {
+            Looked::Stay => vec![],
+            Looked::List => {
+                self.step = RStep::Image;
+                vec![]
+            }
+            Looked::Inspect(loc) => {
+                self.reading = true;
+                vec![Effect::Inspect(loc)]
+            }
         }
     }
 
@@ -158,7 +176,9 @@ impl RestoreWiz {
                     Key::Esc | Key::Left => {
                         self.step = match self.image.as_ref().map(|i| &i.location) {
                             Some(Location::Remote(_)) => RStep::Url,
-                            _ => RStep::Image,
+                            Some(Location::Snapshot(_)) | Some(Location::Local(_)) | None => {
+                                RStep::Image
+                            }
                         };
                         Step::Stay(vec![])
                     }

@@ -40,6 +40,7 @@ enum Msg {
     NetDone(Result<Vec<LinkOutcome>, String>),
     /// An sftp:// server's host key, read for the URL being typed.
     HostKey(Result<Option<ops::HostKey>, String>),
+    Repo(Box<Result<ops::RepoState, String>>),
 }
 
 pub struct UiOptions {
@@ -155,6 +156,7 @@ fn event_loop(
                 Msg::Image(r) => app.on_image(*r),
                 Msg::NetLine(line) => app.on_net_line(line),
                 Msg::HostKey(r) => effects.extend(app.on_host_key(r)),
+                Msg::Repo(r) => effects.extend(app.on_repo(*r)),
                 Msg::NetDone(r) => {
                     app.on_net_done(r);
                     app.on_links(ops::links());
@@ -207,6 +209,13 @@ fn event_loop(
                     std::thread::spawn(move || {
                         let key = ops::sftp_host_key(&loc, &ops::NetOptions::default());
                         let _ = tx.send(Msg::HostKey(key));
+                    });
+                }
+                Effect::LookAtRepo(loc, passphrase) => {
+                    // Off the UI thread: a share is mounted, and unlocking takes a second (Argon2id).
+                    let tx = tx.clone();
+                    std::thread::spawn(move || {
+                        let _ = tx.send(Msg::Repo(Box::new(look_at_repo(&loc, passphrase))));
                     });
                 }
                 Effect::ListLinks => app.on_links(ops::links()),
@@ -438,6 +447,34 @@ fn open_store(
         repos,
         dir,
     })
+}
+
+/// The repository at `loc`, unlocked with `passphrase` when it is given.
+fn look_at_repo(loc: &Location, passphrase: Option<ops::Secret>) -> Result<ops::RepoState, String> {
+    let net = ops::NetOptions {
+        passphrase,
+        ..Default::default()
+    };
+    ops::look_at_repo(loc, &net).map_err(|e| ops::describe(&e))
+}
+
+/// Carry out, on this thread, an effect that asks the machine something (open a store, read an image,
+/// look at a repository) and give `app` the answer, as the event loop does in the background; the
+/// effects the answer leads to are returned, and so is any other effect (start a job, quit), left to
+/// the caller. For tests that drive the wizards against real stores and repositories.
+pub fn answer_now(app: &mut App, effect: Effect, opts: &DetectOptions) -> Vec<Effect> {
+    match effect {
+        Effect::OpenStore(s, access) => {
+            app.on_store(open_store(&s, access, opts));
+            vec![]
+        }
+        Effect::Inspect(loc) => {
+            app.on_image(summarize(&loc, opts));
+            vec![]
+        }
+        Effect::LookAtRepo(loc, passphrase) => app.on_repo(look_at_repo(&loc, passphrase)),
+        other => vec![other],
+    }
 }
 
 /// What the restore wizard shows of an image. A URL's password is in `loc` itself.

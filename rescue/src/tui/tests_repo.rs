@@ -40,7 +40,21 @@ fn a_drive_with_a_repository_proposes_a_snapshot_in_it() {
     };
     assert_eq!(w.name, "backups::pc-SRC");
     snap("capture_name_repository", &a);
-    a.on_key(Key::Enter);
+    // The repository is looked at before the summary (whether it exists, is encrypted).
+    let e = a.on_key(Key::Enter);
+    let [Effect::LookAtRepo(repo, None)] = e.as_slice() else {
+        panic!("{e:?}")
+    };
+    assert_eq!(
+        *repo,
+        Location::Local(PathBuf::from(format!("{DIR}/backups")))
+    );
+    a.on_repo(Ok(crate::ops::RepoState {
+        exists: true,
+        encrypted: false,
+        snapshots: vec![],
+        unlocked: false,
+    }));
     let Screen::Capture(w) = &a.screen else {
         panic!()
     };
@@ -103,4 +117,82 @@ fn a_repositorys_snapshots_are_offered_for_restore() {
     };
     assert_eq!(s.name, "pc-SRC");
     assert_eq!(s.when, crate::url::When::At("2026-12-07T08:49:27Z".into()));
+}
+
+#[test]
+fn an_encrypted_repository_is_listed_and_its_passphrase_never_shown() {
+    let mut a = app();
+    a.on_key(Key::Char('r'));
+    let mut store = images_store(&a);
+    store.repos = vec![FoundRepo {
+        rel: "vault".into(),
+        encrypted: true,
+        snapshots: vec![],
+    }];
+    a.on_key(Key::Enter);
+    a.on_store(Ok(store));
+    let screen = super::tests::render(&a, 100, 30);
+    assert!(
+        screen.contains("vault::  (encrypted repository"),
+        "{screen}"
+    );
+    a.on_key(Key::End);
+    assert!(a.on_key(Key::Enter).is_empty());
+    type_text(&mut a, "s3cret pass");
+    snap("restore_passphrase", &a);
+    let screen = super::tests::render(&a, 100, 30);
+    assert!(
+        !screen.contains("s3cret") && screen.contains("***********"),
+        "{screen}"
+    );
+    let e = a.on_key(Key::Enter);
+    let [Effect::LookAtRepo(Location::Local(p), Some(pass))] = e.as_slice() else {
+        panic!("{e:?}")
+    };
+    assert_eq!(p, &PathBuf::from(format!("{DIR}/vault")));
+    assert_eq!(pass.expose(), "s3cret pass");
+    // While it is checked, keys wait; Esc stops waiting and the answer is then ignored.
+    a.on_key(Key::Esc);
+    a.on_repo(Err("wrong passphrase".into()));
+    assert!(a.status.is_none() || !a.status.clone().unwrap().contains("wrong"));
+}
+
+#[test]
+fn a_new_repository_can_be_encrypted_from_the_summary() {
+    let mut a = app();
+    a.on_key(Key::Char('c'));
+    a.on_key(Key::Enter);
+    let store = images_store(&a);
+    a.on_key(Key::Enter);
+    a.on_store(Ok(store));
+    let Screen::Capture(w) = &mut a.screen else {
+        panic!()
+    };
+    w.name = "vault::pc".into();
+    a.on_key(Key::Enter);
+    a.on_repo(Ok(crate::ops::RepoState {
+        exists: false,
+        encrypted: false,
+        snapshots: vec![],
+        unlocked: false,
+    }));
+    let screen = super::tests::render(&a, 100, 30);
+    assert!(
+        screen.contains("new, made by this capture (not encrypted; e encrypts it)"),
+        "{screen}"
+    );
+    a.on_key(Key::Char('e'));
+    type_text(&mut a, "pw");
+    a.on_key(Key::Enter);
+    type_text(&mut a, "pw");
+    snap("capture_new_passphrase", &a);
+    a.on_key(Key::Enter);
+    let e = a.on_key(Key::Enter);
+    let [Effect::Start(Request::Capture(spec))] = e.as_slice() else {
+        panic!("{e:?} {:?}", a.status)
+    };
+    let Location::Snapshot(s) = &spec.output else {
+        panic!()
+    };
+    assert_eq!(s.passphrase.as_ref().unwrap().expose(), "pw");
 }

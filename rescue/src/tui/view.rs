@@ -15,6 +15,7 @@ use super::app::{App, Mode, Overlay, Screen, MENU};
 use super::widgets::{bold, dialog, dim, fit, key_line, rows, select_list, text_box, wrap};
 
 mod network;
+mod repo;
 mod wizards;
 use wizards::{capture, clone, restore, verify};
 

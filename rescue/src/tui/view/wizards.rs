@@ -228,6 +228,12 @@ pub(super) fn capture(
                     "Free space:  unknown until the share is mounted (not checked)",
                 ));
             }
+            if let Some(r) = &w.repo {
+                lines.push(Line::from(super::repo::repo_line(
+                    r,
+                    w.passphrase.is_some(),
+                )));
+            }
             lines.extend([
                 Line::from(""),
                 Line::from("The source is only read (it is set read-only while it is read)."),
@@ -239,33 +245,22 @@ pub(super) fn capture(
                 lines.push(Line::from(Span::styled(format!("Warning: {warn}"), bold())));
             }
             text_box(f, area, &step_title(4, 4, "summary"), lines);
+            if w.new_repo() {
+                return vec![
+                    ("Enter", "start the capture"),
+                    ("e", "encrypt the new repository"),
+                    ("Esc", "back"),
+                ];
+            }
             vec![("Enter", "start the capture"), ("Esc", "back")]
         }
+        CapStep::Pass => {
+            let Some(p) = &w.pass else {
+                return vec![];
+            };
+            super::repo::pass_step(f, area, &step_title(3, 4, "the passphrase"), p, w.looking)
+        }
     }
-}
-
-fn image_items(o: Option<&crate::tui::app::OpenedStore>, w: usize) -> Vec<(String, bool)> {
-    o.map(|o| {
-        o.images
-            .iter()
-            .map(|i| {
-                let rel = i.path.strip_prefix(&o.dir).unwrap_or(&i.path);
-                (
-                    fit(
-                        &format!(
-                            "{:<40} {:>10}  {}",
-                            rel.display(),
-                            human_size(i.size_bytes),
-                            date_time(i.modified_unix)
-                        ),
-                        w,
-                    ),
-                    true,
-                )
-            })
-            .collect()
-    })
-    .unwrap_or_default()
 }
 
 pub(super) fn restore(
@@ -286,6 +281,10 @@ pub(super) fn restore(
             vec![("Enter", "open"), ("Esc", "cancel")]
         }
         RStep::Image => {
+            if let Some(p) = &w.pick.pass {
+                let title = step_title(2, 5, "the repository's passphrase");
+                return super::repo::pass_step(f, area, &title, p, w.pick.looking.is_some());
+            }
             select_list(
                 f,
                 area,
@@ -298,7 +297,7 @@ pub(super) fn restore(
                         "the image"
                     },
                 ),
-                image_items(w.pick.opened.as_ref(), width),
+                super::repo::image_items(&w.pick, width),
                 w.pick.image_sel,
             );
             vec![("Enter", "inspect"), ("Esc", "back")]
@@ -517,11 +516,15 @@ pub(super) fn verify(
             vec![("Enter", "open"), ("Esc", "cancel")]
         }
         VStep::Image => {
+            if let Some(p) = &w.pick.pass {
+                let title = step_title(2, 2, "the repository's passphrase");
+                return super::repo::pass_step(f, area, &title, p, w.pick.looking.is_some());
+            }
             select_list(
                 f,
                 area,
                 &step_title(2, 2, "the image to verify"),
-                image_items(w.pick.opened.as_ref(), width),
+                super::repo::image_items(&w.pick, width),
                 w.pick.image_sel,
             );
             vec![("Enter", "verify"), ("Esc", "back")]
