@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use builder::qemu::{Bus, Disk, UserNet};
-use builder::servers::{self, Smbd};
+use builder::servers::{self, S3Server, Smbd};
 use qemu_tests::{Guest, BOOT_TIMEOUT};
 
 mod common;
@@ -284,6 +284,152 @@ fn network_screen_then_capture_onto_and_restore_from_an_smb_share_through_the_tu
         "the restored disk differs: {:?} {:?}",
         v.error, v.problems
     );
+}
+
+/// A repository on an S3 server through the interface: the capture wizard, given `URL::NAME` as the
+/// network location with the secret key as its password, finds no repository there and makes one,
+/// encrypted (`e` on the summary, the passphrase typed twice); the restore wizard, given the
+/// repository's URL, says it is encrypted, refuses a wrong passphrase on screen, lists the snapshot
+/// once the right one is typed, and restores it onto a blank disk. Neither the secret nor the
+/// passphrase is ever on the serial console.
+#[test]
+fn an_encrypted_repository_on_s3_through_the_tui() {
+    const PASSPHRASE: &str = "Tui-vault-9";
+    let server = S3Server::start();
+    server.create_bucket("tui");
+    let port = server.endpoint.rsplit(':').next().unwrap();
+    let repo_at = |host: &str| {
+        format!(
+            "s3://{}@tui/site?endpoint=http://{host}:{port}&region={}",
+            server.access_key, server.region
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let src = source_disk(dir.path());
+    let target = dir.path().join("target.img");
+    blank(&target, 200);
+    let mut vm = vm();
+    vm.user_net = Some(UserNet::default());
+    vm.disks
+        .push(Disk::new(&src.path, Bus::Virtio).serial("SRC"));
+    vm.disks.push(Disk::new(&target, Bus::Virtio).serial("DST"));
+    let mut g = Guest::boot(vm).unwrap_or_else(|e| panic!("{e:#}"));
+    let from = g
+        .wait_for(rescue::init::READY, BOOT_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let mut s = Session { g, from };
+    s.wait("Disks (2)", STEP);
+
+    // Capture: whole disk → Network location → URL::pc and the secret key → a new repository.
+    s.select_disk("SRC");
+    s.send("c");
+    s.wait("Step 1 of 4", STEP);
+    s.send(ENTER);
+    s.wait("Step 2 of 4", STEP);
+    s.select("Network location");
+    s.send(ENTER);
+    s.wait("Step 3 of 4", STEP);
+    s.send(&format!("{}::pc", repo_at("10.0.2.2")));
+    s.send(TAB);
+    s.send(&server.secret_key);
+    s.send(ENTER);
+    let screen = s.wait("e encrypts it", JOB_TIMEOUT);
+    assert!(screen.contains("new, made by this capture"), "{screen}");
+    s.send("e");
+    s.wait("will be encrypted", STEP);
+    s.send(PASSPHRASE);
+    s.send(ENTER);
+    s.send(PASSPHRASE);
+    let screen = s.wait(
+        &format!("Again:      {}", "*".repeat(PASSPHRASE.len())),
+        STEP,
+    );
+    assert!(!screen.contains(PASSPHRASE), "{screen}");
+    s.send(ENTER);
+    let screen = s.wait("encrypted with the passphrase typed", STEP);
+    assert!(screen.contains("Step 4 of 4"), "{screen}");
+    let started = Instant::now();
+    s.send(ENTER);
+    let screen = s.wait("SUCCESS", JOB_TIMEOUT);
+    let capture_seconds = started.elapsed().as_secs_f64();
+    assert!(screen.contains("Root hash:"), "{screen}");
+    s.send(ENTER);
+    s.wait("Disks (2)", STEP);
+
+    // Restore: Network location → the repository's URL → its passphrase (a wrong one first) → the
+    // snapshot → the whole image → the 200 MiB disk.
+    s.send("r");
+    s.wait("Step 1 of 5", STEP);
+    s.select("Network location");
+    s.send(ENTER);
+    s.wait("Step 2 of 5", STEP);
+    s.send(&repo_at("10.0.2.2"));
+    s.send(TAB);
+    s.send(&server.secret_key);
+    s.send(ENTER);
+    s.wait("is encrypted", JOB_TIMEOUT);
+    s.send("not the passphrase");
+    s.send(ENTER);
+    s.wait("wrong passphrase", JOB_TIMEOUT);
+    s.send(PASSPHRASE);
+    s.send(ENTER);
+    let screen = s.wait("pc@", JOB_TIMEOUT);
+    assert!(screen.contains("Step 2 of 5: the image"), "{screen}");
+    s.send(ENTER);
+    s.wait("Step 3 of 5", JOB_TIMEOUT);
+    s.send(ENTER);
+    s.wait("Step 4 of 5", STEP);
+    let restore_seconds = s.restore_onto("200.0 MiB", "Disks (2)");
+    s.power_off();
+    eprintln!(
+        "TUI capture into an encrypted S3 repository under TCG: {capture_seconds:.1} s; restore {restore_seconds:.1} s"
+    );
+    let serial = s.g.output();
+    assert!(
+        !serial.contains(PASSPHRASE),
+        "the passphrase is in the serial log"
+    );
+    assert!(
+        !serial.contains(&server.secret_key),
+        "the secret is in the serial log"
+    );
+
+    // On the host: the repository is encrypted (nothing listed without the passphrase), the snapshot
+    // verifies with it, and the restored disk has the source's partitions.
+    use rescue::ops::{self, Location, Secret};
+    let host_repo = format!(
+        "s3://{}:{}@tui/site?endpoint={}&region={}",
+        server.access_key, server.secret_key, server.endpoint, server.region
+    );
+    let repo = Location::parse(&host_repo).unwrap();
+    let state = ops::look_at_repo(&repo, &Default::default()).unwrap();
+    assert!(
+        state.exists && state.encrypted && !state.unlocked,
+        "{state:?}"
+    );
+    let Location::Snapshot(mut snap) = Location::parse(&format!("{host_repo}::pc")).unwrap() else {
+        panic!()
+    };
+    snap.passphrase = Some(Secret::new(PASSPHRASE));
+    let req = ops::Request::Verify(ops::VerifySpec {
+        image: Location::Snapshot(snap),
+        against: None,
+    });
+    let v = ops::run(
+        &req,
+        &Default::default(),
+        &Default::default(),
+        ops::Control::default(),
+    );
+    assert!(
+        v.ok,
+        "{:?} {:?}\n{}",
+        v.error,
+        v.problems,
+        server.log_text()
+    );
+    let (want, have) = (host_report(&src.path), host_report(&target));
+    assert_eq!(have["partitions"], want["partitions"]);
 }
 
 impl Session {
