@@ -4,7 +4,8 @@
 //! (QEMU killed), after which the repository lists no snapshot, checks out, and the next capture reuses
 //! the chunks already written. And a repository on an S3 server (Ceph's radosgw on the host's
 //! 127.0.0.1, 10.0.2.2 to the guest): two captures, a restore and a check from the rescue system; and the
-//! same on an SMB share (Samba on the host), the repository made there by the guest.
+//! same on an SMB share (Samba on the host) and an NFS export (NFS-Ganesha on the host), the repository
+//! made there by the guest.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use builder::image::{write_image, ImageOptions};
 use builder::qemu::{Bus, Disk, UserNet, Vm};
-use builder::servers::{S3Server, Smbd};
+use builder::servers::{Ganesha, S3Server, Smbd};
 use qemu_tests::{boot_files, Guest};
 use serde_json::Value;
 
@@ -252,6 +253,19 @@ fn a_repository_on_an_smb_share() {
     eprintln!("two captures onto SMB, a restore and a check in the guest: {took:.1} s");
     // On the server: the repository with its two snapshots.
     let snaps = std::fs::read_dir(smb.share_dir.join("repo/snapshots"))
+        .unwrap()
+        .count();
+    assert_eq!(snaps, 2);
+}
+
+#[test]
+fn a_repository_on_an_nfs_export() {
+    let nfs = Ganesha::start();
+    // The export's pseudo path, as NFSv4 clients see the server.
+    let repo = format!("nfs://10.0.2.2:{}/images/repo", nfs.port);
+    let took = network_round_trip(&repo, "no secret on NFS", &|| nfs.log_text());
+    eprintln!("two captures onto NFS, a restore and a check in the guest: {took:.1} s");
+    let snaps = std::fs::read_dir(nfs.export_dir.join("repo/snapshots"))
         .unwrap()
         .count();
     assert_eq!(snaps, 2);

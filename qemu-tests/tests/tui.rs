@@ -177,13 +177,11 @@ fn capture_restore_verify_and_clone_through_the_tui() {
 
 const PASSWORD: &str = "Sm8-pass,word";
 
-#[test]
-fn network_screen_then_capture_onto_and_restore_from_an_smb_share_through_the_tui() {
-    let smb = Smbd::start(PASSWORD);
-    let dir = tempfile::tempdir().unwrap();
-    let src = source_disk(dir.path());
-    // The restore's target, told apart from the source by its size.
-    let target = dir.path().join("target.img");
+/// Boot on the user network with the demo source disk (serial SRC) and a blank 200 MiB target (DST,
+/// told apart from the source by its size), up to the overview.
+fn boot_networked(dir: &std::path::Path) -> (Session, Source, std::path::PathBuf) {
+    let src = source_disk(dir);
+    let target = dir.join("target.img");
     blank(&target, 200);
     let mut vm = vm();
     vm.user_net = Some(UserNet::default());
@@ -196,6 +194,14 @@ fn network_screen_then_capture_onto_and_restore_from_an_smb_share_through_the_tu
         .unwrap_or_else(|e| panic!("{e:#}"));
     let mut s = Session { g, from };
     s.wait("Disks (2)", STEP);
+    (s, src, target)
+}
+
+#[test]
+fn network_screen_then_capture_onto_and_restore_from_an_smb_share_through_the_tui() {
+    let smb = Smbd::start(PASSWORD);
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, src, target) = boot_networked(dir.path());
 
     // The network screen: the NIC with its driver, no address yet; d takes QEMU's DHCP lease.
     s.send("n");
@@ -305,20 +311,7 @@ fn an_encrypted_repository_on_s3_through_the_tui() {
         )
     };
     let dir = tempfile::tempdir().unwrap();
-    let src = source_disk(dir.path());
-    let target = dir.path().join("target.img");
-    blank(&target, 200);
-    let mut vm = vm();
-    vm.user_net = Some(UserNet::default());
-    vm.disks
-        .push(Disk::new(&src.path, Bus::Virtio).serial("SRC"));
-    vm.disks.push(Disk::new(&target, Bus::Virtio).serial("DST"));
-    let mut g = Guest::boot(vm).unwrap_or_else(|e| panic!("{e:#}"));
-    let from = g
-        .wait_for(rescue::init::READY, BOOT_TIMEOUT)
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    let mut s = Session { g, from };
-    s.wait("Disks (2)", STEP);
+    let (mut s, src, target) = boot_networked(dir.path());
 
     // Capture: whole disk → Network location → URL::pc and the secret key → a new repository.
     s.select_disk("SRC");

@@ -905,3 +905,115 @@ fn a_repository_on_a_read_only_mount_is_read() {
     assert_eq!(rc3, 1, "{out3}");
     assert!(out3.contains("Read-only file system"), "{out3}");
 }
+
+/// A folder that answers as an object store does (no local paths), counting the lookups of chunk
+/// objects: stands for S3, where each is a round trip.
+#[derive(Debug)]
+struct Counting {
+    inner: rescue::repo::DirBackend,
+    lookups: std::sync::atomic::AtomicUsize,
+}
+
+impl rescue::repo::Backend for Counting {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn get(&self, key: &str) -> std::io::Result<Option<Vec<u8>>> {
+        self.inner.get(key)
+    }
+    fn get_range(&self, key: &str, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        self.inner.get_range(key, offset, len)
+    }
+    fn size(&self, key: &str) -> std::io::Result<Option<u64>> {
+        if key.starts_with("chunks/") {
+            self.lookups
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.inner.size(key)
+    }
+    fn put_new(&self, key: &str, data: &[u8], flush: bool) -> std::io::Result<bool> {
+        self.inner.put_new(key, data, flush)
+    }
+    fn put_replace(&self, key: &str, data: &[u8]) -> std::io::Result<()> {
+        self.inner.put_replace(key, data)
+    }
+    fn list(&self, prefix: &str) -> std::io::Result<Vec<(String, u64)>> {
+        self.inner.list(prefix)
+    }
+    fn delete(&self, key: &str) -> std::io::Result<()> {
+        self.inner.delete(key)
+    }
+    fn sync(&self, written: &[String]) -> std::io::Result<()> {
+        self.inner.sync(written)
+    }
+    fn try_lock(&self, exclusive: bool) -> std::io::Result<Option<rescue::repo::HeldLock>> {
+        self.inner.try_lock(exclusive)
+    }
+    fn leftovers(&self) -> std::io::Result<Vec<String>> {
+        self.inner.leftovers()
+    }
+    fn remove_leftovers(&self) -> std::io::Result<u64> {
+        self.inner.remove_leftovers()
+    }
+    fn local_path(&self, _key: &str) -> Option<std::path::PathBuf> {
+        None
+    }
+}
+
+/// On an object store a capture asks the store only about chunks the previous snapshot of its name
+/// lacks: an unchanged disk captured again costs no chunk lookups; another name (no previous snapshot)
+/// looks up each chunk; and the snapshot so made restores whole.
+#[test]
+fn on_an_object_store_the_previous_snapshot_answers_for_its_chunks() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let disk = d.join("source.img");
+    fixtures::create_disk(&disk, &fixtures::demo_gpt()).unwrap();
+    let root = d.join("repo");
+    rescue::repo::Repo::init(&root, None).unwrap();
+    let counting = std::sync::Arc::new(Counting {
+        inner: rescue::repo::DirBackend::new(&root),
+        lookups: Default::default(),
+    });
+    let repo = rescue::repo::Repo::open_on(counting.clone(), &root).unwrap();
+    let spec = rescue::ops::CaptureSpec {
+        source: disk.clone(),
+        threads: 2,
+        ..Default::default()
+    };
+    let capture = |name: &str| {
+        counting.lookups.store(0, Ordering::Relaxed);
+        let c =
+            rescue::ops::capture_repo(&spec, &repo, name, &Default::default(), Default::default())
+                .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        (counting.lookups.load(Ordering::Relaxed), c)
+    };
+    let (first, c1) = capture("pc");
+    assert!(
+        first > 0 && c1.stats.new_chunks > 0,
+        "{first} {:?}",
+        c1.stats
+    );
+    let (second, c2) = capture("pc");
+    assert_eq!(
+        second, 0,
+        "the unchanged disk's chunks were looked up again"
+    );
+    assert_eq!(c2.stats.new_chunks, 0, "{:?}", c2.stats);
+    let (other, c3) = capture("other");
+    assert!(
+        other >= first / 2,
+        "{other} lookups without a previous snapshot ({first} the first time)"
+    );
+    assert_eq!(c3.stats.new_chunks, 0, "{:?}", c3.stats);
+    // The snapshot made from known chunks is whole.
+    let (rc, out) = rescue(&[
+        "verify",
+        &format!("{}::pc", s(&root)),
+        "--against",
+        s(&disk),
+    ]);
+    assert_eq!(rc, 0, "{out}");
+}

@@ -236,3 +236,80 @@ fn the_interface_makes_and_unlocks_a_repository_on_s3() {
     assert!(format!("{o}{e}").contains("is encrypted"), "{o}{e}");
     assert!(!format!("{o}{e}").contains(&server.secret_key));
 }
+
+/// Who may use a repository on S3 at once: two captures started together both finish and the check
+/// reading every chunk is clean; a prune is refused while a capture's (shared) lock object is there,
+/// and runs once it is gone.
+#[test]
+fn captures_at_once_and_a_prune_refused_while_a_lock_is_held_on_s3() {
+    let server = S3Server::start();
+    server.create_bucket("busy");
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("source.img");
+    fixtures::create_disk(&disk, &fixtures::demo_gpt()).unwrap();
+    let repo = format!(
+        "s3://busy/r?endpoint={}&region={}",
+        server.endpoint, server.region
+    );
+    let (rc, o, e) = run(&server, &["repo", "init", &repo], &[]);
+    assert_eq!(rc, 0, "{o}{e}");
+    let spawn = |name: &str| {
+        Command::new(env!("CARGO_BIN_EXE_rescue"))
+            .env("AWS_ACCESS_KEY_ID", &server.access_key)
+            .env("AWS_SECRET_ACCESS_KEY", &server.secret_key)
+            .args([
+                "capture",
+                s(&disk),
+                "--repo",
+                &repo,
+                "--name",
+                name,
+                "--json",
+            ])
+            .output()
+    };
+    let (a, b) = std::thread::scope(|sc| {
+        let a = sc.spawn(|| spawn("a"));
+        let b = sc.spawn(|| spawn("b"));
+        (a.join().unwrap().unwrap(), b.join().unwrap().unwrap())
+    });
+    for out in [&a, &b] {
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let (rc, o, e) = run(&server, &["check", &repo, "--read-data", "--json"], &[]);
+    assert_eq!(rc, 0, "{o}{e}");
+    assert_eq!(json(&o)["snapshots"], 2, "{o}");
+
+    // A shared lock held (as a capture or a restore holds it): the prune is refused, nothing removed.
+    let Ok(rescue::ops::Location::Remote(url)) = rescue::ops::Location::parse(&repo) else {
+        panic!()
+    };
+    let client = rescue::store::s3::S3Client::open(
+        &url,
+        Some(&server.access_key),
+        Some(&rescue::ops::Secret::new(server.secret_key.clone())),
+        None,
+    )
+    .unwrap();
+    let backend: std::sync::Arc<dyn rescue::repo::Backend> =
+        std::sync::Arc::new(rescue::repo::S3Backend::new(client));
+    let held = backend.try_lock(false).unwrap().expect("a shared lock");
+    let (rc, o, e) = run(&server, &["prune", &repo, "--keep-last", "1"], &[]);
+    assert_ne!(rc, 0, "{o}{e}");
+    assert!(format!("{o}{e}").contains("in use"), "{o}{e}");
+    let (rc, o, e) = run(&server, &["snapshots", &repo, "--json"], &[]);
+    assert_eq!(rc, 0, "{o}{e}");
+    assert_eq!(json(&o)["snapshots"].as_array().unwrap().len(), 2);
+    drop(held);
+    let (rc, o, e) = run(
+        &server,
+        &["prune", &repo, "--keep-last", "1", "--name", "a"],
+        &[],
+    );
+    assert_eq!(rc, 0, "{o}{e}");
+}

@@ -45,7 +45,7 @@ pub fn capture_repo(
     capture_opts.chunk_size = repo.config.chunk_size;
     let reads = capture::plan_reads(&source, &plan);
     let state = Arc::new(Mutex::new(SinkState::default()));
-    let store = repo.chunks();
+    let store = repo.chunks().with_known(&previous_chunks(repo, name));
     let sink = Box::new(store.sink(state.clone()));
     let result = capture::capture_into(
         &source,
@@ -102,6 +102,21 @@ pub fn capture_repo(
         snapshot,
         stats: state.stats,
     })
+}
+
+/// The chunk records of the latest snapshot of `name` when the repository is on an object store, where
+/// every lookup is a round trip: the capture then asks the store only about chunks that snapshot lacks
+/// ([`crate::repo::ChunkStore::with_known`]). None on a folder (a lookup there is a `stat`, and it finds
+/// an object damaged since, which the capture then writes again), without such a snapshot, or when it
+/// cannot be read.
+fn previous_chunks(repo: &Repo, name: &str) -> Vec<crate::image::ChunkRecord> {
+    if repo.backend.local_path(crate::repo::CONFIG_FILE).is_some() {
+        return Vec::new();
+    }
+    crate::repo::resolve(repo, name, &crate::url::When::Latest)
+        .and_then(|entry| crate::repo::SnapshotImage::open(repo, &entry))
+        .map(|image| image.chunks().to_vec())
+        .unwrap_or_default()
 }
 
 /// What [`export`] wrote.

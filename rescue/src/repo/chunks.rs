@@ -59,6 +59,9 @@ pub struct ChunkStore {
     /// round trip). Shared by the clones of one store; entries leave as the sink takes them, so it holds
     /// only the chunks between the lookup and the sink.
     looked: Arc<Mutex<HashMap<Hash, Option<ObjectInfo>>>>,
+    /// Chunks taken as present without asking the store: those of the previous snapshot of the name
+    /// being captured, on a store where every question is a network round trip ([`Self::with_known`]).
+    known: Arc<HashMap<Hash, ObjectInfo>>,
 }
 
 impl ChunkStore {
@@ -67,7 +70,32 @@ impl ChunkStore {
             backend,
             keys,
             looked: Arc::default(),
+            known: Arc::default(),
         }
+    }
+
+    /// This store, answering lookups for the chunks of `previous` (a snapshot's index records) from
+    /// memory. They are present: the snapshot was written after its chunks were on the store, a prune
+    /// keeps every chunk a snapshot refers to, and captures and prunes exclude each other. One lost
+    /// behind the repository's back (a damaged disk, a hand) is what `rescue check` finds, naming the
+    /// snapshots it affects. Memory grows with that snapshot's disk, not with the repository.
+    pub fn with_known(mut self, previous: &[crate::image::ChunkRecord]) -> ChunkStore {
+        self.known = Arc::new(
+            previous
+                .iter()
+                .map(|r| {
+                    (
+                        r.hash,
+                        ObjectInfo {
+                            compression: r.compression,
+                            stored_len: r.stored_len,
+                            uncompressed_len: r.uncompressed_len,
+                        },
+                    )
+                })
+                .collect(),
+        );
+        self
     }
 
     /// What the lookup found of this chunk, if it looked.
@@ -430,8 +458,11 @@ impl ChunkSink for RepoSink {
 
 impl crate::image::ChunkLookup for ChunkStore {
     fn stored(&self, hash: &Hash, uncompressed_len: u32) -> Option<(Compression, u32)> {
-        // A damaged object (an error) is not remembered: the sink looks again and replaces it.
-        let info = self.info(hash).ok()?;
+        let info = match self.known.get(hash) {
+            Some(k) if k.uncompressed_len == uncompressed_len => Some(*k),
+            // A damaged object (an error) is not remembered: the sink looks again and replaces it.
+            _ => self.info(hash).ok()?,
+        };
         self.looked
             .lock()
             .unwrap_or_else(|p| p.into_inner())
