@@ -17,13 +17,24 @@ fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
 
+/// `rescue ARGS` with the server's keys in the environment.
+fn command(server: &S3Server, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rescue"));
+    c.env("AWS_ACCESS_KEY_ID", &server.access_key)
+        .env("AWS_SECRET_ACCESS_KEY", &server.secret_key)
+        .args(args);
+    c
+}
+
+/// `rescue capture DISK --repo REPO --name NAME --json`'s arguments.
+fn capture_args<'a>(disk: &'a std::path::Path, repo: &'a str, name: &'a str) -> [&'a str; 7] {
+    ["capture", s(disk), "--repo", repo, "--name", name, "--json"]
+}
+
 /// `rescue ARGS` with the server's keys in the environment: status, stdout, stderr.
 fn run(server: &S3Server, args: &[&str], extra: &[(&str, &str)]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_rescue"))
-        .env("AWS_ACCESS_KEY_ID", &server.access_key)
-        .env("AWS_SECRET_ACCESS_KEY", &server.secret_key)
+    let out = command(server, args)
         .envs(extra.iter().copied())
-        .args(args)
         .output()
         .unwrap();
     let (o, e) = (
@@ -49,19 +60,7 @@ fn a_repository_in_an_s3_bucket() {
     let (rc, o, e) = run(&server, &["repo", "init", &repo], &[]);
     assert_eq!(rc, 0, "{o}{e}\n{}", server.log_text());
     let capture = |name: &str| {
-        let (rc, o, e) = run(
-            &server,
-            &[
-                "capture",
-                s(&disk),
-                "--repo",
-                &repo,
-                "--name",
-                name,
-                "--json",
-            ],
-            &[],
-        );
+        let (rc, o, e) = run(&server, &capture_args(&disk, &repo, name), &[]);
         assert_eq!(rc, 0, "{o}{e}");
         json(&o)
     };
@@ -253,21 +252,7 @@ fn captures_at_once_and_a_prune_refused_while_a_lock_is_held_on_s3() {
     );
     let (rc, o, e) = run(&server, &["repo", "init", &repo], &[]);
     assert_eq!(rc, 0, "{o}{e}");
-    let spawn = |name: &str| {
-        Command::new(env!("CARGO_BIN_EXE_rescue"))
-            .env("AWS_ACCESS_KEY_ID", &server.access_key)
-            .env("AWS_SECRET_ACCESS_KEY", &server.secret_key)
-            .args([
-                "capture",
-                s(&disk),
-                "--repo",
-                &repo,
-                "--name",
-                name,
-                "--json",
-            ])
-            .output()
-    };
+    let spawn = |name: &str| command(&server, &capture_args(&disk, &repo, name)).output();
     let (a, b) = std::thread::scope(|sc| {
         let a = sc.spawn(|| spawn("a"));
         let b = sc.spawn(|| spawn("b"));
