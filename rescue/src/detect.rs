@@ -102,6 +102,12 @@ pub enum DetectError {
     Missing { path: PathBuf },
     #[error("{path} is empty (0 bytes): it holds no disk; check that you named the right file")]
     EmptyFile { path: PathBuf },
+    /// A virtual machine's disk file that cannot be read (the message names the file).
+    #[error("{source}")]
+    VirtualDisk {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} is neither a block device nor a regular file; give a disk (/dev/sda) or an image file")]
     NotADisk { path: PathBuf },
     #[error("{path} has a size of 0 bytes (no medium inserted?)")]
@@ -187,7 +193,23 @@ pub fn detect_paths(paths: &[PathBuf], opts: &DetectOptions) -> Report {
             ),
             Ok(meta) if meta.file_type().is_file() => match File::open(path) {
                 Ok(file) => {
-                    let mut disk = detect_image(file, meta.len(), &path.to_string_lossy(), opts);
+                    let mut disk = match virtual_disk(&file, path) {
+                        Ok(Some((v, cursor, size))) => {
+                            let mut disk =
+                                detect_image(cursor, size, &path.to_string_lossy(), opts);
+                            disk.model = Some(format!("{} virtual disk", v.format.name()));
+                            disk
+                        }
+                        Ok(None) => detect_image(file, meta.len(), &path.to_string_lossy(), opts),
+                        Err(source) => failed_disk(
+                            path,
+                            Transport::File,
+                            DetectError::VirtualDisk {
+                                path: path.clone(),
+                                source,
+                            },
+                        ),
+                    };
                     disk.name = file_name(path);
                     disk.read_only =
                         nix::unistd::access(path, nix::unistd::AccessFlags::W_OK).is_err();
@@ -212,6 +234,20 @@ pub fn detect_paths(paths: &[PathBuf], opts: &DetectOptions) -> Report {
         report.disks.push(disk);
     }
     report
+}
+
+/// The virtual machine disk `file` holds ([`crate::vdisk`]), with a cursor over its guest disk and that
+/// disk's size; `None` for any other file (a raw disk image).
+fn virtual_disk(
+    file: &File,
+    path: &Path,
+) -> std::io::Result<Option<(crate::vdisk::VirtualDisk, crate::vdisk::Cursor, u64)>> {
+    let Some(v) = crate::vdisk::open(std::sync::Arc::new(file.try_clone()?), path)? else {
+        return Ok(None);
+    };
+    let cursor = crate::vdisk::Cursor::new(v.disk.clone())?;
+    let size = v.size()?;
+    Ok(Some((v, cursor, size)))
 }
 
 /// When `dir` (sysfs) is a partition's: names its whole disk, and marks the partition as part of the boot

@@ -41,3 +41,4 @@ pub mod sys;
 pub mod tui;
 pub mod units;
 pub mod url;
+pub mod vdisk;

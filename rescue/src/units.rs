@@ -1,5 +1,7 @@
-//! Units people read: sizes, the names enums have in JSON, dates; and base64. The bottom layer: every
-//! module may use it, and it uses none.
+//! Units people read: sizes, the names enums have in JSON, dates; and base64, and the checksums on-disk
+//! parsers share (`crc`). The bottom layer: every module may use it, and it uses none.
+
+pub mod crc;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["units", "url", "sys"],
     &["image", "hw", "net"],
+    &["vdisk"],
     &["detect"],
     &["init", "fs"],
     &["plan"],
@@ -27,7 +28,7 @@ const LAYERS: &[&[&str]] = &[
 /// The front ends: they reach the layers below `ops` only through it (and the types of `plan`, `store`,
 /// `detect`, `init` and `units` they present).
 const FRONT_ENDS: &[&str] = &["job", "tui", "cli"];
-const BEHIND_OPS: &[&str] = &["engine", "image", "fs", "hw", "net", "sys"];
+const BEHIND_OPS: &[&str] = &["engine", "image", "fs", "hw", "net", "sys", "vdisk"];
 
 fn layer_of(module: &str) -> Option<usize> {
     LAYERS.iter().position(|l| l.contains(&module))
@@ -305,11 +306,11 @@ fn a_back_import_is_caught_and_nothing_else() {
         "{v:#?}"
     );
     assert!(
-        v[1].starts_with("plan/grow.rs: uses crate::store (layer 6) from `plan`"),
+        v[1].starts_with("plan/grow.rs: uses crate::store (layer 7) from `plan`"),
         "{v:#?}"
     );
     assert!(
-        v[2].starts_with("plan.rs: uses crate::engine (layer 5) from `plan` (layer 4)"),
+        v[2].starts_with("plan.rs: uses crate::engine (layer 6) from `plan` (layer 5)"),
         "{v:#?}"
     );
     assert!(

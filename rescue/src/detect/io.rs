@@ -152,37 +152,7 @@ pub(crate) fn has(b: &[u8], off: usize, magic: &[u8]) -> bool {
     slice(b, off, magic.len()) == magic
 }
 
-const CRC_TABLE: [u32; 256] = crc_table();
-
-const fn crc_table() -> [u32; 256] {
-    let mut table = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                0xEDB8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        table[i] = c;
-        i += 1;
-    }
-    table
-}
-
-/// CRC-32 (IEEE 802.3, as used by GPT). The gpt crate computes it too but does not export it, and
-/// we need it over byte ranges the crate never looks at (full header size, backup arrays).
-pub(crate) fn crc32(data: &[u8]) -> u32 {
-    let mut c = !0u32;
-    for &b in data {
-        c = CRC_TABLE[((c ^ u32::from(b)) & 0xFF) as usize] ^ (c >> 8);
-    }
-    !c
-}
+pub(crate) use crate::units::crc::crc32;
 
 /// Text from a fixed-size, NUL- or space-padded on-disk field (labels), `None` when empty.
 pub(crate) fn text_field(b: &[u8]) -> Option<String> {

@@ -36,6 +36,12 @@ pub enum DeviceError {
         offset: u64,
         source: io::Error,
     },
+    #[error(
+        "{path} is a {format} virtual disk file: writing a disk into it byte for byte would destroy \
+         it, so nothing was written. Restore onto a disk or a raw image file (qemu-img convert makes \
+         a {format} file of that)"
+    )]
+    VirtualDiskTarget { path: PathBuf, format: &'static str },
     #[error("flushing {path} failed (the data may not all be on the disk)")]
     Sync { path: PathBuf, source: io::Error },
 }
@@ -55,6 +61,15 @@ pub trait Medium: Send + Sync {
 impl Medium for File {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         FileExt::read_exact_at(self, buf, offset)
+    }
+}
+
+/// A virtual machine's guest disk ([`crate::vdisk`]) as a medium.
+struct VirtualMedium(std::sync::Arc<dyn crate::image::ReadAt>);
+
+impl Medium for VirtualMedium {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.0.read_exact_at(buf, offset)
     }
 }
 
@@ -149,6 +164,21 @@ impl Source {
             // A file being written by a restore or clone (which holds it exclusively) is not captured.
             if lock {
                 lock_file(&file, path, false, "being written by a restore or clone")?;
+            }
+            // A virtual machine's disk file: its guest disk is the source (read through its tables,
+            // never directly).
+            let shared = file.try_clone().map_err(|e| open_error(path, e))?;
+            if let Some(v) = crate::vdisk::open(std::sync::Arc::new(shared), path)
+                .map_err(|e| open_error(path, e))?
+            {
+                let size = v.size().map_err(|e| open_error(path, e))?;
+                // The reader holds a handle of the same open file: the lock stays while it is read.
+                return Ok(Source::from_medium(
+                    Box::new(VirtualMedium(v.disk)),
+                    path,
+                    size,
+                    512,
+                ));
             }
             (file.metadata().map_err(|e| open_error(path, e))?.len(), 512)
         };

@@ -15,17 +15,16 @@
 //! Memory: the descriptor table is read block by block twice (metadata first, then bitmaps), so
 //! nothing proportional to the number of groups is held except the (bounded) range sets.
 
-pub(super) mod crc;
 mod superblock;
 
 use std::io::{Read, Seek};
 
-use self::crc::{crc16, crc32c};
 use self::superblock::{
     base_meta, gdt_location, geometry, incompat, Checksums, Geometry, SB_OFFSET,
 };
 use super::ranges::{intersect, RangeSet};
 use super::{le16, le32, le64, Disk, FsError, UsedMap};
+use crate::units::crc::{crc16, crc32c};
 
 const BG_BLOCK_UNINIT: u16 = 0x2;
 

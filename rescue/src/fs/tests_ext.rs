@@ -282,7 +282,7 @@ fn ext4_checksums_catch_damage() {
 /// wrong).
 #[test]
 fn uninit_group_claiming_more_than_metadata_is_inconsistent() {
-    use super::ext::crc::crc16;
+    use crate::units::crc::crc16;
     let m = make(
         "mkfs.ext4",
         64 << 20,

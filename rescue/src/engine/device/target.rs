@@ -29,6 +29,14 @@ impl Target {
     pub fn open(path: &Path) -> Result<Target, DeviceError> {
         let probe = File::open(path).map_err(|e| open_error(path, e))?;
         let block = is_block(&probe);
+        if !block {
+            if let Some(f) = crate::vdisk::sniff(&probe) {
+                return Err(DeviceError::VirtualDiskTarget {
+                    path: path.to_path_buf(),
+                    format: f.name(),
+                });
+            }
+        }
         drop(probe);
         let mut opts = OpenOptions::new();
         opts.read(true).write(true);

@@ -4,7 +4,7 @@
 use std::io::{Read, Seek};
 
 use super::super::{le16, le32, Disk, FsError};
-use super::crc::crc32c;
+use crate::units::crc::crc32c;
 
 pub(super) const SB_OFFSET: u64 = 1024;
 

@@ -1,0 +1,77 @@
+//! Virtual machines' disks as the disks they hold, on the host CLI: a qcow2 file made by `qemu-img` from a
+//! fixture disk is listed with the fixture's partitions and filesystems, captured (used blocks only,
+//! through its tables) into an image that verifies against the raw disk, and refused as a restore target
+//! (writing a raw disk into it would destroy it), left unchanged.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+mod common;
+use common::*;
+
+use std::process::Command;
+
+use builder::fixtures;
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+#[test]
+fn a_qcow2_disk_is_listed_captured_and_never_written_as_raw() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let raw = d.join("disk.raw");
+    fixtures::create_disk(&raw, &fixtures::demo_gpt()).unwrap();
+    let vm = d.join("vm.qcow2");
+    let out = Command::new("qemu-img")
+        .args(["convert", "-q", "-c", "-O", "qcow2"])
+        .args([&raw, &vm])
+        .output()
+        .expect("qemu-img (qemu-utils) is installed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Listed as the disk it holds.
+    let (rc, o, e) = rescue_split(&["disks", s(&raw), s(&vm), "--json"]);
+    assert_eq!(rc, 0, "{o}{e}");
+    let report = json(&o);
+    let (r, v) = (&report["disks"][0], &report["disks"][1]);
+    assert_eq!(v["size_bytes"], r["size_bytes"], "{v}");
+    assert_eq!(v["model"], "qcow2 virtual disk", "{v}");
+    assert_eq!(
+        v["partitions"].as_array().unwrap().len(),
+        r["partitions"].as_array().unwrap().len()
+    );
+    for (pv, pr) in v["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(r["partitions"].as_array().unwrap())
+    {
+        assert_eq!(pv["start_bytes"], pr["start_bytes"]);
+        assert_eq!(pv["fs"], pr["fs"], "{pv}");
+    }
+
+    // Captured through its tables; the image verifies against the raw disk.
+    let image = d.join("vm.rimg");
+    let (rc, o, e) = rescue_split(&["capture", s(&vm), "-o", s(&image), "--json"]);
+    assert_eq!(rc, 0, "{o}{e}");
+    let (rc, o) = rescue(&["verify", s(&image), "--against", s(&raw)]);
+    assert_eq!(rc, 0, "{o}");
+
+    // Never a restore target: nothing written, the file unchanged.
+    let before = std::fs::read(&vm).unwrap();
+    let (rc, o) = rescue(&["restore", s(&image), s(&vm), "--yes"]);
+    assert_ne!(rc, 0, "{o}");
+    assert!(
+        o.contains("qcow2 virtual disk file") && o.contains("nothing was written"),
+        "{o}"
+    );
+    assert!(
+        std::fs::read(&vm).unwrap() == before,
+        "the qcow2 file was changed"
+    );
+}
