@@ -17,6 +17,7 @@ pub mod qcow2;
 pub mod vdi;
 pub mod vhd;
 pub mod vhdx;
+pub mod vmdk;
 
 /// A virtual disk format this program reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +26,7 @@ pub enum Format {
     Vhd,
     Vhdx,
     Vdi,
+    Vmdk,
 }
 
 impl Format {
@@ -34,6 +36,7 @@ impl Format {
             Format::Vhd => "VHD",
             Format::Vhdx => "VHDX",
             Format::Vdi => "VDI",
+            Format::Vmdk => "VMDK",
         }
     }
 }
@@ -57,8 +60,13 @@ impl VirtualDisk {
 /// disk image, one of our images, another file).
 pub fn sniff(file: &dyn ReadAt) -> Option<Format> {
     let size = file.size().ok()?;
-    let mut head = [0u8; 512];
-    if size < 512 || file.read_exact_at(&mut head, 0).is_err() {
+    // A VMDK descriptor is a small text file; every other format is longer than 512 bytes.
+    let mut head = vec![0u8; size.min(512) as usize];
+    file.read_exact_at(&mut head, 0).ok()?;
+    if vmdk::is_vmdk(&head) {
+        return Some(Format::Vmdk);
+    }
+    if size < 512 {
         return None;
     }
     let mut tail = [0u8; 8];
@@ -99,6 +107,10 @@ pub fn open(file: Arc<dyn ReadAt>, path: &Path) -> io::Result<Option<VirtualDisk
         }
         Format::Vdi => {
             let d = vdi::Vdi::open(file, path)?;
+            (d.notes(), Arc::new(d))
+        }
+        Format::Vmdk => {
+            let d = vmdk::Vmdk::open(file, path)?;
             (d.notes(), Arc::new(d))
         }
     };
@@ -166,16 +178,7 @@ pub(crate) fn read_blocks(
     offset: u64,
     place: impl Fn(u64) -> io::Result<Place>,
 ) -> io::Result<()> {
-    let end = offset.saturating_add(buf.len() as u64);
-    if end > size {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            format!(
-                "{}: bytes {offset}..{end} are past the end of its {size}-byte disk",
-                path.display()
-            ),
-        ));
-    }
+    within_disk(path, size, offset, buf.len())?;
     let mut done = 0usize;
     while done < buf.len() {
         let pos = offset + done as u64;
@@ -204,6 +207,21 @@ pub(crate) fn read_blocks(
             }
         }
         done += n;
+    }
+    Ok(())
+}
+
+/// Whether `len` bytes at `offset` lie inside a guest disk of `size` bytes (named `path`).
+pub(crate) fn within_disk(path: &Path, size: u64, offset: u64, len: usize) -> io::Result<()> {
+    let end = offset.saturating_add(len as u64);
+    if end > size {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!(
+                "{}: bytes {offset}..{end} are past the end of its {size}-byte disk",
+                path.display()
+            ),
+        ));
     }
     Ok(())
 }

@@ -233,6 +233,26 @@ fn open_and_read(data: Vec<u8>, name: &str, reads: &[(u64, usize)]) {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
+    /// Any bytes behind a VMDK sparse header: refused or read, never a panic.
+    #[test]
+    fn any_vmdk_bytes_are_refused_or_read_never_a_panic(
+        mut data in proptest::collection::vec(any::<u8>(), 512..8192),
+        flags in prop_oneof![Just(0u32), Just(1 << 2), Just(3 << 16)],
+        stream in any::<bool>(),
+        reads in proptest::collection::vec((0u64..1 << 22, 1usize..5000), 0..8),
+    ) {
+        data[..4].copy_from_slice(b"KDMV");
+        data[4..8].copy_from_slice(&1u32.to_le_bytes());
+        data[8..12].copy_from_slice(&flags.to_le_bytes());
+        data[20..28].copy_from_slice(&8u64.to_le_bytes());
+        data[44..48].copy_from_slice(&512u32.to_le_bytes());
+        data[77..79].copy_from_slice(&1u16.to_le_bytes());
+        if stream {
+            data[56..64].copy_from_slice(&u64::MAX.to_le_bytes());
+        }
+        open_and_read(data, "fuzz.vmdk", &reads);
+    }
+
     /// Any bytes behind a VDI signature: refused or read, never a panic.
     #[test]
     fn any_vdi_bytes_are_refused_or_read_never_a_panic(
@@ -528,4 +548,100 @@ fn damaged_vhdx_files_are_refused_by_name() {
         .unwrap()
         .to_string();
     assert!(e.contains("region tables"), "{e}");
+}
+
+#[test]
+fn vmdk_files_made_by_qemu_img_read_as_qemu_reads_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (raw, want) = raw_disk(d);
+    check_variants(
+        d,
+        &raw,
+        &want,
+        Format::Vmdk,
+        &[
+            ("sparse.vmdk", &["-O", "vmdk"]),
+            ("zeroed.vmdk", &["-O", "vmdk", "-o", "zeroed_grain=on"]),
+            (
+                "stream.vmdk",
+                &["-O", "vmdk", "-o", "subformat=streamOptimized"],
+            ),
+            (
+                "flat.vmdk",
+                &["-O", "vmdk", "-o", "subformat=monolithicFlat"],
+            ),
+            (
+                "split.vmdk",
+                &["-O", "vmdk", "-o", "subformat=twoGbMaxExtentSparse"],
+            ),
+            (
+                "splitflat.vmdk",
+                &["-O", "vmdk", "-o", "subformat=twoGbMaxExtentFlat"],
+            ),
+        ],
+    );
+}
+
+#[test]
+fn vmdk_descriptors_that_reach_out_or_need_a_parent_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (raw, _) = raw_disk(d);
+    let flat = convert(
+        d,
+        &raw,
+        "flat.vmdk",
+        &["-O", "vmdk", "-o", "subformat=monolithicFlat"],
+    );
+    let text = std::fs::read_to_string(&flat).unwrap();
+    let write = |name: &str, t: &str| {
+        let p = d.join(name);
+        std::fs::write(&p, t).unwrap();
+        p
+    };
+    let outside = text.replace("\"flat-flat.vmdk\"", "\"../etc/flat-flat.vmdk\"");
+    assert_ne!(outside, text, "{text}");
+    let e = open_path(&write("outside.vmdk", &outside))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("outside its folder"), "{e}");
+    let absolute = text.replace("\"flat-flat.vmdk\"", "\"/etc/passwd\"");
+    let e = open_path(&write("absolute.vmdk", &absolute))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("outside its folder"), "{e}");
+    let child = text.replace("parentCID=ffffffff", "parentCID=12345678");
+    assert_ne!(child, text);
+    let e = open_path(&write("child.vmdk", &child))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("parent disk"), "{e}");
+    // A streamOptimized file cut off: its footer is gone, and that is said.
+    let stream = convert(
+        d,
+        &raw,
+        "stream.vmdk",
+        &["-O", "vmdk", "-o", "subformat=streamOptimized"],
+    );
+    let bytes = std::fs::read(&stream).unwrap();
+    // Cut in the middle: the grains past the cut are named when read.
+    let cut = d.join("cutstream.vmdk");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let v = open_path(&cut).unwrap().unwrap();
+    let mut all = vec![0u8; v.size().unwrap() as usize];
+    let e = v.disk.read_exact_at(&mut all, 0).unwrap_err().to_string();
+    assert!(e.contains("grain") || e.contains("grain table"), "{e}");
+    // A stream whose header defers to a footer that is not there.
+    let mut deferred = bytes.clone();
+    deferred[56..64].copy_from_slice(&u64::MAX.to_le_bytes());
+    let n = deferred.len();
+    deferred[n - 1024..n - 1020].fill(0);
+    let p = d.join("nofooter.vmdk");
+    std::fs::write(&p, &deferred).unwrap();
+    let e = open_path(&p).err().unwrap().to_string();
+    assert!(e.contains("footer"), "{e}");
 }
