@@ -1,7 +1,8 @@
 //! Virtual machines' disks as the disks they hold, on the host CLI: a qcow2 file made by `qemu-img` from a
 //! fixture disk is listed with the fixture's partitions and filesystems, captured (used blocks only,
-//! through its tables) into an image that verifies against the raw disk, and refused as a restore target
-//! (writing a raw disk into it would destroy it), left unchanged.
+//! through its tables) into an image that verifies against the raw disk, named for what it is when read
+//! as an image of ours, and refused as a restore target (writing a raw disk into it would destroy it),
+//! left unchanged.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
@@ -61,6 +62,14 @@ fn a_qcow2_disk_is_listed_captured_and_never_written_as_raw() {
     assert_eq!(rc, 0, "{o}{e}");
     let (rc, o) = rescue(&["verify", s(&image), "--against", s(&raw)]);
     assert_eq!(rc, 0, "{o}");
+
+    // Read as an image of ours, it says what it is and what can be done with it.
+    let (rc, o) = rescue(&["inspect", s(&vm)]);
+    assert_ne!(rc, 0, "{o}");
+    assert!(
+        o.contains("it is a qcow2 virtual disk") && o.contains("rescue capture"),
+        "{o}"
+    );
 
     // Never a restore target: nothing written, the file unchanged.
     let before = std::fs::read(&vm).unwrap();

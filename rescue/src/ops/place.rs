@@ -186,7 +186,19 @@ impl Placed {
     pub fn open(&self) -> anyhow::Result<SharedReader<ImageSource>> {
         let shown = self.path.display().to_string();
         let source = self.source()?;
-        SharedReader::open(Arc::new(source)).with_context(|| format!("reading the image {shown}"))
+        // A virtual machine's disk is no image of ours: say what it is and what can be done with it.
+        let vm = match &source {
+            ImageSource::File(f) => crate::vdisk::sniff(f).map(|v| v.name()),
+            _ => None,
+        };
+        SharedReader::open(Arc::new(source)).with_context(|| match vm {
+            Some(format) => format!(
+                "reading the image {shown}: it is a {format} virtual disk, not an image of this \
+                 program; `rescue disks {shown}` shows what it holds and `rescue capture {shown} -o \
+                 IMAGE.rimg` makes an image of it (restoring a virtual disk directly is not done yet)"
+            ),
+            None => format!("reading the image {shown}"),
+        })
     }
 
     /// The image's bytes, as positional reads (for copying it whole).
