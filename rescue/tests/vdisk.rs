@@ -1,8 +1,8 @@
 //! Virtual machines' disks as the disks they hold, on the host CLI: a qcow2 file made by `qemu-img` from a
 //! fixture disk is listed with the fixture's partitions and filesystems, captured (used blocks only,
-//! through its tables) into an image that verifies against the raw disk, named for what it is when read
-//! as an image of ours, and refused as a restore target (writing a raw disk into it would destroy it),
-//! left unchanged.
+//! through its tables) into an image that verifies against the raw disk, verified and restored onto a
+//! disk as it is (V2P; what its filesystems use is the source's), named for what it is when read as an image of ours, and
+//! refused as a restore target (writing a raw disk into it would destroy it), left unchanged.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
@@ -70,6 +70,34 @@ fn a_qcow2_disk_is_listed_captured_and_never_written_as_raw() {
         o.contains("it is a qcow2 virtual disk") && o.contains("rescue capture"),
         "{o}"
     );
+
+    // Verified by reading its whole disk through its tables, and restored onto a disk (V2P): the
+    // result is the disk it holds, as QEMU reads it.
+    let (rc, o) = rescue(&["verify", s(&vm), "--against", s(&raw)]);
+    assert_eq!(rc, 0, "{o}");
+    let target = d.join("target.img");
+    std::fs::File::create(&target)
+        .unwrap()
+        .set_len(std::fs::metadata(&raw).unwrap().len())
+        .unwrap();
+    let (rc, o) = rescue(&["restore", s(&vm), s(&target), "--yes"]);
+    assert_eq!(rc, 0, "{o}");
+    assert!(o.contains("read back and verified"), "{o}");
+    // What the filesystems use (a restore copies no free space) is the same as on the source.
+    let (rc, o) = rescue(&["verify", s(&image), "--against", s(&target)]);
+    assert_eq!(rc, 0, "{o}");
+    let (rc, o) = rescue(&["restore", s(&vm), s(&target), "--yes", "--partition", "1"]);
+    assert_ne!(rc, 0, "{o}");
+    assert!(o.contains("one partition of a virtual disk"), "{o}");
+    // A damaged table is named by verify.
+    let mut bytes = std::fs::read(&vm).unwrap();
+    let l1 = u64::from_be_bytes(bytes[40..48].try_into().unwrap()) as usize;
+    bytes[l1..l1 + 8].copy_from_slice(&(1u64 << 50).to_be_bytes());
+    let bad = d.join("bad.qcow2");
+    std::fs::write(&bad, &bytes).unwrap();
+    let (rc, o) = rescue(&["verify", s(&bad)]);
+    assert_ne!(rc, 0, "{o}");
+    assert!(o.contains("L1 entry 0"), "{o}");
 
     // Never a restore target: nothing written, the file unchanged.
     let before = std::fs::read(&vm).unwrap();

@@ -162,6 +162,16 @@ impl Placed {
         }
     }
 
+    /// The format of the virtual machine disk this is, when it is one (a file on this machine or a
+    /// mounted share that [`crate::vdisk`] recognises).
+    pub fn virtual_format(&self) -> Option<crate::vdisk::Format> {
+        if !matches!(self.reach, Reach::Path) {
+            return None;
+        }
+        let file = std::fs::File::open(&self.path).ok()?;
+        crate::vdisk::sniff(&file)
+    }
+
     /// A snapshot opened for reading, named as `label` in messages; `share` when the repository is on
     /// one; `lock` held until the operation is over.
     pub fn snapshot(
@@ -194,8 +204,8 @@ impl Placed {
         SharedReader::open(Arc::new(source)).with_context(|| match vm {
             Some(format) => format!(
                 "reading the image {shown}: it is a {format} virtual disk, not an image of this \
-                 program; `rescue disks {shown}` shows what it holds and `rescue capture {shown} -o \
-                 IMAGE.rimg` makes an image of it (restoring a virtual disk directly is not done yet)"
+                 program; `rescue disks {shown}` shows what it holds, `rescue capture {shown} -o \
+                 IMAGE.rimg` makes an image of it, and restore and verify take it as it is"
             ),
             None => format!("reading the image {shown}"),
         })

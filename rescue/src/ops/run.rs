@@ -155,6 +155,25 @@ fn execute(
                 out.verified = true;
             }
         }
+        // A virtual machine's disk onto a disk (V2P): its disk copied as a clone copies one.
+        Request::Restore(s) if placed.virtual_format().is_some() => {
+            if s.partition.is_some() || s.to_partition.is_some() {
+                bail!(
+                    "restoring one partition of a virtual disk is not done yet: restore the whole \
+                     disk, or capture it first (`rescue capture {} -o IMAGE.rimg`) and restore the \
+                     partition from that image",
+                    placed.path.display()
+                );
+            }
+            let c = super::CloneSpec {
+                source: placed.path.clone(),
+                target: s.target.clone(),
+                raw: false,
+                confirmed: s.confirmed,
+                verify: s.verify,
+            };
+            clone(&c, opts, ctl, out)?;
+        }
         Request::Restore(s) => {
             let r = super::restore::restore(s, placed, opts, ctl)?;
             out.target = Some(DiskId::from(&r.target));
@@ -166,20 +185,17 @@ fn execute(
             out.set_unreadable(&r.report.unreadable);
             out.notes.extend(r.report.notes);
         }
-        Request::Clone(s) => {
-            let (source, target, r) = super::restore::clone(s, opts, ctl)?;
-            out.source = Some(DiskId::from(&source));
-            out.target = Some(DiskId::from(&target));
-            out.bytes = r.bytes_copied;
-            out.verified = r.verified;
-            out.set_unreadable(&r.unreadable);
-            out.notes = r.notes;
-        }
+        Request::Clone(s) => clone(s, opts, ctl, out)?,
         Request::Verify(v) => {
             if let Some(dev) = &v.against {
                 out.target = detect_one(dev, opts).ok().as_ref().map(DiskId::from);
             }
-            let o = super::verify::verify(placed, v.against.as_deref(), ctl.progress)?;
+            let o = match placed.virtual_format() {
+                Some(_) => {
+                    super::verify::verify_virtual(&placed.path, v.against.as_deref(), ctl.progress)?
+                }
+                None => super::verify::verify(placed, v.against.as_deref(), ctl.progress)?,
+            };
             out.root_hash = Some(o.root_hash);
             out.bytes = o.image_bytes;
             out.unreadable_bytes = Some(o.unreadable_bytes);
@@ -217,6 +233,23 @@ fn execute(
             out.grow = Some(g.report);
         }
     }
+    Ok(())
+}
+
+/// Copy a disk onto another ([`super::restore::clone`]) and say so in `out`.
+fn clone(
+    spec: &super::CloneSpec,
+    opts: &DetectOptions,
+    ctl: Control,
+    out: &mut Outcome,
+) -> anyhow::Result<()> {
+    let (source, target, r) = super::restore::clone(spec, opts, ctl)?;
+    out.source = Some(DiskId::from(&source));
+    out.target = Some(DiskId::from(&target));
+    out.bytes = r.bytes_copied;
+    out.verified = r.verified;
+    out.set_unreadable(&r.unreadable);
+    out.notes = r.notes;
     Ok(())
 }
 
