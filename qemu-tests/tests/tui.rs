@@ -226,14 +226,7 @@ fn network_screen_then_capture_onto_and_restore_from_an_smb_share_through_the_tu
     s.wait("Disks (2)", STEP);
 
     // Capture: whole disk → Network location → URL (no .rimg: it is added) and password → summary.
-    s.select_disk("SRC");
-    s.send("c");
-    s.wait("Step 1 of 4", STEP);
-    s.send(ENTER);
-    s.wait("Step 2 of 4", STEP);
-    s.select("Network location");
-    s.send(ENTER);
-    s.wait("Step 3 of 4", STEP);
+    s.capture_to_network_location();
     s.type_location(&format!("smb://root@10.0.2.2:{}/images/pc/tui", smb.port));
     let shown = format!("smb://root:***@10.0.2.2:{}/images/pc/tui.rimg", smb.port);
     let screen = s.wait("Step 4 of 4", STEP);
@@ -253,11 +246,7 @@ fn network_screen_then_capture_onto_and_restore_from_an_smb_share_through_the_tu
 
     // Restore from the share: Network location → the URL and password → the image read there → the
     // 200 MiB disk, confirmed by its name.
-    s.send("r");
-    s.wait("Step 1 of 5", STEP);
-    s.select("Network location");
-    s.send(ENTER);
-    s.wait("Step 2 of 5", STEP);
+    s.restore_from_network_location();
     s.type_location(&format!(
         "smb://root@10.0.2.2:{}/images/pc/tui.rimg",
         smb.port
@@ -314,14 +303,7 @@ fn an_encrypted_repository_on_s3_through_the_tui() {
     let (mut s, src, target) = boot_networked(dir.path());
 
     // Capture: whole disk → Network location → URL::pc and the secret key → a new repository.
-    s.select_disk("SRC");
-    s.send("c");
-    s.wait("Step 1 of 4", STEP);
-    s.send(ENTER);
-    s.wait("Step 2 of 4", STEP);
-    s.select("Network location");
-    s.send(ENTER);
-    s.wait("Step 3 of 4", STEP);
+    s.capture_to_network_location();
     s.send(&format!("{}::pc", repo_at("10.0.2.2")));
     s.send(TAB);
     s.send(&server.secret_key);
@@ -351,11 +333,7 @@ fn an_encrypted_repository_on_s3_through_the_tui() {
 
     // Restore: Network location → the repository's URL → its passphrase (a wrong one first) → the
     // snapshot → the whole image → the 200 MiB disk.
-    s.send("r");
-    s.wait("Step 1 of 5", STEP);
-    s.select("Network location");
-    s.send(ENTER);
-    s.wait("Step 2 of 5", STEP);
+    s.restore_from_network_location();
     s.send(&repo_at("10.0.2.2"));
     s.send(TAB);
     s.send(&server.secret_key);
@@ -426,6 +404,27 @@ fn an_encrypted_repository_on_s3_through_the_tui() {
 }
 
 impl Session {
+    /// From the overview: capture the whole SRC disk, to the *Network location* row, up to its URL step.
+    fn capture_to_network_location(&mut self) {
+        self.select_disk("SRC");
+        self.send("c");
+        self.wait("Step 1 of 4", STEP);
+        self.send(ENTER);
+        self.wait("Step 2 of 4", STEP);
+        self.select("Network location");
+        self.send(ENTER);
+        self.wait("Step 3 of 4", STEP);
+    }
+
+    /// From the overview: restore from the *Network location* row, up to its URL step.
+    fn restore_from_network_location(&mut self) {
+        self.send("r");
+        self.wait("Step 1 of 5", STEP);
+        self.select("Network location");
+        self.send(ENTER);
+        self.wait("Step 2 of 5", STEP);
+    }
+
     /// On a network location step: type `url`, Tab, the password (checked to show as `*` only), Enter.
     fn type_location(&mut self, url: &str) {
         self.send(url);

@@ -429,7 +429,12 @@ pub(super) fn open_repo(
 
 /// A message about the mounted share's folder `root` said with the URL the user gave instead; the
 /// [`NoRepository`](crate::repo::NoRepository) kind kept.
-fn shown_as(e: anyhow::Error, root: &Path, loc: &Location, on_share: bool) -> anyhow::Error {
+pub(super) fn shown_as(
+    e: anyhow::Error,
+    root: &Path,
+    loc: &Location,
+    on_share: bool,
+) -> anyhow::Error {
     if !on_share {
         return e;
     }

@@ -399,7 +399,7 @@ pub fn look_at_repo(
     loc: &crate::url::Location,
     net: &super::NetOptions,
 ) -> anyhow::Result<RepoState> {
-    let (mut repo, _share) = match super::place::open_sealed(loc, false, net) {
+    let (mut repo, share) = match super::place::open_sealed(loc, false, net) {
         Ok(r) => r,
         Err(e) if e.downcast_ref::<crate::repo::NoRepository>().is_some() => {
             return Ok(RepoState {
@@ -424,12 +424,8 @@ pub fn look_at_repo(
             unlocked: false,
         });
     };
-    repo.unlock(Some(pass.expose())).map_err(|e| {
-        anyhow::anyhow!(
-            "{}",
-            super::describe(&e).replace(&repo.root.display().to_string(), &loc.to_string())
-        )
-    })?;
+    repo.unlock(Some(pass.expose()))
+        .map_err(|e| super::place::shown_as(e, &repo.root, loc, share.is_some()))?;
     Ok(RepoState {
         exists: true,
         encrypted,
