@@ -23,14 +23,45 @@ pub fn tool(cmd: &mut Command) -> (bool, String) {
     )
 }
 
-/// Copy one partition of a disk image into its own file.
+/// Copy one partition of a disk image into its own file: streamed, and sparse where the partition reads as
+/// zeros, so a large, mostly empty fixture costs neither its size in memory nor on the test machine's disk.
 pub fn extract(disk: &Path, e: &Expected, out: &Path) {
-    let data = std::fs::read(disk).unwrap();
-    std::fs::write(
-        out,
-        &data[e.start_bytes as usize..(e.start_bytes + e.size_bytes) as usize],
-    )
-    .unwrap();
+    copy_sparse(disk, e.start_bytes, out, 0, e.size_bytes, true);
+}
+
+/// Copy `len` bytes from `from` at `from_at` into `to` at `to_at` in 1 MiB pieces. An all-zero piece is not
+/// written where the destination already reads as zeros (`create`: a new file, all holes), so holes stay holes.
+pub fn copy_sparse(from: &Path, from_at: u64, to: &Path, to_at: u64, len: u64, create: bool) {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut src = std::fs::File::open(from).unwrap();
+    src.seek(SeekFrom::Start(from_at)).unwrap();
+    let mut dst = if create {
+        std::fs::File::create(to).unwrap()
+    } else {
+        std::fs::OpenOptions::new().write(true).open(to).unwrap()
+    };
+    let mut buf = vec![0u8; 1 << 20];
+    let mut there = vec![0u8; 1 << 20];
+    let mut done = 0u64;
+    while done < len {
+        let n = (len - done).min(buf.len() as u64) as usize;
+        src.read_exact(&mut buf[..n]).unwrap();
+        let zeros = |b: &[u8]| b.iter().all(|&x| x == 0);
+        let skip = zeros(&buf[..n])
+            && (create || {
+                let mut d = std::fs::File::open(to).unwrap();
+                d.seek(SeekFrom::Start(to_at + done)).unwrap();
+                d.read_exact(&mut there[..n]).is_ok() && zeros(&there[..n])
+            });
+        if !skip {
+            dst.seek(SeekFrom::Start(to_at + done)).unwrap();
+            dst.write_all(&buf[..n]).unwrap();
+        }
+        done += n as u64;
+    }
+    if create {
+        dst.set_len(to_at + len).unwrap();
+    }
 }
 
 /// The filesystem in `part` is clean and holds every sample file with the right bytes.
