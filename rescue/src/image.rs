@@ -24,6 +24,7 @@
 //! - `writer`: [`ImageWriter`], the streaming writer;
 //! - `reader`: [`ImageReader`] and the thread-shareable [`SharedReader`];
 //! - `verify`: the full check of an image, reporting every problem;
+//! - `view`: [`DiskView`], an image read as the disk or partition it holds;
 //! - `tests`, `damage_tests`, `proptests`: round trips, corruption of every part, hostile input.
 
 mod chunk;
@@ -35,6 +36,7 @@ mod index;
 mod reader;
 mod validate;
 mod verify;
+mod view;
 mod writer;
 
 #[cfg(test)]
@@ -67,6 +69,7 @@ pub use self::index::{
 pub use self::reader::{ImageReader, ReadAt, SharedReader};
 pub use self::validate::StreamStorage;
 pub use self::verify::{VerifyProgress, VerifyReport};
+pub use self::view::{DiskView, Select};
 pub use self::writer::{
     ChunkLookup, ChunkSink, FinishedImage, ImageHeaderInfo, ImageWriter, IndexExtras,
 };

@@ -18,6 +18,7 @@ pub mod vdi;
 pub mod vhd;
 pub mod vhdx;
 pub mod vmdk;
+pub mod write;
 
 /// A virtual disk format this program reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -23,7 +23,7 @@ const HEADERS: [u64; 2] = [64 * KIB, 128 * KIB];
 const REGIONS: [u64; 2] = [192 * KIB, 256 * KIB];
 
 /// A GUID as VHDX stores it: the first three fields little-endian, the last eight bytes as they are.
-const fn guid(d1: u32, d2: u16, d3: u16, d4: [u8; 8]) -> [u8; 16] {
+pub(crate) const fn guid(d1: u32, d2: u16, d3: u16, d4: [u8; 8]) -> [u8; 16] {
     let a = d1.to_le_bytes();
     let b = d2.to_le_bytes();
     let c = d3.to_le_bytes();

@@ -1,0 +1,227 @@
+//! An image read as the disk (or the one partition) it holds: positioned reads of the disk's bytes, each
+//! answered from the chunks the index places there, checked against their hashes as every chunk read is
+//! (docs/FORMAT.md §10.2). Zero, Unused and Unreadable extents and bytes outside every stream read as
+//! zeros; [`DiskView::data`] says where the bytes the image holds are, so a writer can leave the rest
+//! sparse. For exporting to virtual disk formats, serving over NBD and browsing files.
+
+use std::io;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+use super::index::{ExtentKind, StreamKind};
+use super::{ChunkId, ImageError, ReadAt, SharedReader};
+
+/// What a disk range holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Holds {
+    /// Bytes of this chunk, from this offset in it.
+    Chunk(ChunkId, u64),
+    /// Zeros (Zero, Unused, Unreadable extents).
+    Zeros,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Piece {
+    start: u64,
+    len: u64,
+    holds: Holds,
+}
+
+/// Which streams a view is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Select {
+    /// Every stream, at its place on the disk.
+    Disk,
+    /// The tables, the gaps and this partition at their places on the disk (the other partitions'
+    /// space reads as zeros).
+    DiskWith(u32),
+    /// This partition's stream alone, from its first byte.
+    Partition(u32),
+}
+
+/// How many decompressed chunks a view keeps (chunks are at most a few MiB each).
+const CACHED: usize = 4;
+
+/// An image as the disk (or partition) it holds; see the module's documentation.
+pub struct DiskView<F> {
+    reader: SharedReader<F>,
+    size: u64,
+    pieces: Vec<Piece>,
+    cache: Mutex<Vec<(ChunkId, Arc<Vec<u8>>)>>,
+}
+
+impl<F: ReadAt> DiskView<F> {
+    /// The view of `select` in the image `reader` opened: an error when the image has no such partition
+    /// stream, or when its streams overlap on the disk (the index's rules exclude that).
+    pub fn new(reader: SharedReader<F>, select: Select) -> Result<DiskView<F>, String> {
+        let index = reader.index();
+        let mut pieces = Vec::new();
+        let mut size = index.disk.size;
+        let mut found = false;
+        for s in &index.streams {
+            let (base, keep) = match (select, s.info.kind) {
+                (Select::Disk, _) => (s.info.disk_offset, true),
+                (Select::DiskWith(n), StreamKind::Partition { number }) => {
+                    found |= number == n;
+                    (s.info.disk_offset, number == n)
+                }
+                (Select::DiskWith(_), _) => (s.info.disk_offset, true),
+                (Select::Partition(n), StreamKind::Partition { number }) if number == n => {
+                    found = true;
+                    size = s.info.length;
+                    (0, true)
+                }
+                (Select::Partition(_), _) => (0, false),
+            };
+            if !keep {
+                continue;
+            }
+            if matches!(s.info.kind, StreamKind::WholeDisk) {
+                size = size.max(s.info.length);
+            }
+            for e in &s.extents {
+                let holds = match e.kind {
+                    ExtentKind::Data(id) => Holds::Chunk(id, 0),
+                    ExtentKind::Slice { chunk, at } => Holds::Chunk(chunk, u64::from(at)),
+                    ExtentKind::Zero | ExtentKind::Unused | ExtentKind::Unreadable => Holds::Zeros,
+                };
+                let start = base.saturating_add(e.offset);
+                if e.len > 0 {
+                    pieces.push(Piece {
+                        start,
+                        len: e.len,
+                        holds,
+                    });
+                }
+            }
+        }
+        match select {
+            Select::DiskWith(n) | Select::Partition(n) if !found => {
+                let have: Vec<String> = index
+                    .streams
+                    .iter()
+                    .filter_map(|s| match s.info.kind {
+                        StreamKind::Partition { number } => Some(number.to_string()),
+                        _ => None,
+                    })
+                    .collect();
+                return Err(format!(
+                    "the image holds no partition {n} (it holds {})",
+                    if have.is_empty() {
+                        "no partitions".to_string()
+                    } else {
+                        format!("partition {}", have.join(", "))
+                    }
+                ));
+            }
+            _ => {}
+        }
+        pieces.sort_by_key(|p| p.start);
+        for w in pieces.windows(2) {
+            if w[0].start.saturating_add(w[0].len) > w[1].start {
+                return Err(format!(
+                    "the image's streams overlap at disk byte {}: it cannot be read as one disk",
+                    w[1].start
+                ));
+            }
+        }
+        if let Some(last) = pieces.last() {
+            size = size.max(last.start.saturating_add(last.len));
+        }
+        Ok(DiskView {
+            reader,
+            size,
+            pieces,
+            cache: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The ranges the image holds bytes for (Data and Slice extents), sorted and merged; everything else
+    /// reads as zeros.
+    pub fn data(&self) -> Vec<Range<u64>> {
+        let mut out: Vec<Range<u64>> = Vec::new();
+        for p in &self.pieces {
+            if p.holds == Holds::Zeros {
+                continue;
+            }
+            let r = p.start..p.start + p.len;
+            match out.last_mut() {
+                Some(last) if last.end == r.start => last.end = r.end,
+                _ => out.push(r),
+            }
+        }
+        out
+    }
+
+    /// The bytes of the disk that the image could not read from its source (they read as zeros).
+    pub fn unreadable_bytes(&self) -> u64 {
+        let index = self.reader.index();
+        index
+            .streams
+            .iter()
+            .flat_map(|s| &s.extents)
+            .filter(|e| e.kind == ExtentKind::Unreadable)
+            .map(|e| e.len)
+            .sum()
+    }
+
+    /// The image's reader (for its index and root hash).
+    pub fn reader(&self) -> &SharedReader<F> {
+        &self.reader
+    }
+
+    fn chunk(&self, id: ChunkId) -> Result<Arc<Vec<u8>>, ImageError> {
+        if let Ok(cache) = self.cache.lock() {
+            if let Some((_, c)) = cache.iter().find(|(k, _)| *k == id) {
+                return Ok(Arc::clone(c));
+            }
+        }
+        let bytes = Arc::new(self.reader.read_chunk(id)?);
+        if let Ok(mut cache) = self.cache.lock() {
+            if cache.len() >= CACHED {
+                cache.remove(0);
+            }
+            cache.push((id, Arc::clone(&bytes)));
+        }
+        Ok(bytes)
+    }
+}
+
+impl<F: ReadAt> ReadAt for DiskView<F> {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .filter(|&e| e <= self.size)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        buf.fill(0);
+        // The first piece that ends after `offset`.
+        let mut i = self.pieces.partition_point(|p| p.start + p.len <= offset);
+        while let Some(p) = self.pieces.get(i) {
+            if p.start >= end {
+                break;
+            }
+            let from = p.start.max(offset);
+            let to = (p.start + p.len).min(end);
+            if let Holds::Chunk(id, at) = p.holds {
+                let bytes = self.chunk(id).map_err(io::Error::other)?;
+                let skip = at + (from - p.start);
+                let src = usize::try_from(skip)
+                    .ok()
+                    .and_then(|s| bytes.get(s..s + (to - from) as usize))
+                    .ok_or_else(|| {
+                        io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("chunk {id} is shorter than the extents that use it"),
+                        )
+                    })?;
+                buf[(from - offset) as usize..(to - offset) as usize].copy_from_slice(src);
+            }
+            i += 1;
+        }
+        Ok(())
+    }
+
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.size)
+    }
+}
