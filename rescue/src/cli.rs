@@ -1,6 +1,7 @@
 //! The command-line front end. It parses arguments, calls the library, and prints; no imaging or detection
 //! logic lives here.
 
+pub mod export;
 pub mod imaging;
 pub mod inspect;
 pub mod job;
@@ -74,8 +75,9 @@ pub enum Cmd {
     Repo(repo::RepoCmd),
     /// List the snapshots of a repository: name@time, source, sizes, bytes each added.
     Snapshots(repo::SnapshotsArgs),
-    /// Write a snapshot (REPO::NAME[@TIME]) out as one self-contained image file, and verify it.
-    Export(repo::ExportArgs),
+    /// Write an image or snapshot (REPO::NAME[@TIME]) out as one self-contained image file, or as a
+    /// virtual machine's disk (--format raw, vhd, vhdx, vmdk, vdi, qcow2), and verify what was written.
+    Export(export::ExportArgs),
     /// Check a repository: every snapshot and every chunk it refers to (--read-data: hashed too).
     Check(repo::CheckArgs),
     /// Add an image file (or another repository's snapshot) to a repository as a snapshot.
@@ -228,7 +230,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Inspect { image, json, net } => inspect::inspect(&image, json, &net),
         Cmd::Repo(cmd) => repo::run(cmd),
         Cmd::Snapshots(args) => repo::snapshots(args),
-        Cmd::Export(args) => repo::export(args),
+        Cmd::Export(args) => export::run(args),
         Cmd::Check(args) => repo::check(args),
         Cmd::Import(args) => repo::import(args),
         Cmd::Prune(args) => repo::prune(args),

@@ -7,12 +7,14 @@
 //! - `run`: the one entry point, and the records it leaves ([`record`]);
 //! - `outcome`: what is reported ([`Outcome`]);
 //! - `capture`, `restore` (and clone), `verify`, `grow`: each operation, from paths to the engine;
+//! - `export`: an image written as a virtual machine's disk file ([`export_disk`]);
 //! - `inspect`: what an image holds, for `inspect` and the restore wizard ([`ImageInfo`]);
 //! - `usage`: used bytes of filesystems, for the TUI's overview;
 //! - `network`: the network links, and bringing them up.
 
 mod capture;
 mod credentials;
+mod export;
 mod grow;
 mod inspect;
 mod network;
@@ -39,6 +41,7 @@ use anyhow::bail;
 
 use crate::detect::{self, DetectOptions, Disk};
 
+pub use self::export::{export_disk, DiskExported, ExportSpec};
 pub use self::inspect::{inspect, ImageInfo, StreamSummary};
 pub use self::network::{bring_up, links, Link, LinkOutcome};
 pub use self::outcome::{DiskId, Outcome};
@@ -67,6 +70,8 @@ pub use crate::engine::restore::UnusedPolicy;
 pub use crate::image::{CreationInfo, DiskInfo, PartitionInfo, TableKind};
 pub use crate::store::sftp::HostKey;
 pub use crate::url::{Location, Secret};
+/// Virtual disk formats an image can be exported to, and qcow2's compression.
+pub use crate::vdisk::write::{Compress, Target as DiskFormat};
 
 /// How a running operation is observed and stopped.
 #[derive(Clone, Default)]

@@ -46,18 +46,7 @@ fn text(len: usize) -> Vec<u8> {
 }
 
 fn qemu_img(args: &[&str]) -> (bool, String) {
-    let out = Command::new("qemu-img")
-        .args(args)
-        .output()
-        .expect("qemu-img (qemu-utils) is installed");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    builder::checks::tool(Command::new("qemu-img").args(args))
 }
 
 /// Write `disk` (data in `data`) as `target`, then check the file with qemu-img and our readers against
