@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use crate::image::ReadAt;
 
+pub mod dmg;
 pub mod qcow2;
 pub mod vdi;
 pub mod vhd;
@@ -28,6 +29,7 @@ pub enum Format {
     Vhdx,
     Vdi,
     Vmdk,
+    Dmg,
 }
 
 impl Format {
@@ -38,6 +40,7 @@ impl Format {
             Format::Vhdx => "VHDX",
             Format::Vdi => "VDI",
             Format::Vmdk => "VMDK",
+            Format::Dmg => "DMG",
         }
     }
 }
@@ -70,7 +73,7 @@ pub fn sniff(file: &dyn ReadAt) -> Option<Format> {
     if size < 512 {
         return None;
     }
-    let mut tail = [0u8; 8];
+    let mut tail = [0u8; 512];
     file.read_exact_at(&mut tail, size - 512).ok()?;
     if qcow2::is_qcow2(&head) {
         return Some(Format::Qcow2);
@@ -83,6 +86,9 @@ pub fn sniff(file: &dyn ReadAt) -> Option<Format> {
     }
     if vdi::is_vdi(&head) {
         return Some(Format::Vdi);
+    }
+    if dmg::is_dmg(&head, &tail) {
+        return Some(Format::Dmg);
     }
     None
 }
@@ -112,6 +118,10 @@ pub fn open(file: Arc<dyn ReadAt>, path: &Path) -> io::Result<Option<VirtualDisk
         }
         Format::Vmdk => {
             let d = vmdk::Vmdk::open(file, path)?;
+            (d.notes(), Arc::new(d))
+        }
+        Format::Dmg => {
+            let d = dmg::Dmg::open(file, path)?;
             (d.notes(), Arc::new(d))
         }
     };
