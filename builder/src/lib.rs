@@ -6,6 +6,7 @@
 pub use boot;
 
 pub mod artifacts;
+pub mod bootdisk;
 pub mod checks;
 pub mod firmware;
 pub mod fixtures;

@@ -32,6 +32,8 @@ pub struct Disk {
     pub blkdebug: Option<PathBuf>,
     /// `path` is the Unix socket of an NBD server exporting the disk (QEMU's own NBD client attaches it).
     pub nbd: bool,
+    /// QEMU's name of the file's format (`raw`, `qcow2`, `vpc`, `vhdx`, `vmdk`, `vdi`).
+    pub format: &'static str,
 }
 
 impl Disk {
@@ -45,6 +47,7 @@ impl Disk {
             boot: false,
             blkdebug: None,
             nbd: false,
+            format: "raw",
         }
     }
 
@@ -59,6 +62,12 @@ impl Disk {
     /// Fail the guest's reads or writes of chosen sectors with EIO (the config from [`blkdebug_config`]).
     pub fn blkdebug(mut self, config: impl Into<PathBuf>) -> Self {
         self.blkdebug = Some(config.into());
+        self
+    }
+
+    /// The file is in this format (QEMU's name) rather than raw.
+    pub fn format(mut self, f: &'static str) -> Self {
+        self.format = f;
         self
     }
 
@@ -272,12 +281,14 @@ impl Vm {
             let ro = if d.read_only { ",read-only=on" } else { "" };
             match &d.blkdebug {
                 None if d.nbd => c.arg("-drive").arg(format!(
-                    "if=none,id={id},format=raw,cache=unsafe,file.driver=nbd,file.server.type=unix,\
+                    "if=none,id={id},format={},cache=unsafe,file.driver=nbd,file.server.type=unix,\
                      file.server.path={}{ro}",
+                    d.format,
                     d.path.display()
                 )),
                 None => c.arg("-drive").arg(format!(
-                    "if=none,id={id},format=raw,cache=unsafe,file={}{ro}",
+                    "if=none,id={id},format={},cache=unsafe,file={}{ro}",
+                    d.format,
                     d.path.display()
                 )),
                 // blkdebug sits under the raw format driver, whose read/write events arm its rules.
