@@ -42,7 +42,7 @@ use anyhow::bail;
 use crate::detect::{self, DetectOptions, Disk};
 
 pub use self::export::{export_disk, DiskExported, ExportSpec};
-pub use self::inspect::{inspect, ImageInfo, StreamSummary};
+pub use self::inspect::{inspect, inspect_virtual, ImageInfo, StreamSummary, VirtualInfo};
 pub use self::network::{bring_up, links, Link, LinkOutcome};
 pub use self::outcome::{DiskId, Outcome};
 pub use self::request::{

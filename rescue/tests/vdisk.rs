@@ -1,8 +1,9 @@
 //! Virtual machines' disks as the disks they hold, on the host CLI: a qcow2 file made by `qemu-img` from a
 //! fixture disk is listed with the fixture's partitions and filesystems, captured (used blocks only,
 //! through its tables) into an image that verifies against the raw disk, verified and restored onto a
-//! disk as it is (V2P; what its filesystems use is the source's), named for what it is when read as an image of ours, and
-//! refused as a restore target (writing a raw disk into it would destroy it), left unchanged.
+//! disk as it is (V2P; what its filesystems use is the source's), inspected as the disk it holds, named
+//! for what it is where only an image of ours will do, and refused as a restore target (writing a raw
+//! disk into it would destroy it), left unchanged.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
@@ -63,8 +64,21 @@ fn a_qcow2_disk_is_listed_captured_and_never_written_as_raw() {
     let (rc, o) = rescue(&["verify", s(&image), "--against", s(&raw)]);
     assert_eq!(rc, 0, "{o}");
 
-    // Read as an image of ours, it says what it is and what can be done with it.
+    // Inspected, it says what it is, what the format says, and the disk it holds.
     let (rc, o) = rescue(&["inspect", s(&vm)]);
+    assert_eq!(rc, 0, "{o}");
+    assert!(
+        o.contains("virtual disk") && o.contains("qcow2 version 3") && o.contains("rescue restore"),
+        "{o}"
+    );
+    let (rc, o, e) = rescue_split(&["inspect", s(&vm), "--json"]);
+    assert_eq!(rc, 0, "{o}{e}");
+    let j = json(&o);
+    assert_eq!(j["virtual_disk"]["format"], "qcow2", "{j}");
+    assert_eq!(j["disk"]["size_bytes"], r["size_bytes"], "{j}");
+    assert_eq!(j["disk"]["partitions"], v["partitions"], "{j}");
+    // Read as an image of ours where only our images go, it says what it is and what can be done.
+    let (rc, o) = rescue(&["export", s(&vm), "-o", s(&d.join("x.rimg"))]);
     assert_ne!(rc, 0, "{o}");
     assert!(
         o.contains("it is a qcow2 virtual disk") && o.contains("rescue capture"),

@@ -13,7 +13,11 @@ pub fn inspect(
     net: &super::imaging::NetArgs,
 ) -> anyhow::Result<i32> {
     let location = ops::Location::parse(&image_path.to_string_lossy())?;
-    let info = ops::inspect(&location, &net.options(&location)?)?;
+    let net = net.options(&location)?;
+    if let Some(v) = ops::inspect_virtual(&location, &net)? {
+        return virtual_disk(&location, &v, json_out);
+    }
+    let info = ops::inspect(&location, &net)?;
     // As the image is shown: without a password.
     let shown = location.to_string();
     let file_len = info.image_bytes;
@@ -142,5 +146,42 @@ pub fn inspect(
     for n in &creation.notes {
         println!("note        {n}");
     }
+    Ok(0)
+}
+
+/// A virtual machine's disk: its format, what the format says, and the disk it holds.
+fn virtual_disk(
+    location: &ops::Location,
+    v: &ops::VirtualInfo,
+    json_out: bool,
+) -> anyhow::Result<i32> {
+    if json_out {
+        let value = json!({
+            "image": location.to_string(),
+            "virtual_disk": {"format": v.format, "file_bytes": v.file_bytes, "notes": v.notes},
+            "disk": v.disk,
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(0);
+    }
+    println!(
+        "virtual disk {} ({}, {} file)",
+        location,
+        v.format,
+        human_size(v.file_bytes)
+    );
+    for n in &v.notes {
+        println!("  {n}");
+    }
+    println!("holds a disk of {}:", human_size(v.disk.size_bytes));
+    let report = crate::detect::Report {
+        disks: vec![v.disk.clone()],
+        problems: Vec::new(),
+    };
+    print!("{}", super::render_report(&report));
+    println!(
+        "It can be restored onto a disk (rescue restore), captured (rescue capture), verified, and exported \
+         to another format (rescue export --format)."
+    );
     Ok(0)
 }

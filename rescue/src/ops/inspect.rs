@@ -95,6 +95,43 @@ pub fn inspect(location: &Location, net: &super::NetOptions) -> anyhow::Result<I
     })
 }
 
+/// A virtual machine's disk, inspected: its format, what the format says, and the disk it holds as
+/// detection sees it (partitions, filesystems).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VirtualInfo {
+    pub path: PathBuf,
+    pub format: &'static str,
+    pub file_bytes: u64,
+    pub notes: Vec<String>,
+    pub disk: crate::detect::Disk,
+}
+
+/// The virtual disk `location` is, inspected; `None` when it is no virtual disk (an image of ours, or
+/// something else: [`inspect`] says which).
+pub fn inspect_virtual(
+    location: &Location,
+    net: &super::NetOptions,
+) -> anyhow::Result<Option<VirtualInfo>> {
+    let placed = super::place::place(location, false, net)?;
+    let Some(format) = placed.virtual_format() else {
+        return Ok(None);
+    };
+    let file = std::fs::File::open(&placed.path)?;
+    // Opened once here for its notes (and its refusals, with the reason).
+    let v = crate::vdisk::open(std::sync::Arc::new(file), &placed.path)?
+        .ok_or_else(|| anyhow::anyhow!("{} is no virtual disk", placed.path.display()))?;
+    let disk = super::detect_one(&placed.path, &super::detect_options())?;
+    Ok(Some(VirtualInfo {
+        path: placed.path.clone(),
+        format: format.name(),
+        file_bytes: std::fs::metadata(&placed.path)
+            .map(|m| m.len())
+            .unwrap_or(0),
+        notes: v.notes,
+        disk,
+    }))
+}
+
 /// Disk ranges of the gap streams that were not read at all.
 fn unallocated_ranges(index: &Index) -> Vec<Range<u64>> {
     index
