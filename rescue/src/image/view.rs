@@ -40,15 +40,18 @@ pub enum Select {
 }
 
 /// How many decompressed chunks a view keeps (chunks are at most a few MiB each).
-const CACHED: usize = 4;
+const CACHED: usize = 8;
 
 /// An image as the disk (or partition) it holds; see the module's documentation.
 pub struct DiskView<F> {
     reader: SharedReader<F>,
     size: u64,
     pieces: Vec<Piece>,
-    cache: Mutex<Vec<(ChunkId, Arc<Vec<u8>>)>>,
+    cache: Mutex<Vec<(ChunkId, Slot)>>,
 }
+
+/// A cached chunk's bytes, filled by the first thread that needs them.
+type Slot = Arc<Mutex<Option<Arc<Vec<u8>>>>>;
 
 impl<F: ReadAt> DiskView<F> {
     /// The view of `select` in the image `reader` opened: an error when the image has no such partition
@@ -170,20 +173,36 @@ impl<F: ReadAt> DiskView<F> {
         &self.reader
     }
 
+    /// Chunk `id`'s bytes, from the cache or read and checked; a chunk another thread is reading is
+    /// waited for rather than read twice.
     fn chunk(&self, id: ChunkId) -> Result<Arc<Vec<u8>>, ImageError> {
-        if let Ok(cache) = self.cache.lock() {
-            if let Some((_, c)) = cache.iter().find(|(k, _)| *k == id) {
-                return Ok(Arc::clone(c));
+        let slot: Slot;
+        let mut bytes = {
+            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            match cache.iter().find(|(k, _)| *k == id) {
+                Some((_, s)) => {
+                    slot = Arc::clone(s);
+                    drop(cache);
+                    slot.lock().unwrap_or_else(|p| p.into_inner())
+                }
+                None => {
+                    slot = Arc::new(Mutex::new(None));
+                    if cache.len() >= CACHED {
+                        cache.remove(0);
+                    }
+                    cache.push((id, Arc::clone(&slot)));
+                    // Taken before the cache is released: others wait here until the bytes are in.
+                    slot.lock().unwrap_or_else(|p| p.into_inner())
+                }
             }
+        };
+        if let Some(b) = bytes.as_ref() {
+            return Ok(Arc::clone(b));
         }
-        let bytes = Arc::new(self.reader.read_chunk(id)?);
-        if let Ok(mut cache) = self.cache.lock() {
-            if cache.len() >= CACHED {
-                cache.remove(0);
-            }
-            cache.push((id, Arc::clone(&bytes)));
-        }
-        Ok(bytes)
+        // (Also when the thread that took the slot failed: each caller hears the error itself.)
+        let b = Arc::new(self.reader.read_chunk(id)?);
+        *bytes = Some(Arc::clone(&b));
+        Ok(b)
     }
 }
 

@@ -266,16 +266,68 @@ const WINDOW: u64 = 4 << 20;
 
 /// Call `each(index, bytes)` for every `block`-byte block of the disk (the last one padded with zeros to a
 /// whole block) that a data range touches and that holds a non-zero byte, in disk order; `tick` hears of
-/// the guest bytes read. Reads in windows of several blocks.
+/// the guest bytes read. Reads in windows of several blocks, on several threads ahead of `each`.
 fn blocks(
     src: &Source,
     block: u64,
     tick: &mut dyn FnMut(u64) -> io::Result<()>,
     mut each: impl FnMut(u64, &[u8]) -> io::Result<()>,
 ) -> io::Result<()> {
-    let window = WINDOW.max(block);
-    let mut buf = vec![0u8; window as usize];
-    let mut next = 0u64; // the first block not yet handled
+    let windows = windows(src, block);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 4);
+    std::thread::scope(|s| {
+        let mut ahead = Vec::with_capacity(threads);
+        for t in 0..threads {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(1);
+            ahead.push(rx);
+            let windows = &windows;
+            s.spawn(move || {
+                for &(first, n) in windows.iter().skip(t).step_by(threads) {
+                    let at = first * block;
+                    let len = (n * block).min(src.size - at);
+                    let mut buf = vec![0u8; (n * block) as usize];
+                    let read = src
+                        .disk
+                        .read_exact_at(&mut buf[..len as usize], at)
+                        .map(|()| buf)
+                        .map_err(|e| {
+                            io::Error::new(
+                                e.kind(),
+                                format!("reading {} at byte {at}: {e}", src.name),
+                            )
+                        });
+                    let failed = read.is_err();
+                    if tx.send(read).is_err() || failed {
+                        break;
+                    }
+                }
+            });
+        }
+        for (i, &(first, n)) in windows.iter().enumerate() {
+            let buf = ahead[i % threads]
+                .recv()
+                .map_err(|_| io::Error::other("a reading thread ended early"))??;
+            for k in 0..n {
+                let piece = &buf[(k * block) as usize..((k + 1) * block) as usize];
+                if !is_zero(piece) {
+                    each(first + k, piece)?;
+                }
+            }
+            tick((n * block).min(src.size - first * block))?;
+        }
+        Ok(())
+    })
+}
+
+/// The windows [`blocks`] reads: (first block, block count), each at most [`WINDOW`] bytes (or one block),
+/// covering every block a data range touches once, in order.
+fn windows(src: &Source, block: u64) -> Vec<(u64, u64)> {
+    let per = (WINDOW / block).max(1);
+    let mut out = Vec::new();
+    let mut next = 0u64; // the first block not yet covered
     for r in src.data {
         let (start, end) = (r.start.min(src.size), r.end.min(src.size));
         if start >= end {
@@ -284,27 +336,13 @@ fn blocks(
         let mut b = (start / block).max(next);
         let last = end.div_ceil(block);
         while b < last {
-            let n = (last - b).min(window / block);
-            let at = b * block;
-            let len = (n * block).min(src.size - at);
-            buf.fill(0);
-            src.disk
-                .read_exact_at(&mut buf[..len as usize], at)
-                .map_err(|e| {
-                    io::Error::new(e.kind(), format!("reading {} at byte {at}: {e}", src.name))
-                })?;
-            for k in 0..n {
-                let piece = &buf[(k * block) as usize..((k + 1) * block) as usize];
-                if !is_zero(piece) {
-                    each(b + k, piece)?;
-                }
-            }
-            tick(len)?;
+            let n = (last - b).min(per);
+            out.push((b, n));
             b += n;
         }
-        next = last;
+        next = next.max(last);
     }
-    Ok(())
+    out
 }
 
 /// Whether every byte of `b` is zero.
