@@ -11,6 +11,7 @@
 //! - [`net`]: network links, addresses (DHCP, static), name resolution.
 //! - [`detect`]: block devices, partition tables and filesystems, read-only; selectors.
 //! - [`fs`]: which bytes of a filesystem are in use (what capture must read).
+//! - [`nbd`]: a disk served over the Network Block Device protocol, read-only or through an overlay.
 //! - [`image`]: the image file format: writer, reader, index, verify.
 //! - [`plan`]: pure decisions: what a capture reads, where a restore writes, every safety refusal.
 //! - [`engine`]: capture, restore, verify and clone pipelines, threads, progress events.
@@ -31,6 +32,7 @@ pub mod hw;
 pub mod image;
 pub mod init;
 pub mod job;
+pub mod nbd;
 pub mod net;
 pub mod ops;
 pub mod plan;

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["units", "url", "sys"],
     &["image", "hw", "net"],
-    &["vdisk"],
+    &["vdisk", "nbd"],
     &["detect"],
     &["init", "fs"],
     &["plan"],
@@ -28,7 +28,7 @@ const LAYERS: &[&[&str]] = &[
 /// The front ends: they reach the layers below `ops` only through it (and the types of `plan`, `store`,
 /// `detect`, `init` and `units` they present).
 const FRONT_ENDS: &[&str] = &["job", "tui", "cli"];
-const BEHIND_OPS: &[&str] = &["engine", "image", "fs", "hw", "net", "sys", "vdisk"];
+const BEHIND_OPS: &[&str] = &["engine", "image", "fs", "hw", "net", "sys", "vdisk", "nbd"];
 
 fn layer_of(module: &str) -> Option<usize> {
     LAYERS.iter().position(|l| l.contains(&module))
