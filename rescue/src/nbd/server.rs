@@ -24,7 +24,7 @@ use super::{transmission, Export, Log, Served};
 pub const DEFAULT_PORT: u16 = 10809;
 /// At most this many clients at once; more are turned away as they connect.
 const MAX_CLIENTS: usize = 32;
-/// A client has this long to finish its handshake (an idle one after it is fine).
+/// During the handshake, a client silent for this long is disconnected (idle after it is fine).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the accept loop looks whether it should stop.
 const POLL_MS: u16 = 100;
