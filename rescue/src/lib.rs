@@ -24,6 +24,7 @@
 // `unsafe` lives in `sys` only, behind safe functions (each block with a `// SAFETY:` comment).
 #![deny(unsafe_code)]
 
+pub mod browse;
 pub mod cli;
 pub mod detect;
 pub mod engine;

@@ -14,7 +14,7 @@ const LAYERS: &[&[&str]] = &[
     &["image", "hw", "net"],
     &["vdisk", "nbd"],
     &["detect"],
-    &["init", "fs"],
+    &["init", "fs", "browse"],
     &["plan"],
     &["engine"],
     &["store"],
@@ -28,7 +28,9 @@ const LAYERS: &[&[&str]] = &[
 /// The front ends: they reach the layers below `ops` only through it (and the types of `plan`, `store`,
 /// `detect`, `init` and `units` they present).
 const FRONT_ENDS: &[&str] = &["job", "tui", "cli"];
-const BEHIND_OPS: &[&str] = &["engine", "image", "fs", "hw", "net", "sys", "vdisk", "nbd"];
+const BEHIND_OPS: &[&str] = &[
+    "engine", "image", "fs", "browse", "hw", "net", "sys", "vdisk", "nbd",
+];
 
 fn layer_of(module: &str) -> Option<usize> {
     LAYERS.iter().position(|l| l.contains(&module))
