@@ -11,6 +11,7 @@
 //! Paths are `/`-separated from the root of the filesystem; they are resolved without following
 //! symbolic links (a link is shown as one). On NTFS `file:stream` names an alternate data stream.
 
+mod chain;
 mod exfat;
 mod ext;
 mod extract;
@@ -118,6 +119,21 @@ impl Entry {
 
     pub fn is_dir(&self) -> bool {
         self.kind == Kind::Dir
+    }
+
+    /// The root folder of a filesystem, found again by `id`.
+    pub(crate) fn root(id: Id) -> Entry {
+        Entry::new("/".into(), Kind::Dir, id)
+    }
+
+    /// `Ok` for a folder; listing anything else is an error.
+    pub(crate) fn expect_dir(&self) -> Result<(), BrowseError> {
+        if self.kind == Kind::Dir {
+            return Ok(());
+        }
+        Err(BrowseError::NotADirectory {
+            path: self.name.clone(),
+        })
     }
 }
 
@@ -413,7 +429,6 @@ pub(crate) fn le32(b: &[u8], at: usize) -> u32 {
     u32::from(le16(b, at)) | u32::from(le16(b, at + 2)) << 16
 }
 
-#[allow(dead_code)] // TEMP: the exFAT and NTFS readers use it
 pub(crate) fn le64(b: &[u8], at: usize) -> u64 {
     u64::from(le32(b, at)) | u64::from(le32(b, at + 4)) << 32
 }
@@ -423,7 +438,7 @@ pub(crate) fn byte(b: &[u8], at: usize) -> u8 {
 }
 
 /// UTF-16LE code units of `b` (an odd last byte dropped) as text; unpaired surrogates become U+FFFD.
-#[allow(dead_code)] // TEMP: the exFAT and NTFS readers use it
+#[allow(dead_code)] // TEMP: the NTFS reader uses it
 pub(crate) fn utf16(b: &[u8]) -> String {
     let units: Vec<u16> = b
         .chunks_exact(2)

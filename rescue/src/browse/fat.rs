@@ -8,13 +8,12 @@
 
 mod dir;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
-use super::read::{FileReader, Pieces, Src};
-use super::{byte, le16, le32, Browse, BrowseError, Entry, Id, Kind, Vol};
+use super::chain::{Len, Table, Width};
+use super::read::{FileReader, Pieces};
+use super::{byte, le16, le32, Browse, BrowseError, Entry, Id, Vol};
 
-/// Bytes of the FAT read at once and kept for the next lookup.
-const FAT_PIECE: u64 = 64 << 10;
 /// A folder holds at most 65,536 entries of 32 bytes (specification).
 const MAX_DIR_BYTES: u64 = 65_536 * 32;
 
@@ -28,17 +27,10 @@ enum FatType {
 pub(crate) struct Fat {
     vol: Vol,
     kind: FatType,
-    cluster: u64,
-    /// Byte offset of the FAT in use.
-    fat_at: u64,
-    fat_bytes: u64,
-    /// Byte offset of cluster 2.
-    data_at: u64,
-    clusters: u64,
+    table: Table,
     /// The fixed root directory (FAT12/16): byte offset and length; FAT32 roots are chains.
     fixed_root: Option<(u64, u64)>,
     root_cluster: u64,
-    cache: Mutex<Option<(u64, Arc<Vec<u8>>)>>,
 }
 
 /// Whether the boot sector `b` carries a plausible FAT BPB (after NTFS and exFAT were ruled out).
@@ -138,135 +130,28 @@ impl Fat {
                 format!("the root folder's cluster {root_cluster} is invalid"),
             ));
         }
-        Ok(Fat {
-            kind,
-            cluster: bps * spc,
+        let table = Table {
+            vol: vol.clone(),
+            width: match kind {
+                FatType::Fat12 => Width::Fat12,
+                FatType::Fat16 => Width::Fat16,
+                FatType::Fat32 => Width::Fat32,
+            },
             fat_at: (reserved + active * fat_sectors) * bps,
             fat_bytes: fat_sectors * bps,
             data_at: first_data * bps,
+            cluster: bps * spc,
             clusters,
+            cache: Mutex::new(None),
+        };
+        Ok(Fat {
+            kind,
+            table,
             fixed_root: (kind != FatType::Fat32)
                 .then(|| ((reserved + nfats * fat_sectors) * bps, root_entries * 32)),
             root_cluster,
-            cache: Mutex::new(None),
             vol,
         })
-    }
-
-    /// The FAT entry of cluster `c`.
-    fn next(&self, c: u64) -> Result<u32, BrowseError> {
-        let (off, width) = match self.kind {
-            FatType::Fat12 => (c * 3 / 2, 2),
-            FatType::Fat16 => (c * 2, 2),
-            FatType::Fat32 => (c * 4, 4),
-        };
-        if off + width > self.fat_bytes {
-            return Err(self
-                .vol
-                .corrupt("FAT", self.fat_at, format!("cluster {c} has no entry")));
-        }
-        let start = off / FAT_PIECE * FAT_PIECE;
-        let raw = if off + width <= start + FAT_PIECE {
-            let piece = self.piece(start)?;
-            let at = (off - start) as usize;
-            piece
-                .get(at..at + width as usize)
-                .unwrap_or_default()
-                .to_vec()
-        } else {
-            self.vol.read(self.fat_at + off, width as usize, "FAT")?
-        };
-        Ok(match self.kind {
-            FatType::Fat12 => {
-                let v = u32::from(le16(&raw, 0));
-                if c % 2 == 1 {
-                    v >> 4
-                } else {
-                    v & 0xFFF
-                }
-            }
-            FatType::Fat16 => u32::from(le16(&raw, 0)),
-            FatType::Fat32 => le32(&raw, 0) & 0x0FFF_FFFF,
-        })
-    }
-
-    /// The FAT bytes from `start` (a multiple of [`FAT_PIECE`]), from the cache when it has them.
-    fn piece(&self, start: u64) -> Result<Arc<Vec<u8>>, BrowseError> {
-        if let Ok(guard) = self.cache.lock() {
-            if let Some((at, data)) = guard.as_ref() {
-                if *at == start {
-                    return Ok(data.clone());
-                }
-            }
-        }
-        let len = FAT_PIECE.min(self.fat_bytes - start);
-        let data = Arc::new(self.vol.read(self.fat_at + start, len as usize, "FAT")?);
-        if let Ok(mut guard) = self.cache.lock() {
-            *guard = Some((start, data.clone()));
-        }
-        Ok(data)
-    }
-
-    fn eoc(&self, v: u32) -> bool {
-        v >= match self.kind {
-            FatType::Fat12 => 0xFF8,
-            FatType::Fat16 => 0xFFF8,
-            FatType::Fat32 => 0x0FFF_FFF8,
-        }
-    }
-
-    fn cluster_at(&self, c: u64) -> u64 {
-        self.data_at + (c - 2) * self.cluster
-    }
-
-    /// The pieces of the chain from `first`: `bytes` of it, or up to its end marker when `None`
-    /// (folders, at most [`MAX_DIR_BYTES`]). Returns them with the length covered.
-    fn chain(
-        &self,
-        first: u64,
-        bytes: Option<u64>,
-        what: &str,
-    ) -> Result<(Pieces, u64), BrowseError> {
-        let mut pieces = Pieces::default();
-        let limit = bytes.unwrap_or(MAX_DIR_BYTES);
-        let mut c = first;
-        let mut pos = 0u64;
-        let mut seen = std::collections::HashSet::new();
-        while pos < limit {
-            if !(2..self.clusters + 2).contains(&c) {
-                return Err(self.vol.corrupt(
-                    "FAT",
-                    self.fat_at,
-                    format!("the chain of {what} reaches invalid cluster {c}"),
-                ));
-            }
-            if !seen.insert(c) {
-                return Err(self.vol.corrupt(
-                    "FAT",
-                    self.fat_at,
-                    format!("the chain of {what} loops"),
-                ));
-            }
-            let len = self.cluster.min(limit - pos);
-            pieces.push(pos, len, Src::Disk(self.cluster_at(c)));
-            pos += len;
-            if pos >= limit {
-                break;
-            }
-            let n = self.next(c)?;
-            if self.eoc(n) {
-                if bytes.is_some() {
-                    return Err(self.vol.corrupt(
-                        "FAT",
-                        self.fat_at,
-                        format!("the chain of {what} ends at {pos} of its {limit} bytes"),
-                    ));
-                }
-                break;
-            }
-            c = u64::from(n);
-        }
-        Ok((pieces, pos))
     }
 
     /// The raw entries of folder `dir`.
@@ -279,12 +164,16 @@ impl Fat {
         } else if dir.id.node == 0 {
             return Err(self.vol.corrupt(
                 "folder entry",
-                self.data_at,
+                self.table.data_at,
                 format!("folder {} has no first cluster", dir.name),
             ));
         }
         let first = if root { self.root_cluster } else { dir.id.node };
-        let (pieces, len) = self.chain(first, None, &format!("folder {}", dir.name))?;
+        let (pieces, len) = self.table.chain(
+            first,
+            Len::UpTo(MAX_DIR_BYTES),
+            &format!("folder {}", dir.name),
+        )?;
         let mut r = FileReader::new(
             self.vol.clone(),
             len,
@@ -301,23 +190,15 @@ impl Browse for Fat {
     }
 
     fn root(&self) -> Result<Entry, BrowseError> {
-        Ok(Entry::new(
-            "/".into(),
-            Kind::Dir,
-            Id {
-                node: self.root_cluster,
-                aux: 1,
-                aux2: 0,
-            },
-        ))
+        Ok(Entry::root(Id {
+            node: self.root_cluster,
+            aux: 1,
+            aux2: 0,
+        }))
     }
 
     fn children(&self, dir: &Entry) -> Result<Vec<Entry>, BrowseError> {
-        if dir.kind != Kind::Dir {
-            return Err(BrowseError::NotADirectory {
-                path: dir.name.clone(),
-            });
-        }
+        dir.expect_dir()?;
         let data = self.dir_bytes(dir)?;
         Ok(dir::parse(&data, self.kind == FatType::Fat32))
     }
@@ -332,7 +213,9 @@ impl Browse for Fat {
                 what,
             ));
         }
-        let (pieces, _) = self.chain(file.id.node, Some(file.size), &what)?;
+        let (pieces, _) = self
+            .table
+            .chain(file.id.node, Len::Exact(file.size), &what)?;
         Ok(FileReader::new(self.vol.clone(), file.size, pieces, what))
     }
 

@@ -70,6 +70,14 @@ fn images() -> &'static Vec<(&'static str, Vec<u8>)> {
             run(c.arg("::"));
             out.push((name, std::fs::read(&img).unwrap()));
         }
+        let img = sparse(dir.path(), "exfat", 8 << 20);
+        run(tool("mkfs.exfat").arg(&img));
+        {
+            let m =
+                super::exfat::Mounted::new(&img, &dir.path().join("mnt"), "mount.exfat-fuse", &[]);
+            super::exfat::copy_in(&flat, &m.dir);
+        }
+        out.push(("exfat", std::fs::read(&img).unwrap()));
         out
     })
 }
@@ -127,7 +135,7 @@ proptest! {
 
     #[test]
     fn damaged_images_never_panic(
-        which in 0usize..6,
+        which in 0usize..7,
         near in prop::collection::vec((0u32..(96 << 10), any::<u8>()), 1..24),
         far in prop::collection::vec((any::<u32>(), any::<u8>()), 0..8),
         cut in prop::option::of(0u32..(4 << 20)),

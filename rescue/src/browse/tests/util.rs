@@ -233,6 +233,17 @@ pub fn compare(fs: &dyn Browse, src: &Path, x: &Expect) -> usize {
     checked
 }
 
+/// Everything a filesystem made from `src` must show: the comparison, the extraction, and `big.bin`
+/// in many pieces (proof that free space was fragmented when it was written).
+pub fn check_all(fs: &dyn Browse, src: &Path, x: &Expect, dir: &Path) {
+    let n = compare(fs, src, x);
+    assert!(n > 20, "{n}");
+    compare_extracted(fs, src, x, dir);
+    let e = fs.stat("/big.bin").unwrap();
+    let pieces = fs.open(&e).unwrap().piece_count();
+    assert!(pieces > 5, "{pieces}");
+}
+
 /// Extracts the whole filesystem and `paths` and compares the copies with `src`.
 pub fn compare_extracted(fs: &dyn Browse, src: &Path, x: &Expect, dir: &Path) {
     let out = dir.join("out");
