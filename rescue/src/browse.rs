@@ -411,6 +411,19 @@ impl Vol {
         }
     }
 
+    /// The error for a filesystem that claims `what` (its size), more than the partition holds.
+    pub fn too_big(&self, structure: &str, at: u64, what: String) -> BrowseError {
+        let size = self.size;
+        self.corrupt(
+            structure,
+            at,
+            format!(
+                "{what} do not fit the partition's {size} bytes (a shrunk partition, or a damaged \
+                 {structure})"
+            ),
+        )
+    }
+
     pub fn unsupported(&self, what: impl Into<String>) -> BrowseError {
         BrowseError::Unsupported {
             fs: self.fs,
@@ -438,7 +451,6 @@ pub(crate) fn byte(b: &[u8], at: usize) -> u8 {
 }
 
 /// UTF-16LE code units of `b` (an odd last byte dropped) as text; unpaired surrogates become U+FFFD.
-#[allow(dead_code)] // TEMP: the NTFS reader uses it
 pub(crate) fn utf16(b: &[u8]) -> String {
     let units: Vec<u16> = b
         .chunks_exact(2)

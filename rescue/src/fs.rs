@@ -23,7 +23,7 @@
 mod exfat;
 mod ext;
 mod fat;
-mod ntfs;
+pub(crate) mod ntfs;
 pub mod ranges;
 mod root;
 mod swap;

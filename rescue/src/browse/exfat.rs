@@ -57,14 +57,7 @@ impl Exfat {
         let bps = 1u64 << bps_shift;
         let length = le64(&b, 72);
         if length.checked_mul(bps).is_none_or(|l| l > vol.size) {
-            return Err(bad(
-                72,
-                format!(
-                    "{length} sectors do not fit the partition's {} bytes (shrunk partition or \
-                     damaged boot sector)",
-                    vol.size
-                ),
-            ));
+            return Err(vol.too_big("boot sector", 72, format!("{length} sectors")));
         }
         let fat_offset = u64::from(le32(&b, 80));
         let fat_length = u64::from(le32(&b, 84));

@@ -144,14 +144,10 @@ impl Ext {
                 0
             };
         if blocks.checked_mul(bs).is_none_or(|b| b > vol.size) {
-            return Err(bad(
-                &vol,
-                0x04,
-                format!(
-                    "{blocks} blocks of {bs} bytes do not fit the partition's {} bytes (shrunk \
-                     partition or damaged superblock)",
-                    vol.size
-                ),
+            return Err(vol.too_big(
+                "superblock",
+                SB + 0x04,
+                format!("{blocks} blocks of {bs} bytes"),
             ));
         }
         let first_data_block = u64::from(le32(&sb, 0x14));

@@ -73,15 +73,7 @@ impl Fat {
             ));
         }
         if total.checked_mul(bps).is_none_or(|t| t > vol.size) {
-            return Err(bad(
-                &vol,
-                19,
-                format!(
-                    "{total} sectors do not fit the partition's {} bytes (shrunk partition or \
-                     damaged boot sector)",
-                    vol.size
-                ),
-            ));
+            return Err(vol.too_big("boot sector (BPB)", 19, format!("{total} sectors")));
         }
         let clusters = (total - first_data) / spc;
         let kind = if clusters < 4085 {

@@ -17,7 +17,6 @@ pub(crate) enum Src {
     /// Bytes kept in the metadata (resident or inline data).
     Bytes(Arc<Vec<u8>>),
     /// One LZNT1-compressed unit (NTFS), stored in these (offset, length) ranges of the partition.
-    #[allow(dead_code)] // TEMP: the NTFS reader makes it
     Lznt1(Vec<(u64, u64)>),
 }
 
@@ -70,7 +69,7 @@ impl Pieces {
 pub struct FileReader {
     vol: Vol,
     size: u64,
-    pieces: Vec<Piece>,
+    pieces: Arc<Vec<Piece>>,
     pos: u64,
     /// The last decompressed unit: its file offset and bytes.
     unit: Option<(u64, Vec<u8>)>,
@@ -80,10 +79,15 @@ pub struct FileReader {
 impl FileReader {
     /// A reader of `size` bytes made of `pieces` (sorted, non-overlapping; gaps read as zeros).
     pub(crate) fn new(vol: Vol, size: u64, pieces: Pieces, what: String) -> FileReader {
+        FileReader::shared(vol, size, Arc::new(pieces.list), what)
+    }
+
+    /// A reader over pieces another reader may share.
+    pub(crate) fn shared(vol: Vol, size: u64, pieces: Arc<Vec<Piece>>, what: String) -> FileReader {
         FileReader {
             vol,
             size,
-            pieces: pieces.list,
+            pieces,
             pos: 0,
             unit: None,
             what,

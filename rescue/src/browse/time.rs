@@ -10,7 +10,6 @@ pub struct Time {
 }
 
 /// Seconds from 1601-01-01 (NTFS's epoch) to 1970-01-01.
-#[allow(dead_code)] // TEMP: the NTFS reader uses it
 const NTFS_TO_UNIX: i64 = 11_644_473_600;
 
 impl Time {
@@ -27,7 +26,6 @@ impl Time {
     }
 
     /// An NTFS time (100 ns units since 1601); 0 means unset.
-    #[allow(dead_code)] // TEMP: the NTFS reader uses it
     pub(crate) fn ntfs(t: u64) -> Option<Time> {
         if t == 0 {
             return None;

@@ -40,7 +40,7 @@ pub(super) struct Volume {
 /// One run of an attribute's data: `len` clusters from virtual cluster `vcn`, at `lcn` (None:
 /// sparse).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Run {
+pub(crate) struct Run {
     pub vcn: u64,
     pub lcn: Option<u64>,
     pub len: u64,
@@ -139,15 +139,11 @@ pub(super) fn volume<R: Read + Seek>(disk: &Disk<'_, R>, b: &[u8]) -> Result<Vol
     }
     // Values above 0x80 encode 2^(256 - value) sectors (clusters of 64 KiB and more).
     let raw = byte(b, 13);
-    let spc = match raw {
-        1..=0x80 if raw.is_power_of_two() => u64::from(raw),
-        0xF4..=0xFF => 1u64 << (256 - u32::from(raw)),
-        _ => {
-            return Err(bad(
-                13,
-                format!("sectors per cluster byte {raw:#x} is invalid"),
-            ))
-        }
+    let Some(spc) = sectors_per_cluster(raw) else {
+        return Err(bad(
+            13,
+            format!("sectors per cluster byte {raw:#x} is invalid"),
+        ));
     };
     let cluster = bps * spc;
     if cluster > 2 << 20 {
@@ -195,6 +191,16 @@ pub(super) fn volume<R: Read + Seek>(disk: &Disk<'_, R>, b: &[u8]) -> Result<Vol
         mirr_lcn,
         record,
     })
+}
+
+/// The sectors per cluster that the boot sector's byte 13 encodes: a power of two up to 0x80, or
+/// 2^(256 − value) above 0xF3 (clusters of 64 KiB and more).
+pub(crate) fn sectors_per_cluster(raw: u8) -> Option<u64> {
+    match raw {
+        1..=0x80 if raw.is_power_of_two() => Some(u64::from(raw)),
+        0xF4..=0xFF => Some(1u64 << (256 - u32::from(raw))),
+        _ => None,
+    }
 }
 
 /// The volume must be cleanly unmounted: `$Volume` not dirty and `$LogFile` with nothing to replay.
@@ -302,7 +308,7 @@ pub(super) fn check_record(rec: &mut [u8]) -> Result<(), String> {
 
 /// Undoes the update sequence array: the last two bytes of every 512-byte stride were replaced by
 /// the sequence number when written; a stride that does not end with it was torn.
-pub(super) fn fixup(rec: &mut [u8]) -> Result<(), String> {
+pub(crate) fn fixup(rec: &mut [u8]) -> Result<(), String> {
     let usa = le16(rec, 4) as usize;
     let count = le16(rec, 6) as usize;
     if count != rec.len() / FIXUP_STRIDE + 1 || usa < 8 || usa + 2 * count > rec.len() {
@@ -386,7 +392,7 @@ fn nonresident<R: Read + Seek>(
 }
 
 /// Decodes the mapping pairs of non-resident attribute `a`; every run must lie inside the volume.
-pub(super) fn decode_runs(a: &[u8], clusters: u64) -> Result<Vec<Run>, String> {
+pub(crate) fn decode_runs(a: &[u8], clusters: u64) -> Result<Vec<Run>, String> {
     let lowest = le64(a, 0x10);
     let highest = le64(a, 0x18);
     let mut p = le16(a, 0x20) as usize;

@@ -74,10 +74,18 @@ fn images() -> &'static Vec<(&'static str, Vec<u8>)> {
         run(tool("mkfs.exfat").arg(&img));
         {
             let m =
-                super::exfat::Mounted::new(&img, &dir.path().join("mnt"), "mount.exfat-fuse", &[]);
-            super::exfat::copy_in(&flat, &m.dir);
+                super::util::Mounted::new(&img, &dir.path().join("mnt"), "mount.exfat-fuse", &[]);
+            super::util::copy_in(&flat, &m.dir);
         }
         out.push(("exfat", std::fs::read(&img).unwrap()));
+        let img = sparse(dir.path(), "ntfs", 8 << 20);
+        run(tool("mkntfs").args(["-F", "-Q", "-q"]).arg(&img));
+        let mnt = dir.path().join("nmnt");
+        std::fs::create_dir_all(&mnt).unwrap();
+        run(tool("ntfs-3g").arg(&img).arg(&mnt));
+        super::util::copy_in(&src, &mnt);
+        run(tool("umount").arg(&mnt));
+        out.push(("ntfs", std::fs::read(&img).unwrap()));
         out
     })
 }
@@ -135,7 +143,7 @@ proptest! {
 
     #[test]
     fn damaged_images_never_panic(
-        which in 0usize..7,
+        which in 0usize..8,
         near in prop::collection::vec((0u32..(96 << 10), any::<u8>()), 1..24),
         far in prop::collection::vec((any::<u32>(), any::<u8>()), 0..8),
         cut in prop::option::of(0u32..(4 << 20)),
@@ -266,4 +274,90 @@ fn an_extent_past_the_end_is_an_error_naming_it() {
         "{err}"
     );
     assert_eq!(e.size, 300_001);
+}
+
+/// NTFS image `ntfs` opened as the NTFS reader, for reaching records.
+fn ntfs_of(img: &[u8]) -> crate::browse::ntfs::Ntfs {
+    let r: Arc<dyn ReadAt> = Arc::new(img.to_vec());
+    crate::browse::ntfs::Ntfs::open(crate::browse::Vol::new(r, img.len() as u64, "NTFS")).unwrap()
+}
+
+/// The byte offset, within record `rec`, of its first attribute of type `ty`.
+fn attr_in(rec: &[u8], ty: u32) -> usize {
+    let mut at = usize::from(u16::from_le_bytes([rec[0x14], rec[0x15]]));
+    loop {
+        let t = u32::from_le_bytes(rec[at..at + 4].try_into().unwrap());
+        assert_ne!(t, 0xFFFF_FFFF, "no attribute {ty:#x}");
+        if t == ty {
+            return at;
+        }
+        at += u32::from_le_bytes(rec[at + 4..at + 8].try_into().unwrap()) as usize;
+    }
+}
+
+/// Patches byte `at` of record `n` on the image (outside the fixup positions).
+fn patch_record(img: &mut [u8], n: u64, at: usize, v: u8) {
+    let (_, disk) = ntfs_of(img).raw_record(n).unwrap().unwrap();
+    assert!(at % 512 < 510, "a fixup position");
+    img[disk as usize + at] = v;
+}
+
+#[test]
+fn ntfs_runlists_past_the_end_encryption_and_a_lost_index() {
+    let img = image("ntfs");
+    let fs = open_bytes(img.clone()).unwrap();
+    let file7 = fs.stat("/docs/file7.bin").unwrap().id.node;
+    let docs = fs.stat("/docs").unwrap().id.node;
+    let todo = fs.stat("/docs/notes/todo.txt").unwrap().id.node;
+    let (rec, _) = ntfs_of(&img).raw_record(file7).unwrap().unwrap();
+
+    // The first run's cluster pushed far past the volume.
+    let data = attr_in(&rec, 0x80);
+    let pairs = data + usize::from(u16::from_le_bytes([rec[data + 0x20], rec[data + 0x21]]));
+    let h = rec[pairs];
+    let top = pairs + usize::from(h & 0xF) + usize::from(h >> 4);
+    let mut b = img.clone();
+    patch_record(&mut b, file7, top, 0x40);
+    let fs = open_bytes(b).unwrap();
+    let err = fs.open_path("/docs/file7.bin").unwrap_err().to_string();
+    assert!(
+        err.contains("NTFS") && err.contains("past the volume"),
+        "{err}"
+    );
+
+    // EFS-encrypted content is refused by name (the standard information's flag).
+    let (rec, _) = ntfs_of(&img).raw_record(todo).unwrap().unwrap();
+    let si = attr_in(&rec, 0x10);
+    let flags = si + usize::from(u16::from_le_bytes([rec[si + 0x14], rec[si + 0x15]])) + 0x21;
+    let mut b = img.clone();
+    patch_record(&mut b, todo, flags, rec[flags] | 0x40);
+    let fs = open_bytes(b).unwrap();
+    assert!(fs.stat("/docs/notes/todo.txt").unwrap().flags.encrypted);
+    let err = fs
+        .open_path("/docs/notes/todo.txt")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("EFS"), "{err}");
+
+    // A folder whose index root is gone is listed through its entries' parent references.
+    let (rec, _) = ntfs_of(&img).raw_record(docs).unwrap().unwrap();
+    let root = attr_in(&rec, 0x90);
+    let mut b = img;
+    patch_record(&mut b, docs, root, 0x91);
+    let fs = open_bytes(b).unwrap();
+    let names: Vec<String> = fs
+        .list("/docs")
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert!(
+        names.contains(&"file7.bin".to_owned()) && names.contains(&"notes".to_owned()),
+        "{names:?}"
+    );
+    assert!(
+        fs.notes().iter().any(|n| n.contains("parent references")),
+        "{:?}",
+        fs.notes()
+    );
 }

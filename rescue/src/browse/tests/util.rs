@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::browse::{extract, open, Browse, Kind};
-use crate::fs::testutil::{run, XorShift};
+use crate::fs::testutil::{run, run_status, tool, XorShift};
 use crate::image::ReadAt;
 
 /// What a tree holds beyond plain files and folders.
@@ -310,4 +310,66 @@ pub fn utf8(mut cmd: Command) -> Command {
 
 pub fn sh(cmd: &mut Command) -> String {
     run(cmd)
+}
+
+/// A FUSE mount of an image through a loop device, undone when dropped.
+pub struct Mounted {
+    pub dir: PathBuf,
+    dev: String,
+}
+
+impl Mounted {
+    pub fn new(img: &Path, mnt: &Path, program: &str, opts: &[&str]) -> Mounted {
+        std::fs::create_dir_all(mnt).unwrap();
+        let (code, dev) = run_status(tool("losetup").args(["-f", "--show"]).arg(img));
+        assert_eq!(code, 0, "losetup (needs root): {dev}");
+        let dev = dev.trim().to_owned();
+        let m = Mounted {
+            dir: mnt.to_path_buf(),
+            dev,
+        };
+        let (code, out) = run_status(tool(program).args(opts).arg(&m.dev).arg(mnt));
+        assert_eq!(code, 0, "{program} {}: {out}", m.dev);
+        m
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = run_status(tool("umount").arg(&self.dir));
+        let _ = run_status(tool("losetup").arg("-d").arg(&self.dev));
+    }
+}
+
+/// Copies the tree's entries into the mounted `dst` with their times.
+pub fn copy_in(src: &Path, dst: &Path) {
+    for e in std::fs::read_dir(src).unwrap() {
+        sh(std::process::Command::new("cp")
+            .args(["-r", "--no-dereference", "--preserve=timestamps"])
+            .arg(e.unwrap().path())
+            .arg(dst));
+    }
+}
+
+/// Writes the large file (`len` bytes, time stamp(999)) as `big.bin` into the mounted `mnt` with cp
+/// and into the source tree.
+pub fn put_big(dir: &Path, src: &Path, mnt: &Path, len: usize) {
+    let big = big_file(dir, len);
+    sh(Command::new("cp")
+        .arg("--preserve=timestamps")
+        .arg(&big)
+        .arg(mnt.join("big.bin")));
+    fs::copy(&big, src.join("big.bin")).unwrap();
+    set_mtime(&src.join("big.bin"), stamp(999));
+}
+
+/// `check` (the filesystem's own checker, read-only) passes on `img`, which opens as `kind` with no
+/// notes.
+pub fn checked_open(img: &Path, check: &str, kind: &str) -> Box<dyn Browse> {
+    let (code, out) = run_status(tool(check).arg("-n").arg(img));
+    assert_eq!(code, 0, "{check}: {out}");
+    let fs = open_image(img);
+    assert_eq!(fs.kind(), kind);
+    assert!(fs.notes().is_empty(), "{:?}", fs.notes());
+    fs
 }
