@@ -40,6 +40,8 @@ const TAG_JUNCTION: u32 = 0xA000_0003;
 const TAG_WOF: u32 = 0x8000_0017;
 const INTERIX_LINK: &[u8] = b"IntxLNK\x01";
 const MAX_NOTES: usize = 100;
+/// The largest compression unit read (16 clusters of 64 KiB).
+const MAX_UNIT: u64 = 1 << 20;
 
 pub(crate) struct Ntfs {
     vol: Vol,
@@ -167,7 +169,10 @@ impl Ntfs {
     pub(crate) fn raw_record(&self, n: u64) -> Result<Option<(Vec<u8>, u64)>, BrowseError> {
         let off = n
             .checked_mul(self.record)
-            .filter(|&o| o + self.record <= self.mft_size)
+            .filter(|&o| {
+                o.checked_add(self.record)
+                    .is_some_and(|e| e <= self.mft_size)
+            })
             .ok_or_else(|| {
                 self.vol
                     .corrupt("MFT", 0, format!("record {n} lies past the end of $MFT"))
@@ -325,8 +330,21 @@ impl Ntfs {
             }
             all.extend(runs);
         }
+        if all.last().is_some_and(|r| {
+            (r.vcn + r.len).saturating_mul(self.cluster) > first.allocated().max(size)
+        }) {
+            return Err(bad(format!(
+                "{what}'s runlist maps more than its allocated size"
+            )));
+        }
         let unit = (first.flags & FLAG_COMPRESSED != 0 && first.compression_unit() > 0)
             .then(|| 1u64 << first.compression_unit().min(16));
+        if unit.is_some_and(|u| u * self.cluster > MAX_UNIT) {
+            return Err(self.vol.unsupported(format!(
+                "{what}: compression units of {} clusters (Windows writes 16 of at most 4 KiB)",
+                unit.unwrap_or(0)
+            )));
+        }
         Ok((size, runs::pieces(&all, self.cluster, size, init, unit)))
     }
 
