@@ -8,12 +8,14 @@
 //! - `outcome`: what is reported ([`Outcome`]);
 //! - `capture`, `restore` (and clone), `verify`, `grow`: each operation, from paths to the engine;
 //! - `export`: an image written as a virtual machine's disk file ([`export_disk`]);
+//! - `serve`: an image's disk as an NBD export ([`serve`]); `disk` opens any image as the disk it holds;
 //! - `inspect`: what an image holds, for `inspect` and the restore wizard ([`ImageInfo`]);
 //! - `usage`: used bytes of filesystems, for the TUI's overview;
 //! - `network`: the network links, and bringing them up.
 
 mod capture;
 mod credentials;
+mod disk;
 mod export;
 mod grow;
 mod inspect;
@@ -24,6 +26,7 @@ mod repo;
 mod request;
 mod restore;
 mod run;
+mod serve;
 mod signals;
 mod usage;
 mod verify;
@@ -50,6 +53,7 @@ pub use self::request::{
     DEFAULT_LEVEL,
 };
 pub use self::run::{record, run};
+pub use self::serve::{default_socket, serve, ServeSpec, Serving};
 pub use self::signals::{cancel_on_signals, end_on_closed_pipe};
 pub use self::usage::filesystem_usage;
 
