@@ -9,6 +9,7 @@ pub mod mounts;
 pub mod net;
 pub mod progress;
 pub mod repo;
+pub mod serve;
 pub mod ui;
 
 use std::io::Write;
@@ -78,6 +79,9 @@ pub enum Cmd {
     /// Write an image or snapshot (REPO::NAME[@TIME]) out as one self-contained image file, or as a
     /// virtual machine's disk (--format raw, vhd, vhdx, vmdk, vdi, qcow2), and verify what was written.
     Export(export::ExportArgs),
+    /// Serve an image's disk (or one partition) over NBD, read-only or writable through an overlay
+    /// file, for QEMU, qemu-img, nbdcopy or nbd-client (docs/NBD.md); until Ctrl-C.
+    Serve(serve::ServeArgs),
     /// Check a repository: every snapshot and every chunk it refers to (--read-data: hashed too).
     Check(repo::CheckArgs),
     /// Add an image file (or another repository's snapshot) to a repository as a snapshot.
@@ -117,6 +121,7 @@ impl Cmd {
             Cmd::Disks { json, .. } | Cmd::Inspect { json, .. } => *json,
             Cmd::Snapshots(a) => a.json,
             Cmd::Export(a) => a.json,
+            Cmd::Serve(a) => a.json,
             Cmd::Check(a) => a.json,
             Cmd::Import(a) => a.json,
             Cmd::Prune(a) => a.json,
@@ -231,6 +236,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Repo(cmd) => repo::run(cmd),
         Cmd::Snapshots(args) => repo::snapshots(args),
         Cmd::Export(args) => export::run(args),
+        Cmd::Serve(args) => serve::run(args),
         Cmd::Check(args) => repo::check(args),
         Cmd::Import(args) => repo::import(args),
         Cmd::Prune(args) => repo::prune(args),
