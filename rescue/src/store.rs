@@ -299,8 +299,8 @@ pub struct ImageEntry {
     pub modified_unix: u64,
 }
 
-/// The images under `dir` (`*.rimg`, down to three levels, newest first). Unfinished `.partial` files
-/// are not images and are not listed.
+/// The images under `dir` (`*.rimg` and virtual machines' disks, down to three levels, newest first).
+/// Unfinished `.partial` files are not images and are not listed.
 pub fn find_images(dir: &Path) -> Vec<ImageEntry> {
     let mut out = Vec::new();
     walk(dir, 0, &mut out);
@@ -325,7 +325,9 @@ fn walk(dir: &Path, depth: usize, out: &mut Vec<ImageEntry>) {
         }
         if meta.is_dir() && depth < 3 {
             walk(&path, depth + 1, out);
-        } else if meta.is_file() && path.extension().is_some_and(|x| x == IMAGE_EXT) {
+        } else if meta.is_file()
+            && (path.extension().is_some_and(|x| x == IMAGE_EXT) || is_virtual_disk(&path))
+        {
             out.push(ImageEntry {
                 path,
                 size_bytes: meta.len(),
@@ -338,6 +340,22 @@ fn walk(dir: &Path, depth: usize, out: &mut Vec<ImageEntry>) {
             });
         }
     }
+}
+
+/// The names virtual machines' disk files go by; such a file is listed when its content is one
+/// ([`crate::vdisk::sniff`]): a VMDK's flat extent or a stray `.img` is not.
+const VIRTUAL_EXTS: [&str; 8] = ["qcow2", "qcow", "vhd", "vhdx", "vmdk", "vdi", "dmg", "img"];
+
+fn is_virtual_disk(path: &Path) -> bool {
+    let named = path
+        .extension()
+        .and_then(|x| x.to_str())
+        .is_some_and(|x| VIRTUAL_EXTS.contains(&x.to_ascii_lowercase().as_str()));
+    named
+        && std::fs::File::open(path)
+            .ok()
+            .and_then(|f| crate::vdisk::sniff(&f))
+            .is_some()
 }
 
 /// Bytes an unprivileged writer could still put on the filesystem holding `dir`.
@@ -443,6 +461,26 @@ mod tests {
         let found = find_images(dir.path());
         assert_eq!(found.len(), 1);
         assert!(found[0].path.ends_with("a/b/one.rimg"));
+    }
+
+    #[test]
+    fn virtual_machine_disks_are_found_by_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let vm = dir.path().join("vms/pc.QCOW2");
+        std::fs::create_dir_all(vm.parent().unwrap()).unwrap();
+        let made = std::process::Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&vm)
+            .arg("16M")
+            .status()
+            .unwrap();
+        assert!(made.success());
+        // Named like a VM disk, but not one: a stray file, a VMDK's flat extent.
+        std::fs::write(dir.path().join("backup.img"), vec![0u8; 4096]).unwrap();
+        std::fs::write(dir.path().join("pc-flat.vmdk"), vec![0u8; 4096]).unwrap();
+        let found = find_images(dir.path());
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].path.ends_with("vms/pc.QCOW2"));
     }
 
     #[test]

@@ -77,6 +77,28 @@ fn a_qcow2_disk_is_listed_captured_and_never_written_as_raw() {
     assert_eq!(j["virtual_disk"]["format"], "qcow2", "{j}");
     assert_eq!(j["disk"]["size_bytes"], r["size_bytes"], "{j}");
     assert_eq!(j["disk"]["partitions"], v["partitions"], "{j}");
+    // As the restore wizard sees it (`ops::inspect`): the disk it holds, laid out as a capture of it
+    // would be, and marked as a virtual disk (restored whole).
+    let info = rescue::ops::inspect(
+        &rescue::ops::Location::Local(vm.clone()),
+        &rescue::ops::NetOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(info.virtual_format, Some("qcow2"));
+    assert_eq!(info.disk.size, r["size_bytes"].as_u64().unwrap());
+    assert_eq!(
+        info.disk.partitions.len(),
+        r["partitions"].as_array().unwrap().len()
+    );
+    let last_end = r["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["start_bytes"].as_u64().unwrap() + p["size_bytes"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    assert!(info.layout.min_target_size() >= last_end);
+    assert!(info.layout.min_target_size() <= r["size_bytes"].as_u64().unwrap());
     // Read as an image of ours where only our images go, it says what it is and what can be done.
     let (rc, o) = rescue(&["export", s(&vm), "-o", s(&d.join("x.rimg"))]);
     assert_ne!(rc, 0, "{o}");

@@ -32,6 +32,9 @@ pub struct ImageInfo {
     pub unreadable: Vec<(String, Range<u64>)>,
     /// Disk ranges of unallocated space that was not read at all (FORMAT.md §7.3).
     pub unallocated: Vec<Range<u64>>,
+    /// A virtual machine's disk (its format: `qcow2`, `VHDX`…), not an image of ours: no root hash, no
+    /// streams, no creation info; it is restored whole, as a clone of the disk it holds.
+    pub virtual_format: Option<&'static str>,
 }
 
 /// One stream of an image.
@@ -56,6 +59,9 @@ pub struct StreamSummary {
 /// a share is read there (the share mounted for the call).
 pub fn inspect(location: &Location, net: &super::NetOptions) -> anyhow::Result<ImageInfo> {
     let placed = super::place::place(location, false, net)?;
+    if let Some(format) = placed.virtual_format() {
+        return virtual_as_image(&placed.path, format);
+    }
     let image = placed.open()?;
     let index = image.index();
     let storage = index.stream_storage();
@@ -92,6 +98,7 @@ pub fn inspect(location: &Location, net: &super::NetOptions) -> anyhow::Result<I
         repeated_bytes: index.repeated_bytes(),
         unreadable: unreadable_ranges(index),
         unallocated: unallocated_ranges(index),
+        virtual_format: None,
     })
 }
 
@@ -130,6 +137,34 @@ pub fn inspect_virtual(
         notes: v.notes,
         disk,
     }))
+}
+
+/// A virtual machine's disk described as an image is (for the restore wizard): the disk it holds as
+/// detection sees it, laid out as a capture of it would be. No root hash, no streams: it is no image of
+/// ours.
+fn virtual_as_image(
+    path: &std::path::Path,
+    format: crate::vdisk::Format,
+) -> anyhow::Result<ImageInfo> {
+    let disk = super::detect_one(path, &super::detect_options())?;
+    let plan = plan::plan_capture(&disk, &plan::CaptureRequest::default(), None)
+        .map_err(|r| anyhow::anyhow!("{}: {r}", path.display()))?;
+    Ok(ImageInfo {
+        path: path.to_path_buf(),
+        image_bytes: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+        root_hash: String::new(),
+        format: format!("{} virtual disk", format.name()),
+        required_features: 0,
+        creation: CreationInfo::default(),
+        disk: crate::engine::disk_info(&disk),
+        layout: plan.layout,
+        streams: Vec::new(),
+        used_bytes: 0,
+        repeated_bytes: 0,
+        unreadable: Vec::new(),
+        unallocated: Vec::new(),
+        virtual_format: Some(format.name()),
+    })
 }
 
 /// Disk ranges of the gap streams that were not read at all.

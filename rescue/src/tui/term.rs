@@ -489,6 +489,7 @@ fn summarize(loc: &Location, opts: &DetectOptions) -> Result<ImageSummary, Strin
         layout: info.layout,
         image_disk: loc.local().and_then(|p| detect::disk_holding(p, opts)),
         unreadable_ranges: info.unreadable.len(),
+        virtual_format: info.virtual_format,
     })
 }
 

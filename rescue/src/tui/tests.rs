@@ -242,6 +242,7 @@ pub(super) fn summary() -> ImageSummary {
         layout,
         image_disk: Some("/dev/vdb".into()),
         unreadable_ranges: 0,
+        virtual_format: None,
     }
 }
 
@@ -678,6 +679,40 @@ fn partition_restore_targets_partitions() {
     assert!(v("/dev/vda1").unwrap_err().contains("too small"));
     assert!(v("/dev/vdb1").unwrap_err().contains("the image"));
     assert!(v("/dev/sda2").unwrap_err().contains("rescue stick"));
+}
+
+#[test]
+fn a_virtual_machine_disk_is_restored_whole_and_says_what_it_is() {
+    let mut a = app();
+    a.on_key(Key::Char('r'));
+    let s = images_store(&a);
+    a.on_key(Key::Enter);
+    a.on_store(Ok(s));
+    a.on_key(Key::Enter);
+    let mut vm = summary();
+    vm.virtual_format = Some("qcow2");
+    vm.root_hash = String::new();
+    a.on_image(Ok(vm));
+    let Screen::Restore(w) = &a.screen else {
+        panic!("not in the restore wizard")
+    };
+    assert!(
+        w.image_partitions().is_empty(),
+        "no partition restore of a VM disk"
+    );
+    let shown = render(&a, 132, 40);
+    assert!(shown.contains("A qcow2 virtual machine disk"), "{shown}");
+    assert!(shown.contains("as a clone of the disk it holds"), "{shown}");
+    assert!(
+        !shown.contains("Root hash") && !shown.contains("Partition 2"),
+        "{shown}"
+    );
+    // Down does not reach a partition: the whole disk stays chosen.
+    a.on_key(Key::Down);
+    let Screen::Restore(w) = &a.screen else {
+        panic!()
+    };
+    assert_eq!(w.chosen_partition(), None);
 }
 
 #[test]

@@ -318,10 +318,15 @@ pub(super) fn restore(
                 return vec![];
             };
             let parts = rows(area, &[9, 0]);
-            let lines = vec![
+            let mut lines = vec![
                 Line::from(Span::styled(i.location.to_string(), bold())),
                 Line::from(format!(
-                    "From {} {} {} ({}, {}-byte sectors, {})",
+                    "{} {} {} {} ({}, {}-byte sectors, {})",
+                    if i.virtual_format.is_some() {
+                        "Holds"
+                    } else {
+                        "From"
+                    },
                     i.disk.path,
                     i.disk.model.trim(),
                     i.disk.serial,
@@ -351,6 +356,20 @@ pub(super) fn restore(
                     "No unreadable ranges".to_string()
                 }),
             ];
+            if let Some(format) = i.virtual_format {
+                // No capture behind it: what it is and how it is restored instead.
+                lines.splice(
+                    2..,
+                    [
+                        Line::from(format!(
+                            "A {format} virtual machine disk, {}; needs a disk of at least {}",
+                            human_size(i.size_bytes),
+                            human_size(i.layout.min_target_size())
+                        )),
+                        Line::from("Restored whole, as a clone of the disk it holds (V2P)"),
+                    ],
+                );
+            }
             text_box(f, parts[0], &step_title(3, 5, "what to restore"), lines);
             let mut items = vec![(
                 format!(
