@@ -156,20 +156,7 @@ fn the_served_disk_equals_the_raw_restore() {
         &["convert", "-f", "raw", "-O", "raw", &srv.url, s(&part)],
     );
     assert!(ok, "{says}");
-    let (rc, o) = rescue(&["disks", "--json", s(&restored)]);
-    assert_eq!(rc, 0, "{o}");
-    let report: serde_json::Value = serde_json::from_str(&o).unwrap();
-    let p2 = report["disks"][0]["partitions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["number"] == 2)
-        .unwrap()
-        .clone();
-    let (start, len) = (
-        p2["start_bytes"].as_u64().unwrap(),
-        p2["size_bytes"].as_u64().unwrap(),
-    );
+    let (start, len) = partition_bytes(&restored, 2);
     let whole = std::fs::read(&restored).unwrap();
     let got = std::fs::read(&part).unwrap();
     assert_eq!(got.len() as u64, len);

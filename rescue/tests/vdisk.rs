@@ -1,7 +1,8 @@
 //! Virtual machines' disks as the disks they hold, on the host CLI: a qcow2 file made by `qemu-img` from a
 //! fixture disk is listed with the fixture's partitions and filesystems, captured (used blocks only,
 //! through its tables) into an image that verifies against the raw disk, verified and restored onto a
-//! disk as it is (V2P; what its filesystems use is the source's), inspected as the disk it holds, named
+//! disk as it is (V2P; what its filesystems use is the source's) or one partition of it onto a partition,
+//! inspected as the disk it holds, named
 //! for what it is where only an image of ours will do, and refused as a restore target (writing a raw
 //! disk into it would destroy it), left unchanged.
 
@@ -122,9 +123,40 @@ fn a_qcow2_disk_is_listed_captured_and_never_written_as_raw() {
     // What the filesystems use (a restore copies no free space) is the same as on the source.
     let (rc, o) = rescue(&["verify", s(&image), "--against", s(&target)]);
     assert_eq!(rc, 0, "{o}");
-    let (rc, o) = rescue(&["restore", s(&vm), s(&target), "--yes", "--partition", "1"]);
+    // One partition of it onto a partition of another disk: partition 2 of the target wiped first,
+    // then restored from the VM disk's partition 2; what its filesystem uses equals the source's.
+    let (start, len) = partition_bytes(&target, 2);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&target)
+        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &vec![0u8; len as usize], start).unwrap();
+    drop(f);
+    let part_image = d.join("p2.rimg");
+    let (rc, o) = rescue(&["capture", s(&raw), "--partition", "2", "-o", s(&part_image)]);
+    assert_eq!(rc, 0, "{o}");
+    let (rc, o) = rescue(&["verify", s(&part_image), "--against", s(&target)]);
+    assert_ne!(rc, 0, "the wiped partition differs: {o}");
+    let (rc, o) = rescue(&[
+        "restore",
+        s(&vm),
+        s(&target),
+        "--yes",
+        "--partition",
+        "2",
+        "--to-partition",
+        "2",
+    ]);
+    assert_eq!(rc, 0, "{o}");
+    assert!(o.contains("read back and verified"), "{o}");
+    let (rc, o) = rescue(&["verify", s(&part_image), "--against", s(&target)]);
+    assert_eq!(rc, 0, "{o}");
+    // A partition it does not have, or a partitioned disk as the target of one partition: refused.
+    let (rc, o) = rescue(&["restore", s(&vm), s(&target), "--yes", "--partition", "9"]);
     assert_ne!(rc, 0, "{o}");
-    assert!(o.contains("one partition of a virtual disk"), "{o}");
+    assert!(o.contains('9'), "{o}");
+    let (rc, o) = rescue(&["restore", s(&vm), s(&target), "--yes", "--partition", "2"]);
+    assert_ne!(rc, 0, "{o}");
     // A damaged table is named by verify.
     let mut bytes = std::fs::read(&vm).unwrap();
     let l1 = u64::from_be_bytes(bytes[40..48].try_into().unwrap()) as usize;

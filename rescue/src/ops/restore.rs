@@ -94,35 +94,116 @@ pub(super) fn clone(
     opts: &DetectOptions,
     ctl: Control,
 ) -> anyhow::Result<(Disk, Disk, engine::clone::CloneReport)> {
-    let source_disk = detect_one(&spec.source, opts)?;
-    let mut target_disk = detect_target(&spec.target, opts)?;
+    let (source_disk, target_disk) = detect_both(&spec.source, &spec.target, opts)?;
+    let (capture_plan, restore_plan) =
+        plan::plan_clone(&source_disk, &target_disk, spec.raw, spec.confirmed)?;
+    let report = copy(
+        &spec.source,
+        &source_disk,
+        &spec.target,
+        (&capture_plan, &restore_plan),
+        spec.verify,
+        ctl,
+        &format!(
+            "The clone did not complete: {} has no valid partition table now",
+            spec.target.display()
+        ),
+    )?;
+    Ok((source_disk, target_disk, report))
+}
+
+/// Copy partition `n` of the disk `source` holds (a virtual machine's disk) onto the target a partition
+/// restore names (`spec.target`, `spec.to_partition`), planned and refused as a restore of that
+/// partition from an image is, and copied as a clone copies it: what its filesystem uses, read back.
+pub(super) fn clone_partition(
+    source: &std::path::Path,
+    n: u32,
+    spec: &RestoreSpec,
+    opts: &DetectOptions,
+    ctl: Control,
+) -> anyhow::Result<(Disk, Disk, engine::clone::CloneReport)> {
+    let (source_disk, target_disk) = detect_both(source, &spec.target, opts)?;
+    let req = plan::CaptureRequest {
+        partitions: vec![n],
+        ..plan::CaptureRequest::default()
+    };
+    let shown = source.display().to_string();
+    let capture_plan = plan::plan_capture(&source_disk, &req, None)
+        .map_err(|r| anyhow::anyhow!("{shown}: {r}"))?;
+    let env = plan::Environment {
+        image_disk: detect::disk_holding(source, opts),
+        image_path: shown,
+        image_identity: detect::Identity::of(source),
+    };
+    let restore_plan = plan::plan_restore_partition(
+        &capture_plan.layout,
+        n,
+        &target_disk,
+        spec.to_partition,
+        &env,
+        spec.confirmed,
+    )?;
+    let what = match spec.to_partition {
+        Some(t) => format!("partition {t} of {}", spec.target.display()),
+        None => spec.target.display().to_string(),
+    };
+    let report = copy(
+        source,
+        &source_disk,
+        &spec.target,
+        (&capture_plan, &restore_plan),
+        spec.verify,
+        ctl,
+        &format!(
+            "The restore did not complete: {what} holds part of partition {n} only; restore it \
+             again before using it"
+        ),
+    )?;
+    Ok((source_disk, target_disk, report))
+}
+
+/// The source and the target of a copy as detected now (a target file takes the source's sector size).
+fn detect_both(
+    source: &std::path::Path,
+    target: &std::path::Path,
+    opts: &DetectOptions,
+) -> anyhow::Result<(Disk, Disk)> {
+    let source_disk = detect_one(source, opts)?;
+    let mut target_disk = detect_target(target, opts)?;
     if target_disk.transport == detect::Transport::File {
         target_disk.logical_sector_size = source_disk.logical_sector_size;
     }
-    let (capture_plan, restore_plan) =
-        plan::plan_clone(&source_disk, &target_disk, spec.raw, spec.confirmed)?;
-    let mut source = device::Source::open(&spec.source)?;
+    Ok((source_disk, target_disk))
+}
+
+/// Open both sides and copy as the plans say; a failure after the target was written says
+/// `incomplete` too.
+fn copy(
+    source: &std::path::Path,
+    source_disk: &Disk,
+    target: &std::path::Path,
+    (capture_plan, restore_plan): (&plan::CapturePlan, &plan::RestorePlan),
+    verify: bool,
+    ctl: Control,
+    incomplete: &str,
+) -> anyhow::Result<engine::clone::CloneReport> {
+    let mut source = device::Source::open(source)?;
     source.set_sector(source_disk.logical_sector_size);
-    let target = device::Target::open(&spec.target)?;
+    let target = device::Target::open(target)?;
     let copts = engine::clone::CloneOptions {
-        verify: spec.verify,
+        verify,
         cancel: ctl.cancel,
     };
-    let report = engine::clone::clone_disk(
+    engine::clone::clone_disk(
         &source,
         &target,
-        &capture_plan,
-        &restore_plan,
+        capture_plan,
+        restore_plan,
         &copts,
         ctl.progress,
     )
     .map_err(|e| match e {
         engine::EngineError::Untouched(_) => anyhow::anyhow!("{e}"),
-        e => anyhow::anyhow!(
-            "{}. The clone did not complete: {} has no valid partition table now",
-            crate::units::chain(&e),
-            spec.target.display()
-        ),
-    })?;
-    Ok((source_disk, target_disk, report))
+        e => anyhow::anyhow!("{}. {incomplete}", crate::units::chain(&e)),
+    })
 }

@@ -156,24 +156,28 @@ fn execute(
             }
         }
         // A virtual machine's disk onto a disk (V2P): its disk copied as a clone copies one.
-        Request::Restore(s) if placed.virtual_format().is_some() => {
-            if s.partition.is_some() || s.to_partition.is_some() {
-                bail!(
-                    "restoring one partition of a virtual disk is not done yet: restore the whole \
-                     disk, or capture it first (`rescue capture {} -o IMAGE.rimg`) and restore the \
-                     partition from that image",
-                    placed.path.display()
-                );
+        Request::Restore(s) if placed.virtual_format().is_some() => match s.partition {
+            Some(n) => {
+                let (source, target, r) =
+                    super::restore::clone_partition(&placed.path, n, s, opts, ctl)?;
+                record_copy(out, &source, &target, r);
             }
-            let c = super::CloneSpec {
-                source: placed.path.clone(),
-                target: s.target.clone(),
-                raw: false,
-                confirmed: s.confirmed,
-                verify: s.verify,
-            };
-            clone(&c, opts, ctl, out)?;
-        }
+            None if s.to_partition.is_some() => bail!(
+                "name the partition of the virtual disk {} to restore onto partition {} (--partition N)",
+                placed.path.display(),
+                s.to_partition.unwrap_or_default()
+            ),
+            None => {
+                let c = super::CloneSpec {
+                    source: placed.path.clone(),
+                    target: s.target.clone(),
+                    raw: false,
+                    confirmed: s.confirmed,
+                    verify: s.verify,
+                };
+                clone(&c, opts, ctl, out)?;
+            }
+        },
         Request::Restore(s) => {
             let r = super::restore::restore(s, placed, opts, ctl)?;
             out.target = Some(DiskId::from(&r.target));
@@ -244,13 +248,23 @@ fn clone(
     out: &mut Outcome,
 ) -> anyhow::Result<()> {
     let (source, target, r) = super::restore::clone(spec, opts, ctl)?;
-    out.source = Some(DiskId::from(&source));
-    out.target = Some(DiskId::from(&target));
+    record_copy(out, &source, &target, r);
+    Ok(())
+}
+
+/// What a copy from disk to disk did, in `out`.
+fn record_copy(
+    out: &mut Outcome,
+    source: &crate::detect::Disk,
+    target: &crate::detect::Disk,
+    r: crate::engine::clone::CloneReport,
+) {
+    out.source = Some(DiskId::from(source));
+    out.target = Some(DiskId::from(target));
     out.bytes = r.bytes_copied;
     out.verified = r.verified;
     out.set_unreadable(&r.unreadable);
     out.notes = r.notes;
-    Ok(())
 }
 
 /// Write what `how` asks for: the log (appended; `IMAGE.log`) and the result file

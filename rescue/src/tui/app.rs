@@ -102,7 +102,7 @@ pub struct ImageSummary {
     /// The disk holding the image file (never a restore target); none for a network location.
     pub image_disk: Option<String>,
     pub unreadable_ranges: usize,
-    /// A virtual machine's disk (its format), restored whole as a clone of the disk it holds.
+    /// A virtual machine's disk (its format), restored as a clone of the disk it holds copies.
     pub virtual_format: Option<&'static str>,
 }
 

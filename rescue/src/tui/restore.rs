@@ -108,11 +108,9 @@ impl RestoreWiz {
     }
 
     /// The image's partition streams, in the order offered.
-    /// The partitions that can be restored alone: none of a virtual machine's disk (restored whole).
     pub fn image_partitions(&self) -> Vec<u32> {
         self.image
             .as_ref()
-            .filter(|i| i.virtual_format.is_none())
             .map(|i| {
                 i.layout
                     .streams

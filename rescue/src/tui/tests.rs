@@ -682,7 +682,7 @@ fn partition_restore_targets_partitions() {
 }
 
 #[test]
-fn a_virtual_machine_disk_is_restored_whole_and_says_what_it_is() {
+fn a_virtual_machine_disk_says_what_it_is() {
     let mut a = app();
     a.on_key(Key::Char('r'));
     let s = images_store(&a);
@@ -693,26 +693,20 @@ fn a_virtual_machine_disk_is_restored_whole_and_says_what_it_is() {
     vm.virtual_format = Some("qcow2");
     vm.root_hash = String::new();
     a.on_image(Ok(vm));
-    let Screen::Restore(w) = &a.screen else {
-        panic!("not in the restore wizard")
-    };
-    assert!(
-        w.image_partitions().is_empty(),
-        "no partition restore of a VM disk"
-    );
     let shown = render(&a, 132, 40);
     assert!(shown.contains("A qcow2 virtual machine disk"), "{shown}");
     assert!(shown.contains("as a clone of the disk it holds"), "{shown}");
     assert!(
-        !shown.contains("Root hash") && !shown.contains("Partition 2"),
+        !shown.contains("Root hash") && !shown.contains("Created"),
         "{shown}"
     );
-    // Down does not reach a partition: the whole disk stays chosen.
+    // Its partitions can be restored alone, as an image's.
     a.on_key(Key::Down);
     let Screen::Restore(w) = &a.screen else {
-        panic!()
+        panic!("not in the restore wizard")
     };
-    assert_eq!(w.chosen_partition(), None);
+    assert_eq!(w.chosen_partition(), w.image_partitions().first().copied());
+    assert!(w.chosen_partition().is_some());
 }
 
 #[test]

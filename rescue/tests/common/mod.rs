@@ -32,6 +32,25 @@ pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// Where partition `number` of the disk (or disk image file) `disk` lies, as `rescue disks` says: its
+/// first byte and its length.
+pub fn partition_bytes(disk: &Path, number: u32) -> (u64, u64) {
+    let (rc, o, e) = rescue_split(&["disks", "--json", s(disk)]);
+    assert_eq!(rc, 0, "{o}{e}");
+    let report: serde_json::Value = serde_json::from_str(&o).unwrap();
+    let p = report["disks"][0]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["number"] == number)
+        .unwrap_or_else(|| panic!("{} has no partition {number}: {o}", disk.display()))
+        .clone();
+    (
+        p["start_bytes"].as_u64().unwrap(),
+        p["size_bytes"].as_u64().unwrap(),
+    )
+}
+
 /// Starts `rescue ARGS` (which must print progress as JSON lines, `--json`) and returns once its first
 /// progress event of `phase` is out: the child, its stderr, and what it printed so far.
 pub fn spawn_until_phase(

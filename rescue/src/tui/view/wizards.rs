@@ -366,7 +366,7 @@ pub(super) fn restore(
                             human_size(i.size_bytes),
                             human_size(i.layout.min_target_size())
                         )),
-                        Line::from("Restored whole, as a clone of the disk it holds (V2P)"),
+                        Line::from("Restored as a clone of the disk it holds (V2P), whole or one partition"),
                     ],
                 );
             }
