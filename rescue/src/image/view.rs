@@ -244,3 +244,40 @@ impl<F: ReadAt> ReadAt for DiskView<F> {
         Ok(self.size)
     }
 }
+
+/// Bytes `start..start + len` of another reader, read as a disk of their own: one partition of a disk.
+pub struct Slice {
+    inner: Arc<dyn ReadAt>,
+    start: u64,
+    len: u64,
+}
+
+impl Slice {
+    /// The slice, or `UnexpectedEof` when it reaches past the end of `inner`.
+    pub fn new(inner: Arc<dyn ReadAt>, start: u64, len: u64) -> io::Result<Slice> {
+        let end = start.checked_add(len);
+        if end.is_none_or(|end| end > inner.size().unwrap_or(0)) {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("bytes {start}+{len} reach past the end of the disk"),
+            ));
+        }
+        Ok(Slice { inner, start, len })
+    }
+}
+
+impl ReadAt for Slice {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        if offset
+            .checked_add(buf.len() as u64)
+            .is_none_or(|end| end > self.len)
+        {
+            return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+        }
+        self.inner.read_exact_at(buf, self.start + offset)
+    }
+
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.len)
+    }
+}

@@ -19,6 +19,8 @@ pub(super) struct Opened {
     pub data: Vec<Range<u64>>,
     pub sector: u32,
     pub what: String,
+    /// The partition this is, when it is one.
+    pub partition: Option<u32>,
     pub notes: Vec<String>,
 }
 
@@ -44,7 +46,8 @@ fn partition_image(index: &crate::image::Index) -> Option<Vec<u32>> {
 }
 
 /// Open `image` as the disk it holds, or its partition `partition` alone (with `as_disk`, the disk with
-/// only that partition); an image of one partition is that partition unless `as_disk`.
+/// only that partition); an image of one partition is that partition unless `as_disk`. A virtual disk is
+/// opened whole only.
 pub(super) fn open(
     image: &Location,
     partition: Option<u32>,
@@ -52,31 +55,175 @@ pub(super) fn open(
     net: &super::NetOptions,
 ) -> anyhow::Result<(super::place::Placed, Opened)> {
     let placed = super::place::place(image, false, net)?;
+    let opened = match placed.virtual_format() {
+        Some(format) if partition.is_some() => bail!(
+            "{} is a {} virtual disk: it is exported whole; leave out --partition",
+            placed.path.display(),
+            format.name()
+        ),
+        Some(format) => open_virtual(&placed, format)?,
+        None => open_ours(&placed, partition, as_disk)?,
+    };
+    Ok((placed, opened))
+}
+
+/// Open `image` for reading the files inside it: as [`open`] does, but a virtual disk's partition is
+/// found through the disk's own partition table, and a file that is neither an image of ours nor a
+/// virtual disk (a raw disk image, a block device) is read as a raw disk.
+pub(super) fn open_for_files(
+    image: &Location,
+    partition: Option<u32>,
+    net: &super::NetOptions,
+) -> anyhow::Result<(super::place::Placed, Opened)> {
+    let placed = super::place::place(image, false, net)?;
+    let whole = match placed.virtual_format() {
+        Some(format) => open_virtual(&placed, format)?,
+        None => match open_ours(&placed, partition, false) {
+            Ok(o) => return Ok((placed, o)),
+            Err(e) if not_an_image(&e) => open_raw(&placed)?,
+            Err(e) => return Err(e),
+        },
+    };
+    let opened = match partition {
+        Some(n) => partition_of(whole, n, &placed.path.display().to_string())?,
+        None => whole,
+    };
+    Ok((placed, opened))
+}
+
+/// Whether `e` says the file is no image of ours at all (rather than a damaged or unreadable one).
+fn not_an_image(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<crate::image::ImageError>(),
+            Some(crate::image::ImageError::NotAnImage { .. })
+        )
+    })
+}
+
+/// A virtual machine's disk file, read as its guest disk.
+fn open_virtual(
+    placed: &super::place::Placed,
+    format: crate::vdisk::Format,
+) -> anyhow::Result<Opened> {
     let shown = placed.path.display().to_string();
-    if let Some(format) = placed.virtual_format() {
-        if partition.is_some() {
+    let file = File::open(&placed.path).with_context(|| format!("opening {shown}"))?;
+    let v = crate::vdisk::open(Arc::new(file), &placed.path)?
+        .ok_or_else(|| anyhow::anyhow!("{shown} is no virtual disk this program reads"))?;
+    let size = v.size()?;
+    Ok(Opened {
+        disk: v.disk,
+        size,
+        data: std::iter::once(0..size).collect(),
+        sector: 512,
+        what: format!("the {} disk", format.name()),
+        partition: None,
+        notes: v.notes,
+    })
+}
+
+/// A file that is neither an image of ours nor a virtual disk, read byte for byte as a disk.
+fn open_raw(placed: &super::place::Placed) -> anyhow::Result<Opened> {
+    let source = placed.source()?;
+    let size = source
+        .size()
+        .with_context(|| format!("reading the size of {}", placed.path.display()))?;
+    Ok(Opened {
+        disk: Arc::new(source),
+        size,
+        data: std::iter::once(0..size).collect(),
+        sector: 512,
+        what: "the raw disk".to_string(),
+        partition: None,
+        notes: Vec::new(),
+    })
+}
+
+/// The partition table of `o` (a whole disk) and the filesystem of each partition, as detection finds
+/// them; `shown` names the image in messages.
+pub(super) fn table(o: &Opened, shown: &str) -> anyhow::Result<crate::detect::Disk> {
+    let cursor = crate::vdisk::Cursor::new(o.disk.clone())
+        .with_context(|| format!("reading {} of {shown}", o.what))?;
+    Ok(crate::detect::detect_image(
+        cursor,
+        o.size,
+        shown,
+        &crate::detect::DetectOptions::default(),
+    ))
+}
+
+/// The partitions of `disk`, one line each (number, size, filesystem), to choose from.
+pub(super) fn list_partitions(disk: &crate::detect::Disk) -> String {
+    disk.partitions
+        .iter()
+        .filter(|p| !p.extended)
+        .map(|p| {
+            format!(
+                "{} ({}, {})",
+                p.number,
+                crate::units::human_size(p.size_bytes),
+                p.fs.map(|f| crate::units::json_name(&f))
+                    .unwrap_or_else(|| format!("no filesystem recognised, {}", p.type_name))
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Partition `n` of the whole disk `whole`, found through the disk's partition table.
+fn partition_of(whole: Opened, n: u32, shown: &str) -> anyhow::Result<Opened> {
+    let disk = table(&whole, shown)?;
+    pick(whole, &disk, n, shown)
+}
+
+/// Partition `n` of the whole disk `whole`, whose table is `disk`.
+pub(super) fn pick(
+    whole: Opened,
+    disk: &crate::detect::Disk,
+    n: u32,
+    shown: &str,
+) -> anyhow::Result<Opened> {
+    let Some(p) = disk
+        .partitions
+        .iter()
+        .find(|p| p.number == n && !p.extended)
+    else {
+        if disk.partitions.is_empty() {
             bail!(
-                "{shown} is a {} virtual disk: it is exported whole; leave out --partition",
-                format.name()
+                "{} of {shown} has no partition table, so no partition {n}; leave out --partition",
+                whole.what
             );
         }
-        let file = File::open(&placed.path).with_context(|| format!("opening {shown}"))?;
-        let v = crate::vdisk::open(Arc::new(file), &placed.path)?
-            .ok_or_else(|| anyhow::anyhow!("{shown} is no virtual disk this program reads"))?;
-        let size = v.size()?;
-        let notes = v.notes;
-        return Ok((
-            placed,
-            Opened {
-                disk: v.disk,
-                size,
-                data: std::iter::once(0..size).collect(),
-                sector: 512,
-                what: format!("the {} disk", format.name()),
-                notes,
-            },
-        ));
-    }
+        bail!(
+            "{} of {shown} has no partition {n}; its partitions are {}: name one with --partition N",
+            whole.what,
+            list_partitions(disk)
+        );
+    };
+    let part = crate::image::Slice::new(whole.disk, p.start_bytes, p.size_bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "partition {n} of {shown} ends past the end of {} (the disk is cut short?): {e}",
+            whole.what
+        )
+    })?;
+    Ok(Opened {
+        disk: Arc::new(part),
+        size: p.size_bytes,
+        data: std::iter::once(0..p.size_bytes).collect(),
+        sector: 512,
+        what: format!("partition {n} of {}", whole.what),
+        partition: Some(n),
+        notes: whole.notes,
+    })
+}
+
+/// One of our images (a file, on a server, a snapshot) as its disk or one of its partitions.
+fn open_ours(
+    placed: &super::place::Placed,
+    partition: Option<u32>,
+    as_disk: bool,
+) -> anyhow::Result<Opened> {
+    let shown = placed.path.display().to_string();
     let reader = placed.open()?;
     let index = reader.index().clone();
     let partial = partition_image(&index);
@@ -115,15 +262,17 @@ pub(super) fn open(
     };
     let data = view.data();
     let size = view.size()?;
-    Ok((
-        placed,
-        Opened {
-            disk: Arc::new(view),
-            size,
-            data,
-            sector,
-            what,
-            notes,
-        },
-    ))
+    let partition = match select {
+        Select::Partition(n) => Some(n),
+        _ => None,
+    };
+    Ok(Opened {
+        disk: Arc::new(view),
+        size,
+        data,
+        sector,
+        what,
+        partition,
+        notes,
+    })
 }
