@@ -2,6 +2,7 @@
 //! logic lives here.
 
 pub mod export;
+pub mod files;
 pub mod imaging;
 pub mod inspect;
 pub mod job;
@@ -82,6 +83,9 @@ pub enum Cmd {
     /// Serve an image's disk (or one partition) over NBD, read-only or writable through an overlay
     /// file, for QEMU, qemu-img, nbdcopy or nbd-client (docs/NBD.md); until Ctrl-C.
     Serve(serve::ServeArgs),
+    /// List or copy out the files inside an image, a snapshot or a virtual disk without restoring it:
+    /// `files IMAGE ls [PATH]`, `files IMAGE get PATH… -o DIR` (ext2/3/4, FAT, exFAT, NTFS).
+    Files(files::FilesArgs),
     /// Check a repository: every snapshot and every chunk it refers to (--read-data: hashed too).
     Check(repo::CheckArgs),
     /// Add an image file (or another repository's snapshot) to a repository as a snapshot.
@@ -122,6 +126,7 @@ impl Cmd {
             Cmd::Snapshots(a) => a.json,
             Cmd::Export(a) => a.json,
             Cmd::Serve(a) => a.json,
+            Cmd::Files(a) => a.json(),
             Cmd::Check(a) => a.json,
             Cmd::Import(a) => a.json,
             Cmd::Prune(a) => a.json,
@@ -132,7 +137,12 @@ impl Cmd {
 
 pub fn main() -> i32 {
     let cli = Cli::parse();
-    if matches!(cli.command, Cmd::Disks { .. } | Cmd::Inspect { .. }) {
+    let listing = match &cli.command {
+        Cmd::Disks { .. } | Cmd::Inspect { .. } => true,
+        Cmd::Files(f) => matches!(f.cmd, files::FilesCmd::Ls(_)),
+        _ => false,
+    };
+    if listing {
         // Listings hold nothing to clean up: `rescue disks | head` just ends, as other tools do, instead
         // of panicking on the closed pipe. (Jobs keep SIGPIPE ignored: a capture to a closed stdout fails
         // and cleans up.)
@@ -237,6 +247,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Snapshots(args) => repo::snapshots(args),
         Cmd::Export(args) => export::run(args),
         Cmd::Serve(args) => serve::run(args),
+        Cmd::Files(args) => files::run(args),
         Cmd::Check(args) => repo::check(args),
         Cmd::Import(args) => repo::import(args),
         Cmd::Prune(args) => repo::prune(args),

@@ -9,6 +9,7 @@
 //! - `capture`, `restore` (and clone), `verify`, `grow`: each operation, from paths to the engine;
 //! - `export`: an image written as a virtual machine's disk file ([`export_disk`]);
 //! - `serve`: an image's disk as an NBD export ([`serve`]); `disk` opens any image as the disk it holds;
+//! - `files`: the files inside an image's partition listed and copied out ([`files_list`], [`files_get`]);
 //! - `inspect`: what an image holds, for `inspect` and the restore wizard ([`ImageInfo`]);
 //! - `usage`: used bytes of filesystems, for the TUI's overview;
 //! - `network`: the network links, and bringing them up.
@@ -17,6 +18,7 @@ mod capture;
 mod credentials;
 mod disk;
 mod export;
+mod files;
 mod grow;
 mod inspect;
 mod network;
@@ -45,6 +47,9 @@ use anyhow::bail;
 use crate::detect::{self, DetectOptions, Disk};
 
 pub use self::export::{export_disk, DiskExported, ExportSpec};
+pub use self::files::{
+    files_get, files_list, FileEntry, FileKind, FilesGot, FilesSpec, Listing, Summary,
+};
 pub use self::inspect::{inspect, inspect_virtual, ImageInfo, StreamSummary, VirtualInfo};
 pub use self::network::{bring_up, links, Link, LinkOutcome};
 pub use self::outcome::{DiskId, Outcome};
