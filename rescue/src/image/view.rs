@@ -281,3 +281,23 @@ impl ReadAt for Slice {
         Ok(self.len)
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests fail loudly by design
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slice_reads_its_range_and_nothing_past_it() {
+        let disk: Arc<dyn ReadAt> = Arc::new((0..=255u8).cycle().take(4096).collect::<Vec<u8>>());
+        let s = Slice::new(disk.clone(), 1000, 24).unwrap();
+        assert_eq!(s.size().unwrap(), 24);
+        let mut buf = [0u8; 4];
+        s.read_exact_at(&mut buf, 20).unwrap();
+        assert_eq!(buf, [(1020 % 256) as u8, 253, 254, 255]);
+        assert!(s.read_exact_at(&mut buf, 21).is_err());
+        assert!(s.read_exact_at(&mut buf, u64::MAX - 1).is_err());
+        assert!(Slice::new(disk.clone(), 4000, 97).is_err());
+        assert!(Slice::new(disk, u64::MAX, 2).is_err());
+    }
+}
