@@ -69,7 +69,7 @@ pub use self::index::{
 pub use self::reader::{ImageReader, ReadAt, SharedReader};
 pub use self::validate::StreamStorage;
 pub use self::verify::{VerifyProgress, VerifyReport};
-pub use self::view::{DiskView, Select, Slice};
+pub use self::view::{DiskView, Select, Slice, CACHED};
 pub use self::writer::{
     ChunkLookup, ChunkSink, FinishedImage, ImageHeaderInfo, ImageWriter, IndexExtras,
 };

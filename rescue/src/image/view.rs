@@ -39,15 +39,18 @@ pub enum Select {
     Partition(u32),
 }
 
-/// How many decompressed chunks a view keeps (chunks are at most a few MiB each).
-const CACHED: usize = 8;
+/// How many decompressed chunks a view keeps unless told otherwise (chunks are at most a few MiB each):
+/// enough for reading in order with read-ahead.
+pub const CACHED: usize = 8;
 
 /// An image as the disk (or partition) it holds; see the module's documentation.
 pub struct DiskView<F> {
     reader: SharedReader<F>,
     size: u64,
     pieces: Vec<Piece>,
+    /// The chunks read last, the most recently used last.
     cache: Mutex<Vec<(ChunkId, Slot)>>,
+    capacity: usize,
 }
 
 /// A cached chunk's bytes, filled by the first thread that needs them.
@@ -136,7 +139,16 @@ impl<F: ReadAt> DiskView<F> {
             size,
             pieces,
             cache: Mutex::new(Vec::new()),
+            capacity: CACHED,
         })
+    }
+
+    /// Keep up to `chunks` decompressed chunks (at least one) instead of [`CACHED`]: for random reads
+    /// over a working set larger than a few chunks (a disk served to a VM), each chunk read again costs
+    /// a copy instead of a read, a hash and a decompression.
+    pub fn with_cache(mut self, chunks: usize) -> Self {
+        self.capacity = chunks.max(1);
+        self
     }
 
     /// The ranges the image holds bytes for (Data and Slice extents), sorted and merged; everything else
@@ -179,15 +191,18 @@ impl<F: ReadAt> DiskView<F> {
         let slot: Slot;
         let mut bytes = {
             let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            match cache.iter().find(|(k, _)| *k == id) {
-                Some((_, s)) => {
-                    slot = Arc::clone(s);
+            match cache.iter().position(|(k, _)| *k == id) {
+                Some(i) => {
+                    // Least recently used first: a hit moves to the end.
+                    let hit = cache.remove(i);
+                    slot = Arc::clone(&hit.1);
+                    cache.push(hit);
                     drop(cache);
                     slot.lock().unwrap_or_else(|p| p.into_inner())
                 }
                 None => {
                     slot = Arc::new(Mutex::new(None));
-                    if cache.len() >= CACHED {
+                    if cache.len() >= self.capacity {
                         cache.remove(0);
                     }
                     cache.push((id, Arc::clone(&slot)));

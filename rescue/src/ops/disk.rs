@@ -45,6 +45,42 @@ fn partition_image(index: &crate::image::Index) -> Option<Vec<u32>> {
     missing.then_some(held)
 }
 
+/// How an image's disk will be read, for how many decompressed chunks to keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Reading {
+    /// Once from start to end (an export): a few chunks for the read-ahead.
+    InOrder,
+    /// Here and there, a folder's metadata, then its files (browsing files).
+    Browsing,
+    /// At random for as long as it is served (a VM booting from it, `qemu-img`, a mounted filesystem):
+    /// as many as an eighth of the memory available holds, up to 2 GiB.
+    Serving,
+}
+
+impl Reading {
+    fn cached_chunks(self) -> usize {
+        let chunk = u64::from(crate::image::DEFAULT_CHUNK_SIZE);
+        match self {
+            Reading::InOrder => crate::image::CACHED,
+            Reading::Browsing => 32,
+            Reading::Serving => {
+                let available = std::fs::read_to_string("/proc/meminfo")
+                    .ok()
+                    .and_then(|m| {
+                        m.lines()
+                            .find_map(|l| l.strip_prefix("MemAvailable:"))
+                            .and_then(|v| {
+                                v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()
+                            })
+                    })
+                    .map_or(512 << 20, |kib| kib << 10);
+                let budget = (available / 8).clamp(64 << 20, 2 << 30);
+                usize::try_from(budget / chunk).unwrap_or(crate::image::CACHED)
+            }
+        }
+    }
+}
+
 /// Open `image` as the disk it holds, or its partition `partition` alone (with `as_disk`, the disk with
 /// only that partition); an image of one partition is that partition unless `as_disk`. A virtual disk is
 /// opened whole only.
@@ -52,6 +88,7 @@ pub(super) fn open(
     image: &Location,
     partition: Option<u32>,
     as_disk: bool,
+    reading: Reading,
     net: &super::NetOptions,
 ) -> anyhow::Result<(super::place::Placed, Opened)> {
     let placed = super::place::place(image, false, net)?;
@@ -62,7 +99,7 @@ pub(super) fn open(
             format.name()
         ),
         Some(format) => open_virtual(&placed, format)?,
-        None => open_ours(&placed, partition, as_disk)?,
+        None => open_ours(&placed, partition, as_disk, reading)?,
     };
     Ok((placed, opened))
 }
@@ -78,7 +115,7 @@ pub(super) fn open_for_files(
     let placed = super::place::place(image, false, net)?;
     let whole = match placed.virtual_format() {
         Some(format) => open_virtual(&placed, format)?,
-        None => match open_ours(&placed, partition, false) {
+        None => match open_ours(&placed, partition, false, Reading::Browsing) {
             Ok(o) => return Ok((placed, o)),
             Err(e) if not_an_image(&e) => open_raw(&placed)?,
             Err(e) => return Err(e),
@@ -222,6 +259,7 @@ fn open_ours(
     placed: &super::place::Placed,
     partition: Option<u32>,
     as_disk: bool,
+    reading: Reading,
 ) -> anyhow::Result<Opened> {
     let shown = placed.path.display().to_string();
     let reader = placed.open()?;
@@ -233,7 +271,9 @@ fn open_ours(
         (None, false, Some(held)) if held.len() == 1 => Select::Partition(held[0]),
         (None, _, _) => Select::Disk,
     };
-    let view = DiskView::new(reader, select).map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
+    let view = DiskView::new(reader, select)
+        .map_err(|e| anyhow::anyhow!("{shown}: {e}"))?
+        .with_cache(reading.cached_chunks());
     let mut notes = Vec::new();
     let unreadable = view.unreadable_bytes();
     if unreadable > 0 {

@@ -83,7 +83,13 @@ pub fn export_disk(
             output.display()
         );
     }
-    let (placed, o) = super::disk::open(&spec.image, spec.partition, spec.as_disk, net)?;
+    let (placed, o) = super::disk::open(
+        &spec.image,
+        spec.partition,
+        spec.as_disk,
+        super::disk::Reading::InOrder,
+        net,
+    )?;
     if o.size > spec.format.max_size() {
         bail!(
             "{} of {} is {} bytes; a {} file holds at most {} bytes: choose vhdx or qcow2",

@@ -89,7 +89,13 @@ pub fn serve(
     ctl: Control,
     ready: impl FnOnce(&Serving),
 ) -> anyhow::Result<()> {
-    let (placed, o) = super::disk::open(&spec.image, spec.partition, spec.as_disk, net)?;
+    let (placed, o) = super::disk::open(
+        &spec.image,
+        spec.partition,
+        spec.as_disk,
+        super::disk::Reading::Serving,
+        net,
+    )?;
     let listen = match (&spec.listen, &spec.socket) {
         (Some(_), Some(_)) => anyhow::bail!("name a socket or an address to listen on, not both"),
         (Some(addr), None) => nbd::Listen::Tcp(nbd::parse_tcp(addr).map_err(anyhow::Error::msg)?),
