@@ -54,8 +54,8 @@ pub use self::inspect::{inspect, inspect_virtual, ImageInfo, StreamSummary, Virt
 pub use self::network::{bring_up, links, Link, LinkOutcome};
 pub use self::outcome::{DiskId, Outcome};
 pub use self::request::{
-    default_threads, CaptureSpec, CloneSpec, Request, RestoreSpec, RunOptions, VerifySpec,
-    DEFAULT_LEVEL,
+    default_threads, CaptureSpec, CloneSpec, CopyFilesSpec, Request, RestoreSpec, RunOptions,
+    VerifySpec, DEFAULT_LEVEL,
 };
 pub use self::run::{record, run};
 pub use self::serve::{default_socket, serve, ServeSpec, Serving};

@@ -4,11 +4,13 @@
 //! report; the wizards (`capture`, `restore`, `clone`) decide with `plan` and show its refusals; `view`
 //! draws the state with ratatui; `term` owns the terminal, runs effects (mounting, opening images,
 //! running `ops` in a thread) and feeds their results back. `job` holds what a background job is;
-//! `grow` offers to grow the rescue stick's data partition; `netloc` is the URL and password fields of a
+//! `browse` shows the files inside an image and copies some out; `grow` offers to grow the rescue
+//! stick's data partition; `netloc` is the URL and password fields of a
 //! network location; `network` the screen of network links.
 
 pub mod answers;
 pub mod app;
+pub mod browse;
 pub mod capture;
 pub mod clone;
 pub mod grow;

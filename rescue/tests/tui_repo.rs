@@ -20,28 +20,8 @@ use rescue::tui::app::{App, Effect, Key, Mode, Screen};
 use rescue::tui::capture::CapStep;
 use rescue::tui::picker::PickRow;
 use rescue::tui::restore::RStep;
-use rescue::tui::term::answer_now;
 
 const PASS: &str = "tui passphrase 7";
-
-/// Press `keys`; the effects that ask the machine something are answered at once, the others (a job
-/// started) returned.
-fn press(a: &mut App, keys: &[Key]) -> Vec<Effect> {
-    let opts = DetectOptions::default();
-    let mut left = Vec::new();
-    for &k in keys {
-        let mut queue = a.on_key(k);
-        while let Some(e) = queue.pop() {
-            match e {
-                Effect::OpenStore(..) | Effect::Inspect(_) | Effect::LookAtRepo(..) => {
-                    queue.extend(answer_now(a, e, &opts))
-                }
-                other => left.push(other),
-            }
-        }
-    }
-    left
-}
 
 fn type_text(a: &mut App, text: &str) {
     let keys: Vec<Key> = text.chars().map(Key::Char).collect();

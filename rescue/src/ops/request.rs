@@ -26,6 +26,20 @@ pub enum Request {
     Verify(VerifySpec),
     /// Grow the rescue stick's data partition as the plan the user confirmed says.
     Grow(Box<GrowPlan>),
+    /// Copy files and folders out of an image's filesystem ([`super::files_get`]).
+    CopyFiles(CopyFilesSpec),
+}
+
+/// Files and folders of one partition of an image, copied into a folder.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CopyFilesSpec {
+    pub image: Location,
+    /// The partition (`None`: the only one whose files can be read; see [`super::FilesSpec`]).
+    pub partition: Option<u32>,
+    /// Paths in the filesystem (`/` for everything).
+    pub paths: Vec<String>,
+    /// The folder they are copied into (made if missing; nothing in it is overwritten).
+    pub out_dir: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -131,6 +145,7 @@ impl Request {
             Request::Clone(_) => "clone",
             Request::Verify(_) => "verify",
             Request::Grow(_) => "grow",
+            Request::CopyFiles(_) => "copy-files",
         }
     }
 
@@ -148,6 +163,15 @@ impl Request {
             }
             Request::Verify(v) => format!("Verify {}", v.image),
             Request::Grow(p) => format!("Grow the data partition of the rescue stick {}", p.disk),
+            Request::CopyFiles(s) => format!(
+                "Copy {} from {} → {}",
+                match s.paths.as_slice() {
+                    [one] => one.clone(),
+                    many => format!("{} files and folders", many.len()),
+                },
+                s.image,
+                s.out_dir.display()
+            ),
         }
     }
 
@@ -157,7 +181,8 @@ impl Request {
             Request::Capture(s) => Some(&s.output),
             Request::Restore(s) => Some(&s.image),
             Request::Verify(v) => Some(&v.image),
-            Request::Clone(_) | Request::Grow(_) => None,
+            // A copy's records go with the logs: the image may be on a drive that cannot be written.
+            Request::Clone(_) | Request::Grow(_) | Request::CopyFiles(_) => None,
         }
     }
 
@@ -169,6 +194,7 @@ impl Request {
             Request::Clone(s) => (Some(&s.source), Some(&s.target)),
             Request::Verify(v) => (None, v.against.as_deref()),
             Request::Grow(p) => (None, Some(Path::new(&p.disk))),
+            Request::CopyFiles(_) => (None, None),
         }
     }
 }

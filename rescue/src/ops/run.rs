@@ -211,6 +211,37 @@ fn execute(
                 out.verified = true;
             }
         }
+        Request::CopyFiles(s) => {
+            out.image = Some(s.image.to_string());
+            let spec = super::FilesSpec {
+                image: s.image.clone(),
+                partition: s.partition,
+            };
+            let got = super::files_get(&spec, &s.paths, &s.out_dir, &how.net)?;
+            out.bytes = got.summary.bytes;
+            out.notes.push(format!(
+                "{} files, {} folders and {} links from {} ({}) into {}",
+                got.summary.files,
+                got.summary.dirs,
+                got.summary.symlinks,
+                got.what,
+                got.fs,
+                got.out_dir.display()
+            ));
+            out.notes.extend(got.notes);
+            out.problems = got
+                .summary
+                .problems
+                .iter()
+                .map(|(path, why)| format!("{path} was not copied: {why}"))
+                .collect();
+            if !out.problems.is_empty() {
+                out.error = Some(format!(
+                    "{} of the entries asked for could not be copied (the rest was)",
+                    out.problems.len()
+                ));
+            }
+        }
         Request::Grow(plan) => {
             let started = Instant::now();
             let mut n = 0;

@@ -12,6 +12,7 @@ impl App {
             Screen::Capture(w) => w.on_store(result),
             Screen::Restore(w) => w.on_store(result),
             Screen::Verify(w) => w.on_store(result),
+            Screen::Browse(w) => w.on_store(result),
             _ => {}
         }
         if let Some(e) = self.take_wizard_error() {
@@ -19,10 +20,26 @@ impl App {
         }
     }
 
-    pub fn on_image(&mut self, result: Result<ImageSummary, String>) {
-        if let Screen::Restore(w) = &mut self.screen {
-            let report = self.report.clone();
-            w.on_image(result, &report);
+    pub fn on_image(&mut self, result: Result<ImageSummary, String>) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        match &mut self.screen {
+            Screen::Restore(w) => {
+                let report = self.report.clone();
+                w.on_image(result, &report);
+            }
+            Screen::Browse(w) => effects = w.on_image(result),
+            _ => {}
+        }
+        if let Some(e) = self.take_wizard_error() {
+            self.note(e);
+        }
+        effects
+    }
+
+    /// A folder of an image's filesystem, listed for the browse wizard.
+    pub fn on_files(&mut self, result: Result<crate::ops::Listing, String>) {
+        if let Screen::Browse(w) = &mut self.screen {
+            w.on_files(result);
         }
         if let Some(e) = self.take_wizard_error() {
             self.note(e);
@@ -39,6 +56,7 @@ impl App {
             Screen::Capture(w) => w.entry.on_host_key(result, &mut w.error),
             Screen::Restore(w) => w.pick.entry.on_host_key(result, &mut w.error),
             Screen::Verify(w) => w.pick.entry.on_host_key(result, &mut w.error),
+            Screen::Browse(w) => w.pick.entry.on_host_key(result, &mut w.error),
             _ => false,
         };
         if let Some(e) = self.take_wizard_error() {
@@ -59,6 +77,7 @@ impl App {
             Screen::Capture(w) => effects = w.on_repo(result),
             Screen::Restore(w) => effects = w.on_repo(result),
             Screen::Verify(w) => start = w.on_repo(result),
+            Screen::Browse(w) => effects = w.on_repo(result),
             _ => {}
         }
         if let Some(e) = self.take_wizard_error() {
@@ -78,6 +97,7 @@ impl App {
             Screen::Restore(w) => w.error.take(),
             Screen::Verify(w) => w.error.take(),
             Screen::Clone(w) => w.error.take(),
+            Screen::Browse(w) => w.error.take(),
             _ => None,
         }
     }

@@ -59,6 +59,8 @@ pub enum Effect {
     /// Read an image's index (on a drive, a share or a web server; a URL's password is in it); answer
     /// with `on_image`.
     Inspect(Location),
+    /// List a folder of an image's filesystem; answer with `on_files`.
+    ListFiles(crate::ops::FilesSpec, String),
     Start(Request),
     Cancel,
     /// Detect the disks again.
@@ -113,6 +115,8 @@ pub enum Screen {
     Restore(Box<RestoreWiz>),
     Verify(Box<VerifyWiz>),
     Clone(Box<CloneWiz>),
+    /// The files inside an image, and copying some out.
+    Browse(Box<super::browse::BrowseWiz>),
     /// The network links, and bringing them up.
     Network,
     Progress,
@@ -144,10 +148,11 @@ pub struct Row {
     pub part: Option<usize>,
 }
 
-pub const MENU: [(&str, char); 10] = [
+pub const MENU: [(&str, char); 11] = [
     ("Capture the selected disk or partition to an image", 'c'),
     ("Restore an image onto a disk or partition", 'r'),
     ("Verify an image", 'v'),
+    ("Browse the files in an image and copy some out", 'b'),
     ("Clone the selected disk onto another disk", 'x'),
     ("Grow the rescue stick's data partition", 'g'),
     ("Unmount the selected disk or partition", 'u'),
@@ -307,6 +312,11 @@ impl App {
                 super::Step::Back => (Screen::Overview, vec![]),
                 super::Step::Start(spec) => self.start(spec),
             },
+            Screen::Browse(mut w) => match w.on_key(key, self) {
+                super::Step::Stay(e) => (Screen::Browse(w), e),
+                super::Step::Back => (Screen::Overview, vec![]),
+                super::Step::Start(spec) => self.start(spec),
+            },
             Screen::Network => {
                 let e = self.network_key(key);
                 let s = std::mem::replace(&mut self.screen, Screen::Overview);
@@ -381,6 +391,7 @@ impl App {
             Screen::Restore(w) => format!("{:?}", w.step),
             Screen::Verify(w) => format!("{:?}", w.step),
             Screen::Clone(w) => format!("{:?}", w.step),
+            Screen::Browse(w) => format!("{:?}", w.step),
             _ => String::new(),
         };
         (std::mem::discriminant(&self.screen), step)
@@ -393,6 +404,7 @@ impl App {
             Screen::Restore(w) => w.typing(),
             Screen::Verify(w) => w.typing(),
             Screen::Clone(w) => w.typing(),
+            Screen::Browse(w) => w.typing(),
             _ => false,
         }
     }

@@ -437,21 +437,13 @@ impl CaptureWiz {
                     self.step = CapStep::Url;
                     Step::Stay(vec![])
                 }
-                Some(s) if s.unusable.is_some() => {
-                    self.error = Some(format!(
-                        "{} cannot hold the image: {}",
-                        s.title(),
-                        s.unusable.clone().unwrap_or_default()
-                    ));
-                    Step::Stay(vec![])
-                }
-                Some(s) => {
-                    self.opening = true;
-                    Step::Stay(vec![Effect::OpenStore(
-                        s.clone(),
-                        crate::store::Access::Write,
-                    )])
-                }
+                Some(s) => super::picker::open_store(
+                    s,
+                    crate::store::Access::Write,
+                    "hold the image",
+                    &mut self.opening,
+                    &mut self.error,
+                ),
             },
             Key::Esc | Key::Left => {
                 self.step = CapStep::Parts;

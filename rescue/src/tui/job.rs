@@ -1,5 +1,5 @@
 //! Jobs the TUI runs in the background (capture, restore, clone, verify, growing the stick's data
-//! partition): what is asked, how it is going, how it ended.
+//! partition, copying files out of an image): what is asked, how it is going, how it ended.
 
 use std::path::PathBuf;
 
@@ -62,6 +62,10 @@ fn failure_lines(lines: &mut Vec<String>, req: &Request, err: &str) {
         Request::Capture(s) => lines.push(format!(
             "No image was left at {} (the unfinished file was removed)",
             s.output
+        )),
+        Request::CopyFiles(s) => lines.push(format!(
+            "What was copied stays in {}; nothing there was overwritten",
+            s.out_dir.display()
         )),
         Request::Verify(_) | Request::Grow(_) => {}
     }
@@ -137,6 +141,15 @@ fn success_lines(lines: &mut Vec<String>, req: &Request, out: &Outcome) {
                 lines.push("Every chunk and the root hash check out".into());
             }
             lines.extend(out.problems.iter().map(|p| format!("Problem: {p}")));
+        }
+        Request::CopyFiles(s) => {
+            lines.push(format!(
+                "Copied {} into {}",
+                human_size(out.bytes),
+                s.out_dir.display()
+            ));
+            lines.extend(out.problems.iter().map(|p| format!("Problem: {p}")));
+            lines.extend(notes);
         }
         Request::Grow(p) => {
             if let Some(r) = &out.grow {

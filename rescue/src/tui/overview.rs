@@ -92,6 +92,7 @@ impl App {
             },
             'r' => self.screen = Screen::Restore(Box::new(RestoreWiz::new(self))),
             'v' => self.screen = Screen::Verify(Box::new(VerifyWiz::new(self))),
+            'b' => self.screen = Screen::Browse(Box::new(super::browse::BrowseWiz::new(self))),
             'x' => match self.selected_disk().cloned() {
                 Some(d) => self.screen = Screen::Clone(Box::new(CloneWiz::new(self, d))),
                 None => self.note("no disk to clone"),

@@ -270,21 +270,13 @@ impl ImagePicker {
                     );
                     Step::Stay(vec![])
                 }
-                Some(s) if s.unusable.is_some() => {
-                    *error = Some(format!(
-                        "{} cannot be opened: {}",
-                        s.title(),
-                        s.unusable.clone().unwrap_or_default()
-                    ));
-                    Step::Stay(vec![])
-                }
-                Some(s) => {
-                    self.opening = true;
-                    Step::Stay(vec![Effect::OpenStore(
-                        s.clone(),
-                        crate::store::Access::Read,
-                    )])
-                }
+                Some(s) => open_store(
+                    s,
+                    crate::store::Access::Read,
+                    "be opened",
+                    &mut self.opening,
+                    error,
+                ),
             },
             Key::Esc => Step::Back,
             _ => Step::Stay(vec![]),
@@ -393,7 +385,7 @@ impl ImagePicker {
         match result {
             Ok(s) if s.images.is_empty() && !s.repos.iter().any(|r| r.encrypted) => {
                 *error = Some(format!(
-                    "no images (*.rimg) on {}; choose another drive",
+                    "no images (*.rimg) or virtual machine disks on {}; choose another drive",
                     s.store.title()
                 ));
                 false
@@ -412,6 +404,23 @@ impl ImagePicker {
             }
         }
     }
+}
+
+/// Open the drive chosen (`opening` set, an effect to carry out), or say why it cannot be used to
+/// `what` ("be opened", "hold the image").
+pub fn open_store(
+    s: &Store,
+    access: crate::store::Access,
+    what: &str,
+    opening: &mut bool,
+    error: &mut Option<String>,
+) -> Step {
+    if let Some(why) = &s.unusable {
+        *error = Some(format!("{} cannot {what}: {why}", s.title()));
+        return Step::Stay(vec![]);
+    }
+    *opening = true;
+    Step::Stay(vec![Effect::OpenStore(s.clone(), access)])
 }
 
 /// Whether a share's path ends in a file's name (`pc.rimg`, `disk.img`) rather than a folder's.

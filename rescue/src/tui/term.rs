@@ -35,6 +35,8 @@ enum Msg {
     StickData(String, DataContents),
     /// An image read for the restore wizard.
     Image(Box<Result<ImageSummary, String>>),
+    /// A folder of an image listed for the browse wizard.
+    Files(Box<Result<ops::Listing, String>>),
     /// A step of bringing the network up, and its end.
     NetLine(String),
     NetDone(Result<Vec<LinkOutcome>, String>),
@@ -153,7 +155,8 @@ fn event_loop(
                     app.kernel_log.drain(..excess);
                 }
                 Msg::Progress(p) => app.on_progress(p),
-                Msg::Image(r) => app.on_image(*r),
+                Msg::Image(r) => effects.extend(app.on_image(*r)),
+                Msg::Files(r) => app.on_files(*r),
                 Msg::NetLine(line) => app.on_net_line(line),
                 Msg::HostKey(r) => effects.extend(app.on_host_key(r)),
                 Msg::Repo(r) => effects.extend(app.on_repo(*r)),
@@ -202,6 +205,12 @@ fn event_loop(
                     let (tx, opts) = (tx.clone(), detect_opts.clone());
                     std::thread::spawn(move || {
                         let _ = tx.send(Msg::Image(Box::new(summarize(&loc, &opts))));
+                    });
+                }
+                Effect::ListFiles(spec, path) => {
+                    let tx = tx.clone();
+                    std::thread::spawn(move || {
+                        let _ = tx.send(Msg::Files(Box::new(list_files(&spec, &path))));
                     });
                 }
                 Effect::ReadHostKey(loc) => {
@@ -468,13 +477,19 @@ pub fn answer_now(app: &mut App, effect: Effect, opts: &DetectOptions) -> Vec<Ef
             app.on_store(open_store(&s, access, opts));
             vec![]
         }
-        Effect::Inspect(loc) => {
-            app.on_image(summarize(&loc, opts));
+        Effect::Inspect(loc) => app.on_image(summarize(&loc, opts)),
+        Effect::ListFiles(spec, path) => {
+            app.on_files(list_files(&spec, &path));
             vec![]
         }
         Effect::LookAtRepo(loc, passphrase) => app.on_repo(look_at_repo(&loc, passphrase)),
         other => vec![other],
     }
+}
+
+/// A folder of an image's filesystem, for the browse wizard.
+fn list_files(spec: &ops::FilesSpec, path: &str) -> Result<ops::Listing, String> {
+    ops::files_list(spec, path, &ops::NetOptions::default()).map_err(|e| ops::describe(&e))
 }
 
 /// What the restore wizard shows of an image. A URL's password is in `loc` itself.

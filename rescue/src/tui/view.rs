@@ -14,6 +14,7 @@ use crate::units::json_name;
 use super::app::{App, Mode, Overlay, Screen, MENU};
 use super::widgets::{bold, dialog, dim, fit, key_line, rows, select_list, text_box, wrap};
 
+mod browse;
 mod network;
 mod repo;
 mod wizards;
@@ -46,6 +47,7 @@ pub fn draw(f: &mut Frame, app: &App) {
         Screen::Restore(_) => "Restore",
         Screen::Verify(_) => "Verify",
         Screen::Clone(_) => "Clone",
+        Screen::Browse(_) => "Browse",
         Screen::Network => "Network",
         Screen::Progress => "Working",
         Screen::Result(_) => "Result",
@@ -69,6 +71,7 @@ pub fn draw(f: &mut Frame, app: &App) {
         Screen::Restore(w) => restore(f, parts[1], w),
         Screen::Verify(w) => verify(f, parts[1], w),
         Screen::Clone(w) => clone(f, parts[1], w),
+        Screen::Browse(w) => browse::browse(f, parts[1], w),
         Screen::Network => network::network(f, parts[1], app),
         Screen::Progress => progress(f, parts[1], app),
         Screen::Result(r) => {

@@ -28,6 +28,28 @@ pub fn rescue(args: &[&str]) -> (i32, String) {
     (rc, o + &e)
 }
 
+/// Press `keys` in the interface; the effects that ask the machine something (open a store, read an
+/// image, look at a repository, list a folder) are answered at once, as the interface's event loop
+/// answers them; the others (a job started) are returned.
+pub fn press(a: &mut rescue::tui::App, keys: &[rescue::tui::Key]) -> Vec<rescue::tui::Effect> {
+    use rescue::tui::Effect;
+    let opts = rescue::detect::DetectOptions::default();
+    let mut left = Vec::new();
+    for &k in keys {
+        let mut queue = a.on_key(k);
+        while let Some(e) = queue.pop() {
+            match e {
+                Effect::OpenStore(..)
+                | Effect::Inspect(_)
+                | Effect::LookAtRepo(..)
+                | Effect::ListFiles(..) => queue.extend(rescue::tui::term::answer_now(a, e, &opts)),
+                other => left.push(other),
+            }
+        }
+    }
+    left
+}
+
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }

@@ -16,12 +16,16 @@ use crate::tui::clone::{CloneStep, CloneWiz, VStep, VerifyWiz};
 use crate::tui::restore::{RStep, RestoreWiz};
 use crate::tui::widgets::{bold, field_line, fit, rows, select_list, text_box, with_info_box};
 
-fn step_title(step: usize, of: usize, what: &str) -> String {
+pub(super) fn step_title(step: usize, of: usize, what: &str) -> String {
     format!("Step {step} of {of}: {what}")
 }
 
 /// The drives, then the row that leads to typing a network location.
-fn store_items(stores: &[crate::store::Store], w: usize, network: &str) -> Vec<(String, bool)> {
+pub(super) fn store_items(
+    stores: &[crate::store::Store],
+    w: usize,
+    network: &str,
+) -> Vec<(String, bool)> {
     let mut items: Vec<(String, bool)> = stores
         .iter()
         .map(|s| match &s.unusable {
