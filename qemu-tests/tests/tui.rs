@@ -188,13 +188,7 @@ fn boot_networked(dir: &std::path::Path) -> (Session, Source, std::path::PathBuf
     vm.disks
         .push(Disk::new(&src.path, Bus::Virtio).serial("SRC"));
     vm.disks.push(Disk::new(&target, Bus::Virtio).serial("DST"));
-    let mut g = Guest::boot(vm).unwrap_or_else(|e| panic!("{e:#}"));
-    let from = g
-        .wait_for(rescue::init::READY, BOOT_TIMEOUT)
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    let mut s = Session { g, from };
-    s.wait("Disks (2)", STEP);
-    (s, src, target)
+    (Session::boot(vm, "Disks (2)"), src, target)
 }
 
 #[test]

@@ -136,6 +136,17 @@ pub struct Session {
 }
 
 impl Session {
+    /// Boot `vm` into the rescue system and wait for the interface's overview to show `overview`.
+    pub fn boot(vm: Vm, overview: &str) -> Session {
+        let mut g = qemu_tests::Guest::boot(vm).unwrap_or_else(|e| panic!("{e:#}"));
+        let from = g
+            .wait_for(rescue::init::READY, qemu_tests::BOOT_TIMEOUT)
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let mut s = Session { g, from };
+        s.wait(overview, STEP);
+        s
+    }
+
     pub fn send(&mut self, keys: &str) {
         self.g.send(keys).unwrap();
         // Let crossterm tell a lone Esc from an escape sequence, and the UI redraw.
