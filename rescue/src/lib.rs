@@ -11,6 +11,7 @@
 //! - [`net`]: network links, addresses (DHCP, static), name resolution.
 //! - [`detect`]: block devices, partition tables and filesystems, read-only; selectors.
 //! - [`fs`]: which bytes of a filesystem are in use (what capture must read).
+//! - [`partclone`]: partclone's image streams (what Clonezilla stores per partition), read and checked.
 //! - [`nbd`]: a disk served over the Network Block Device protocol, read-only or through an overlay.
 //! - [`image`]: the image file format: writer, reader, index, verify.
 //! - [`plan`]: pure decisions: what a capture reads, where a restore writes, every safety refusal.
@@ -36,6 +37,7 @@ pub mod job;
 pub mod nbd;
 pub mod net;
 pub mod ops;
+pub mod partclone;
 pub mod plan;
 pub mod repo;
 pub mod store;

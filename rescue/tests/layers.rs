@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["units", "url", "sys"],
     &["image", "hw", "net"],
-    &["vdisk", "nbd"],
+    &["vdisk", "nbd", "partclone"],
     &["detect"],
     &["init", "fs"],
     &["plan", "browse"],
@@ -29,7 +29,16 @@ const LAYERS: &[&[&str]] = &[
 /// `detect`, `init` and `units` they present).
 const FRONT_ENDS: &[&str] = &["job", "tui", "cli"];
 const BEHIND_OPS: &[&str] = &[
-    "engine", "image", "fs", "browse", "hw", "net", "sys", "vdisk", "nbd",
+    "engine",
+    "image",
+    "fs",
+    "browse",
+    "hw",
+    "net",
+    "sys",
+    "vdisk",
+    "nbd",
+    "partclone",
 ];
 
 fn layer_of(module: &str) -> Option<usize> {
