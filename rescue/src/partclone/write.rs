@@ -1,6 +1,7 @@
 //! A partclone stream writer for the tests, written from partclone's source (main.c's clone loop,
-//! partclone.c's `write_image_desc`/`write_image_bitmap`), for what partclone 0.3.23 cannot write: version
-//! 0001, XXH64/XXH128, no bitmap.
+//! partclone.c's `write_image_desc`/`write_image_bitmap`), for what Debian's partclone 0.3.23 cannot write:
+//! version 0001, XXH64/XXH128, no bitmap (tool_tests.rs checks the first two against real partclones when
+//! they are at hand).
 
 use super::checksum::{crc32, ChecksumMode, Sum};
 use super::header::{BitmapMode, Version, MAGIC};
