@@ -1,7 +1,7 @@
 //! Partclone's image streams, read (docs/CLONEZILLA.md): the header, the bitmap of used blocks and the used
 //! blocks with their checksums, as partclone writes them (0.3.x writes version 0002; version 0001, from
 //! partclone before 0.3.0, is read too). Clonezilla stores a partition as such a stream, compressed and
-//! split; decompressing and joining the pieces is the caller's part, this module reads the joined stream.
+//! split: [`stored`] joins the pieces and decompresses them, the rest of this module reads the stream.
 //!
 //! Streaming and read-only: [`Stream`] reads the header ([`Header::parse`]) and the bitmap (checking their
 //! CRCs), then yields the used blocks in order as [`Run`]s of consecutive blocks, checking every checksum
@@ -15,6 +15,7 @@ use std::ops::RangeInclusive;
 
 mod checksum;
 mod header;
+pub mod stored;
 mod stream;
 
 pub use checksum::ChecksumMode;
