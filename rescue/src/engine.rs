@@ -3,6 +3,7 @@
 
 pub mod capture;
 pub mod clone;
+pub mod clonezilla;
 pub mod device;
 pub mod output;
 mod pieces;

@@ -12,6 +12,7 @@
 //! - [`detect`]: block devices, partition tables and filesystems, read-only; selectors.
 //! - [`fs`]: which bytes of a filesystem are in use (what capture must read).
 //! - [`partclone`]: partclone's image streams (what Clonezilla stores per partition), read and checked.
+//! - [`clonezilla`]: Clonezilla's image directories (tables, partitions, partclone pieces), read.
 //! - [`nbd`]: a disk served over the Network Block Device protocol, read-only or through an overlay.
 //! - [`image`]: the image file format: writer, reader, index, verify.
 //! - [`plan`]: pure decisions: what a capture reads, where a restore writes, every safety refusal.
@@ -27,6 +28,7 @@
 
 pub mod browse;
 pub mod cli;
+pub mod clonezilla;
 pub mod detect;
 pub mod engine;
 pub mod fs;

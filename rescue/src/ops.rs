@@ -10,11 +10,13 @@
 //! - `export`: an image written as a virtual machine's disk file ([`export_disk`]);
 //! - `serve`: an image's disk as an NBD export ([`serve`]); `disk` opens any image as the disk it holds;
 //! - `files`: the files inside an image's partition listed and copied out ([`files_list`], [`files_get`]);
+//! - `clonezilla`: Clonezilla directories and partclone images restored, verified and described;
 //! - `inspect`: what an image holds, for `inspect` and the restore wizard ([`ImageInfo`]);
 //! - `usage`: used bytes of filesystems, for the TUI's overview;
 //! - `network`: the network links, and bringing them up.
 
 mod capture;
+mod clonezilla;
 mod credentials;
 mod disk;
 mod export;

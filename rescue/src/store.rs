@@ -299,7 +299,8 @@ pub struct ImageEntry {
     pub modified_unix: u64,
 }
 
-/// The images under `dir` (`*.rimg` and virtual machines' disks, down to three levels, newest first).
+/// The images under `dir` (`*.rimg`, virtual machines' disks and Clonezilla image directories, down to
+/// three levels, newest first).
 /// Unfinished `.partial` files are not images and are not listed.
 pub fn find_images(dir: &Path) -> Vec<ImageEntry> {
     let mut out = Vec::new();
@@ -323,6 +324,15 @@ fn walk(dir: &Path, depth: usize, out: &mut Vec<ImageEntry>) {
         if meta.is_dir() && path.join("rescue-repo").is_file() {
             continue;
         }
+        // A Clonezilla image directory is one image.
+        if meta.is_dir() && crate::clonezilla::is_image_dir(&path) {
+            out.push(ImageEntry {
+                size_bytes: dir_bytes(&path),
+                modified_unix: modified(&meta),
+                path,
+            });
+            continue;
+        }
         if meta.is_dir() && depth < 3 {
             walk(&path, depth + 1, out);
         } else if meta.is_file()
@@ -331,15 +341,31 @@ fn walk(dir: &Path, depth: usize, out: &mut Vec<ImageEntry>) {
             out.push(ImageEntry {
                 path,
                 size_bytes: meta.len(),
-                modified_unix: meta
-                    .modified()
-                    .ok()
-                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0),
+                modified_unix: modified(&meta),
             });
         }
     }
+}
+
+fn modified(meta: &std::fs::Metadata) -> u64 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Bytes of the files directly in `dir`.
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 /// The names virtual machines' disk files go by; such a file is listed when its content is one

@@ -14,7 +14,7 @@ const LAYERS: &[&[&str]] = &[
     &["image", "hw", "net"],
     &["vdisk", "nbd", "partclone"],
     &["detect"],
-    &["init", "fs"],
+    &["init", "fs", "clonezilla"],
     &["plan", "browse"],
     &["engine"],
     &["store"],
@@ -39,6 +39,7 @@ const BEHIND_OPS: &[&str] = &[
     "vdisk",
     "nbd",
     "partclone",
+    "clonezilla",
 ];
 
 fn layer_of(module: &str) -> Option<usize> {

@@ -406,11 +406,11 @@ pub fn verify(
         eprintln!("note: {n}");
     }
     if problems.is_empty() {
-        eprintln!(
-            "{}: OK, every chunk and the root hash {} check out",
-            shown,
-            out.root_hash.as_deref().unwrap_or("-")
-        );
+        match out.root_hash.as_deref() {
+            Some(hash) => eprintln!("{shown}: OK, every chunk and the root hash {hash} check out"),
+            // An image of another program (Clonezilla's): its own checks, listed in the notes above.
+            None => eprintln!("{shown}: OK, every stream and checksum it holds checks out"),
+        }
         let unreadable = out.unreadable_bytes.unwrap_or(0);
         if unreadable > 0 {
             eprintln!(

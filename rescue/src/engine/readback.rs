@@ -35,6 +35,8 @@ pub(crate) enum Held {
     Zeros,
     /// A partition table's bytes.
     Table,
+    /// Bytes of a stream of an image of another program (a partclone image in a Clonezilla directory).
+    Stored,
 }
 
 impl fmt::Display for Held {
@@ -44,6 +46,7 @@ impl fmt::Display for Held {
             Held::Copied => f.write_str("copied from the source"),
             Held::Zeros => f.write_str("zeros"),
             Held::Table => f.write_str("the partition table"),
+            Held::Stored => f.write_str("bytes of the image's partition stream"),
         }
     }
 }

@@ -88,7 +88,12 @@ pub fn restore<F: ReadAt>(
     let tables = tables::prepare(layout, plan, |stream| stream_bytes(image, stream))
         .map_err(|e| EngineError::Untouched(crate::units::chain(&e)))?;
     let result = run(image, layout, plan, target, opts, progress, tables);
-    result.map_err(|e| match e {
+    result.map_err(|e| incomplete(e, plan, target))
+}
+
+/// A failure once the target may have been written to, saying what the target holds now.
+pub(super) fn incomplete(e: EngineError, plan: &RestorePlan, target: &Target) -> EngineError {
+    match e {
         e @ (EngineError::Refused(_) | EngineError::Untouched(_)) => e,
         other if plan.tables != TablePlan::Untouched => EngineError::Failed(format!(
             "{}. The restore did not complete: {} now has no valid partition table and must not be used \
@@ -101,7 +106,7 @@ pub fn restore<F: ReadAt>(
             crate::units::chain(&other),
             target.path().display()
         )),
-    })
+    }
 }
 
 fn run<F: ReadAt>(
@@ -216,8 +221,34 @@ fn run<F: ReadAt>(
     )?;
     report.bytes_written = total + report.zero_bytes;
 
-    // From here on the tables may be on the target: if anything fails, they are taken away again, so that
-    // the target is left with no valid-looking table, as the error says.
+    finish(
+        target,
+        plan,
+        &tables,
+        ledger,
+        workers,
+        opts,
+        progress,
+        &mut report,
+    )?;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Once every data byte is written: flush, the tables (last), flush, the kernel told, and the read-back.
+/// From here on the tables may be on the target: if anything fails, they are taken away again, so that
+/// the target is left with no valid-looking table, as the error says.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn finish(
+    target: &Target,
+    plan: &RestorePlan,
+    tables: &tables::Tables,
+    ledger: Option<Ledger>,
+    workers: usize,
+    opts: &RestoreOptions,
+    progress: Option<Sender<Progress>>,
+    report: &mut RestoreReport,
+) -> Result<(), EngineError> {
     let tables_then_check = || -> Result<(), EngineError> {
         // Every data byte on stable storage before the first table byte: a power cut cannot leave tables
         // describing data still in the disk's cache.
@@ -243,8 +274,7 @@ fn run<F: ReadAt>(
         take_tables_away(target, &plan.invalidate);
         return Err(e);
     }
-    report.seconds = started.elapsed().as_secs_f64();
-    Ok(report)
+    Ok(())
 }
 
 /// Every chunk `writes` will take bytes from, checked against its hash (and decompressed) before anything is

@@ -35,6 +35,9 @@ pub struct ImageInfo {
     /// A virtual machine's disk (its format: `qcow2`, `VHDX`…), not an image of ours: no root hash, no
     /// streams, no creation info; it is restored whole, as a clone of the disk it holds.
     pub virtual_format: Option<&'static str>,
+    /// An image of another program (a Clonezilla directory, a partclone image), described: no root hash,
+    /// restored from its own streams.
+    pub other_format: Option<String>,
 }
 
 /// One stream of an image.
@@ -61,6 +64,9 @@ pub fn inspect(location: &Location, net: &super::NetOptions) -> anyhow::Result<I
     let placed = super::place::place(location, false, net)?;
     if let Some(format) = placed.virtual_format() {
         return virtual_as_image(&placed.path, format);
+    }
+    if placed.clonezilla() {
+        return super::clonezilla::as_image(&placed);
     }
     let image = placed.open()?;
     let index = image.index();
@@ -99,6 +105,7 @@ pub fn inspect(location: &Location, net: &super::NetOptions) -> anyhow::Result<I
         unreadable: unreadable_ranges(index),
         unallocated: unallocated_ranges(index),
         virtual_format: None,
+        other_format: None,
     })
 }
 
@@ -164,6 +171,7 @@ fn virtual_as_image(
         unreadable: Vec::new(),
         unallocated: Vec::new(),
         virtual_format: Some(format.name()),
+        other_format: None,
     })
 }
 

@@ -162,6 +162,12 @@ impl Placed {
         }
     }
 
+    /// Whether this is a Clonezilla image (a directory, or a partclone image file) on this machine or a
+    /// mounted share.
+    pub fn clonezilla(&self) -> bool {
+        matches!(self.reach, Reach::Path) && super::clonezilla::is_clonezilla(&self.path)
+    }
+
     /// The format of the virtual machine disk this is, when it is one (a file on this machine or a
     /// mounted share that [`crate::vdisk`] recognises).
     pub fn virtual_format(&self) -> Option<crate::vdisk::Format> {

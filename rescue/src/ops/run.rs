@@ -179,9 +179,13 @@ fn execute(
             }
         },
         Request::Restore(s) => {
-            let r = super::restore::restore(s, placed, opts, ctl)?;
+            let r = if placed.clonezilla() {
+                super::clonezilla::restore(s, placed, opts, ctl)?
+            } else {
+                super::restore::restore(s, placed, opts, ctl)?
+            };
             out.target = Some(DiskId::from(&r.target));
-            out.root_hash = Some(r.root_hash);
+            out.root_hash = Some(r.root_hash).filter(|h| !h.is_empty());
             out.bytes = r.report.bytes_written;
             out.zero_bytes = Some(r.report.zero_bytes);
             out.discarded_bytes = Some(r.report.discarded_bytes);
@@ -198,9 +202,12 @@ fn execute(
                 Some(_) => {
                     super::verify::verify_virtual(&placed.path, v.against.as_deref(), ctl.progress)?
                 }
+                None if placed.clonezilla() => {
+                    super::clonezilla::verify(placed, v.against.as_deref(), ctl.progress)?
+                }
                 None => super::verify::verify(placed, v.against.as_deref(), ctl.progress)?,
             };
-            out.root_hash = Some(o.root_hash);
+            out.root_hash = Some(o.root_hash).filter(|h| !h.is_empty());
             out.bytes = o.image_bytes;
             out.unreadable_bytes = Some(o.unreadable_bytes);
             out.notes.extend(o.notes);

@@ -106,6 +106,8 @@ pub struct ImageSummary {
     pub unreadable_ranges: usize,
     /// A virtual machine's disk (its format), restored as a clone of the disk it holds copies.
     pub virtual_format: Option<&'static str>,
+    /// An image of another program (a Clonezilla directory), described in a line.
+    pub other_format: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -505,6 +505,7 @@ fn summarize(loc: &Location, opts: &DetectOptions) -> Result<ImageSummary, Strin
         image_disk: loc.local().and_then(|p| detect::disk_holding(p, opts)),
         unreadable_ranges: info.unreadable.len(),
         virtual_format: info.virtual_format,
+        other_format: info.other_format,
     })
 }
 

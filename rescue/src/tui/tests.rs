@@ -243,6 +243,7 @@ pub(super) fn summary() -> ImageSummary {
         image_disk: Some("/dev/vdb".into()),
         unreadable_ranges: 0,
         virtual_format: None,
+        other_format: None,
     }
 }
 

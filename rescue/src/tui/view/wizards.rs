@@ -360,6 +360,22 @@ pub(super) fn restore(
                     "No unreadable ranges".to_string()
                 }),
             ];
+            if let Some(format) = &i.other_format {
+                // Another program's image: what it is, and how it is restored.
+                lines.splice(
+                    2..,
+                    [
+                        Line::from(format!(
+                            "{format}, {}; needs a disk of at least {}",
+                            human_size(i.size_bytes),
+                            human_size(i.layout.min_target_size())
+                        )),
+                        Line::from(
+                            "Restored from its partclone images (checked first), tables last, read back",
+                        ),
+                    ],
+                );
+            }
             if let Some(format) = i.virtual_format {
                 // No capture behind it: what it is and how it is restored instead.
                 lines.splice(

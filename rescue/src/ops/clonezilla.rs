@@ -1,0 +1,426 @@
+//! Clonezilla images (a Clonezilla directory, or one partclone image, whole or split) as an image kind
+//! beside ours: restored, verified and described through the same requests. Reading is
+//! [`crate::clonezilla`]'s, the layout and the writes `engine::clonezilla`'s; refusals are `plan`'s,
+//! as for our images.
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::Sender;
+use std::sync::Mutex;
+
+use anyhow::bail;
+
+use crate::clonezilla::{self, Content, Image};
+use crate::detect::{self, DetectOptions};
+use crate::engine::clonezilla as engine_cz;
+use crate::engine::progress::{Meter, Progress};
+use crate::engine::{device, restore as engine_restore};
+use crate::image::{CreationInfo, DiskInfo, PartitionInfo, TableKind};
+use crate::plan;
+
+use super::inspect::{ImageInfo, StreamSummary};
+use super::place::Placed;
+use super::restore::Restored;
+use super::verify::VerifyOutcome;
+use super::{detect_target, Control, RestoreSpec};
+
+/// Whether `path` (a local path) is a Clonezilla image: a directory Clonezilla wrote, or a partclone
+/// image file (possibly compressed, the first of its pieces).
+pub(super) fn is_clonezilla(path: &Path) -> bool {
+    if path.is_dir() {
+        clonezilla::is_image_dir(path)
+    } else {
+        path.is_file() && clonezilla::is_partclone_file(path)
+    }
+}
+
+fn open(placed: &Placed) -> anyhow::Result<Image> {
+    Ok(clonezilla::open(&placed.path)?)
+}
+
+/// Restores a Clonezilla image: planned and refused as a restore of our images is, then written by
+/// `engine::clonezilla` (checked first, tables last, read back).
+pub(super) fn restore(
+    spec: &RestoreSpec,
+    placed: &Placed,
+    opts: &DetectOptions,
+    ctl: Control,
+) -> anyhow::Result<Restored> {
+    let image = open(placed)?;
+    // A bare partclone image (or a `saveparts` image of one partition) is one partition: restored onto a
+    // partition, or onto the whole of a target that is one.
+    let bare = image.disk.is_none();
+    let partition = match spec.partition {
+        Some(n) => Some(n),
+        None if bare && image.partitions.len() == 1 => Some(image.partitions[0].number),
+        None => None,
+    };
+    let src = engine_cz::source_of(&image, partition).map_err(|e| {
+        anyhow::anyhow!(
+            "{}; nothing was written to {}",
+            crate::units::chain(&e),
+            spec.target.display()
+        )
+    })?;
+    let mut target_disk = detect_target(&spec.target, opts)?;
+    if target_disk.transport == detect::Transport::File {
+        target_disk.logical_sector_size = src.layout.logical_sector_size;
+    }
+    let env = plan::Environment {
+        image_disk: placed
+            .local_path()
+            .and_then(|p| detect::disk_holding(p, opts)),
+        image_path: placed.path.display().to_string(),
+        image_identity: placed.local_path().and_then(detect::Identity::of),
+    };
+    let plan = match partition {
+        Some(n) => plan::plan_restore_partition(
+            &src.layout,
+            n,
+            &target_disk,
+            spec.to_partition,
+            &env,
+            spec.confirmed,
+        )?,
+        None => plan::plan_restore_disk(&src.layout, &target_disk, &env, spec.confirmed)?,
+    };
+    let target = device::Target::open(&spec.target)?;
+    let ropts = engine_restore::RestoreOptions {
+        threads: spec.threads.max(1),
+        precheck: spec.precheck,
+        verify: spec.verify,
+        unused: spec.unused,
+        cancel: ctl.cancel,
+    };
+    let mut report = engine_cz::restore(&src, &plan, &target, &ropts, ctl.progress)?;
+    report.notes.extend(image.notes.iter().cloned());
+    Ok(Restored {
+        target: target_disk,
+        root_hash: String::new(),
+        report,
+    })
+}
+
+/// Checks a Clonezilla image: its tables as a restore would use them, and every partclone stream read
+/// through (every checksum, the header's and the bitmap's CRCs), several streams at a time.
+pub(super) fn verify(
+    placed: &Placed,
+    against: Option<&Path>,
+    progress: Option<Sender<Progress>>,
+) -> anyhow::Result<VerifyOutcome> {
+    if against.is_some() {
+        bail!(
+            "comparing a disk with a Clonezilla image (--against) is not supported; restore it with \
+             `rescue restore` (which reads what it wrote back) or verify the image alone"
+        );
+    }
+    let image = open(placed)?;
+    let mut problems = Vec::new();
+    let mut notes = Vec::new();
+    // The tables and every header, as a restore reads them; where the disk cannot be described, each
+    // partition alone, so that every stream is still checked.
+    let whole = match (&image.disk, image.partitions.len()) {
+        (None, 1) => engine_cz::source_of(&image, Some(image.partitions[0].number)),
+        _ => engine_cz::source_of(&image, None),
+    };
+    let sources = match whole {
+        Ok(src) => vec![src],
+        Err(e) => {
+            problems.push(crate::units::chain(&e));
+            image
+                .partitions
+                .iter()
+                .filter_map(|p| engine_cz::source_of(&image, Some(p.number)).ok())
+                .collect()
+        }
+    };
+    for p in &image.partitions {
+        if let Content::Unsupported { file, why } = &p.content {
+            problems.push(format!("{}: {why}", file.display()));
+        }
+    }
+    let list: Vec<(String, &Path, Option<u64>, u64)> = sources
+        .iter()
+        .flat_map(|src| {
+            src.partclone_streams()
+                .into_iter()
+                .map(|(i, first, label, raw)| (label.to_string(), first, raw, src.data_bytes(i)))
+        })
+        .collect();
+    let meter = Mutex::new(Meter::new(
+        "verify",
+        list.iter().map(|s| s.3).sum(),
+        progress,
+    ));
+    let results: Mutex<Vec<(usize, String)>> = Mutex::new(Vec::new());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let never = AtomicBool::new(false);
+    let threads = super::default_threads().clamp(1, list.len().max(1));
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some((label, first, raw, _)) = list.get(i) else {
+                    return;
+                };
+                let r = engine_cz::check_stream(first, *raw, &never, |n| {
+                    if let Ok(mut m) = meter.lock() {
+                        m.advance(n, 0);
+                    }
+                });
+                let line = match r {
+                    Ok(what) => format!("{label}: {what}"),
+                    Err(e) => format!("!{label}: {}", crate::units::chain(&e)),
+                };
+                if let Ok(mut v) = results.lock() {
+                    v.push((i, line));
+                }
+            });
+        }
+    });
+    if let Ok(mut m) = meter.lock() {
+        m.finish();
+    }
+    let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    results.sort();
+    for (_, line) in results {
+        match line.strip_prefix('!') {
+            Some(p) => problems.push(p.to_string()),
+            None => notes.push(line),
+        }
+    }
+    notes.extend(image.notes.iter().cloned());
+    Ok(VerifyOutcome {
+        root_hash: String::new(),
+        problems,
+        unreadable_bytes: 0,
+        notes,
+        image_bytes: size_of(&image.path),
+    })
+}
+
+/// Bytes of a file, or of every file in a directory (not recursing).
+fn size_of(path: &Path) -> u64 {
+    if path.is_dir() {
+        std::fs::read_dir(path)
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .filter(|m| m.is_file())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    } else {
+        std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+/// "2026-12-07 19:09:31 UTC" as seconds since the epoch.
+fn parse_saved_at(text: &str) -> Option<i64> {
+    let t = text.trim().trim_end_matches(" UTC");
+    let (date, time) = t.split_once(' ')?;
+    let d: Vec<i64> = date
+        .split('-')
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    let h: Vec<i64> = time
+        .split(':')
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    if d.len() != 3 || h.len() != 3 {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let (y, m, day) = (d[0] - i64::from(d[1] <= 2), d[1], d[2]);
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + h[0] * 3600 + h[1] * 60 + h[2])
+}
+
+/// A Clonezilla image described as an image of ours is (for `inspect` and the restore wizard): its disk,
+/// the layout a restore places, and a stream per partition.
+pub(super) fn as_image(placed: &Placed) -> anyhow::Result<ImageInfo> {
+    let image = open(placed)?;
+    let bare = image.disk.is_none();
+    let src = match (&image.disk, image.partitions.len()) {
+        (None, 1) => engine_cz::source_of(&image, Some(image.partitions[0].number))?,
+        _ => engine_cz::source_of(&image, None)?,
+    };
+    let mut streams = Vec::new();
+    let mut compression = None;
+    let mut tool = String::new();
+    for p in &image.partitions {
+        let Content::Partclone { first, fs } = &p.content else {
+            continue;
+        };
+        let pieces = crate::partclone::stored::pieces(first).unwrap_or_default();
+        if compression.is_none() {
+            compression = crate::partclone::stored::open(first)
+                .ok()
+                .map(|o| o.compression.name());
+        }
+        let header = src
+            .headers
+            .iter()
+            .find(|(i, _)| src.layout.streams[*i].partition == Some(p.number))
+            .map(|(_, h)| h);
+        if let Some(h) = header {
+            tool = format!("partclone {}", h.partclone_version);
+        }
+        streams.push(StreamSummary {
+            label: format!("partition {} ({})", p.number, p.name),
+            partition: Some(p.number),
+            disk_offset: p.start,
+            length: p.len,
+            used_bytes: header.map_or(0, |h| {
+                h.used_bitmap.unwrap_or(h.used_blocks) * u64::from(h.block_size)
+            }),
+            stored_bytes: pieces
+                .iter()
+                .filter_map(|f| std::fs::metadata(f).ok())
+                .map(|m| m.len())
+                .sum(),
+            shared_bytes: 0,
+            capture: "FilesystemAware".into(),
+            reason: format!(
+                "partclone image of {fs}, {} piece{}",
+                pieces.len(),
+                if pieces.len() == 1 { "" } else { "s" }
+            ),
+        });
+    }
+    let disk = match &image.disk {
+        Some(d) => DiskInfo {
+            size: d.size_bytes,
+            logical_sector_size: d.table.sector_size,
+            physical_sector_size: d.table.sector_size,
+            model: String::new(),
+            serial: String::new(),
+            transport: String::new(),
+            path: format!("/dev/{}", d.name),
+            table_kind: match d.table.label {
+                clonezilla::sfdisk::Label::Gpt => TableKind::Gpt,
+                clonezilla::sfdisk::Label::Dos => TableKind::Mbr,
+                clonezilla::sfdisk::Label::Other(_) => TableKind::Other,
+            },
+            table_id: d.table.label_id.clone().unwrap_or_default(),
+            partitions: d
+                .table
+                .entries
+                .iter()
+                .map(|e| {
+                    let ss = u64::from(d.table.sector_size);
+                    let fs = image
+                        .partitions
+                        .iter()
+                        .find(|p| p.number == e.number)
+                        .map(|p| match &p.content {
+                            Content::Partclone { fs, .. } => fs.clone(),
+                            Content::Swap { .. } => "swap".into(),
+                            _ => String::new(),
+                        })
+                        .unwrap_or_default();
+                    PartitionInfo {
+                        number: e.number,
+                        start: e.start * ss,
+                        size: e.size * ss,
+                        type_id: e.kind.clone(),
+                        name: e.name.clone().unwrap_or_default(),
+                        uuid: e.uuid.clone().unwrap_or_default(),
+                        fs_kind: fs,
+                        fs_label: String::new(),
+                        fs_uuid: String::new(),
+                    }
+                })
+                .collect(),
+        },
+        None => DiskInfo {
+            size: src.layout.size_bytes,
+            logical_sector_size: src.layout.logical_sector_size,
+            physical_sector_size: src.layout.logical_sector_size,
+            path: image
+                .partitions
+                .first()
+                .map(|p| format!("/dev/{}", p.name))
+                .unwrap_or_default(),
+            partitions: image
+                .partitions
+                .iter()
+                .map(|p| PartitionInfo {
+                    number: p.number,
+                    start: p.start,
+                    size: p.len,
+                    fs_kind: match &p.content {
+                        Content::Partclone { fs, .. } => fs.clone(),
+                        _ => String::new(),
+                    },
+                    ..PartitionInfo::default()
+                })
+                .collect(),
+            ..DiskInfo::default()
+        },
+    };
+    let used_bytes = streams.iter().map(|s| s.used_bytes).sum();
+    let description = format!(
+        "{} ({}{}{})",
+        if bare && image.partitions.len() == 1 && !image.path.is_dir() {
+            "A partclone image"
+        } else {
+            "A Clonezilla image"
+        },
+        if tool.is_empty() { "partclone" } else { &tool },
+        compression.map(|c| format!(", {c}")).unwrap_or_default(),
+        image
+            .saved_at
+            .as_ref()
+            .map(|s| format!(", saved {s}"))
+            .unwrap_or_default()
+    );
+    Ok(ImageInfo {
+        path: placed.path.clone(),
+        image_bytes: size_of(&image.path),
+        root_hash: String::new(),
+        format: description.clone(),
+        required_features: 0,
+        creation: CreationInfo {
+            tool_name: "Clonezilla".into(),
+            tool_version: image.saved_by.clone().unwrap_or(tool),
+            created_unix: image
+                .saved_at
+                .as_deref()
+                .and_then(parse_saved_at)
+                .unwrap_or(0),
+            host_name: String::new(),
+            notes: image.notes.clone(),
+        },
+        disk,
+        layout: src.layout,
+        streams,
+        used_bytes,
+        repeated_bytes: 0,
+        unreadable: Vec::new(),
+        unallocated: Vec::new(),
+        virtual_format: None,
+        other_format: Some(description),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_saved_at;
+
+    #[test]
+    fn clonezilla_dates_read_as_unix_time() {
+        assert_eq!(parse_saved_at("1970-01-01 00:00:00 UTC"), Some(0));
+        assert_eq!(
+            parse_saved_at("2026-12-07 19:09:31 UTC"),
+            Some(1_796_670_571)
+        );
+        assert_eq!(parse_saved_at("yesterday"), None);
+    }
+}
