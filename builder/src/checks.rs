@@ -135,3 +135,48 @@ pub fn check_filesystem(fs: Fs, part: &Path, content: &Path, work: &Path) {
         Fs::Swap | Fs::Exfat | Fs::None => {}
     }
 }
+
+/// The partitions of `disk` as `sfdisk --dump` lists them, without the device's name (so that two disks'
+/// tables compare equal when their partitions are the same).
+pub fn partition_entries(disk: &Path) -> Vec<String> {
+    let (ok, dump) = tool(Command::new("sfdisk").arg("--dump").arg(disk));
+    assert!(ok, "sfdisk --dump {}:\n{dump}", disk.display());
+    dump.lines()
+        .filter(|l| l.contains(" : start="))
+        .map(|l| l.split_once(" : ").unwrap().1.to_string())
+        .collect()
+}
+
+/// `count` 512-byte sectors of `disk` from `lba`.
+pub fn read_sectors(disk: &Path, lba: u64, count: u64) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; (count * 512) as usize];
+    std::fs::File::open(disk)
+        .unwrap()
+        .read_exact_at(&mut buf, lba * 512)
+        .unwrap();
+    buf
+}
+
+/// Where the EBRs of `disk`'s MBR chain lie (sector numbers, in chain order), read by following the links
+/// from the extended partition in LBA 0; none without one.
+pub fn ebr_sectors(disk: &Path) -> Vec<u64> {
+    let le32 =
+        |b: &[u8], at: usize| u64::from(u32::from_le_bytes(b[at..at + 4].try_into().unwrap()));
+    let mbr = read_sectors(disk, 0, 1);
+    let Some(ext) = (0..4)
+        .map(|i| 446 + 16 * i)
+        .find(|&e| matches!(mbr[e + 4], 0x05 | 0x0f | 0x85))
+        .map(|e| le32(&mbr, e + 8))
+    else {
+        return Vec::new();
+    };
+    let mut out = vec![ext];
+    loop {
+        let ebr = read_sectors(disk, *out.last().unwrap(), 1);
+        if !matches!(ebr[462 + 4], 0x05 | 0x0f) || out.len() > 128 {
+            return out;
+        }
+        out.push(ext + le32(&ebr, 462 + 8));
+    }
+}

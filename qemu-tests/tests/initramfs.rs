@@ -94,16 +94,17 @@ fn two_builds_are_byte_identical() {
 /// network adapters' firmware (Debian's non-free-firmware: Realtek, Broadcom, Tigon; 1.7 MB, 1.3 MB of it
 /// bnx2x's) adds 1.2 MB: 12.6 MB; the repository (S3 signing, XChaCha20-Poly1305, Argon2id) 0.4 MB more:
 /// 13.0 MB; virtual disks (readers of six formats, DMG's codecs, writers, the NBD server, filesystem
-/// browsing and its interface) 0.4 MB more: 13.4 MB. 13.5 MB is the ceiling a regression would cross; the goal is not met,
-/// and README says so.
+/// browsing and its interface) 0.4 MB more: 13.4 MB; Clonezilla images (partclone streams, the pieces'
+/// decompressors with lz4 and lzo, the directory reader and its restore) 0.13 MB more: 13.53 MB. 13.6 MB is
+/// the ceiling a regression would cross; the goal is not met, and README says so.
 #[test]
 fn ntfs3g_is_carried_with_its_libraries_within_the_size_budget() {
     use initramfs::programs as layout;
     let boot = boot_files();
     let size = std::fs::metadata(&boot.initramfs).unwrap().len();
     assert!(
-        size <= 13_500_000,
-        "the initramfs is {size} bytes, over 13.5 MB"
+        size <= 13_600_000,
+        "the initramfs is {size} bytes, over 13.6 MB"
     );
     let files = unpack(&boot.initramfs);
     let dir = layout::NTFS3G_DIR.trim_start_matches('/');

@@ -209,19 +209,16 @@ fn content_of(dir: &Path, part: &str, names: &[String]) -> Option<Content> {
         .or_else(|| found.first())?;
     let rest = &first[prefix.len()..];
     let file = dir.join(first.as_str());
-    if let Some(at) = rest.find("-ptcl-img") {
+    // `<fs>-ptcl-img` (partclone), and the older `<fs>-img` (partclone before `-q2` was the default, an
+    // ntfsclone image for `ntfs-img`, raw bytes for `dd-img`): which one a file is, is read from its content.
+    if let Some(at) = rest.find("-ptcl-img").or_else(|| rest.find("-img")) {
         return Some(Content::Partclone {
             first: file,
             fs: rest[..at].to_string(),
         });
     }
-    let why = if rest.starts_with("ntfs-img") {
-        "an ntfsclone image (Clonezilla before partclone read NTFS), which this program does not read; \
-         restore it with Clonezilla"
-    } else if rest.starts_with("dd-img") {
-        "a plain dd image of Clonezilla's old format, which this program does not read; restore it with \
-         Clonezilla"
-    } else if rest.contains("-img") {
+    // partimage's own volumes (`<p>.000`), or its output split by `split` (`<p>.aa`).
+    let why = if rest.starts_with("000") || rest.starts_with("aa") {
         "a partimage image (Clonezilla's old format), which this program does not read; restore it with \
          Clonezilla"
     } else {

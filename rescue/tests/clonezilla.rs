@@ -12,6 +12,8 @@
 mod common;
 use common::*;
 
+use builder::checks::{partition_entries, read_sectors};
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -115,30 +117,10 @@ fn same_tree(source: &Path, restored: &Path, n: u32, fs_kind: &str, work: &Path)
     sh(Command::new("diff").arg("-r").arg(&a).arg(&b));
 }
 
-/// `count` sectors of `disk` from `lba`.
-fn sectors(disk: &Path, lba: u64, count: u64) -> Vec<u8> {
-    use std::os::unix::fs::FileExt;
-    let mut buf = vec![0u8; (count * 512) as usize];
-    fs::File::open(disk)
-        .unwrap()
-        .read_exact_at(&mut buf, lba * 512)
-        .unwrap();
-    buf
-}
-
 fn new_target(path: &Path, mib: u64) {
     let _ = fs::remove_file(path);
     let f = fs::File::create(path).unwrap();
     f.set_len(mib << 20).unwrap();
-}
-
-/// The partitions of `disk` as `sfdisk --dump` lists them, without the device's name.
-fn entries(disk: &Path) -> Vec<String> {
-    let dump = sh(Command::new("sfdisk").arg("--dump").arg(disk));
-    dump.lines()
-        .filter(|l| l.contains(" : start="))
-        .map(|l| l.split_once(" : ").unwrap().1.to_string())
-        .collect()
 }
 
 /// A damaged copy of `image` (hard links to every file but `changed`, which `damage` rewrites).
@@ -201,8 +183,11 @@ fn a_gpt_disk_saved_by_clonezilla_restores_onto_a_larger_disk() {
     assert!(out.contains("read back"), "{out}");
     let v = sh(Command::new("sgdisk").arg("-v").arg(&target));
     assert!(v.contains("No problems found"), "{v}");
-    assert_eq!(entries(&target), entries(&disk));
-    assert_eq!(sectors(&target, 0, 1)[..440], sectors(&disk, 0, 1)[..440]);
+    assert_eq!(partition_entries(&target), partition_entries(&disk));
+    assert_eq!(
+        read_sectors(&target, 0, 1)[..440],
+        read_sectors(&disk, 0, 1)[..440]
+    );
     same_tree(&disk, &target, 1, "vfat", work);
     same_tree(&disk, &target, 2, "ext4", work);
     same_tree(&disk, &target, 3, "ntfs", work);
@@ -277,56 +262,17 @@ fn an_mbr_disk_with_logical_partitions_restores_from_split_gzip() {
     let (rc, out) = rescue(&["restore", s(&image), s(&target), "--yes"]);
     assert_eq!(rc, 0, "{out}");
     sh(Command::new("sfdisk").arg("-V").arg(&target));
-    assert_eq!(entries(&target), entries(&disk));
+    assert_eq!(partition_entries(&target), partition_entries(&disk));
     // LBA 0 and the hidden data after it, and each EBR of the chain, sector for sector.
-    assert_eq!(sectors(&target, 0, 2048), sectors(&disk, 0, 2048));
-    let dump = sh(Command::new("sfdisk").arg("--dump").arg(&disk));
-    let logical: Vec<u64> = dump
-        .lines()
-        .filter(|l| l.contains(" : start="))
-        .filter(|l| {
-            let n: u32 = l
-                .split(" : ")
-                .next()
-                .unwrap()
-                .rsplit(|c: char| !c.is_ascii_digit())
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap();
-            n > 4
-        })
-        .map(|l| {
-            l.split("start=")
-                .nth(1)
-                .unwrap()
-                .split(',')
-                .next()
-                .unwrap()
-                .trim()
-                .parse()
-                .unwrap()
-        })
-        .collect();
-    assert_eq!(logical.len(), 3, "{dump}");
-    let ext_start = {
-        let mbr = sectors(&disk, 0, 1);
-        (0..4)
-            .map(|i| &mbr[446 + 16 * i..462 + 16 * i])
-            .find(|e| matches!(e[4], 0x05 | 0x0f))
-            .map(|e| u64::from(u32::from_le_bytes(e[8..12].try_into().unwrap())))
-            .unwrap()
-    };
-    let mut ebr = ext_start;
-    for _ in &logical {
+    assert_eq!(read_sectors(&target, 0, 2048), read_sectors(&disk, 0, 2048));
+    let ebrs = builder::checks::ebr_sectors(&disk);
+    assert_eq!(ebrs.len(), 3, "the fixture has three logical partitions");
+    for ebr in ebrs {
         assert_eq!(
-            sectors(&target, ebr, 1),
-            sectors(&disk, ebr, 1),
+            read_sectors(&target, ebr, 1),
+            read_sectors(&disk, ebr, 1),
             "EBR at {ebr}"
         );
-        let s = sectors(&disk, ebr, 1);
-        let link = u64::from(u32::from_le_bytes(s[470..474].try_into().unwrap()));
-        ebr = ext_start + link;
     }
     same_tree(&disk, &target, 1, "ext4", work);
     same_tree(&disk, &target, 5, "ext4", work);

@@ -252,7 +252,15 @@ pub fn source_of(image: &Image, partition: Option<u32>) -> Result<Source, Engine
             Some(p.number),
         );
         let provider = match &p.content {
-            Content::Partclone { first, fs } if fs == "dd" && !has_header(first)? => {
+            Content::Partclone { first, fs } if !has_header(first)? => {
+                if fs != "dd" {
+                    return Err(EngineError::Failed(format!(
+                        "{}: neither a partclone image nor a raw copy (an ntfsclone or partimage image of \
+                         Clonezilla's old formats?), which this program does not read; restore it with \
+                         Clonezilla",
+                        first.display()
+                    )));
+                }
                 if p.len == 0 {
                     return Err(EngineError::Failed(format!(
                         "{}: a raw copy of a partition whose size the image does not record",
