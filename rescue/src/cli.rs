@@ -88,7 +88,8 @@ pub enum Cmd {
     Files(files::FilesArgs),
     /// Check a repository: every snapshot and every chunk it refers to (--read-data: hashed too).
     Check(repo::CheckArgs),
-    /// Add an image file (or another repository's snapshot) to a repository as a snapshot.
+    /// Add an image file (or another repository's snapshot) to a repository as a snapshot; or make a
+    /// Clonezilla image (a directory, or a partclone image) into an image file (-o) or a snapshot.
     Import(repo::ImportArgs),
     /// Remove the snapshots the --keep rules do not keep, and the chunks no other snapshot uses.
     Prune(repo::PruneArgs),

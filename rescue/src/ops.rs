@@ -48,6 +48,7 @@ use anyhow::bail;
 
 use crate::detect::{self, DetectOptions, Disk};
 
+pub use self::clonezilla::{import_clonezilla, is_clonezilla, ClonezillaImported};
 pub use self::export::{export_disk, DiskExported, ExportSpec};
 pub use self::files::{
     files_get, files_list, FileEntry, FileKind, FilesGot, FilesSpec, Listing, Summary,

@@ -88,8 +88,9 @@ fn tree(fs_kind: &str, part: &Path) -> PathBuf {
         }
         "ntfs" => {
             sh(Command::new("ntfsfix").arg("-n").arg(part));
-            let mnt = out.with_extension("mnt");
-            fs::create_dir(&mnt).unwrap();
+            let mnt = tempfile::tempdir_in(part.parent().unwrap())
+                .unwrap()
+                .keep();
             sh(Command::new("ntfs-3g")
                 .arg("-o")
                 .arg("ro")
@@ -197,6 +198,29 @@ fn a_gpt_disk_saved_by_clonezilla_restores_onto_a_larger_disk() {
         "the raw partition differs"
     );
 
+    // Imported into an image of ours, which restores to the same trees; no temporary disk stays behind.
+    let ours = work.join("imported.rimg");
+    let (rc, out) = rescue(&["import", s(&image), "-o", s(&ours)]);
+    assert_eq!(rc, 0, "{out}");
+    assert!(out.contains("verified"), "{out}");
+    let left: Vec<_> = fs::read_dir(work)
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .contains("clonezilla-import")
+        })
+        .collect();
+    assert!(left.is_empty(), "the temporary disk was left: {left:?}");
+    let back = work.join("back.img");
+    new_target(&back, fs::metadata(&disk).unwrap().len() >> 20);
+    let (rc, out) = rescue(&["restore", s(&ours), s(&back), "--yes"]);
+    assert_eq!(rc, 0, "{out}");
+    assert_eq!(partition_entries(&back), partition_entries(&disk));
+    same_tree(&disk, &back, 2, "ext4", work);
+    same_tree(&disk, &back, 3, "ntfs", work);
+
     // Too small: refused with the size needed, nothing written.
     let small = work.join("small.img");
     new_target(&small, 48);
@@ -257,10 +281,15 @@ fn an_mbr_disk_with_logical_partitions_restores_from_split_gzip() {
         "the fixture is not split: {names:?}"
     );
 
+    // Restored by an unattended job (the target chosen by a rule), with its log beside the directory.
     let target = work.join("same.img");
     new_target(&target, fs::metadata(&disk).unwrap().len() >> 20);
-    let (rc, out) = rescue(&["restore", s(&image), s(&target), "--yes"]);
+    let job = format!("action=restore image.file={} target.size=1M..1T", s(&image));
+    let (rc, out) = rescue(&["job", &job, "--disk", s(&target)]);
     assert_eq!(rc, 0, "{out}");
+    let log = fs::read_to_string(image.with_extension("log"))
+        .unwrap_or_else(|e| panic!("no log beside {}: {e}\n{out}", image.display()));
+    assert!(log.contains("restore: OK"), "{log}");
     sh(Command::new("sfdisk").arg("-V").arg(&target));
     assert_eq!(partition_entries(&target), partition_entries(&disk));
     // LBA 0 and the hidden data after it, and each EBR of the chain, sector for sector.

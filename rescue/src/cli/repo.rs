@@ -273,14 +273,21 @@ pub fn prune(a: PruneArgs) -> anyhow::Result<i32> {
 
 #[derive(clap::Args, Debug)]
 pub struct ImportArgs {
-    /// The image to add (a file, a URL, or another repository's REPO::NAME[@TIME]).
+    /// The image to add (a file, a URL, or another repository's REPO::NAME[@TIME]), or a Clonezilla image
+    /// (its directory, or a partclone image) to make into an image of ours.
     pub image: PathBuf,
     /// The repository to add it to.
-    #[arg(long, value_name = "REPO")]
-    pub repo: PathBuf,
+    #[arg(long, value_name = "REPO", requires = "name")]
+    pub repo: Option<PathBuf>,
     /// The snapshot's name (its time is the image's capture time).
-    #[arg(long)]
-    pub name: String,
+    #[arg(long, requires = "repo")]
+    pub name: Option<String>,
+    /// A Clonezilla image only: the image file to write instead of a snapshot.
+    #[arg(short, long, value_name = "FILE", conflicts_with_all = ["repo", "name"])]
+    pub output: Option<PathBuf>,
+    /// A Clonezilla image only: the zstd level of the new image.
+    #[arg(long, default_value_t = ops::DEFAULT_LEVEL)]
+    pub level: i32,
     /// Progress as JSON lines on stderr and the summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -290,15 +297,25 @@ pub struct ImportArgs {
 
 /// `rescue import`: an image file as a snapshot of a repository.
 pub fn import(a: ImportArgs) -> anyhow::Result<i32> {
+    if ops::is_clonezilla(&a.image) {
+        return import_clonezilla(&a);
+    }
+    let (Some(repo), Some(name)) = (&a.repo, &a.name) else {
+        anyhow::bail!(
+            "name the repository and the snapshot (--repo REPO --name NAME); -o FILE is for importing a \
+             Clonezilla image, and {} is none",
+            a.image.display()
+        );
+    };
     let image = ops::Location::parse(&a.image.to_string_lossy())?;
-    let repo_loc = ops::Location::parse(&a.repo.to_string_lossy())?;
+    let repo_loc = ops::Location::parse(&repo.to_string_lossy())?;
     let mut net = a.net.options(&image)?;
     if net.passphrase.is_none() {
         // One passphrase: the repository's (or the image's, when it is a snapshot of another).
         net.passphrase = a.net.options(&repo_loc)?.passphrase;
     }
     let (ctl, printers) = super::progress::control(a.json, true);
-    let result = ops::import(&image, &repo_loc, &a.name, &net, ctl);
+    let result = ops::import(&image, &repo_loc, name, &net, ctl);
     printers.finish();
     let r = result?;
     if a.json {
@@ -324,6 +341,52 @@ pub fn import(a: ImportArgs) -> anyhow::Result<i32> {
             } else {
                 " (the repository held some chunks stored otherwise)"
             }
+        );
+    }
+    Ok(0)
+}
+
+/// `rescue import DIR -o FILE` (or `--repo REPO --name NAME`): a Clonezilla image made into ours.
+fn import_clonezilla(a: &ImportArgs) -> anyhow::Result<i32> {
+    let output = match (&a.output, &a.repo, &a.name) {
+        (Some(o), _, _) => ops::Location::Local(o.clone()),
+        (None, Some(repo), Some(name)) => {
+            ops::Location::parse(&format!("{}::{name}", repo.to_string_lossy()))?
+        }
+        _ => anyhow::bail!(
+            "say where the imported image goes: -o FILE.rimg, or --repo REPO --name NAME for a snapshot"
+        ),
+    };
+    let net = a.net.options(&output)?;
+    let (ctl, printers) = super::progress::control(a.json, true);
+    let result = ops::import_clonezilla(&a.image, &output, a.level, &net, ctl);
+    printers.finish();
+    let r = result?;
+    let c = &r.capture;
+    if a.json {
+        println!(
+            "{}",
+            json!({"ok": true, "image": output.to_string(), "root_hash": c.root_hash,
+                   "image_bytes": c.image_bytes, "source_bytes": r.source_bytes, "used_bytes": c.bytes,
+                   "restore_seconds": r.restore_seconds, "seconds": r.restore_seconds + c.seconds,
+                   "verified": c.verified, "notes": c.notes})
+        );
+    } else {
+        for n in &c.notes {
+            eprintln!("note: {n}");
+        }
+        eprintln!(
+            "imported {} into {} in {:.1} s ({:.1} s to unpack it, {:.1} s to capture it): {} of data in {} \
+             (the Clonezilla image: {}); verified; root hash {}",
+            a.image.display(),
+            output,
+            r.restore_seconds + c.seconds,
+            r.restore_seconds,
+            c.seconds,
+            human_size(c.bytes),
+            human_size(c.image_bytes.unwrap_or(0)),
+            human_size(r.source_bytes),
+            c.root_hash.as_deref().unwrap_or("-")
         );
     }
     Ok(0)

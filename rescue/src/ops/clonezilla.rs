@@ -26,7 +26,7 @@ use super::{detect_target, Control, RestoreSpec};
 
 /// Whether `path` (a local path) is a Clonezilla image: a directory Clonezilla wrote, or a partclone
 /// image file (possibly compressed, the first of its pieces).
-pub(super) fn is_clonezilla(path: &Path) -> bool {
+pub fn is_clonezilla(path: &Path) -> bool {
     if path.is_dir() {
         clonezilla::is_image_dir(path)
     } else {
@@ -423,4 +423,129 @@ mod tests {
         );
         assert_eq!(parse_saved_at("yesterday"), None);
     }
+}
+
+/// What [`import_clonezilla`] made: the capture's outcome (the new image or snapshot), and the import's
+/// own figures.
+#[derive(Debug)]
+pub struct ClonezillaImported {
+    pub capture: super::Outcome,
+    /// The directory's bytes, and the seconds the restore into the temporary disk took.
+    pub source_bytes: u64,
+    pub restore_seconds: f64,
+    /// The temporary disk's size, and the bytes written into it.
+    pub temp_size: u64,
+    pub temp_written: u64,
+}
+
+/// Removes the temporary disk however the import ends.
+struct Temporary(std::path::PathBuf);
+
+impl Drop for Temporary {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A Clonezilla image (a directory, or one partclone image) made into an image of ours at `output` (a
+/// file, or a repository's snapshot `REPO::NAME`): its disk restored (checked first, read back) into a
+/// temporary sparse file beside the output, that file captured as any disk is (filesystem-aware,
+/// deduplicated, the new image verified), and the temporary file removed, whatever happens. It needs free
+/// space for the data the image holds, not for the disk's size.
+pub fn import_clonezilla(
+    source: &Path,
+    output: &crate::url::Location,
+    level: i32,
+    net: &super::NetOptions,
+    ctl: super::Control,
+) -> anyhow::Result<ClonezillaImported> {
+    use crate::url::Location;
+    if !is_clonezilla(source) {
+        bail!(
+            "{} is neither a Clonezilla image directory nor a partclone image",
+            source.display()
+        );
+    }
+    let near = match output {
+        Location::Local(p) => p.parent().map(Path::to_path_buf),
+        Location::Snapshot(s) => match s.repo.as_ref() {
+            Location::Local(p) => Some(p.clone()),
+            _ => None,
+        },
+        Location::Remote(_) => None,
+    };
+    let Some(near) = near.map(|p| {
+        if p.as_os_str().is_empty() {
+            ".".into()
+        } else {
+            p
+        }
+    }) else {
+        bail!(
+            "importing a Clonezilla image into {output} is not supported: import it into a file or a \
+             repository on this machine (or a mounted share), then copy that"
+        );
+    };
+    let placed = Placed::local(source);
+    let image = open(&placed)?;
+    let single = image.disk.is_none() && image.partitions.len() == 1;
+    let src = engine_cz::source_of(&image, single.then(|| image.partitions[0].number))?;
+    let name = source
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "clonezilla".into());
+    let temp = near.join(format!(".{name}.clonezilla-import.disk"));
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&temp)
+        .map_err(|e| anyhow::anyhow!("creating the temporary disk {}: {e}", temp.display()))?;
+    let guard = Temporary(temp.clone());
+    file.set_len(src.layout.size_bytes)?;
+    drop(file);
+    let spec = RestoreSpec {
+        image: Location::Local(source.to_path_buf()),
+        target: temp.clone(),
+        confirmed: true,
+        ..RestoreSpec::default()
+    };
+    let started = std::time::Instant::now();
+    let restored = restore(&spec, &placed, &super::detect_options(), ctl.clone())?;
+    let restore_seconds = started.elapsed().as_secs_f64();
+    let capture = super::CaptureSpec {
+        source: temp.clone(),
+        output: output.clone(),
+        level,
+        verify: true,
+        ..super::CaptureSpec::default()
+    };
+    let how = super::RunOptions {
+        net: net.clone(),
+        ..super::RunOptions::default()
+    };
+    let mut out = super::run(
+        &super::Request::Capture(capture),
+        &how,
+        &super::detect_options(),
+        ctl,
+    );
+    drop(guard);
+    if let Some(e) = &out.error {
+        bail!("{e}");
+    }
+    out.notes.insert(
+        0,
+        format!(
+            "imported from the Clonezilla image {} through a temporary disk of {} bytes",
+            source.display(),
+            src.layout.size_bytes
+        ),
+    );
+    Ok(ClonezillaImported {
+        capture: out,
+        source_bytes: size_of(&image.path),
+        restore_seconds,
+        temp_size: src.layout.size_bytes,
+        temp_written: restored.report.bytes_written,
+    })
 }
