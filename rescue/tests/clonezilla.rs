@@ -46,6 +46,16 @@ fn fixture(dir: &Path, layout: &str, compress: &str, split_mb: u32) -> (PathBuf,
     (disk, image)
 }
 
+/// The file of `image` whose name holds `part`.
+fn piece_path(image: &Path, part: &str) -> PathBuf {
+    fs::read_dir(image)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().contains(part))
+        .unwrap_or_else(|| panic!("{} holds no {part}", image.display()))
+}
+
 fn blake(path: &Path) -> String {
     blake3::hash(&fs::read(path).unwrap()).to_hex().to_string()
 }
@@ -88,9 +98,7 @@ fn tree(fs_kind: &str, part: &Path) -> PathBuf {
         }
         "ntfs" => {
             sh(Command::new("ntfsfix").arg("-n").arg(part));
-            let mnt = tempfile::tempdir_in(part.parent().unwrap())
-                .unwrap()
-                .keep();
+            let mnt = tempfile::tempdir_in(part.parent().unwrap()).unwrap().keep();
             sh(Command::new("ntfs-3g")
                 .arg("-o")
                 .arg("ro")
@@ -221,6 +229,18 @@ fn a_gpt_disk_saved_by_clonezilla_restores_onto_a_larger_disk() {
     same_tree(&disk, &back, 2, "ext4", work);
     same_tree(&disk, &back, 3, "ntfs", work);
 
+    // A piece of the image named as the target: refused as the image itself, nothing written.
+    let piece_before = blake(&piece_path(&image, "p4.dd-ptcl-img"));
+    let (rc, out) = rescue(&[
+        "restore",
+        s(&image),
+        s(&piece_path(&image, "p4.dd-ptcl-img")),
+        "--yes",
+    ]);
+    assert_ne!(rc, 0, "{out}");
+    assert!(out.contains("is the image"), "{out}");
+    assert_eq!(blake(&piece_path(&image, "p4.dd-ptcl-img")), piece_before);
+
     // Too small: refused with the size needed, nothing written.
     let small = work.join("small.img");
     new_target(&small, 48);
@@ -234,12 +254,7 @@ fn a_gpt_disk_saved_by_clonezilla_restores_onto_a_larger_disk() {
     assert_eq!(blake(&small), before);
 
     // One partclone image alone, onto a file the size of its partition.
-    let piece = fs::read_dir(&image)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.to_string_lossy().contains("p2.ext4-ptcl-img"))
-        .unwrap();
+    let piece = piece_path(&image, "p2.ext4-ptcl-img");
     let (_, len) = partition_bytes(&disk, 2);
     let alone = work.join("alone.ext4");
     new_target(&alone, len >> 20);

@@ -66,12 +66,21 @@ pub(super) fn restore(
     if target_disk.transport == detect::Transport::File {
         target_disk.logical_sector_size = src.layout.logical_sector_size;
     }
+    // The image is many files: a target that is one of them (a piece named as the target) is the image.
+    let files = image_files(&image);
+    let target_identity = detect::Identity::of(&spec.target);
+    let is_part_of_image = files
+        .iter()
+        .find(|f| target_identity.is_some() && detect::Identity::of(f) == target_identity);
     let env = plan::Environment {
         image_disk: placed
             .local_path()
             .and_then(|p| detect::disk_holding(p, opts)),
         image_path: placed.path.display().to_string(),
-        image_identity: placed.local_path().and_then(detect::Identity::of),
+        image_identity: match is_part_of_image {
+            Some(f) => detect::Identity::of(f),
+            None => placed.local_path().and_then(detect::Identity::of),
+        },
     };
     let plan = match partition {
         Some(n) => plan::plan_restore_partition(
@@ -99,6 +108,17 @@ pub(super) fn restore(
         root_hash: String::new(),
         report,
     })
+}
+
+/// Every file of the image: the directory's files, or a bare image's pieces.
+fn image_files(image: &Image) -> Vec<std::path::PathBuf> {
+    if image.path.is_dir() {
+        std::fs::read_dir(&image.path)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    } else {
+        crate::partclone::stored::pieces(&image.path).unwrap_or_else(|_| vec![image.path.clone()])
+    }
 }
 
 /// Checks a Clonezilla image: its tables as a restore would use them, and every partclone stream read
