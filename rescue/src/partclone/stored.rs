@@ -140,6 +140,15 @@ impl Error {
         }
     }
 
+    /// The same error again (the source's message in `what`), for a reader asked again after it.
+    fn again(&self) -> Error {
+        let mut what = self.what.clone();
+        if let Some(e) = &self.source {
+            what = format!("{what}: {e}");
+        }
+        Error::new(self.kind, &self.path, self.offset, what)
+    }
+
     pub(crate) fn io(path: &Path, offset: Option<u64>, what: &str, e: io::Error) -> Error {
         Error {
             source: Some(e),
@@ -323,23 +332,8 @@ fn later_piece(dir: &Path, stem: &str, last: &str, n: usize) -> Result<Option<Pa
 pub fn open(first: &Path) -> Result<Opened, Error> {
     let pieces = pieces(first)?;
     let mut src = Joined::new(pieces.clone());
-    let (compression, head) = {
-        let head = src.peek(detect::PEEK)?;
-        (detect::detect(head), head.to_vec())
-    };
-    let compression = match compression {
-        Ok(c) => c,
-        Err(what) => {
-            let kind = if head.is_empty() {
-                Kind::Truncated
-            } else if what.starts_with("unknown") {
-                Kind::Unknown
-            } else {
-                Kind::Unsupported
-            };
-            return Err(Error::new(kind, &pieces[0], None, what));
-        }
-    };
+    let compression = detect::detect(src.peek(detect::PEEK)?)
+        .map_err(|(kind, what)| Error::new(kind, &pieces[0], None, what))?;
     let decoder: Box<dyn Decode> = match compression {
         Compression::None => Box::new(codecs::Plain),
         Compression::Gzip => Box::new(codecs::Gzip::new()),
@@ -417,28 +411,27 @@ struct Reader {
     src: Joined,
     decoder: Box<dyn Decode>,
     /// The error that stopped the reader, repeated to any later read.
-    failed: Option<(io::ErrorKind, String)>,
+    failed: Option<Error>,
 }
 
 impl Read for Reader {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if let Some((kind, what)) = &self.failed {
-            return Err(io::Error::new(*kind, what.clone()));
+        if let Some(e) = &self.failed {
+            return Err(e.again().into());
         }
         if out.is_empty() {
             return Ok(0);
         }
         self.decoder.read(&mut self.src, out).map_err(|e| {
-            let e = io::Error::from(e);
-            self.failed = Some((e.kind(), e.to_string()));
-            e
+            self.failed = Some(e.again());
+            e.into()
         })
     }
 }
 
 /// Recognising the compression by the first bytes.
 mod detect {
-    use super::Compression;
+    use super::{Compression, Kind};
 
     /// How many bytes are looked at: enough to step over the skippable frames pzstd puts first.
     pub(super) const PEEK: usize = 64 << 10;
@@ -458,9 +451,9 @@ mod detect {
     }
 
     /// The compression of data beginning with `head`, or why it is refused.
-    pub(super) fn detect(head: &[u8]) -> Result<Compression, String> {
+    pub(super) fn detect(head: &[u8]) -> Result<Compression, (Kind, String)> {
         if head.is_empty() {
-            return Err("is empty: it holds no image".into());
+            return Err((Kind::Truncated, "is empty: it holds no image".into()));
         }
         if head.starts_with(b"partclone-image") {
             return Ok(Compression::None);
@@ -528,7 +521,7 @@ mod detect {
 
     /// Why data beginning with `head` is not read: what it is when recognisable, with the command that
     /// decompresses it, else its first bytes.
-    fn refused(head: &[u8]) -> String {
+    fn refused(head: &[u8]) -> (Kind, String) {
         let known: &[(&[u8], &str, &str)] = &[
             (
                 b"LZIP",
@@ -573,19 +566,26 @@ mod detect {
         ];
         for (magic, what, hint) in known {
             if head.starts_with(magic) {
-                return format!("is {what}, which this program does not read; {hint}");
+                return (
+                    Kind::Unsupported,
+                    format!("is {what}, which this program does not read; {hint}"),
+                );
             }
         }
         if head.len() >= 4 && (0x1E..=0x27).contains(&head[0]) && head[1..4] == [0xB5, 0x2F, 0xFD] {
-            return "is in zstd's format of before 1.0 (v0.x), which this program does not read; \
-                    decompress it with zstd -d first"
-                .into();
+            return (
+                Kind::Unsupported,
+                "is in zstd's format of before 1.0 (v0.x), which this program does not read; \
+                     decompress it with zstd -d first"
+                    .into(),
+            );
         }
         let hex: Vec<String> = head.iter().take(16).map(|b| format!("{b:02x}")).collect();
-        format!(
+        let what = format!(
             "unknown compression (first bytes: {}): not gzip, zstd, xz, lzma, bzip2, lz4, lzop or a \
              partclone stream",
             hex.join(" ")
-        )
+        );
+        (Kind::Unknown, what)
     }
 }

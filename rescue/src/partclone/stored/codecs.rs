@@ -148,14 +148,9 @@ impl Decode for Gzip {
     fn read(&mut self, src: &mut Joined, out: &mut [u8]) -> Result<usize, Error> {
         loop {
             let Some(member) = self.member else {
-                let head = src.peek(2)?;
-                if head.is_empty() {
+                let Some(at) = src.next_member(2, |h| h == [0x1F, 0x8B], "gzip")? else {
                     return Ok(0);
-                }
-                if head != [0x1F, 0x8B] {
-                    return Err(src.garbage("gzip"));
-                }
-                let at = src.here();
+                };
                 self.header(src, at)?;
                 self.inflate.reset(false);
                 self.crc = crc32fast::Hasher::new();
@@ -214,16 +209,14 @@ impl Decode for Zstd {
     fn read(&mut self, src: &mut Joined, out: &mut [u8]) -> Result<usize, Error> {
         loop {
             let Some(frame) = self.frame else {
-                let head = src.peek(4)?;
-                if head.is_empty() {
+                let frame = |h: &[u8]| {
+                    let m = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
+                    m == ZSTD_MAGIC || skippable(m)
+                };
+                self.frame = src.next_member(4, frame, "zstd")?;
+                if self.frame.is_none() {
                     return Ok(0);
                 }
-                let magic = (head.len() == 4)
-                    .then(|| u32::from_le_bytes([head[0], head[1], head[2], head[3]]));
-                if !magic.is_some_and(|m| m == ZSTD_MAGIC || skippable(m)) {
-                    return Err(src.garbage("zstd"));
-                }
-                self.frame = Some(src.here());
                 continue;
             };
             let input = src.fill()?;
@@ -318,12 +311,11 @@ impl Xz {
                     break;
                 }
             }
-            let head = src.peek(XZ_MAGIC.len())?;
-            if head.is_empty() {
+            if src
+                .next_member(XZ_MAGIC.len(), |h| h == XZ_MAGIC, "xz")?
+                .is_none()
+            {
                 return Ok(false);
-            }
-            if head != XZ_MAGIC {
-                return Err(src.garbage("xz"));
             }
         }
         let at = src.here();
@@ -422,17 +414,11 @@ impl Decode for Bzip2 {
     fn read(&mut self, src: &mut Joined, out: &mut [u8]) -> Result<usize, Error> {
         loop {
             let Some((stream, at)) = self.stream.as_mut() else {
-                let head = src.peek(4)?;
-                if head.is_empty() {
+                let stream = |h: &[u8]| h.starts_with(b"BZh") && (b'1'..=b'9').contains(&h[3]);
+                let Some(at) = src.next_member(4, stream, "bzip2")? else {
                     return Ok(0);
-                }
-                if !(head.len() == 4
-                    && head.starts_with(b"BZh")
-                    && (b'1'..=b'9').contains(&head[3]))
-                {
-                    return Err(src.garbage("bzip2"));
-                }
-                self.stream = Some((bzip2::Decompress::new(false), src.here()));
+                };
+                self.stream = Some((bzip2::Decompress::new(false), at));
                 continue;
             };
             let at = *at;

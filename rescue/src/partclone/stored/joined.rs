@@ -116,6 +116,24 @@ impl Joined {
         )
     }
 
+    /// Where the next member of `what` data begins, if its first `len` bytes pass `starts`: `None`
+    /// at the end of the data, trailing garbage when they do not.
+    pub(super) fn next_member(
+        &mut self,
+        len: usize,
+        starts: impl Fn(&[u8]) -> bool,
+        what: &str,
+    ) -> Result<Option<At>, Error> {
+        let head = self.peek(len)?;
+        if head.is_empty() {
+            return Ok(None);
+        }
+        if head.len() < len || !starts(head) {
+            return Err(self.garbage(what));
+        }
+        Ok(Some(self.here()))
+    }
+
     /// Damaged data found `ahead` bytes past the next byte not consumed.
     pub(super) fn damaged(&self, ahead: usize, what: impl Into<String>) -> Error {
         self.error(self.ahead(ahead), Kind::Damaged, what)

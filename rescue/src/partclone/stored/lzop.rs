@@ -89,14 +89,9 @@ impl Lzop {
 
     /// Begins the next file: false at the end of the data.
     fn next_file(&mut self, src: &mut Joined) -> Result<bool, Error> {
-        let head = src.peek(LZOP_MAGIC.len())?;
-        if head.is_empty() {
+        let Some(at) = src.next_member(LZOP_MAGIC.len(), |h| h == LZOP_MAGIC, "lzop")? else {
             return Ok(false);
-        }
-        if head != LZOP_MAGIC {
-            return Err(src.garbage("lzop"));
-        }
-        let at = src.here();
+        };
         src.consume(LZOP_MAGIC.len());
         let unsupported = |src: &Joined, what: String| {
             src.error(

@@ -622,4 +622,5 @@ fn stored_a_reader_that_failed_keeps_failing() {
     assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
     let again = o.reader.read(&mut [0u8; 10]).unwrap_err();
     assert_eq!(again.to_string(), e.to_string());
+    assert_eq!(stored_error(&again).kind, Kind::Truncated);
 }
