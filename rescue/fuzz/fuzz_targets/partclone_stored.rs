@@ -7,30 +7,14 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use libfuzzer_sys::fuzz_target;
-
-/// The first bytes of each format the reader recognises (and of a partclone stream), so that the
-/// fuzzer starts inside every decoder.
-const MAGICS: &[&[u8]] = &[
-    b"",
-    b"partclone-image",
-    &[0x1F, 0x8B, 8, 0],
-    &[0x28, 0xB5, 0x2F, 0xFD],
-    &[0x50, 0x2A, 0x4D, 0x18],
-    b"\xFD7zXZ\0",
-    &[
-        0x5D, 0, 0, 0x80, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
-    ],
-    b"BZh9",
-    &[0x04, 0x22, 0x4D, 0x18, 0x64, 0x40],
-    b"\x89LZO\0\r\n\x1a\n\x10\x40\x20\xa0\x09\x40\x01\x05",
-];
+use rescue::partclone::stored::STARTS;
 
 fuzz_target!(|data: &[u8]| {
     // Byte 0 chooses the magic put first, bytes 1-2 the size of the pieces; the rest is the data.
     if data.len() < 3 {
         return;
     }
-    let mut image = MAGICS[usize::from(data[0]) % MAGICS.len()].to_vec();
+    let mut image = STARTS[usize::from(data[0]) % STARTS.len()].to_vec();
     image.extend_from_slice(&data[3..]);
     // At most 676 pieces: split's names aa … zz.
     let piece = usize::from(u16::from_le_bytes([data[1], data[2]]))

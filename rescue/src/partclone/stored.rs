@@ -28,6 +28,24 @@ mod tool_tests;
 
 use joined::Joined;
 
+/// The first bytes of each format this module reads (and none: nothing put first), for the property tests
+/// and the fuzz target to start their inputs with, so that every decoder is reached.
+#[doc(hidden)]
+pub const STARTS: &[&[u8]] = &[
+    b"",
+    b"partclone-image",
+    &[0x1F, 0x8B, 8, 0],
+    &[0x28, 0xB5, 0x2F, 0xFD],
+    &[0x50, 0x2A, 0x4D, 0x18],
+    b"\xFD7zXZ\0",
+    &[
+        0x5D, 0, 0, 0x80, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+    ],
+    b"BZh9",
+    &[0x04, 0x22, 0x4D, 0x18, 0x64, 0x40],
+    b"\x89LZO\0\r\n\x1a\n\x10\x40\x20\xa0\x09\x40\x01\x05",
+];
+
 /// How the stream is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {

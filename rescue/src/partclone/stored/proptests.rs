@@ -9,22 +9,6 @@ use proptest::prelude::*;
 use super::tests::{encoders, semi, split_into};
 use super::*;
 
-/// The first bytes of each format (and of a partclone stream), to get past detection.
-const MAGICS: &[&[u8]] = &[
-    b"",
-    b"partclone-image",
-    &[0x1F, 0x8B, 8, 0],
-    &[0x28, 0xB5, 0x2F, 0xFD],
-    &[0x50, 0x2A, 0x4D, 0x18],
-    b"\xFD7zXZ\0",
-    &[
-        0x5D, 0, 0, 0x80, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
-    ],
-    b"BZh9",
-    &[0x04, 0x22, 0x4D, 0x18, 0x64, 0x40],
-    b"\x89LZO\0\r\n\x1a\n\x10\x40\x20\xa0\x09\x40\x01\x05",
-];
-
 /// Reads an opened image to its end or its first error, at most `cap` bytes, in reads of `chunk`.
 fn drain(o: Opened, cap: usize, chunk: usize) -> Result<usize, io::Error> {
     let mut r = o.reader;
@@ -45,13 +29,13 @@ proptest! {
     /// Any bytes after any magic, in pieces of any size: read or refused, never a panic.
     #[test]
     fn stored_any_bytes_are_read_or_refused_never_a_panic(
-        magic in 0..MAGICS.len(),
+        magic in 0..STARTS.len(),
         tail in proptest::collection::vec(any::<u8>(), 0..3000),
         piece in 1usize..4000,
         chunk in 1usize..5000,
     ) {
         let d = tempfile::tempdir().unwrap();
-        let mut data = MAGICS[magic].to_vec();
+        let mut data = STARTS[magic].to_vec();
         data.extend_from_slice(&tail);
         let p = split_into(d.path(), "any", &data, piece);
         if p.is_empty() {
