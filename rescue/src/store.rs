@@ -356,7 +356,7 @@ fn modified(meta: &std::fs::Metadata) -> u64 {
 }
 
 /// Bytes of the files directly in `dir`.
-fn dir_bytes(dir: &Path) -> u64 {
+pub fn dir_bytes(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
         .map(|d| {
             d.flatten()

@@ -72,6 +72,18 @@ pub fn iso_time(unix: u64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{:02}Z", unix % 60)
 }
 
+/// Days from 1970-01-01 to the given date of the proleptic Gregorian calendar.
+pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    // Years start in March, so the leap day is the last day of a year.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let year_of_era = y.rem_euclid(400);
+    let m = i64::from(month);
+    let day_of_year = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
 /// Year, month, day, hour, minute (UTC) of a Unix time (days-from-civil inverted, proleptic Gregorian).
 fn civil(unix: u64) -> (i64, u32, u32, u64, u64) {
     let days = (unix / 86400) as i64;

@@ -54,7 +54,7 @@ impl Time {
         if !(1..=12).contains(&month) || day == 0 || h > 23 || m > 59 || s > 59 || centis > 199 {
             return None;
         }
-        let days = days_from_civil(year, month, day);
+        let days = crate::units::days_from_civil(year, month, day);
         let secs = days * 86_400 + h * 3600 + m * 60 + s + i64::from(centis / 100)
             - i64::from(utc_offset_min) * 60;
         Some(Time {
@@ -64,27 +64,15 @@ impl Time {
     }
 }
 
-/// Days from 1970-01-01 to the given date of the proleptic Gregorian calendar.
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    // Years start in March, so the leap day is the last day of a year.
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let year_of_era = y.rem_euclid(400);
-    let m = i64::from(month);
-    let day_of_year = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn dates_convert() {
-        assert_eq!(days_from_civil(1970, 1, 1), 0);
-        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
-        assert_eq!(days_from_civil(1969, 12, 31), -1);
+        assert_eq!(crate::units::days_from_civil(1970, 1, 1), 0);
+        assert_eq!(crate::units::days_from_civil(2000, 3, 1), 11_017);
+        assert_eq!(crate::units::days_from_civil(1969, 12, 31), -1);
         // 2024-02-29 12:34:56 → 1709210096
         let date = ((2024 - 1980) << 9) | (2 << 5) | 29;
         let time = (12 << 11) | (34 << 5) | 28;

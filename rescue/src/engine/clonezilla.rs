@@ -83,21 +83,20 @@ impl Source {
     }
 }
 
-/// Whether the stream at `first` starts with a partclone header (decompressed).
-fn has_header(first: &std::path::Path) -> Result<bool, EngineError> {
+/// A partclone image's header, read through its pieces and decompression; `None` when the stream holds no
+/// partclone header (a raw copy, or something else). The stream is opened once.
+pub fn read_header(first: &std::path::Path) -> Result<Option<partclone::Header>, EngineError> {
     let mut opened = stored::open(first).map_err(|e| EngineError::Failed(e.to_string()))?;
     let mut head = [0u8; 15];
     let n = read_full(&mut opened.reader, &mut head)
         .map_err(|e| EngineError::Failed(format!("{}: {e}", first.display())))?;
-    Ok(n == head.len() && head[..] == partclone::MAGIC[..15])
-}
-
-/// A partclone image's header, read through its pieces and decompression.
-pub fn read_header(first: &std::path::Path) -> Result<partclone::Header, EngineError> {
-    let opened = stored::open(first).map_err(|e| EngineError::Failed(e.to_string()))?;
-    let stream = partclone::Stream::open(opened.reader, &first.display().to_string())
+    if n < head.len() || head[..] != partclone::MAGIC[..15] {
+        return Ok(None);
+    }
+    let whole = std::io::Read::chain(&head[..], opened.reader);
+    let stream = partclone::Stream::open(whole, &first.display().to_string())
         .map_err(|e| EngineError::Failed(e.to_string()))?;
-    Ok(stream.header().clone())
+    Ok(Some(stream.header().clone()))
 }
 
 fn fs_kind(fs: &str) -> Option<FsKind> {
@@ -252,8 +251,8 @@ pub fn source_of(image: &Image, partition: Option<u32>) -> Result<Source, Engine
             Some(p.number),
         );
         let provider = match &p.content {
-            Content::Partclone { first, fs } if !has_header(first)? => {
-                if fs != "dd" {
+            Content::Partclone { first, fs } => match read_header(first)? {
+                None if fs != "dd" => {
                     return Err(EngineError::Failed(format!(
                         "{}: neither a partclone image nor a raw copy (an ntfsclone or partimage image of \
                          Clonezilla's old formats?), which this program does not read; restore it with \
@@ -261,42 +260,41 @@ pub fn source_of(image: &Image, partition: Option<u32>) -> Result<Source, Engine
                         first.display()
                     )));
                 }
-                if p.len == 0 {
+                None if p.len == 0 => {
                     return Err(EngineError::Failed(format!(
                         "{}: a raw copy of a partition whose size the image does not record",
                         first.display()
                     )));
                 }
-                Provider::Partclone {
+                None => Provider::Partclone {
                     first: first.clone(),
                     label: format!("partition {} ({})", p.number, p.name),
                     raw: Some(p.len),
+                },
+                Some(h) => {
+                    let fs_len = h.total_blocks.saturating_mul(u64::from(h.block_size));
+                    if p.len == 0 {
+                        s.len = fs_len.max(h.device_size);
+                    } else if fs_len > p.len {
+                        return Err(EngineError::Failed(format!(
+                            "{}: the {} filesystem ({fs_len} bytes) is larger than partition {} ({} bytes) \
+                             the table gives it",
+                            first.display(),
+                            h.fs,
+                            p.number,
+                            p.len
+                        )));
+                    }
+                    s.fs = fs_kind(fs).or_else(|| fs_kind(&h.fs));
+                    s.fs_aware = true;
+                    headers.push((streams.len(), h));
+                    Provider::Partclone {
+                        first: first.clone(),
+                        label: format!("partition {} ({})", p.number, p.name),
+                        raw: None,
+                    }
                 }
-            }
-            Content::Partclone { first, fs } => {
-                let h = read_header(first)?;
-                let fs_len = h.total_blocks.saturating_mul(u64::from(h.block_size));
-                if p.len == 0 {
-                    s.len = fs_len.max(h.device_size);
-                } else if fs_len > p.len {
-                    return Err(EngineError::Failed(format!(
-                        "{}: the {} filesystem ({fs_len} bytes) is larger than partition {} ({} bytes) the \
-                         table gives it",
-                        first.display(),
-                        h.fs,
-                        p.number,
-                        p.len
-                    )));
-                }
-                s.fs = fs_kind(fs).or_else(|| fs_kind(&h.fs));
-                s.fs_aware = true;
-                headers.push((streams.len(), h));
-                Provider::Partclone {
-                    first: first.clone(),
-                    label: format!("partition {} ({})", p.number, p.name),
-                    raw: None,
-                }
-            }
+            },
             Content::Swap { uuid, label } => {
                 s.fs = Some(FsKind::Swap);
                 Provider::Swap(swap_header(p.len, uuid.as_deref(), label.as_deref()))
@@ -553,9 +551,14 @@ fn run(
                 }
             },
             Provider::File { path, len } => {
-                let bytes = std::fs::read(path)
+                // Only the bytes that fit before the first partition (the file may hold more).
+                let mut bytes = Vec::new();
+                std::fs::File::open(path)
+                    .and_then(|f| {
+                        std::io::Read::read_to_end(&mut std::io::Read::take(f, *len), &mut bytes)
+                    })
                     .map_err(|e| EngineError::Failed(format!("{}: {e}", path.display())))?;
-                let bytes = &bytes[..(*len as usize).min(bytes.len())];
+                let bytes = bytes.as_slice();
                 target.write_at(bytes, at)?;
                 note(&ledger, at, bytes);
                 report.bytes_written += bytes.len() as u64;

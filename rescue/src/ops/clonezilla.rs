@@ -16,13 +16,12 @@ use crate::engine::clonezilla as engine_cz;
 use crate::engine::progress::{Meter, Progress};
 use crate::engine::{device, restore as engine_restore};
 use crate::image::{CreationInfo, DiskInfo, PartitionInfo, TableKind};
-use crate::plan;
 
 use super::inspect::{ImageInfo, StreamSummary};
 use super::place::Placed;
-use super::restore::Restored;
+use super::restore::{environment, plan_onto, Restored};
 use super::verify::VerifyOutcome;
-use super::{detect_target, Control, RestoreSpec};
+use super::{Control, RestoreSpec};
 
 /// Whether `path` (a local path) is a Clonezilla image: a directory Clonezilla wrote, or a partclone
 /// image file (possibly compressed, the first of its pieces).
@@ -62,37 +61,17 @@ pub(super) fn restore(
             spec.target.display()
         )
     })?;
-    let mut target_disk = detect_target(&spec.target, opts)?;
-    if target_disk.transport == detect::Transport::File {
-        target_disk.logical_sector_size = src.layout.logical_sector_size;
-    }
+    let mut env = environment(placed, opts);
     // The image is many files: a target that is one of them (a piece named as the target) is the image.
-    let files = image_files(&image);
     let target_identity = detect::Identity::of(&spec.target);
-    let is_part_of_image = files
-        .iter()
-        .find(|f| target_identity.is_some() && detect::Identity::of(f) == target_identity);
-    let env = plan::Environment {
-        image_disk: placed
-            .local_path()
-            .and_then(|p| detect::disk_holding(p, opts)),
-        image_path: placed.path.display().to_string(),
-        image_identity: match is_part_of_image {
-            Some(f) => detect::Identity::of(f),
-            None => placed.local_path().and_then(detect::Identity::of),
-        },
-    };
-    let plan = match partition {
-        Some(n) => plan::plan_restore_partition(
-            &src.layout,
-            n,
-            &target_disk,
-            spec.to_partition,
-            &env,
-            spec.confirmed,
-        )?,
-        None => plan::plan_restore_disk(&src.layout, &target_disk, &env, spec.confirmed)?,
-    };
+    if target_identity.is_some()
+        && image_files(&image)
+            .iter()
+            .any(|f| detect::Identity::of(f) == target_identity)
+    {
+        env.image_identity = target_identity;
+    }
+    let (target_disk, plan) = plan_onto(&src.layout, spec, partition, &env, opts)?;
     let target = device::Target::open(&spec.target)?;
     let ropts = engine_restore::RestoreOptions {
         threads: spec.threads.max(1),
@@ -222,15 +201,7 @@ pub(super) fn verify(
 /// Bytes of a file, or of every file in a directory (not recursing).
 fn size_of(path: &Path) -> u64 {
     if path.is_dir() {
-        std::fs::read_dir(path)
-            .map(|d| {
-                d.flatten()
-                    .filter_map(|e| e.metadata().ok())
-                    .filter(|m| m.is_file())
-                    .map(|m| m.len())
-                    .sum()
-            })
-            .unwrap_or(0)
+        crate::store::dir_bytes(path)
     } else {
         std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
     }
@@ -248,18 +219,11 @@ fn parse_saved_at(text: &str) -> Option<i64> {
         .split(':')
         .map(|x| x.parse().ok())
         .collect::<Option<_>>()?;
-    if d.len() != 3 || h.len() != 3 {
+    let (&[y, m, day], &[hh, mm, ss]) = (d.as_slice(), h.as_slice()) else {
         return None;
-    }
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let (y, m, day) = (d[0] - i64::from(d[1] <= 2), d[1], d[2]);
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + h[0] * 3600 + h[1] * 60 + h[2])
+    };
+    let days = crate::units::days_from_civil(y, u32::try_from(m).ok()?, u32::try_from(day).ok()?);
+    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
 }
 
 /// A Clonezilla image described as an image of ours is (for `inspect` and the restore wizard): its disk,

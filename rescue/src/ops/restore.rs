@@ -27,35 +27,53 @@ pub(super) fn prepare_restore(
 ) -> anyhow::Result<PreparedRestore> {
     let image = placed.open()?;
     let layout = engine::layout_of(image.index());
-    let mut target_disk = detect_target(&spec.target, opts)?;
-    if target_disk.transport == detect::Transport::File {
-        // An image file has no sector size of its own: it takes the image's.
-        target_disk.logical_sector_size = layout.logical_sector_size;
-    }
-    let env = plan::Environment {
-        image_disk: placed
-            .local_path()
-            .and_then(|p| detect::disk_holding(p, opts)),
-        image_path: placed.path.display().to_string(),
-        image_identity: placed.local_path().and_then(detect::Identity::of),
-    };
-    let plan = match spec.partition {
-        Some(n) => plan::plan_restore_partition(
-            &layout,
-            n,
-            &target_disk,
-            spec.to_partition,
-            &env,
-            spec.confirmed,
-        )?,
-        None => plan::plan_restore_disk(&layout, &target_disk, &env, spec.confirmed)?,
-    };
+    let env = environment(placed, opts);
+    let (target_disk, plan) = plan_onto(&layout, spec, spec.partition, &env, opts)?;
     Ok(PreparedRestore {
         image,
         layout,
         target_disk,
         plan,
     })
+}
+
+/// Facts about the image a restore is checked against (the disk holding it, the file itself).
+pub(super) fn environment(placed: &Placed, opts: &DetectOptions) -> plan::Environment {
+    plan::Environment {
+        image_disk: placed
+            .local_path()
+            .and_then(|p| detect::disk_holding(p, opts)),
+        image_path: placed.path.display().to_string(),
+        image_identity: placed.local_path().and_then(detect::Identity::of),
+    }
+}
+
+/// The target as detected now, and the plan of writing `layout` onto it: partition `partition` alone, or
+/// the whole disk; every refusal.
+pub(super) fn plan_onto(
+    layout: &plan::Layout,
+    spec: &RestoreSpec,
+    partition: Option<u32>,
+    env: &plan::Environment,
+    opts: &DetectOptions,
+) -> anyhow::Result<(Disk, plan::RestorePlan)> {
+    let mut target_disk = detect_target(&spec.target, opts)?;
+    if target_disk.transport == detect::Transport::File {
+        // An image file has no sector size of its own: it takes the image's.
+        target_disk.logical_sector_size = layout.logical_sector_size;
+    }
+    let plan = match partition {
+        Some(n) => plan::plan_restore_partition(
+            layout,
+            n,
+            &target_disk,
+            spec.to_partition,
+            env,
+            spec.confirmed,
+        )?,
+        None => plan::plan_restore_disk(layout, &target_disk, env, spec.confirmed)?,
+    };
+    Ok((target_disk, plan))
 }
 
 /// What a restore did, with the target as detected before it and the image's root hash.

@@ -360,33 +360,28 @@ pub(super) fn restore(
                     "No unreadable ranges".to_string()
                 }),
             ];
-            if let Some(format) = &i.other_format {
-                // Another program's image: what it is, and how it is restored.
+            // No capture of ours behind it: what it is and how it is restored instead.
+            let foreign = match (&i.other_format, i.virtual_format) {
+                (Some(format), _) => Some((
+                    format.clone(),
+                    "Restored from its partclone images (checked first), tables last, read back",
+                )),
+                (None, Some(format)) => Some((
+                    format!("A {format} virtual machine disk"),
+                    "Restored as a clone of the disk it holds (V2P), whole or one partition",
+                )),
+                (None, None) => None,
+            };
+            if let Some((what, how)) = foreign {
                 lines.splice(
                     2..,
                     [
                         Line::from(format!(
-                            "{format}, {}; needs a disk of at least {}",
+                            "{what}, {}; needs a disk of at least {}",
                             human_size(i.size_bytes),
                             human_size(i.layout.min_target_size())
                         )),
-                        Line::from(
-                            "Restored from its partclone images (checked first), tables last, read back",
-                        ),
-                    ],
-                );
-            }
-            if let Some(format) = i.virtual_format {
-                // No capture behind it: what it is and how it is restored instead.
-                lines.splice(
-                    2..,
-                    [
-                        Line::from(format!(
-                            "A {format} virtual machine disk, {}; needs a disk of at least {}",
-                            human_size(i.size_bytes),
-                            human_size(i.layout.min_target_size())
-                        )),
-                        Line::from("Restored as a clone of the disk it holds (V2P), whole or one partition"),
+                        Line::from(how),
                     ],
                 );
             }
