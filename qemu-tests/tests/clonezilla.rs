@@ -1,10 +1,10 @@
-//! Restoring a Clonezilla image through the TUI, in the rescue system: an MBR disk (a primary ext4, an
-//! extended partition with a logical ext4, a logical swap and a logical FAT16, boot code and hidden data
-//! after the MBR) saved by the real Clonezilla (`ocs-sr savedisk`, zstd, in 1 MB pieces) into a folder of
-//! an ext4 drive; the restore wizard lists the directory, says what it is, and restores it onto a larger
-//! disk. On the host afterwards: the table is valid and the source's, the first MiB (MBR, hidden data)
-//! and every EBR are the source's sector for sector, the filesystems are clean and hold the source's
-//! trees, the swap has its UUID and label.
+//! Verifying and restoring a Clonezilla image through the TUI, in the rescue system: an MBR disk (a
+//! primary ext4, an extended partition with a logical ext4, a logical swap and a logical FAT16, boot code
+//! and hidden data after the MBR) saved by the real Clonezilla (`ocs-sr savedisk`, zstd, in 1 MB pieces)
+//! into a folder of an ext4 drive; the verify wizard checks the directory, and the restore wizard lists
+//! it, says what it is, and restores it onto a larger disk. On the host afterwards: the table is valid and
+//! the source's, the first MiB (MBR, hidden data) and every EBR are the source's sector for sector, the
+//! filesystems are clean and hold the source's trees, the swap has its UUID and label.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -100,6 +100,18 @@ fn a_clonezilla_directory_is_restored_through_the_tui() {
     vm.disks.push(Disk::new(&drive, Bus::Virtio).serial("IMG"));
     vm.disks.push(Disk::new(&target, Bus::Virtio).serial("DST"));
     let mut s = Session::boot(vm, "Disks (2)");
+    // Verified first through the verify wizard: every stream and checksum.
+    s.send("v");
+    s.wait("Step 1 of 2", STEP);
+    s.select("256.0 MiB");
+    s.send(ENTER);
+    let screen = s.wait("saved-by-clonezilla", STEP);
+    assert!(screen.contains("Step 2 of 2"), "{screen}");
+    s.select("saved-by-clonezilla");
+    s.send(ENTER);
+    s.wait("SUCCESS", JOB_TIMEOUT);
+    s.send(ENTER);
+    s.wait("Disks (2)", STEP);
     s.send("r");
     s.wait("Step 1 of 5", STEP);
     s.select("256.0 MiB");

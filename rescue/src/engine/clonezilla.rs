@@ -846,3 +846,61 @@ fn writer_gone(failed: &Mutex<Option<EngineError>>) -> EngineError {
         .take()
         .unwrap_or_else(|| EngineError::Internal("the writer thread stopped".into()))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// A `saveparts` directory of one partition whose image `name` holds `content`, gzip-compressed.
+    fn dir_with(name: &str, content: &[u8]) -> tempfile::TempDir {
+        use std::io::Write;
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("parts"), "sdb6\n").unwrap();
+        std::fs::write(d.path().join("clonezilla-img"), "").unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(content).unwrap();
+        std::fs::write(d.path().join(name), gz.finish().unwrap()).unwrap();
+        d
+    }
+
+    /// An old image name whose content is no partclone stream (an ntfsclone image) is refused by name; a
+    /// raw copy of a partition of unknown size too.
+    #[test]
+    fn what_is_no_partclone_stream_is_refused_unless_it_is_a_raw_copy() {
+        let d = dir_with(
+            "sdb6.ntfs-img.aa",
+            b"\0ntfsclone-image version 10.1 and more bytes",
+        );
+        let image = crate::clonezilla::open(d.path()).unwrap();
+        let e = source_of(&image, Some(6)).unwrap_err().to_string();
+        assert!(
+            e.contains("neither a partclone image nor a raw copy"),
+            "{e}"
+        );
+        assert!(e.contains("sdb6.ntfs-img.aa"), "{e}");
+
+        let d = dir_with("sdb6.dd-img.aa", &[7u8; 4096]);
+        let image = crate::clonezilla::open(d.path()).unwrap();
+        let e = source_of(&image, Some(6)).unwrap_err().to_string();
+        assert!(e.contains("whose size the image does not record"), "{e}");
+    }
+
+    /// The swap header mkswap writes: version 1, the last page, UUID and label, the signature.
+    #[test]
+    fn swap_headers_are_what_mkswap_writes() {
+        let page = swap_header(
+            8 << 20,
+            Some("0d1e2f3a-4b5c-4d6e-8f7a-8b9c0d1e2f3a"),
+            Some("fixswap"),
+        );
+        assert_eq!(&page[4086..], b"SWAPSPACE2");
+        assert_eq!(
+            u32::from_le_bytes(page[1028..1032].try_into().unwrap()),
+            2047
+        );
+        assert_eq!(page[1036..1040], [0x0d, 0x1e, 0x2f, 0x3a]);
+        assert_eq!(&page[1052..1059], b"fixswap");
+    }
+}
